@@ -1,0 +1,100 @@
+"""Where a RayCluster becomes the Ray autoscaler cluster config that runs it.
+
+`autoscaler_config()` is a pure function: RayCluster dict in, config dict out,
+or `InvalidRayCluster` listing every problem. The config is complete as
+`StandardAutoscaler` reads it (Ray does not fill in defaults for a monitor's
+config), and it passes Ray's own `validate_config`.
+
+Ray itself runs no commands on our nodes (`disable_node_updaters`): each pod
+starts Ray by itself. The commands it runs and the cluster's identity
+therefore travel in the `provider` section, the only part of the config the
+node provider is given.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from autoscaler_bridge import names
+from autoscaler_bridge.pod_resources import pod_type_resources
+from autoscaler_bridge.validation import InvalidRayCluster, validate_raycluster
+
+# Keys StandardAutoscaler reads unconditionally; they stay empty because no
+# updater runs (Ray's KubeRay converter sets the same).
+_NO_UPDATER_FIELDS: dict[str, Any] = {
+    "file_mounts": {},
+    "cluster_synced_files": [],
+    "file_mounts_sync_continuously": False,
+    "initialization_commands": [],
+    "setup_commands": [],
+    "head_setup_commands": [],
+    "worker_setup_commands": [],
+    "head_start_ray_commands": [],
+    "worker_start_ray_commands": [],
+    "auth": {},
+}
+
+
+def setup_commands(pod_type: Mapping[str, Any]) -> list[str]:
+    """A podType's setup commands (`setupCommands` is the legacy alias of `workerSetupCommands`)."""
+    return list(pod_type.get("workerSetupCommands") or pod_type.get("setupCommands") or [])
+
+
+def _node_type(pod_type: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "node_config": copy.deepcopy(dict(pod_type["podConfig"])),
+        "resources": pod_type_resources(pod_type),
+        "min_workers": pod_type.get("minWorkers", 0),
+        "max_workers": pod_type.get("maxWorkers", 0),
+    }
+
+
+def _owner(metadata: Mapping[str, Any]) -> dict[str, str]:
+    owner = {
+        "apiVersion": f"{names.API_GROUP}/{names.API_VERSION}",
+        "kind": names.KIND,
+        "name": metadata["name"],
+    }
+    if metadata.get("uid"):
+        owner["uid"] = metadata["uid"]
+    return owner
+
+
+def autoscaler_config(raycluster: Mapping[str, Any]) -> dict[str, Any]:
+    """The Ray autoscaler cluster config for a RayCluster; raises InvalidRayCluster."""
+    problems = validate_raycluster(raycluster)
+    if problems:
+        raise InvalidRayCluster(problems)
+    metadata, spec = raycluster["metadata"], raycluster["spec"]
+    pod_types = spec["podTypes"]
+    head_commands = list(spec.get("headStartRayCommands") or names.DEFAULT_HEAD_START_RAY_COMMANDS)
+    worker_commands = list(
+        spec.get("workerStartRayCommands") or names.DEFAULT_WORKER_START_RAY_COMMANDS
+    )
+    max_workers = spec.get("maxWorkers")
+    if max_workers is None:
+        max_workers = sum(p.get("maxWorkers", 0) for p in pod_types)
+    return {
+        "cluster_name": metadata["name"],
+        "max_workers": max_workers,
+        "upscaling_speed": spec.get("upscalingSpeed", names.DEFAULT_UPSCALING_SPEED),
+        "idle_timeout_minutes": spec.get("idleTimeoutMinutes", names.DEFAULT_IDLE_TIMEOUT_MINUTES),
+        "head_node_type": spec["headPodType"],
+        "available_node_types": {p["name"]: _node_type(p) for p in pod_types},
+        "provider": {
+            "type": "external",
+            "module": names.PROVIDER_CLASS,
+            "namespace": metadata.get("namespace") or "default",
+            "use_internal_ips": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": False,
+            "owner": _owner(metadata),
+            "head_start_ray_commands": head_commands,
+            "worker_start_ray_commands": worker_commands,
+            "setup_commands": {p["name"]: setup_commands(p) for p in pod_types if setup_commands(p)},
+            "head_service_ports": copy.deepcopy(list(spec.get("headServicePorts") or [])),
+        },
+        **copy.deepcopy(_NO_UPDATER_FIELDS),
+    }

@@ -1,0 +1,104 @@
+"""The RayCluster the Helm chart `charts/ray` renders from a values file.
+
+The chart's `raycluster.yaml` template is the reference; this is its mirror in
+Python so that `ray-operator render` and the tests can turn a values file into
+its RayCluster without Helm (a test holds the two identical).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from autoscaler_bridge.names import API_GROUP, API_VERSION, KIND, RAY_CONTAINER_NAME
+
+RAY_CONTAINER_PORTS = [
+    {"name": "gcs", "containerPort": 6379},
+    {"name": "client", "containerPort": 10001},
+    {"name": "dashboard", "containerPort": 8265},
+    {"name": "serve", "containerPort": 8000},
+]
+
+
+def is_values_file(document: Any) -> bool:
+    """A Helm values file of this chart: `podTypes` is a map keyed by name (a RayCluster's is a list)."""
+    return isinstance(document, Mapping) and isinstance(document.get("podTypes"), Mapping)
+
+
+def _quantity(pod_type: Mapping[str, Any], key: str, legacy_key: str, default: Any) -> Any:
+    """`CPU`/`GPU` (later legacy charts) win over `numCPU`/`numGPU` (earlier ones)."""
+    if key in pod_type:
+        return pod_type[key]
+    return pod_type.get(legacy_key, default)
+
+
+def _pod_config(values: Mapping[str, Any], pod_type: Mapping[str, Any]) -> dict[str, Any]:
+    cpu = _quantity(pod_type, "CPU", "numCPU", 1)
+    gpu = _quantity(pod_type, "GPU", "numGPU", 0)
+    memory = pod_type.get("memory", "512Mi")
+    limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpu:
+        limits["nvidia.com/gpu"] = gpu
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        "containers": [
+            {
+                "name": RAY_CONTAINER_NAME,
+                "image": pod_type.get("image") or values["image"],
+                "imagePullPolicy": "IfNotPresent",
+                "ports": [dict(p) for p in RAY_CONTAINER_PORTS],
+                "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+                "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+            }
+        ],
+    }
+    if pod_type.get("nodeSelector"):
+        spec["nodeSelector"] = dict(pod_type["nodeSelector"])
+    if pod_type.get("tolerations"):
+        spec["tolerations"] = list(pod_type["tolerations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": spec}
+
+
+def raycluster_from_values(
+    values: Mapping[str, Any], name: str, namespace: str | None = None
+) -> dict[str, Any]:
+    """The RayCluster the chart renders for release `name` (in `namespace`) from `values`.
+
+    `values` must be complete (Helm would merge it over the chart's values.yaml);
+    a missing key is a ValueError naming it.
+    """
+    missing = [key for key in ("image", "headPodType", "podTypes") if not values.get(key)]
+    if missing:
+        raise ValueError(f"the values file lacks {', '.join(missing)}")
+    pod_types = []
+    for type_name, pod_type in values["podTypes"].items():
+        if not isinstance(pod_type, Mapping):
+            raise ValueError(f"podTypes.{type_name}: {pod_type!r} is not a map")
+        entry: dict[str, Any] = {
+            "name": type_name,
+            "minWorkers": pod_type.get("minWorkers", 0),
+            "maxWorkers": pod_type.get("maxWorkers", 0),
+        }
+        if pod_type.get("rayResources"):
+            entry["rayResources"] = dict(pod_type["rayResources"])
+        entry["podConfig"] = _pod_config(values, pod_type)
+        pod_types.append(entry)
+    max_workers = values.get("maxWorkers")
+    if max_workers is None:
+        max_workers = sum(p["maxWorkers"] for p in pod_types)
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": {
+            "maxWorkers": max_workers,
+            "upscalingSpeed": values.get("upscalingSpeed", 1.0),
+            "idleTimeoutMinutes": values.get("idleTimeoutMinutes", 5),
+            "headPodType": values["headPodType"],
+            "podTypes": pod_types,
+        },
+    }

@@ -1,0 +1,35 @@
+"""Shared test fixtures: paths of the project's files and loaders for its examples."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_operator.helm_values import raycluster_from_values
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUES_FILES = sorted((ROOT / "values").glob("*.yaml"))
+LEGACY_EXAMPLE = ROOT / "tests" / "data" / "legacy-example-cluster.yaml"
+CRD_FILE = ROOT / "crds" / "cluster.ray.io_rayclusters.yaml"
+
+
+def load_yaml(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def example_rayclusters() -> list[tuple[str, dict]]:
+    """(id, RayCluster) for every example: each values file as the chart renders it, and the legacy manifest."""
+    examples = [
+        (path.stem, raycluster_from_values(load_yaml(path), name="example-cluster", namespace="ray"))
+        for path in VALUES_FILES
+    ]
+    examples.append(("legacy-manifest", load_yaml(LEGACY_EXAMPLE)))
+    return examples
+
+
+@pytest.fixture(params=example_rayclusters(), ids=lambda e: e[0])
+def example_raycluster(request) -> dict:
+    return copy.deepcopy(request.param[1])

@@ -1,0 +1,219 @@
+"""Every problem of a RayCluster is reported, with its path and offending value."""
+
+import copy
+
+import pytest
+
+from autoscaler_bridge.validation import Problem, validate_raycluster
+
+
+def messages(raycluster) -> list[str]:
+    return [str(p) for p in validate_raycluster(raycluster)]
+
+
+def test_examples_are_valid(example_raycluster):
+    assert validate_raycluster(example_raycluster) == []
+
+
+def pod_type(name, cpu="1", **fields):
+    return {
+        "name": name,
+        "podConfig": {"spec": {"containers": [{"name": "ray-node", "resources": {"limits": {"cpu": cpu}}}]}},
+        **fields,
+    }
+
+
+def cluster(**spec):
+    base = {"headPodType": "head", "podTypes": [pod_type("head"), pod_type("worker", minWorkers=1, maxWorkers=2)]}
+    base.update(spec)
+    return {"apiVersion": "cluster.ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c1"}, "spec": base}
+
+
+def test_minimal_cluster_is_valid():
+    assert messages(cluster()) == []
+
+
+def test_missing_head_pod_type():
+    rc = cluster()
+    del rc["spec"]["headPodType"]
+    assert messages(rc) == ["spec.headPodType: is required"]
+
+
+def test_unknown_head_pod_type():
+    assert messages(cluster(headPodType="gpu")) == [
+        "spec.headPodType: 'gpu' is not one of the podTypes (head, worker)"
+    ]
+
+
+def test_negative_and_inverted_min_max():
+    rc = cluster(podTypes=[pod_type("head", minWorkers=-1), pod_type("worker", minWorkers=2, maxWorkers=1)])
+    assert messages(rc) == [
+        "spec.podTypes[0].minWorkers: -1 is negative",
+        "spec.podTypes[1].maxWorkers: 1 is less than minWorkers 2",
+    ]
+
+
+def test_non_numeric_min_max_and_spec_numbers():
+    rc = cluster(
+        maxWorkers="3",
+        upscalingSpeed=-1,
+        idleTimeoutMinutes="five",
+        podTypes=[pod_type("head", maxWorkers=1.5), pod_type("worker", minWorkers=True)],
+    )
+    assert messages(rc) == [
+        "spec.maxWorkers: '3' is not a whole number",
+        "spec.upscalingSpeed: -1 is negative",
+        "spec.idleTimeoutMinutes: 'five' is not a number",
+        "spec.podTypes[0].maxWorkers: 1.5 is not a whole number",
+        "spec.podTypes[1].minWorkers: True is not a whole number",
+    ]
+
+
+def test_global_max_workers_below_the_sum_of_min_workers():
+    rc = cluster(maxWorkers=1, podTypes=[pod_type("head"), pod_type("a", minWorkers=1, maxWorkers=1), pod_type("b", minWorkers=1, maxWorkers=1)])
+    assert messages(rc) == ["spec.maxWorkers: 1 is less than the podTypes' minWorkers together (2)"]
+
+
+def test_non_numeric_ray_resources():
+    rc = cluster(podTypes=[pod_type("head", rayResources={"accel": "abc", "ok": 1, "neg": -2, "half": 0.5})])
+    assert messages(rc) == [
+        "spec.podTypes[0].rayResources.accel: 'abc' is not a whole number",
+        "spec.podTypes[0].rayResources.neg: -2 is negative",
+        "spec.podTypes[0].rayResources.half: 0.5 is not a whole number",
+    ]
+    rc = cluster(podTypes=[pod_type("head", rayResources=["GPU"])])
+    assert messages(rc) == ["spec.podTypes[0].rayResources: ['GPU'] is not an object"]
+
+
+def test_unparsable_quantity():
+    rc = cluster()
+    rc["spec"]["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"cpu": "2", "memory": "4GB"},
+        "requests": {"nvidia.com/gpu": "one"},
+    }
+    assert messages(rc) == [
+        "spec.podTypes[1].podConfig.spec.containers[0].resources.limits.memory:"
+        " '4GB' is not a Kubernetes quantity (e.g. 500m, 1.5, 2Gi)",
+        "spec.podTypes[1].podConfig.spec.containers[0].resources.requests.nvidia.com/gpu:"
+        " 'one' is not a Kubernetes quantity (e.g. 500m, 1.5, 2Gi)",
+    ]
+
+
+def test_pod_type_without_a_container():
+    rc = cluster(podTypes=[pod_type("head"), {"name": "w", "podConfig": {"spec": {"containers": []}}}])
+    assert messages(rc) == ["spec.podTypes[1].podConfig.spec.containers: needs at least one container to run Ray in"]
+    rc = cluster(podTypes=[pod_type("head"), {"name": "w", "podConfig": {"spec": {}}}, {"name": "x"}])
+    assert messages(rc) == [
+        "spec.podTypes[1].podConfig.spec.containers: needs at least one container to run Ray in",
+        "spec.podTypes[2].podConfig: is required",
+    ]
+
+
+def test_pod_type_without_any_cpu():
+    rc = cluster(podTypes=[{"name": "head", "podConfig": {"spec": {"containers": [{"name": "ray-node"}]}}}])
+    assert messages(rc) == [
+        "spec.podTypes[0].podConfig.spec.containers[0].resources: no CPU given: set limits.cpu"
+        " (or requests.cpu) of the Ray container, or rayResources.CPU, so the autoscaler knows what a pod offers"
+    ]
+    rc["spec"]["podTypes"][0]["rayResources"] = {"CPU": 2}
+    assert messages(rc) == []
+
+
+def test_cpu_of_a_sidecar_does_not_count_for_the_ray_container():
+    rc = cluster(podTypes=[{"name": "head", "podConfig": {"spec": {"containers": [
+        {"name": "ray-node"}, {"name": "sidecar", "resources": {"limits": {"cpu": 1}}}]}}}])
+    assert [p.path for p in validate_raycluster(rc)] == ["spec.podTypes[0].podConfig.spec.containers[0].resources"]
+
+
+def test_duplicate_and_malformed_pod_type_names():
+    rc = cluster(podTypes=[pod_type("head"), pod_type("head"), pod_type("-bad-"), pod_type(7)])
+    assert messages(rc) == [
+        "spec.podTypes[1].name: 'head' is the name of podTypes[0] already",
+        "spec.podTypes[2].name: '-bad-' must be at most 63 letters, digits, '-', '_' or '.',"
+        " starting and ending with a letter or digit",
+        "spec.podTypes[3].name: 7 must be at most 63 letters, digits, '-', '_' or '.',"
+        " starting and ending with a letter or digit",
+    ]
+
+
+def test_cluster_name_must_fit_the_head_service_name():
+    rc = cluster()
+    rc["metadata"]["name"] = "a" * 55
+    assert messages(rc) == [
+        f"metadata.name: '{'a' * 55}' is longer than 54 characters"
+        " (the head Service '<name>-ray-head' must fit in 63)"
+    ]
+    rc["metadata"]["name"] = "1cluster"
+    assert [p.path for p in validate_raycluster(rc)] == ["metadata.name"]
+    del rc["metadata"]["name"]
+    assert messages(rc) == ["metadata.name: is required"]
+
+
+def test_wrong_kind_and_api_version():
+    rc = cluster()
+    rc["kind"], rc["apiVersion"] = "RayJob", "ray.io/v1"
+    assert messages(rc) == ["apiVersion: 'ray.io/v1' is not cluster.ray.io/v1", "kind: 'RayJob' is not RayCluster"]
+
+
+def test_start_commands():
+    rc = cluster(
+        headStartRayCommands=["ray stop", "ray start --port=6379 --num-cpus=4"],
+        workerStartRayCommands=["echo hello"],
+    )
+    assert messages(rc) == [
+        "spec.headStartRayCommands[1]: --num-cpus is set by the operator from the podType's resources"
+        " and rayResources; remove it from the command",
+        "spec.headStartRayCommands[1]: the head's `ray start` needs --head",
+        "spec.workerStartRayCommands: no command runs `ray start`: the pod would never join the cluster",
+    ]
+    rc = cluster(headStartRayCommands=["ray start --head --port abc"], workerStartRayCommands="ray start")
+    assert messages(rc) == [
+        "spec.headStartRayCommands[0]: --port 'abc' is not a port number",
+        "spec.workerStartRayCommands: 'ray start' is not a list of shell commands",
+    ]
+
+
+def test_head_service_ports():
+    rc = cluster(headServicePorts=[{"name": "serve", "port": 8000}, {"name": "serve", "port": 0, "targetPort": 1.5}, "x"])
+    assert messages(rc) == [
+        "spec.headServicePorts[1].name: 'serve' appears twice",
+        "spec.headServicePorts[1].port: 0 is not a port number (1-65535)",
+        "spec.headServicePorts[1].targetPort: 1.5 is neither a port number nor a name",
+        "spec.headServicePorts[2]: 'x' is not an object",
+    ]
+
+
+def test_setup_commands_alias_and_types():
+    rc = cluster(podTypes=[pod_type("head", setupCommands=["pip install x"], workerSetupCommands=["y"]), pod_type("w", setupCommands=[1])])
+    assert messages(rc) == [
+        "spec.podTypes[0]: give setupCommands or workerSetupCommands (its alias), not both",
+        "spec.podTypes[1].setupCommands[0]: 1 is not a string",
+    ]
+
+
+def test_not_an_object_anywhere():
+    assert messages([]) == ["RayCluster: list is not an object"]
+    assert messages({"metadata": {"name": "x"}}) == ["spec: is required"]
+    assert messages({"metadata": {"name": "x"}, "spec": {"podTypes": [], "headPodType": "h"}}) == [
+        "spec.podTypes: is empty: at least the head's podType is needed",
+        "spec.headPodType: 'h' is not one of the podTypes (none)",
+    ]
+
+
+def test_all_problems_are_reported_at_once():
+    rc = cluster(maxWorkers=-1, headPodType="nope")
+    rc["spec"]["podTypes"][1]["maxWorkers"] = 0
+    rc["spec"]["podTypes"][0]["rayResources"] = {"x": "y"}
+    assert len(validate_raycluster(rc)) == 4
+
+
+def test_problem_renders_path_then_message():
+    assert str(Problem("spec.podTypes[1].maxWorkers", "1 is less than minWorkers 2")) == (
+        "spec.podTypes[1].maxWorkers: 1 is less than minWorkers 2"
+    )
+
+
+def test_validation_does_not_modify_its_input(example_raycluster):
+    before = copy.deepcopy(example_raycluster)
+    validate_raycluster(example_raycluster)
+    assert example_raycluster == before
