@@ -25,10 +25,11 @@ DEFAULT_IDLE_TIMEOUT_MINUTES = 5
 RAY_CONTAINER_NAME = "ray-node"
 GCS_PORT = 6379
 
-# Longest cluster name whose head Service name "<name>-ray-head" is still a
-# DNS-1035 label (63 characters).
 HEAD_SERVICE_SUFFIX = "-ray-head"
-MAX_CLUSTER_NAME_LENGTH = 63 - len(HEAD_SERVICE_SUFFIX)
+# Longest cluster name whose derived names still fit Kubernetes' 63 characters:
+# the autoscaler's node-name tag "ray-<name>-worker", kept as a pod label value,
+# is the longest of them (the head Service "<name>-ray-head" is shorter).
+MAX_CLUSTER_NAME_LENGTH = 63 - len("ray--worker")
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")

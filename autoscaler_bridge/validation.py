@@ -139,7 +139,7 @@ class _Checker:
             self.add(
                 "metadata.name",
                 f"{name!r} is longer than {MAX_CLUSTER_NAME_LENGTH} characters"
-                " (the head Service '<name>-ray-head' must fit in 63)",
+                " (names derived from it, such as the label value 'ray-<name>-worker', must fit in 63)",
             )
 
     def spec(self, spec: Mapping[str, Any]) -> None:

@@ -138,10 +138,12 @@ def test_duplicate_and_malformed_pod_type_names():
 
 def test_cluster_name_must_fit_the_head_service_name():
     rc = cluster()
-    rc["metadata"]["name"] = "a" * 55
+    rc["metadata"]["name"] = "a" * 52
+    assert messages(rc) == []
+    rc["metadata"]["name"] = "a" * 53
     assert messages(rc) == [
-        f"metadata.name: '{'a' * 55}' is longer than 54 characters"
-        " (the head Service '<name>-ray-head' must fit in 63)"
+        f"metadata.name: '{'a' * 53}' is longer than 52 characters"
+        " (names derived from it, such as the label value 'ray-<name>-worker', must fit in 63)"
     ]
     rc["metadata"]["name"] = "1cluster"
     assert [p.path for p in validate_raycluster(rc)] == ["metadata.name"]

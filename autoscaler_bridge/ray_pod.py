@@ -1,0 +1,230 @@
+"""Where a podType's pod template becomes a Ray pod, and the head Service is built.
+
+Pure functions: the provider section of the autoscaler config, a podType's
+`node_config` and the autoscaler's tags in, Kubernetes objects out.
+
+A Ray pod starts Ray by itself (no `kubectl exec`, no SSH): its Ray container
+runs the podType's setup commands, then the start commands, in place of
+whatever placeholder command the template has. Into `ray start` the operator
+puts `--block` (the container lives as long as Ray), `--no-monitor` on the head
+(the operator runs the autoscaler), the node's IP (the autoscaler matches
+pods to Ray nodes by it) and the resources the autoscaler plans with. Every
+other field of the template is the user's and is kept as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from ray.autoscaler.tags import (
+    NODE_KIND_HEAD,
+    TAG_RAY_CLUSTER_NAME,
+    TAG_RAY_NODE_KIND,
+    TAG_RAY_USER_NODE_TYPE,
+)
+
+from autoscaler_bridge import ray_start
+from autoscaler_bridge.names import head_service_host, head_service_name
+from autoscaler_bridge.pod_resources import ray_container_index
+
+MANAGED_BY = "ray-operator"
+SHM_PATH = "/dev/shm"
+RAY_COMMAND = ["/bin/bash", "-c"]
+
+# The head Service's ports: GCS (from the head's `ray start --port`), then these.
+HEAD_SERVICE_DEFAULT_PORTS = [
+    {"name": "dashboard", "port": 8265},
+    {"name": "client", "port": 10001},
+    {"name": "metrics", "port": 8080},
+]
+# Template metadata the API server owns, or that the provider sets per pod.
+_METADATA_SET_PER_POD = ("name", "generateName", "namespace", "uid", "resourceVersion",
+                         "creationTimestamp", "deletionTimestamp", "generation", "managedFields")
+
+
+def cluster_labels(cluster_name: str, component: str) -> dict[str, str]:
+    """The `app.kubernetes.io/*` labels of every object of a cluster."""
+    return {
+        "app.kubernetes.io/name": "ray",
+        "app.kubernetes.io/instance": cluster_name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def head_selector(cluster_name: str) -> dict[str, str]:
+    """The labels that select a cluster's head pod."""
+    return {TAG_RAY_CLUSTER_NAME: cluster_name, TAG_RAY_NODE_KIND: NODE_KIND_HEAD}
+
+
+def owner_references(provider_config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An ownerReference to the RayCluster, so Kubernetes collects what the operator left."""
+    owner = provider_config.get("owner") or {}
+    if not owner.get("uid"):
+        return []
+    return [{**owner, "controller": True, "blockOwnerDeletion": True}]
+
+
+def pod_name_prefix(cluster_name: str, pod_type: str) -> str:
+    """`generateName` of a podType's pods: `<cluster>-<podtype>-`, fit for a 63-char hostname."""
+    type_part = re.sub(r"[^a-z0-9-]+", "-", pod_type.lower()).strip("-") or "ray"
+    return f"{cluster_name}-{type_part}"[:57].rstrip("-") + "-"
+
+
+def _ray_start_flags(command: str, head: bool, resources: Mapping[str, int]) -> list[str]:
+    flags = []
+    if not ray_start.has_flag(command, "--block"):
+        flags.append("--block")
+    if head and not ray_start.has_flag(command, "--no-monitor"):
+        flags.append("--no-monitor")
+    if not ray_start.has_flag(command, "--node-ip-address"):
+        flags.append("--node-ip-address=$MY_POD_IP")
+    if "CPU" in resources:
+        flags.append(f"--num-cpus={resources['CPU']}")
+    if "GPU" in resources:
+        flags.append(f"--num-gpus={resources['GPU']}")
+    if "memory" in resources:
+        flags.append(f"--memory={resources['memory']}")
+    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU", "memory")}
+    if custom:
+        flags.append("--resources=" + shlex.quote(json.dumps(custom, sort_keys=True, separators=(",", ":"))))
+    return flags
+
+
+def ray_script(
+    setup_commands: list[str], start_commands: list[str], head: bool, resources: Mapping[str, int]
+) -> str:
+    """The shell script of a Ray container: setup, then start commands, stopping at the first failure.
+
+    Each command is a group whose status is that of its last part, as when the
+    legacy autoscaler ran them one by one (`ulimit -n 65536; ray start` fails
+    only if `ray start` does). The operator's flags follow `ray start` directly,
+    so a command like `ray start ... && echo started` keeps working.
+    """
+    commands = list(setup_commands) + list(start_commands)
+    index = len(setup_commands) + ray_start.ray_start_index(start_commands)
+    flags = " ".join(_ray_start_flags(commands[index], head, resources))
+    commands[index] = ray_start.RAY_START.sub(lambda m: f"{m.group(0)} {flags}", commands[index], count=1)
+    return "\n".join(f"{{ {command}\n}} || exit $?" for command in commands) + "\n"
+
+
+def _env(cluster_name: str, namespace: str, pod_type: str) -> list[dict[str, Any]]:
+    def field(path: str) -> dict[str, Any]:
+        return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    return [
+        {"name": "MY_POD_IP", **field("status.podIP")},
+        {"name": "RAY_HEAD_IP", "value": head_service_host(cluster_name, namespace)},
+        # Ray's autoscaler v2 matches nodes by these.
+        {"name": "RAY_CLOUD_INSTANCE_ID", **field("metadata.name")},
+        {"name": "RAY_NODE_TYPE_NAME", "value": pod_type},
+    ]
+
+
+def _with_shm(spec: dict[str, Any], container: dict[str, Any]) -> None:
+    """A memory-backed emptyDir at /dev/shm (Ray's object store), unless one is mounted there."""
+    mounts = container.setdefault("volumeMounts", [])
+    if any(m.get("mountPath") == SHM_PATH for m in mounts):
+        return
+    volumes = spec.setdefault("volumes", [])
+    taken = {v.get("name") for v in volumes}
+    name = next(n for n in ("dshm", "ray-dshm", "ray-operator-dshm") if n not in taken)
+    volumes.append({"name": name, "emptyDir": {"medium": "Memory"}})
+    mounts.append({"name": name, "mountPath": SHM_PATH})
+
+
+def build_ray_pod(
+    provider_config: Mapping[str, Any],
+    cluster_name: str,
+    node_config: Mapping[str, Any],
+    tags: Mapping[str, str],
+    resources: Mapping[str, int],
+) -> dict[str, Any]:
+    """The pod of one Ray node: head or worker (by the `ray-node-type` tag) of the tagged podType."""
+    namespace = provider_config["namespace"]
+    pod_type = tags[TAG_RAY_USER_NODE_TYPE]
+    head = tags[TAG_RAY_NODE_KIND] == NODE_KIND_HEAD
+    pod = copy.deepcopy(dict(node_config))
+    pod["apiVersion"], pod["kind"] = "v1", "Pod"
+
+    metadata = {k: v for k, v in (pod.get("metadata") or {}).items() if k not in _METADATA_SET_PER_POD}
+    metadata["generateName"] = pod_name_prefix(cluster_name, pod_type)
+    metadata["namespace"] = namespace
+    metadata["labels"] = {
+        **(metadata.get("labels") or {}),
+        **cluster_labels(cluster_name, "ray-head" if head else "ray-worker"),
+        **tags,
+        TAG_RAY_CLUSTER_NAME: cluster_name,
+    }
+    metadata["ownerReferences"] = list(metadata.get("ownerReferences") or []) + owner_references(provider_config)
+    pod["metadata"] = metadata
+    pod.pop("status", None)
+
+    spec = pod["spec"]
+    spec.setdefault("restartPolicy", "Never")
+    container = spec["containers"][ray_container_index(pod)]
+    start = provider_config["head_start_ray_commands" if head else "worker_start_ray_commands"]
+    setup = (provider_config.get("setup_commands") or {}).get(pod_type, [])
+    container["command"] = list(RAY_COMMAND)
+    container["args"] = [ray_script(setup, start, head, resources)]
+    env = container.setdefault("env", [])
+    user_names = {e.get("name") for e in env}
+    env.extend(e for e in _env(cluster_name, namespace, pod_type) if e["name"] not in user_names)
+    _with_shm(spec, container)
+    return pod
+
+
+def _declared_ports(node_config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The container ports a head template declares, as Service ports."""
+    ports = []
+    for container in (node_config.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            number = port.get("containerPort")
+            if number:
+                ports.append({"name": port.get("name") or f"port-{number}", "port": number})
+    return ports
+
+
+def head_service_ports(provider_config: Mapping[str, Any], head_node_config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """GCS, dashboard, client and metrics; then the ports the head template declares;
+    `headServicePorts` merged over all of them by name."""
+    gcs = {"name": "gcs", "port": ray_start.gcs_port(provider_config["head_start_ray_commands"])}
+    merged: dict[str, dict[str, Any]] = {}
+    numbers: set[int] = set()
+    for port in [gcs, *HEAD_SERVICE_DEFAULT_PORTS, *_declared_ports(head_node_config)]:
+        if port["name"] not in merged and port["port"] not in numbers:
+            merged[port["name"]] = dict(port)
+            numbers.add(port["port"])
+    for port in provider_config.get("head_service_ports") or []:
+        merged[port["name"]] = dict(port)
+    result = []
+    for port in merged.values():
+        port.setdefault("targetPort", port["port"])
+        result.append({"protocol": "TCP", **port})
+    return result
+
+
+def build_head_service(
+    provider_config: Mapping[str, Any], cluster_name: str, head_node_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ClusterIP Service `<cluster>-ray-head` in front of the head pod."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": head_service_name(cluster_name),
+            "namespace": provider_config["namespace"],
+            "labels": {**cluster_labels(cluster_name, "ray-head"), TAG_RAY_CLUSTER_NAME: cluster_name},
+            "ownerReferences": owner_references(provider_config),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": head_selector(cluster_name),
+            "ports": head_service_ports(provider_config, head_node_config),
+        },
+    }
