@@ -126,6 +126,15 @@ def _env(cluster_name: str, namespace: str, pod_type: str) -> list[dict[str, Any
     ]
 
 
+def _quantities_as_strings(container: dict[str, Any]) -> None:
+    """Resource quantities in the string form the API stores them in (`cpu: 1` is `"1"`)."""
+    for section in (container.get("resources") or {}).values():
+        if isinstance(section, dict):
+            for name, value in section.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    section[name] = str(value)
+
+
 def _with_shm(spec: dict[str, Any], container: dict[str, Any]) -> None:
     """A memory-backed emptyDir at /dev/shm (Ray's object store), unless one is mounted there."""
     mounts = container.setdefault("volumeMounts", [])
@@ -175,6 +184,8 @@ def build_ray_pod(
     env = container.setdefault("env", [])
     user_names = {e.get("name") for e in env}
     env.extend(e for e in _env(cluster_name, namespace, pod_type) if e["name"] not in user_names)
+    for each in spec["containers"]:
+        _quantities_as_strings(each)
     _with_shm(spec, container)
     return pod
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(error.code, error.status())
 
     def _dispatch(self) -> None:
+        self.server.request_log.append((self.command, urlsplit(self.path).path))
         try:
             self._route()
         except ApiError as error:
@@ -276,6 +278,7 @@ class _HttpServer(ThreadingHTTPServer):
     allow_reuse_address = True
     api: Api
     stopping: threading.Event
+    request_log: deque[tuple[str, str]]
 
     def pod_log(self, namespace: str | None, name: str, query: dict[str, str]) -> bytes:
         pod = self.api.get(self.api.resolve("", "v1", "pods"), namespace, name)
@@ -305,8 +308,14 @@ class ApiServer:
         self._httpd = _HttpServer((host, port), _Handler)
         self._httpd.api = self.api
         self._httpd.stopping = threading.Event()
+        self._httpd.request_log = deque(maxlen=100000)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="kube-apiserver", daemon=True)
+
+    @property
+    def request_log(self) -> deque[tuple[str, str]]:
+        """(method, path) of the latest requests, for tests that count them."""
+        return self._httpd.request_log
 
     @property
     def url(self) -> str:

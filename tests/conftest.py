@@ -33,3 +33,62 @@ def example_rayclusters() -> list[tuple[str, dict]]:
 @pytest.fixture(params=example_rayclusters(), ids=lambda e: e[0])
 def example_raycluster(request) -> dict:
     return copy.deepcopy(request.param[1])
+
+
+# An API server on loopback, and clients for it.
+import kubernetes  # noqa: E402
+
+from kube_apiserver.kubeconfig import write_kubeconfig  # noqa: E402
+from kube_apiserver.server import ApiServer  # noqa: E402
+
+
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
+    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def api_server():
+    server = ApiServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kubeconfig(api_server, tmp_path, monkeypatch):
+    """A kubeconfig for the API server, also set as KUBECONFIG for code that loads it itself."""
+    path = write_kubeconfig(tmp_path / "kubeconfig", api_server.url)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path
+
+
+@pytest.fixture
+def kube(kubeconfig):
+    """The official client's ApiClient for the API server."""
+    client = kubernetes.config.new_client_from_config(str(kubeconfig))
+    yield client
+    client.close()
+
+
+def apply_crd(client) -> None:
+    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(load_yaml(CRD_FILE))
+
+
+def create_raycluster(client, raycluster: dict) -> dict:
+    """Create a RayCluster (and its namespace if needed) in the API; returns it as stored."""
+    namespace = raycluster["metadata"].get("namespace", "default")
+    core = kubernetes.client.CoreV1Api(client)
+    if namespace not in [n.metadata.name for n in core.list_namespace().items]:
+        core.create_namespace({"metadata": {"name": namespace}})
+    return kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
+        "cluster.ray.io", "v1", namespace, "rayclusters", raycluster)

@@ -89,8 +89,11 @@ def test_pods_of_every_example(example):
         assert volume["emptyDir"] == {"medium": "Memory"}
 
         # User fields survive untouched.
-        for key in ("image", "resources", "ports", "imagePullPolicy"):
+        for key in ("image", "ports", "imagePullPolicy"):
             assert container.get(key) == user_container.get(key)
+        # Quantities are kept, in the string form the API stores them in.
+        assert container["resources"] == {section: {k: str(v) for k, v in values.items()}
+                                          for section, values in user_container["resources"].items()}
         for key in ("nodeSelector", "tolerations", "restartPolicy"):
             assert pod["spec"].get(key) == template["spec"].get(key)
         assert pod["spec"]["volumes"][: len(template["spec"].get("volumes", []))] == template["spec"].get("volumes", [])

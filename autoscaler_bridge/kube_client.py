@@ -1,0 +1,60 @@
+"""The Kubernetes API as the bridge uses it: the official client, with bounded retries.
+
+Transient failures — connection errors, timeouts, 429 and 5xx answers — are
+retried with exponential backoff (tenacity) for a bounded time, then raised;
+every other API error (404, 409, 422 …) is raised at once for the caller to
+decide. Credentials come from the environment: in-cluster service account
+when running in a pod, else the kubeconfig (`KUBECONFIG`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+T = TypeVar("T")
+
+REQUEST_TIMEOUT = (5, 30)  # seconds to connect, to read
+RETRY_FOR_SECONDS = 20.0
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, ApiException):
+        return error.status in (0, 429) or error.status >= 500
+    return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
+
+
+def api_client() -> kubernetes.client.ApiClient:
+    """A client for the cluster this process runs in, else for the current kubeconfig context."""
+    configuration = kubernetes.client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        # The client reads KUBECONFIG only when imported: pass it as it is now.
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)
+
+
+class KubeCalls:
+    """Calls to the API with `REQUEST_TIMEOUT` and retries of transient failures."""
+
+    def __init__(self, client: kubernetes.client.ApiClient | None = None,
+                 retry_for: float = RETRY_FOR_SECONDS) -> None:
+        self.client = client or api_client()
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self._retrying = retry(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            stop=stop_after_delay(retry_for),
+            reraise=True,
+        )
+
+    def __call__(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        return self._retrying(method)(*args, **kwargs)

@@ -1,0 +1,192 @@
+"""The Kubernetes node provider against the project's API server on loopback."""
+
+import threading
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE
+
+from autoscaler_bridge.cluster_config import autoscaler_config
+from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags
+from kube_apiserver.server import ApiServer
+from ray_operator.helm_values import raycluster_from_values
+from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
+
+
+@pytest.fixture
+def cluster(kube):
+    """A RayCluster stored in the API, and its autoscaler config (with the RayCluster's uid)."""
+    apply_crd(kube)
+    values = load_yaml(ROOT / "values/cpu-only.yaml")
+    stored = create_raycluster(kube, raycluster_from_values(values, "demo", "ray"))
+    return stored, autoscaler_config(stored)
+
+
+@pytest.fixture
+def provider(cluster, kube):
+    _, config = cluster
+    return KubernetesNodeProvider(config["provider"], config["cluster_name"], KubeCalls(kube))
+
+
+def worker_tags(config, **extra):
+    return {TAG_RAY_NODE_KIND: "worker", TAG_RAY_USER_NODE_TYPE: "rayWorkerType", TAG_RAY_NODE_STATUS: "uninitialized",
+            "ray-launch-config": "a" * 40, "ray-node-name": f"ray-{config['cluster_name']}-worker", **extra}
+
+
+def launch(provider, config, count):
+    node_type = config["available_node_types"]["rayWorkerType"]
+    return provider.create_node_with_resources_and_labels(node_type["node_config"], worker_tags(config), count,
+                                                          node_type["resources"], {})
+
+
+def pods(kube, namespace="ray", selector="ray-cluster-name=demo"):
+    return kubernetes.client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector=selector).items
+
+
+def set_phase(kube, name, phase, ip=None, namespace="ray"):
+    status = {"phase": phase}
+    if ip:
+        status["podIP"] = ip
+    kubernetes.client.CoreV1Api(kube).patch_namespaced_pod_status(name, namespace, {"status": status})
+
+
+def test_created_pods_carry_tags_labels_and_owner(provider, cluster, kube):
+    stored, config = cluster
+    created = launch(provider, config, 2)
+    assert len(created) == 2
+    listed = pods(kube)
+    assert sorted(p.metadata.name for p in listed) == sorted(created)
+    for pod in listed:
+        assert pod.metadata.name.startswith("demo-rayworkertype-")
+        labels = pod.metadata.labels
+        assert labels["ray-cluster-name"] == "demo" and labels[TAG_RAY_NODE_KIND] == "worker"
+        assert labels[TAG_RAY_USER_NODE_TYPE] == "rayWorkerType" and labels["ray-launch-config"] == "a" * 40
+        assert labels["app.kubernetes.io/component"] == "ray-worker"
+        [owner] = pod.metadata.owner_references
+        assert (owner.kind, owner.name, owner.uid, owner.controller) == ("RayCluster", "demo", stored["metadata"]["uid"], True)
+        assert "--num-cpus=1" in pod.spec.containers[0].args[0]
+
+
+def test_listing_tags_state_and_ips_follow_the_pods(provider, cluster, kube):
+    _, config = cluster
+    first, second = launch(provider, config, 2)
+    assert sorted(provider.non_terminated_nodes({})) == sorted([first, second])
+    assert provider.non_terminated_nodes({TAG_RAY_USER_NODE_TYPE: "other"}) == []
+    assert provider.node_tags(first)[TAG_RAY_NODE_STATUS] == "uninitialized"
+    assert not provider.is_running(first) and not provider.is_terminated(first)
+    assert provider.internal_ip(first) is None
+
+    set_phase(kube, first, "Running", "10.1.0.7")
+    set_phase(kube, second, "Failed")
+    provider.non_terminated_nodes({})
+    assert provider.is_running(first) and provider.internal_ip(first) == "10.1.0.7"
+    assert provider.external_ip(first) == "10.1.0.7"
+    assert provider.node_tags(first)[TAG_RAY_NODE_STATUS] == "up-to-date"
+    # A failed pod is reported as such (the autoscaler then replaces it), never as running.
+    assert not provider.is_running(second)
+    assert provider.node_tags(second)[TAG_RAY_NODE_STATUS] == "update-failed"
+    assert provider.non_terminated_nodes({TAG_RAY_NODE_STATUS: "update-failed"}) == [second]
+
+    provider.set_node_tags(first, {"ray-runtime-config": "b" * 40})
+    assert provider.node_tags(first)["ray-runtime-config"] == "b" * 40
+    assert pods(kube, selector=f"ray-runtime-config={'b' * 40}")[0].metadata.name == first
+
+
+def test_terminate_deletes_pods_and_tolerates_pods_deleted_by_hand(provider, cluster, kube):
+    _, config = cluster
+    names = list(launch(provider, config, 3))
+    provider.non_terminated_nodes({})
+    kubernetes.client.CoreV1Api(kube).delete_namespaced_pod(names[0], "ray")
+    provider.terminate_nodes(names)
+    assert pods(kube) == []
+    provider.terminate_node(names[1])  # already gone: no error
+    provider.set_node_tags(names[1], {"x": "y"})  # likewise
+    assert provider.non_terminated_nodes({}) == []
+
+
+def test_head_service_and_pod_are_idempotent_and_the_head_is_never_terminated(provider, cluster, kube):
+    _, config = cluster
+    service = provider.ensure_head_service(config)
+    assert provider.ensure_head_service(config)["metadata"]["uid"] == service["metadata"]["uid"]
+    head = provider.ensure_head_pod(config)
+    assert provider.ensure_head_pod(config)["metadata"]["uid"] == head["metadata"]["uid"]
+    [pod] = pods(kube)
+    assert pod.metadata.labels[TAG_RAY_NODE_KIND] == "head"
+    assert pod.metadata.labels["ray-launch-config"] == head_tags(config)["ray-launch-config"]
+    assert "--head" in pod.spec.containers[0].args[0] and "--no-monitor" in pod.spec.containers[0].args[0]
+    svc = kubernetes.client.CoreV1Api(kube).read_namespaced_service("demo-ray-head", "ray")
+    assert svc.spec.selector == {"ray-cluster-name": "demo", "ray-node-type": "head"}
+    provider.non_terminated_nodes({})
+    provider.terminate_node(pod.metadata.name)
+    assert len(pods(kube)) == 1
+
+
+def test_requests_per_round_do_not_grow_with_pods(provider, cluster, kube, api_server):
+    _, config = cluster
+
+    def one_round():
+        before = len(api_server.request_log)
+        for node in provider.non_terminated_nodes({}):
+            provider.node_tags(node), provider.internal_ip(node), provider.is_running(node), provider.is_terminated(node)
+        provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "worker"})
+        return len(api_server.request_log) - before
+
+    launch(provider, config, 2)
+    with_two = one_round()
+    launch(provider, config, 20)
+    with_twenty_two = one_round()
+    assert with_two == with_twenty_two == 2
+
+
+def test_transient_api_outage_is_retried(cluster, kube, tmp_path, monkeypatch):
+    """The API server goes away mid-call and comes back: the provider's call succeeds."""
+    data = tmp_path / "etcd.json"
+    server = ApiServer(data_file=data).start()
+    port = int(server.url.rsplit(":", 1)[1])
+    client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=server.url))
+    core = kubernetes.client.CoreV1Api(client)
+    core.create_namespace({"metadata": {"name": "ray"}})
+    _, config = cluster
+    provider = KubernetesNodeProvider(config["provider"], "demo", KubeCalls(client))
+    server.stop()
+    restarted = []
+
+    def restart_later():
+        threading.Event().wait(1.0)
+        restarted.append(ApiServer(port=port, data_file=data).start())
+
+    thread = threading.Thread(target=restart_later)
+    thread.start()
+    try:
+        created = launch(provider, config, 1)
+        thread.join()
+        assert list(created) == [p.metadata.name for p in core.list_namespaced_pod("ray").items]
+    finally:
+        thread.join()
+        for s in restarted:
+            s.stop()
+
+
+def test_a_failed_launch_is_reported_to_the_autoscaler(provider, cluster, kube):
+    from ray.autoscaler.node_launch_exception import NodeLaunchException
+
+    _, config = cluster
+    kubernetes.client.CoreV1Api(kube).delete_namespaced_service_account("default", "ray")
+    with pytest.raises(NodeLaunchException):
+        launch(provider, config, 1)
+    assert pods(kube) == []
+
+
+def test_errors_other_than_transient_ones_are_not_retried(kube):
+    calls = KubeCalls(kube, retry_for=30)
+    count = []
+
+    def missing():
+        count.append(1)
+        raise ApiException(status=404)
+
+    with pytest.raises(ApiException):
+        calls(lambda **_: missing())
+    assert len(count) == 1
