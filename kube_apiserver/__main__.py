@@ -17,10 +17,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--data-file", type=Path, help="keep objects across restarts in this file")
     parser.add_argument("--kubeconfig-out", type=Path, help="write a kubeconfig for the server here")
+    parser.add_argument("--admin-token", help="require bearer tokens (this one is the admin's) and enforce RBAC")
     args = parser.parse_args()
-    server = ApiServer(args.host, args.port, args.data_file).start()
+    server = ApiServer(args.host, args.port, args.data_file, admin_token=args.admin_token).start()
     if args.kubeconfig_out:
-        write_kubeconfig(args.kubeconfig_out, server.url)
+        write_kubeconfig(args.kubeconfig_out, server.url, args.admin_token)
     print(f"serving on {server.url}", flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -156,6 +156,10 @@ class Api:
     def _admit(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, validation: Validation) -> None:
         """Type-specific defaults and checks, then the object's schema."""
         name = obj["metadata"]["name"]
+        # ObjectMeta's collections are omitempty: an emptied one is not stored.
+        for key in ("labels", "annotations", "finalizers", "ownerReferences", "managedFields"):
+            if obj["metadata"].get(key) in ({}, []):
+                del obj["metadata"][key]
         objects.check_metadata(rt.kind, rt.group, obj)
         causes: list[dict[str, str]] = []
         if rt.custom and rt.schema:
@@ -306,6 +310,9 @@ class Api:
               subresource: str | None = None, field_manager: str | None = None, dry_run: bool = False,
               validation: Validation | None = None) -> dict[str, Any]:
         validation = validation or Validation()
+        known = (patches.MERGE_PATCH, patches.JSON_PATCH, patches.APPLY_PATCH) + (() if rt.custom else (patches.STRATEGIC_MERGE_PATCH,))
+        if content_type not in known:
+            raise errors.unsupported_media_type(content_type)
         try:
             body = yaml.safe_load(raw) if content_type == patches.APPLY_PATCH else json.loads(raw or b"null")
         except (ValueError, yaml.YAMLError) as error:
@@ -332,13 +339,9 @@ class Api:
                 except ValueError as error:
                     raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {error}") from None
             elif content_type == patches.STRATEGIC_MERGE_PATCH:
-                if rt.custom:
-                    raise errors.unsupported_media_type(content_type)
                 patched = patches.strategic_merge_patch(current, body)
-            elif content_type == patches.APPLY_PATCH:
-                patched = patches.apply_patch(current, body)
             else:
-                raise errors.unsupported_media_type(content_type)
+                patched = patches.apply_patch(current, body)
             if not isinstance(patched, dict):
                 raise errors.bad_request("the patch did not result in an object")
             patched_rv = (patched.get("metadata") or {}).get("resourceVersion")

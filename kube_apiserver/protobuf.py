@@ -1,6 +1,7 @@
 """Kubernetes protobuf request bodies, decoded into the JSON form of the object.
 
 kubectl's typed commands (`kubectl create namespace|configmap|secret|serviceaccount`)
+and Helm's release storage (Secrets, and the DeleteOptions of `helm uninstall`)
 send `application/vnd.kubernetes.protobuf`, and a real server accepts it. The
 envelope is the magic `k8s\\0` followed by a `runtime.Unknown` whose `raw`
 field holds the object; the message layouts below are the field numbers of
@@ -33,7 +34,12 @@ _OBJECT_META: Schema = {
 _OBJECT_REFERENCE: Schema = {1: ("kind", "string"), 2: ("namespace", "string"), 3: ("name", "string"),
                              4: ("uid", "string"), 5: ("apiVersion", "string")}
 _LOCAL_OBJECT_REFERENCE: Schema = {1: ("name", "string")}
+_DELETE_OPTIONS: Schema = {1: ("gracePeriodSeconds", "int"), 2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
+                           3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "string"),
+                           5: ("dryRun", ("repeated", "string"))}
 MESSAGES: dict[tuple[str, str], Schema] = {
+    ("meta.k8s.io/v1", "DeleteOptions"): _DELETE_OPTIONS,
+    ("v1", "DeleteOptions"): _DELETE_OPTIONS,
     ("v1", "Namespace"): {1: ("metadata", _OBJECT_META), 2: ("spec", {1: ("finalizers", ("repeated", "string"))})},
     ("v1", "ConfigMap"): {1: ("metadata", _OBJECT_META), 2: ("data", ("map", "string", "string")),
                           3: ("binaryData", ("map", "string", "base64")), 4: ("immutable", "bool")},

@@ -63,7 +63,7 @@ class ResourceType:
         entries = [entry]
         for sub in self.subresources:
             sub_verbs = {"status": ["get", "patch", "update"], "log": ["get"], "scale": ["get", "patch", "update"],
-                         "token": ["create"]}[sub]
+                         "token": ["create"], "binding": ["create"]}[sub]
             sub_kind = {"scale": "Scale", "token": "TokenRequest"}.get(sub, self.kind)
             entries.append({"name": f"{self.plural}/{sub}", "singularName": "", "namespaced": self.namespaced,
                             "kind": sub_kind, "verbs": sub_verbs})

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kube_apiserver import errors, openapi, protobuf
 from kube_apiserver.api import Api, Validation
+from kube_apiserver.auth import Authenticator, Authorizer, Request, User
 from kube_apiserver.errors import ApiError
 from kube_apiserver.registry import ResourceType
 from kube_apiserver.store import Store
@@ -60,6 +61,7 @@ def _split(path: str) -> tuple[str, str, list[str]] | None:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HttpServer
+    user: User
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("%s %s", self.address_string(), format % args)
@@ -123,11 +125,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # Routing.
     def _route(self) -> None:
-        path = urlsplit(self.path).path
+        path = urlsplit(self.path).path.rstrip("/") or "/"
         if path in ("/healthz", "/readyz", "/livez"):
             return self._send(200, b"ok", "text/plain")
         if path == "/version":
             return self._send(200, SERVER_VERSION)
+        self.user = self.server.authenticator.user(self.headers.get("Authorization"))
         if path == "/api":
             host, port = self.server.server_address[:2]
             return self._send(200, {"kind": "APIVersions", "versions": ["v1"],
@@ -189,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route.subresource and route.subresource not in rt.subresources:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         method = self.command
+        self._authorize(rt, route, query)
         dry_run = query.get("dryRun") == "All"
         validation = Validation(query.get("fieldValidation"))
         if route.name is None:
@@ -212,6 +216,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise errors.method_not_allowed(f"the server does not allow this method on the requested resource")
         name = route.name
         sub = route.subresource
+        if sub == "token" and method == "POST":
+            api.get(rt, namespace, name)
+            request = self._json_body() or {}
+            return self._send(201, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                    "metadata": {"name": name, "namespace": namespace},
+                                    "spec": request.get("spec") or {},
+                                    "status": {"token": self.server.authenticator.issue(namespace or "", name),
+                                               "expirationTimestamp": "2099-01-01T00:00:00Z"}})
         if sub == "log":
             return self._send(200, self.server.pod_log(namespace, name, query), "text/plain")
         if method in ("GET", "HEAD"):
@@ -233,6 +245,17 @@ class _Handler(BaseHTTPRequestHandler):
             obj = api.delete(rt, namespace, name, options)
             return self._send(200, obj)
         raise errors.method_not_allowed("the server does not allow this method on the requested resource")
+
+    def _authorize(self, rt: ResourceType, route: _Route, query: dict[str, str]) -> None:
+        method = self.command
+        if method in ("GET", "HEAD"):
+            verb = "get" if route.name else ("watch" if query.get("watch") in ("true", "1") else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "delete")
+            if method == "DELETE" and route.name is None:
+                verb = "deletecollection"
+        self.server.authorizer.check(self.user, Request(verb, rt.group, rt.plural, route.subresource,
+                                                        route.namespace if rt.namespaced else None, route.name))
 
     @staticmethod
     def _delete_query(query: dict[str, str]) -> dict[str, Any]:
@@ -279,6 +302,8 @@ class _HttpServer(ThreadingHTTPServer):
     api: Api
     stopping: threading.Event
     request_log: deque[tuple[str, str]]
+    authenticator: Authenticator
+    authorizer: Authorizer
 
     def pod_log(self, namespace: str | None, name: str, query: dict[str, str]) -> bytes:
         pod = self.api.get(self.api.resolve("", "v1", "pods"), namespace, name)
@@ -295,7 +320,8 @@ class ApiServer:
     """A running API server: `url`, `api` (for in-process tests), `stop()`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_file: Path | None = None,
-                 history_limit: int = 10000, bookmark_interval: float = 5.0) -> None:
+                 history_limit: int = 10000, bookmark_interval: float = 5.0, admin_token: str | None = None) -> None:
+        """`admin_token` turns authentication and RBAC on; without it every request is the admin's."""
         store = Store(history_limit=history_limit)
         self.data_file = data_file
         loaded = data_file is not None and data_file.exists()
@@ -309,8 +335,14 @@ class ApiServer:
         self._httpd.api = self.api
         self._httpd.stopping = threading.Event()
         self._httpd.request_log = deque(maxlen=100000)
+        self._httpd.authenticator = Authenticator(admin_token)
+        self._httpd.authorizer = Authorizer(self.api)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="kube-apiserver", daemon=True)
+
+    def token_for(self, namespace: str, service_account: str) -> str:
+        """A token for a ServiceAccount, as the TokenRequest API issues."""
+        return self._httpd.authenticator.issue(namespace, service_account)
 
     @property
     def request_log(self) -> deque[tuple[str, str]]:

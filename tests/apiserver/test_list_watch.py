@@ -1,0 +1,147 @@
+"""LIST with selectors and pages; WATCH with resume, bookmarks, timeouts and 410 Gone."""
+
+import threading
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+
+def make(core, name, labels=None, namespace="default"):
+    return core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": labels or {}}})
+
+
+def names(items):
+    return sorted(i.metadata.name for i in items)
+
+
+def test_label_selectors(core):
+    make(core, "a", {"app": "ray", "tier": "head"})
+    make(core, "b", {"app": "ray", "tier": "worker"})
+    make(core, "c", {"app": "web"})
+    make(core, "d")
+    select = lambda s: names(core.list_namespaced_config_map("default", label_selector=s).items)  # noqa: E731
+    assert select("app=ray") == ["a", "b"]
+    assert select("app==ray,tier!=head") == ["b"]
+    assert select("app in (ray, web)") == ["a", "b", "c"]
+    assert select("app notin (ray)") == ["c", "d"]
+    assert select("tier") == ["a", "b"]
+    assert select("!tier") == ["c", "d"]
+    assert select("app=ray,tier in (worker)") == ["b"]
+    with pytest.raises(ApiException) as raised:
+        select("app in ray")
+    assert raised.value.status == 400
+
+
+def test_field_selectors(core):
+    core.create_namespace({"metadata": {"name": "other"}})
+    make(core, "x")
+    make(core, "x", namespace="other")
+    assert names(core.list_config_map_for_all_namespaces(field_selector="metadata.name=x").items) == ["x", "x"]
+    assert [c.metadata.namespace for c in core.list_config_map_for_all_namespaces(field_selector="metadata.namespace=other").items] == ["other"]
+    core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
+    assert names(core.list_namespaced_pod("default", field_selector="status.phase=Pending").items) == ["p"]
+    assert core.list_namespaced_pod("default", field_selector="status.phase!=Pending").items == []
+    with pytest.raises(ApiException) as raised:
+        core.list_namespaced_config_map("default", field_selector="data.a=1")
+    assert raised.value.status == 400 and "field label not supported: data.a" in raised.value.body
+
+
+def test_limit_and_continue(core):
+    for i in range(7):
+        make(core, f"cm{i}")
+    seen, token, pages = [], None, 0
+    while True:
+        page = core.list_namespaced_config_map("default", limit=3, _continue=token)
+        seen += names(page.items)
+        pages += 1
+        token = page.metadata._continue
+        if not token:
+            break
+        assert page.metadata.remaining_item_count == 7 - len(seen)
+    assert seen == [f"cm{i}" for i in range(7)] and pages == 3
+
+
+def test_watch_from_a_resource_version_replays_what_came_after(core):
+    listed = core.list_namespaced_config_map("default")
+    make(core, "w1")
+    core.patch_namespaced_config_map("w1", "default", {"data": {"a": "1"}})
+    core.delete_namespaced_config_map("w1", "default")
+    events = [(e["type"], e["object"].metadata.name) for e in kubernetes.watch.Watch().stream(
+        core.list_namespaced_config_map, "default", resource_version=listed.metadata.resource_version, timeout_seconds=1)]
+    assert events == [("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1")]
+
+
+def test_watch_without_version_starts_with_the_current_objects_and_follows_changes(core):
+    make(core, "before")
+    stream = kubernetes.watch.Watch()
+    seen = []
+    timer = threading.Timer(0.5, lambda: make(core, "after"))
+    timer.start()
+    for event in stream.stream(core.list_namespaced_config_map, "default", timeout_seconds=2):
+        seen.append((event["type"], event["object"].metadata.name))
+        if len(seen) == 2:
+            stream.stop()
+    timer.join()
+    assert seen == [("ADDED", "before"), ("ADDED", "after")]
+
+
+def test_watch_with_a_selector_sees_objects_enter_and_leave_it(core):
+    start = core.list_namespaced_config_map("default").metadata.resource_version
+    make(core, "m")
+    core.patch_namespaced_config_map("m", "default", {"metadata": {"labels": {"pick": "me"}}})
+    core.patch_namespaced_config_map("m", "default", {"metadata": {"labels": {"pick": "other"}}})
+    events = [(e["type"], e["object"].metadata.name) for e in kubernetes.watch.Watch().stream(
+        core.list_namespaced_config_map, "default", label_selector="pick=me", resource_version=start, timeout_seconds=1)]
+    assert events == [("ADDED", "m"), ("DELETED", "m")]
+
+
+def test_bookmarks(api_server, core):
+    api_server.api.bookmark_interval = 0.2
+    start = core.list_namespaced_config_map("default").metadata.resource_version
+    raw = core.list_namespaced_config_map("default", watch=True, allow_watch_bookmarks=True, resource_version=start,
+                                          timeout_seconds=1, _preload_content=False)
+    lines = [line for line in raw.read().decode().splitlines() if line]
+    assert lines and all('"type": "BOOKMARK"' in line for line in lines)
+
+
+def test_watch_ends_at_its_timeout(core):
+    import time
+
+    began = time.monotonic()
+    assert list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, "default",
+                                                resource_version=core.list_namespaced_config_map("default").metadata.resource_version,
+                                                timeout_seconds=1)) == []
+    assert 0.9 < time.monotonic() - began < 5
+
+
+def test_watch_from_a_compacted_version_is_gone(api_server, core):
+    old = core.list_namespaced_config_map("default").metadata.resource_version
+    make(core, "x")
+    api_server.api.store.compact()
+    with pytest.raises(ApiException) as raised:
+        list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=old, timeout_seconds=1))
+    assert raised.value.status == 410
+    # The history is bounded: the oldest versions fall out by themselves too.
+    from kube_apiserver.server import ApiServer
+
+    small = ApiServer(history_limit=5).start()
+    try:
+        client = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=small.url)))
+        first = client.list_namespaced_config_map("default").metadata.resource_version
+        for i in range(10):
+            client.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
+        with pytest.raises(ApiException) as raised:
+            list(kubernetes.watch.Watch().stream(client.list_namespaced_config_map, "default", resource_version=first, timeout_seconds=1))
+        assert raised.value.status == 410
+    finally:
+        small.stop()
+
+
+def test_kubectl_wait_for_jsonpath(kubectl, core):
+    make(core, "slow")
+    timer = threading.Timer(0.5, lambda: core.patch_namespaced_config_map("slow", "default", {"data": {"ready": "yes"}}))
+    timer.start()
+    result = kubectl("wait", "--for=jsonpath={.data.ready}=yes", "configmap/slow", "--timeout=10s")
+    timer.join()
+    assert "condition met" in result.stdout
