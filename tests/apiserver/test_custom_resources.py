@@ -1,0 +1,105 @@
+"""Custom resources against their CRD's schema: validation, pruning, defaults, field validation, tables.
+
+Real server difference: CEL rules (x-kubernetes-validations) are not evaluated here; the operator checks the
+same rules itself (autoscaler_bridge.validation).
+"""
+
+import copy
+import json
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from tests.conftest import apply_crd
+from tests.apiserver.test_objects import RC
+
+ARGS = ("cluster.ray.io", "v1", "default", "rayclusters")
+
+
+@pytest.fixture
+def crd(kube):
+    apply_crd(kube)
+
+
+def refused(custom, body) -> dict:
+    with pytest.raises(ApiException) as raised:
+        custom.create_namespaced_custom_object(*ARGS, body)
+    assert raised.value.status == 422
+    status = json.loads(raised.value.body)
+    assert status["reason"] == "Invalid"
+    return status
+
+
+def with_spec(**changes):
+    body = copy.deepcopy(RC)
+    body["spec"].update(changes)
+    return body
+
+
+def test_types_enums_required_and_bounds(crd, custom):
+    status = refused(custom, with_spec(maxWorkers="three", upscalingSpeed=-1))
+    fields = sorted(c["field"] for c in status["details"]["causes"])
+    assert fields == ["spec.maxWorkers", "spec.upscalingSpeed"]
+    assert 'spec.maxWorkers: Invalid value: "string": spec.maxWorkers in body must be of type integer: "string"' in status["message"]
+    assert "spec.upscalingSpeed: Invalid value: -1: spec.upscalingSpeed in body should be greater than or equal to 0" in status["message"]
+    body = with_spec()
+    del body["spec"]["headPodType"]
+    assert refused(custom, body)["details"]["causes"] == [
+        {"reason": "FieldValueRequired", "field": "spec.headPodType", "message": "spec.headPodType: Required value"}]
+    body = with_spec(podTypes=[])
+    assert "should have at least 1 items" in refused(custom, body)["message"]
+
+
+def test_status_enum_on_the_status_subresource(crd, custom):
+    custom.create_namespaced_custom_object(*ARGS, RC)
+    with pytest.raises(ApiException) as raised:
+        custom.patch_namespaced_custom_object_status(*ARGS, "c1", {"status": {"phase": "Exploded"}})
+    assert raised.value.status == 422
+    message = json.loads(raised.value.body)["message"]
+    assert 'Unsupported value: "Exploded": supported values: "Updating", "Running", "AutoscalingExceptionRecovery", "Error"' in message
+
+
+def test_list_map_keys_must_be_unique(crd, custom):
+    pod_type = RC["spec"]["podTypes"][0]
+    status = refused(custom, with_spec(podTypes=[pod_type, pod_type]))
+    assert status["details"]["causes"][0]["reason"] == "FieldValueDuplicate"
+
+
+def test_unknown_fields_are_pruned_unless_preserved(crd, custom):
+    body = with_spec(unknownSpecField=1)
+    body["spec"]["podTypes"][0]["podConfig"]["spec"]["anyPodField"] = {"kept": True}
+    created = custom.create_namespaced_custom_object(*ARGS, body)
+    assert "unknownSpecField" not in created["spec"]
+    assert created["spec"]["podTypes"][0]["podConfig"]["spec"]["anyPodField"] == {"kept": True}
+    status = custom.patch_namespaced_custom_object_status(*ARGS, "c1", {"status": {"phase": "Running", "notDeclared": 1}})
+    assert status["status"] == {"phase": "Running"}  # the legacy operator's silently dropped status fields
+
+
+def test_schema_defaults_are_filled_in(kube, custom):
+    crd = yaml.safe_load(open("crds/cluster.ray.io_rayclusters.yaml"))
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["upscalingSpeed"]["default"] = 1.0
+    import kubernetes
+
+    kubernetes.client.ApiextensionsV1Api(kube).create_custom_resource_definition(crd)
+    assert custom.create_namespaced_custom_object(*ARGS, RC)["spec"]["upscalingSpeed"] == 1.0
+
+
+def test_kubectl_strict_field_validation(crd, kubectl):
+    manifest = yaml.safe_dump({**RC, "spec": {**RC["spec"], "maxWorkrs": 3}})
+    result = kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0 and 'unknown field "spec.maxWorkrs"' in result.stderr
+    result = kubectl("apply", "--validate=false", "-f", "-", input=manifest)
+    assert "created" in result.stdout
+
+
+def test_kubectl_get_shows_the_printer_columns(crd, custom, kubectl):
+    custom.create_namespaced_custom_object(*ARGS, RC)
+    custom.patch_namespaced_custom_object_status(*ARGS, "c1", {"status": {"phase": "Running", "autoscalerRetries": 2,
+                                                                          "readyWorkers": 1, "desiredWorkers": 3}})
+    header, row = kubectl("get", "rayclusters").stdout.splitlines()
+    assert header.split() == ["NAME", "STATUS", "RESTARTS", "WORKERS", "DESIRED", "AGE"]
+    assert row.split()[:5] == ["c1", "Running", "2", "1", "3"]
+    wide = kubectl("get", "rc", "-o", "wide").stdout.splitlines()[0].split()
+    assert wide[-1] == "MESSAGE"
+    assert kubectl("get", "raycluster", "c1", "-o", "jsonpath={.status.phase}").stdout == "Running"
