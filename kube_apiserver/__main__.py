@@ -7,7 +7,6 @@ import signal
 import threading
 from pathlib import Path
 
-from kube_apiserver.kubeconfig import write_kubeconfig
 from kube_apiserver.server import ApiServer
 
 
@@ -21,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     server = ApiServer(args.host, args.port, args.data_file, admin_token=args.admin_token).start()
     if args.kubeconfig_out:
-        write_kubeconfig(args.kubeconfig_out, server.url, args.admin_token)
+        server.write_kubeconfig(args.kubeconfig_out)
     print(f"serving on {server.url}", flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

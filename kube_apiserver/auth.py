@@ -10,8 +10,9 @@ Authorization: RBAC as Kubernetes evaluates it — Roles and ClusterRoles bound
 by RoleBindings (in their namespace) and ClusterRoleBindings (everywhere) to
 users, groups or ServiceAccounts; rules by API group, resource (with
 `resource/subresource`), verb and resourceName, `*` wildcards. Discovery,
-OpenAPI, version and health paths are open to every authenticated user, as
-the default `system:discovery` binding makes them.
+OpenAPI, version and health paths, and asking what one may do
+(SelfSubjectAccessReview), are open to every authenticated user, as the
+bootstrap `system:discovery` and `system:basic-user` bindings make them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class Request:
     subresource: str | None
     namespace: str | None
     name: str | None
+
+
+# The bootstrap ClusterRole system:basic-user, bound to every authenticated user.
+BASIC_USER_RULES = [{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                     "verbs": ["create"]}]
 
 
 def unauthorized() -> ApiError:
@@ -127,7 +133,7 @@ class Authorizer:
         return (role or {}).get("rules") or []
 
     def allowed(self, user: User, request: Request) -> bool:
-        if user.is_admin:
+        if user.is_admin or any(_rule_allows(rule, request) for rule in BASIC_USER_RULES):
             return True
         for binding in self.api.store.items((RBAC, "clusterrolebindings")):
             if any(_subject_is(s, user, None) for s in binding.get("subjects") or []):

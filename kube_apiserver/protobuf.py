@@ -1,7 +1,7 @@
 """Kubernetes protobuf request bodies, decoded into the JSON form of the object.
 
 kubectl's typed commands (`kubectl create namespace|configmap|secret|serviceaccount`)
-and Helm's release storage (Secrets, and the DeleteOptions of `helm uninstall`)
+`kubectl auth can-i`, and Helm's release storage (Secrets, and the DeleteOptions of `helm uninstall`)
 send `application/vnd.kubernetes.protobuf`, and a real server accepts it. The
 envelope is the magic `k8s\\0` followed by a `runtime.Unknown` whose `raw`
 field holds the object; the message layouts below are the field numbers of
@@ -37,7 +37,12 @@ _LOCAL_OBJECT_REFERENCE: Schema = {1: ("name", "string")}
 _DELETE_OPTIONS: Schema = {1: ("gracePeriodSeconds", "int"), 2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
                            3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "string"),
                            5: ("dryRun", ("repeated", "string"))}
+_RESOURCE_ATTRIBUTES: Schema = {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
+                               4: ("version", "string"), 5: ("resource", "string"), 6: ("subresource", "string"),
+                               7: ("name", "string")}
 MESSAGES: dict[tuple[str, str], Schema] = {
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
+        1: ("metadata", _OBJECT_META), 2: ("spec", {1: ("resourceAttributes", _RESOURCE_ATTRIBUTES)})},
     ("meta.k8s.io/v1", "DeleteOptions"): _DELETE_OPTIONS,
     ("v1", "DeleteOptions"): _DELETE_OPTIONS,
     ("v1", "Namespace"): {1: ("metadata", _OBJECT_META), 2: ("spec", {1: ("finalizers", ("repeated", "string"))})},

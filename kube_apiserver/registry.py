@@ -93,6 +93,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("events.k8s.io", "v1", "Event", "events", True, short_names=("ev",)),
+    ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+                 verbs=("create",)),
     ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
                  short_names=("crd", "crds"), subresources=("status",)),
 )

@@ -20,9 +20,11 @@ from kube_apiserver import errors, openapi, protobuf
 from kube_apiserver.api import Api, Validation
 from kube_apiserver.auth import Authenticator, Authorizer, Request, User
 from kube_apiserver.errors import ApiError
+from kube_apiserver.kubeconfig import write_kubeconfig
 from kube_apiserver.registry import ResourceType
 from kube_apiserver.store import Store
 from kube_apiserver.tables import table
+from kube_apiserver.tls import make_certificates
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return self._raw_body
 
     def _json_body(self) -> Any:
         raw = self._body()
@@ -111,6 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self.server.request_log.append((self.command, urlsplit(self.path).path))
+        # Read the whole body first: an early error answer must not leave it on the kept-alive connection.
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw_body = self.rfile.read(length) if length else b""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
         try:
             self._route()
         except ApiError as error:
@@ -204,6 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if self._wants_table():
                     return self._send(200, table(rt, listed["items"], listed["metadata"], query.get("includeObject", "Metadata")))
                 return self._send(200, listed)
+            if method == "POST" and rt.kind == "SelfSubjectAccessReview":
+                return self._send(201, self._access_review(self._json_body() or {}))
             if method == "POST":
                 if rt.namespaced and namespace is None:
                     raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -256,6 +264,15 @@ class _Handler(BaseHTTPRequestHandler):
                 verb = "deletecollection"
         self.server.authorizer.check(self.user, Request(verb, rt.group, rt.plural, route.subresource,
                                                         route.namespace if rt.namespaced else None, route.name))
+
+    def _access_review(self, review: dict[str, Any]) -> dict[str, Any]:
+        """`kubectl auth can-i`: may the caller do what the review describes? Nothing is stored."""
+        attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
+        request = Request(attributes.get("verb", ""), attributes.get("group", ""), attributes.get("resource", ""),
+                          attributes.get("subresource") or None, attributes.get("namespace") or None, attributes.get("name") or None)
+        allowed = self.server.authorizer.allowed(self.user, request)
+        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "metadata": {},
+                "spec": review.get("spec") or {}, "status": {"allowed": allowed}}
 
     @staticmethod
     def _delete_query(query: dict[str, str]) -> dict[str, Any]:
@@ -321,7 +338,7 @@ class ApiServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_file: Path | None = None,
                  history_limit: int = 10000, bookmark_interval: float = 5.0, admin_token: str | None = None) -> None:
-        """`admin_token` turns authentication and RBAC on; without it every request is the admin's."""
+        """`admin_token` turns authentication, RBAC and TLS on; without it every request is the admin's, over HTTP."""
         store = Store(history_limit=history_limit)
         self.data_file = data_file
         loaded = data_file is not None and data_file.exists()
@@ -337,6 +354,9 @@ class ApiServer:
         self._httpd.request_log = deque(maxlen=100000)
         self._httpd.authenticator = Authenticator(admin_token)
         self._httpd.authorizer = Authorizer(self.api)
+        self.certificates = make_certificates(host) if admin_token else None
+        if self.certificates:
+            self._httpd.socket = self.certificates.server_context().wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="kube-apiserver", daemon=True)
 
@@ -352,7 +372,12 @@ class ApiServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.certificates else 'http'}://{host}:{port}"
+
+    def write_kubeconfig(self, path: Path, token: str | None = None, namespace: str = "default") -> Path:
+        """A kubeconfig for this server: the admin's, or for `token` (e.g. a ServiceAccount's)."""
+        return write_kubeconfig(path, self.url, token or self._httpd.authenticator.admin_token, namespace,
+                                self.certificates.ca_pem if self.certificates else None)
 
     def start(self) -> ApiServer:
         self._thread.start()
