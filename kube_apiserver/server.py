@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -316,6 +317,24 @@ class _Handler(BaseHTTPRequestHandler):
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    connections: set[Any]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Drop every open connection, as a stopping server process does."""
+        for connection in list(self.connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     api: Api
     stopping: threading.Event
     request_log: deque[tuple[str, str]]
@@ -351,6 +370,7 @@ class ApiServer:
         self._httpd = _HttpServer((host, port), _Handler)
         self._httpd.api = self.api
         self._httpd.stopping = threading.Event()
+        self._httpd.connections = set()
         self._httpd.request_log = deque(maxlen=100000)
         self._httpd.authenticator = Authenticator(admin_token)
         self._httpd.authorizer = Authorizer(self.api)
@@ -387,6 +407,7 @@ class ApiServer:
         self._httpd.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.close_connections()
         self.api.collector.stop()
         if self.data_file is not None:
             self.api.store.save(self.data_file)

@@ -1,0 +1,64 @@
+"""The built-in types operators, kubectl and Helm touch, each through the official client.
+
+Real server differences: no controllers run for Deployments (no ReplicaSets or pods are made from them),
+and core/v1 Events and events.k8s.io/v1 Events are stored apart (a real server shows one as the other).
+"""
+
+import kubernetes
+
+
+def test_core_events_with_field_selectors(core):
+    core.create_namespaced_event("default", {
+        "metadata": {"name": "demo.1"}, "involvedObject": {"kind": "RayCluster", "name": "demo", "namespace": "default"},
+        "reason": "Invalid", "message": "spec.headPodType is required", "type": "Warning", "source": {"component": "ray-operator"}})
+    found = core.list_namespaced_event("default", field_selector="involvedObject.name=demo,reason=Invalid").items
+    assert [e.message for e in found] == ["spec.headPodType is required"]
+    assert core.list_namespaced_event("default", field_selector="involvedObject.name=other").items == []
+
+
+def test_events_k8s_io(kube):
+    events = kubernetes.client.EventsV1Api(kube)
+    events.create_namespaced_event("default", {
+        "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "ray-operator",
+        "reportingInstance": "op-1", "action": "Validate", "reason": "Invalid", "type": "Warning",
+        "regarding": {"kind": "RayCluster", "name": "demo", "namespace": "default"}, "note": "bad"})
+    assert [e.note for e in events.list_namespaced_event("default", field_selector="regarding.name=demo").items] == ["bad"]
+
+
+def test_deployments_with_status_and_scale(kube):
+    apps = kubernetes.client.AppsV1Api(kube)
+    deployment = {"metadata": {"name": "op"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "op"}},
+                  "template": {"metadata": {"labels": {"app": "op"}}, "spec": {"containers": [{"name": "op", "image": "op:1"}]}}}}
+    created = apps.create_namespaced_deployment("default", deployment)
+    assert created.metadata.generation == 1
+    patched = apps.patch_namespaced_deployment("op", "default", {"spec": {"template": {"spec": {"containers": [{"name": "op", "image": "op:2"}]}}}})
+    assert patched.metadata.generation == 2 and patched.spec.template.spec.containers[0].image == "op:2"
+    status = apps.patch_namespaced_deployment_status("op", "default", {"status": {"readyReplicas": 1}})
+    assert status.status.ready_replicas == 1 and status.metadata.generation == 2
+
+
+def test_leases(kube):
+    coordination = kubernetes.client.CoordinationV1Api(kube)
+    lease = coordination.create_namespaced_lease("default", {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a"}})
+    lease.spec.holder_identity = "b"
+    assert coordination.replace_namespaced_lease("leader", "default", lease).spec.holder_identity == "b"
+
+
+def test_rbac_objects(kube):
+    rbac = kubernetes.client.RbacAuthorizationV1Api(kube)
+    rbac.create_cluster_role({"metadata": {"name": "system:ray-operator"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]}]})
+    rbac.create_cluster_role_binding({"metadata": {"name": "ray-operator"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:ray-operator"},
+                                      "subjects": [{"kind": "ServiceAccount", "name": "ray-operator", "namespace": "default"}]})
+    rbac.create_namespaced_role("default", {"metadata": {"name": "r"}, "rules": []})
+    rbac.create_namespaced_role_binding("default", {"metadata": {"name": "rb"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}, "subjects": []})
+    assert [r.metadata.name for r in rbac.list_cluster_role().items] == ["system:ray-operator"]
+    assert rbac.read_namespaced_role_binding("rb", "default").role_ref.name == "r"
+
+
+def test_nodes_and_service_accounts(core):
+    node = core.create_node({"metadata": {"name": "node-1", "labels": {"kubernetes.io/hostname": "node-1"}}})
+    assert node.metadata.namespace is None
+    core.patch_node_status("node-1", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    assert core.read_node("node-1").status.conditions[0].status == "True"
+    core.create_namespace({"metadata": {"name": "fresh"}})
+    assert [a.metadata.name for a in core.list_namespaced_service_account("fresh").items] == ["default"]
