@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kube_apiserver import errors, objects, patches, schema
+from kube_apiserver import core_schemas, errors, objects, patches, schema
 from kube_apiserver.errors import ApiError
 from kube_apiserver.registry import BUILTIN_TYPES, ResourceType, type_from_crd
 from kube_apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -166,12 +166,27 @@ class Api:
             schema.apply_defaults(obj, rt.schema)
             validation.unknown_fields(schema.prune(obj, rt.schema, root=True))
             causes = schema.validate(obj, rt.schema)
-        elif rt.kind == "Pod" and rt.group == "":
-            causes = objects.check_pod(obj) + (objects.check_pod_update(old, obj) if old else [])
-        elif rt.kind == "CustomResourceDefinition":
-            causes = self._crd_causes(obj)
+        elif not rt.custom:
+            causes = self._builtin_causes(rt, obj, old, validation)
         if causes:
             raise errors.invalid(rt.kind, name, rt.group, causes)
+
+    def _builtin_causes(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
+                        validation: Validation) -> list[dict[str, str]]:
+        """A built-in object against its Kubernetes schema, then the rules of its kind."""
+        findings = core_schemas.check({**obj, "apiVersion": rt.api_version, "kind": rt.kind})
+        if findings.type_errors:
+            raise errors.bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                                     + "; ".join(findings.type_errors))
+        validation.unknown_fields([core_schemas.path_text(p) for p in findings.unknown])
+        for path in findings.unknown:
+            core_schemas.remove(obj, path)
+        causes = findings.causes
+        if rt.kind == "Pod" and rt.group == "":
+            causes += objects.check_pod(obj) + (objects.check_pod_update(old, obj) if old else [])
+        elif rt.kind == "CustomResourceDefinition":
+            causes += self._crd_causes(obj)
+        return causes
 
     def _crd_causes(self, crd: dict[str, Any]) -> list[dict[str, str]]:
         spec = crd.get("spec") or {}

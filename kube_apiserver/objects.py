@@ -139,14 +139,12 @@ def _qos_class(spec: dict[str, Any]) -> str:
 
 
 def check_pod(pod: dict[str, Any]) -> list[dict[str, str]]:
+    """What pod validation requires beyond the schema: containers, each with an image."""
     causes = []
     containers = (pod.get("spec") or {}).get("containers")
     if not containers:
         causes.append({"reason": "FieldValueRequired", "field": "spec.containers", "message": "spec.containers: Required value"})
     for index, container in enumerate(containers or []):
-        if not container.get("name"):
-            causes.append({"reason": "FieldValueRequired", "field": f"spec.containers[{index}].name",
-                           "message": f"spec.containers[{index}].name: Required value"})
         if not container.get("image"):
             causes.append({"reason": "FieldValueRequired", "field": f"spec.containers[{index}].image",
                            "message": f"spec.containers[{index}].image: Required value"})
@@ -199,7 +197,8 @@ def default_service(service: dict[str, Any], cluster_ip: str | None) -> None:
     spec.setdefault("internalTrafficPolicy", "Cluster")
     for port in spec.get("ports") or []:
         port.setdefault("protocol", "TCP")
-        port.setdefault("targetPort", port.get("port"))
+        if "port" in port:
+            port.setdefault("targetPort", port["port"])
     service["status"] = {"loadBalancer": {}}
 
 

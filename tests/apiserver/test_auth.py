@@ -1,4 +1,8 @@
-"""Bearer tokens and RBAC: 401 without a valid token, 403 where no binding allows the request."""
+"""Bearer tokens and RBAC: 401 without a valid token, 403 where no binding allows the request.
+
+Real server difference: tokens are opaque and never expire (a real server issues signed, expiring JWTs), and
+there are no client certificates, OIDC or RBAC escalation checks.
+"""
 
 import json
 

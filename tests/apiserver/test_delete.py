@@ -1,4 +1,8 @@
-"""DELETE: finalizers, propagation policies, ownerReference garbage collection, namespace deletion."""
+"""DELETE: finalizers, propagation policies, ownerReference garbage collection, namespace deletion.
+
+Real server difference: the garbage collector finds owners by uid alone; a real one also checks that the owner
+named by apiVersion/kind/name is the one with that uid.
+"""
 
 import pytest
 from kubernetes.client.exceptions import ApiException

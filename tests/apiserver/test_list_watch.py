@@ -1,4 +1,8 @@
-"""LIST with selectors and pages; WATCH with resume, bookmarks, timeouts and 410 Gone."""
+"""LIST with selectors and pages; WATCH with resume, bookmarks, timeouts and 410 Gone.
+
+Real server difference: a continue token pages through the current objects after the last key, where a real
+server serves a consistent snapshot at the first page's resourceVersion.
+"""
 
 import threading
 

@@ -163,3 +163,25 @@ def test_unsupported_media_type(api_server):
         urllib.request.urlopen(request, timeout=10)
     body = json.loads(raised.value.read())
     assert (raised.value.code, body["reason"]) == (415, "UnsupportedMediaType")
+
+
+def test_builtin_objects_are_checked_against_the_kubernetes_schemas(api_server, core, kubectl):
+    """Real server difference: decode errors name the Go struct field; here they name the JSON path."""
+    from tests.conftest import raw_request
+
+    status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": "http"}]}]}})
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"].startswith('Pod in version "v1" cannot be handled as a Pod:')
+    assert "spec.containers[0].ports[0].containerPort" in body["message"]
+    status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/services", {
+        "metadata": {"name": "s"}, "spec": {"ports": [{"name": "x"}]}})
+    assert (status, body["reason"]) == (422, "Invalid")
+    assert {"reason": "FieldValueRequired", "field": "spec.ports[0].port", "message": "spec.ports[0].port: Required value"} in body["details"]["causes"]
+    # Unknown fields are dropped, with a warning; refused when the client asks for strict field validation.
+    status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/configmaps",
+                               {"metadata": {"name": "u"}, "data": {"a": "1"}, "dta": {"b": "2"}})
+    assert status == 201 and "dta" not in body and core.read_namespaced_config_map("u", "default").data == {"a": "1"}
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\ndta:\n  a: '1'\n"
+    result = kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0 and 'unknown field "dta"' in result.stderr
