@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -61,6 +62,33 @@ def head_tags(config: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def pending_pods_block(pods: list[dict[str, Any]], max_pending: int | None, timeout: float | None,
+                       now: datetime) -> str | None:
+    """Why no more pods of a podType may be launched while these of its pods are Pending, or None.
+
+    A scale-up must not run away into Pending pods (no node can take them):
+    past `max_pending` Pending pods, or once one has been Pending longer than
+    `timeout` seconds, launches of the type stop until they start.
+    """
+    pending = [p for p in pods if (p.get("status") or {}).get("phase", "Pending") == "Pending"
+               and not p["metadata"].get("deletionTimestamp")]
+    if max_pending is not None and len(pending) >= max_pending:
+        return f"{len(pending)} pods are Pending (the bound is {max_pending}): no more are launched until they start"
+    if timeout is not None:
+        stuck = [p for p in pending if (now - _created(p)).total_seconds() > timeout]
+        if stuck:
+            return (f"{len(stuck)} pods have been Pending for more than {timeout:g}s: "
+                    "no more are launched until they start")
+    return None
+
+
+def _created(pod: dict[str, Any]) -> datetime:
+    stamp = pod["metadata"].get("creationTimestamp")
+    if not stamp:
+        return datetime.now(timezone.utc)
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
 def node_status(pod: dict[str, Any]) -> str:
     """`ray-node-status` as the autoscaler must see it: no updater runs, so the pod's phase says it."""
     phase = (pod.get("status") or {}).get("phase")
@@ -88,9 +116,9 @@ class KubernetesNodeProvider(NodeProvider):
                             _preload_content=False)
         return json.loads(listed.data)["items"]
 
-    def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
-        status_filter = tag_filters.get(TAG_RAY_NODE_STATUS)
-        label_filters = {k: v for k, v in tag_filters.items() if k != TAG_RAY_NODE_STATUS}
+    def pods(self, label_filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """The cluster's pods that are not being deleted (one LIST); they also refresh the cache."""
+        label_filters = label_filters or {}
         pods = [p for p in self._list_pods(label_filters) if not p["metadata"].get("deletionTimestamp")]
         with self._lock:
             for pod in pods:
@@ -99,6 +127,11 @@ class KubernetesNodeProvider(NodeProvider):
                 listed = {p["metadata"]["name"] for p in pods}
                 for name in [n for n in self._pods if n not in listed]:
                     del self._pods[name]
+        return pods
+
+    def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
+        status_filter = tag_filters.get(TAG_RAY_NODE_STATUS)
+        pods = self.pods({k: v for k, v in tag_filters.items() if k != TAG_RAY_NODE_STATUS})
         if status_filter is not None:
             pods = [p for p in pods if node_status(p) == status_filter]
         return [p["metadata"]["name"] for p in pods]
@@ -155,6 +188,15 @@ class KubernetesNodeProvider(NodeProvider):
     def create_node_with_resources_and_labels(self, node_config: dict[str, Any], tags: dict[str, str], count: int,
                                               resources: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
         """Create `count` pods of the tagged podType; raises NodeLaunchException if any could not be made."""
+        pod_type = tags.get(TAG_RAY_USER_NODE_TYPE)
+        with self._lock:
+            same_type = [p for p in self._pods.values()
+                         if (p["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE) == pod_type]
+        blocked = pending_pods_block(same_type, self.provider_config.get("max_pending_pods"),
+                                     self.provider_config.get("pending_timeout_seconds"), datetime.now(timezone.utc))
+        if blocked:
+            log.warning("%s,%s: not launching %d %s pods: %s", self.cluster_name, self.namespace, count, pod_type, blocked)
+            raise NodeLaunchException("Pending pods", blocked, src_exc_info=None)
         pod = build_ray_pod(self.provider_config, self.cluster_name, node_config, tags,
                             {k: int(v) for k, v in resources.items()})
         created: dict[str, Any] = {}
@@ -178,6 +220,10 @@ class KubernetesNodeProvider(NodeProvider):
             log.warning("%s,%s: refusing to terminate the head pod %s (the operator manages it)",
                         self.cluster_name, self.namespace, node_id)
             return
+        self.delete_pod(node_id)
+
+    def delete_pod(self, node_id: str) -> None:
+        """Delete a pod of the cluster, head included; one already gone is no error."""
         try:
             self.calls(self.calls.core.delete_namespaced_pod, node_id, self.namespace)
         except ApiException as error:
@@ -205,12 +251,9 @@ class KubernetesNodeProvider(NodeProvider):
                 raise
         return self.calls(self.calls.core.read_namespaced_service, service["metadata"]["name"], self.namespace).to_dict()
 
-    def head_pods(self) -> list[dict[str, Any]]:
-        return [p for p in self._list_pods(head_selector(self.cluster_name)) if not p["metadata"].get("deletionTimestamp")]
-
     def ensure_head_pod(self, config: dict[str, Any]) -> dict[str, Any]:
         """The head pod, created if the cluster has none (found by its labels, so creating twice is a no-op)."""
-        existing = self.head_pods()
+        existing = self.pods(head_selector(self.cluster_name))
         if existing:
             return existing[0]
         head_type = config["head_node_type"]

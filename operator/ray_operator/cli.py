@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +75,64 @@ def render(file: Path, name: str, namespace: str | None) -> None:
     if failed:
         sys.exit(EXIT_INVALID)
     click.echo(yaml.safe_dump_all(configs, sort_keys=False), nl=False)
+
+
+@main.command()
+@click.option("--namespace", envvar="RAY_OPERATOR_POD_NAMESPACE", default=None,
+              help="Manage RayClusters of this namespace only (default: every namespace). "
+                   "Also taken from RAY_OPERATOR_POD_NAMESPACE, as the legacy operator did.")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), envvar="KUBECONFIG", default=None,
+              help="Kubeconfig to use (default: the pod's service account in a cluster, else ~/.kube/config).")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/ray-operator"),
+              show_default=True, help="Where each cluster's autoscaler config and heartbeat are kept.")
+@click.option("--resync-seconds", type=float, default=5.0, show_default=True,
+              help="How often each cluster is reconciled even when nothing changed.")
+@click.option("--autoscaler-interval", type=float, default=5.0, show_default=True,
+              help="Seconds between two rounds of a cluster's autoscaler.")
+@click.option("--stall-rounds", type=int, default=12, show_default=True,
+              help="An autoscaler that made no round for this many intervals (+30s) is restarted and counted as failed.")
+@click.option("--restart-backoff", type=float, default=2.0, show_default=True,
+              help="Delay before restarting a failed autoscaler; doubles with each failure in a row.")
+@click.option("--max-restart-backoff", type=float, default=60.0, show_default=True,
+              help="Upper bound of that delay.")
+@click.option("--max-pending-pods", type=int, default=10, show_default=True,
+              help="No more pods of a podType are launched while this many of them are Pending.")
+@click.option("--pending-timeout", type=float, default=600.0, show_default=True,
+              help="No more pods of a podType are launched while one has been Pending this long (seconds).")
+@click.option("--monitor-memory-limit", type=int, default=1024, show_default=True,
+              help="An autoscaler process using more memory (MiB) is restarted and counted as failed.")
+@click.option("--health-port", type=int, default=8080, show_default=True,
+              help="Port of the liveness endpoint /healthz (0: none).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="INFO", show_default=True)
+def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_seconds: float,
+        autoscaler_interval: float, stall_rounds: int, restart_backoff: float, max_restart_backoff: float,
+        max_pending_pods: int, pending_timeout: float, monitor_memory_limit: int, health_port: int,
+        log_level: str) -> None:
+    """Run the operator: one Ray autoscaler per RayCluster, until SIGTERM.
+
+    Stopping the operator stops the autoscalers and leaves every Ray pod running;
+    a restarted operator adopts the clusters and their pods as they are.
+    """
+    import kopf
+
+    from ray_operator import logs
+    from ray_operator.handlers import kopf_settings, registry_for
+    from ray_operator.manager import ClusterManager
+    from ray_operator.settings import Settings
+
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    logs.configure(log_level)
+    settings = Settings(namespace=namespace, work_dir=work_dir, resync_seconds=resync_seconds,
+                        autoscaler_interval_seconds=autoscaler_interval, stall_rounds=stall_rounds,
+                        restart_backoff_seconds=restart_backoff, max_restart_backoff_seconds=max_restart_backoff,
+                        max_pending_pods=max_pending_pods, pending_timeout_seconds=pending_timeout,
+                        monitor_memory_limit_mb=monitor_memory_limit, health_port=health_port or None,
+                        log_level=log_level.upper())
+    manager = ClusterManager(settings)
+    asyncio.run(kopf.operator(
+        registry=registry_for(manager), settings=kopf_settings(), standalone=True,
+        clusterwide=namespace is None, namespaces=[namespace] if namespace else (),
+        liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+    ))

@@ -1,0 +1,328 @@
+"""Where one RayCluster is reconciled: its head Service and head pod, its autoscaler process, its phase.
+
+Each RayCluster has a controller thread that reconciles on every change of the
+RayCluster or of its pods, and every `resync_seconds` anyway:
+
+- invalid spec: phase Error, the problems in `status.message`, an Event; nothing is created;
+- the head podType's pod template changed: the whole cluster restarts (Updating);
+- the head pod gone or failed, the autoscaler exited, hung (no round for
+  `stall_rounds` intervals) or grew past its memory limit: AutoscalingExceptionRecovery,
+  `autoscalerRetries` + 1, the head recreated if needed, the autoscaler restarted
+  after a bounded exponential backoff;
+- otherwise the autoscaler runs on the current config, which it re-reads every
+  round: worker podType changes replace those workers through the autoscaler's
+  launch-config check, min/max and speed changes only reconfigure it.
+Phase Updating while launching or applying a change, Running while the
+autoscaler is healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ray.autoscaler._private.util import hash_launch_conf
+from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_LAUNCH_CONFIG, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
+
+from autoscaler_bridge.cluster_config import autoscaler_config
+from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags, pending_pods_block
+from autoscaler_bridge.ray_start import gcs_port
+from autoscaler_bridge.validation import validate_raycluster
+from ray_operator.logs import cluster_logger
+from ray_operator.monitor_process import EXIT_UNSUPPORTED_RAY, MonitorProcess, MonitorSpec
+from ray_operator.settings import Settings
+from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING, StatusWriter
+
+log = logging.getLogger(__name__)
+
+
+def _phase_of(pod: dict[str, Any]) -> str:
+    return (pod.get("status") or {}).get("phase", "Pending")
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return _phase_of(pod) == "Running" and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def gcs_answers(ip: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class ClusterController:
+    def __init__(self, body: dict[str, Any], settings: Settings, calls: KubeCalls) -> None:
+        self.name = body["metadata"]["name"]
+        self.namespace = body["metadata"]["namespace"]
+        self.settings, self.calls = settings, calls
+        self.log = cluster_logger(log, self.name, self.namespace)
+        self.status = StatusWriter(calls, self.name, self.namespace)
+        self.status.adopt(body.get("status"))
+        self.dir = settings.work_dir / f"{self.namespace}.{self.name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.dir / "autoscaler.json"
+        self.monitor: MonitorProcess | None = None
+        self.monitor_started = 0.0
+        self.config_written = 0.0
+        self.failures_in_a_row = 0
+        self.recovering = False
+        self.restart_not_before = 0.0
+        self.head_uid: str | None = None
+        self.unsupported: tuple[int, str] | None = None  # (generation, why) the cluster's Ray cannot be autoscaled
+        self._body = body
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"{self.name},{self.namespace}", daemon=True)
+
+    # Lifecycle, driven by the manager.
+    def start(self) -> None:
+        self._thread.start()
+
+    def observe(self, body: dict[str, Any]) -> None:
+        self._body = body
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop reconciling and stop the autoscaler; pods are left as they are."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self._stop_monitor()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.reconcile()
+            except Exception as error:  # noqa: BLE001 - one cluster's failure must not end its reconciliation
+                self.log.exception("reconciling failed")
+                try:
+                    self.status.write(phase=ERROR, message=f"unexpected failure: {error}")
+                except Exception:  # noqa: BLE001
+                    self.log.exception("writing the Error status failed")
+            self._wake.wait(self.settings.resync_seconds)
+            self._wake.clear()
+
+    # Helpers.
+    def _stop_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
+
+    def _config(self, body: dict[str, Any]) -> dict[str, Any]:
+        config = autoscaler_config(body)
+        config["provider"]["max_pending_pods"] = self.settings.max_pending_pods
+        config["provider"]["pending_timeout_seconds"] = self.settings.pending_timeout_seconds
+        return config
+
+    def _write_config(self, config: dict[str, Any]) -> None:
+        text = json.dumps(config, sort_keys=True)
+        if self.config_path.exists() and self.config_path.read_text() == text:
+            return
+        partial = self.config_path.with_suffix(".tmp")
+        partial.write_text(text)
+        os.replace(partial, self.config_path)
+        self.config_written = time.time()
+
+    def _fail(self, reason: str, body: dict[str, Any]) -> None:
+        """A failure of the cluster's autoscaling: counted, then recovered from with backoff."""
+        self._stop_monitor()
+        self.failures_in_a_row += 1
+        self.recovering = True
+        delay = self.settings.restart_delay(self.failures_in_a_row)
+        self.restart_not_before = time.monotonic() + delay
+        retries = int(self.status.current.get("autoscalerRetries") or 0) + 1
+        self.log.warning("%s: recovering (restart %d), autoscaler restarts in %.0fs", reason, retries, delay)
+        self.status.event(body, "AutoscalerFailed", f"{reason}; restarting (restart {retries})", warning=True)
+        self.status.write(phase=RECOVERING, autoscalerRetries=retries, message=reason)
+
+    def _restart_cluster(self, provider: KubernetesNodeProvider, pods: list[dict[str, Any]], reason: str,
+                         body: dict[str, Any]) -> None:
+        """A new head, and workers with it: every pod of the cluster is deleted."""
+        self._stop_monitor()
+        self.head_uid = None
+        self.log.info("restarting the cluster: %s", reason)
+        self.status.event(body, "ClusterRestarting", reason)
+        provider.terminate_nodes([p["metadata"]["name"] for p in pods if not self._is_head(p)])
+        for pod in pods:
+            if self._is_head(pod):
+                provider.delete_pod(pod["metadata"]["name"])
+
+    @staticmethod
+    def _is_head(pod: dict[str, Any]) -> bool:
+        return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
+
+    def _waiting(self, message: str, **fields: Any) -> None:
+        self.status.write(phase=RECOVERING if self.recovering else UPDATING, message=message, **fields)
+
+    # The reconciliation.
+    def reconcile(self) -> None:
+        body = self._body
+        generation = body["metadata"].get("generation")
+        problems = validate_raycluster(body)
+        if problems:
+            self._stop_monitor()
+            message = "invalid RayCluster: " + "; ".join(str(p) for p in problems)
+            if self.status.current.get("message") != message:
+                self.log.error("%s", message)
+                self.status.event(body, "InvalidSpec", message, warning=True)
+            self.status.write(phase=ERROR, message=message, observedGeneration=generation)
+            return
+        if self.unsupported and self.unsupported[0] == generation:
+            return
+        config = self._config(body)
+        self._write_config(config)
+        provider = KubernetesNodeProvider(config["provider"], self.name, self.calls)
+        provider.ensure_head_service(config)
+        pods = provider.pods()
+        heads = [p for p in pods if self._is_head(p)]
+        workers = [p for p in pods if not self._is_head(p)]
+        head = heads[0] if heads else None
+        counts = self._counts(config, workers)
+
+        if head is not None and (head["metadata"].get("labels") or {}).get(TAG_RAY_LAUNCH_CONFIG) != head_tags(config)[TAG_RAY_LAUNCH_CONFIG]:
+            self._restart_cluster(provider, pods, "the head podType's pod template changed", body)
+            self._waiting("restarting the cluster for the head podType's new pod template", observedGeneration=generation, **counts)
+            return
+        if head is not None and _phase_of(head) in ("Failed", "Succeeded"):
+            self._fail(f"the head pod {head['metadata']['name']} is {_phase_of(head)}", body)
+            self._restart_cluster(provider, pods, "the head pod stopped", body)
+            return
+        if head is None:
+            if self.head_uid is not None or self.status.current.get("phase") == RUNNING:
+                self._fail("the head pod is gone", body)
+                self._restart_cluster(provider, pods, "the head pod is gone", body)
+            head = provider.ensure_head_pod(config)
+            self.log.info("created head pod %s", head["metadata"]["name"])
+            self.status.event(body, "HeadCreated", f"created head pod {head['metadata']['name']}")
+        if head["metadata"]["uid"] != self.head_uid:
+            self._stop_monitor()
+            self.head_uid = head["metadata"]["uid"]
+
+        ip = (head.get("status") or {}).get("podIP")
+        head_fields = {"headPodIP": ip or "", "observedGeneration": generation, **counts}
+        if _phase_of(head) != "Running" or not ip:
+            self._waiting(f"waiting for the head pod {head['metadata']['name']} to run",
+                          conditions=self._conditions(False, False), **head_fields)
+            return
+        port = gcs_port(config["provider"]["head_start_ray_commands"])
+        if not gcs_answers(ip, port):
+            self._waiting(f"waiting for Ray on the head pod (GCS {ip}:{port})",
+                          conditions=self._conditions(False, False), **head_fields)
+            return
+        if not self._monitor_running(body, generation):
+            self._waiting(self._why_no_monitor(), conditions=self._conditions(True, False), **head_fields)
+            return
+        self._report_running(config, workers, head_fields)
+
+    def _monitor_running(self, body: dict[str, Any], generation: int | None) -> bool:
+        """Check the autoscaler process, (re)starting it when due; True when it is up."""
+        monitor = self.monitor
+        if monitor is not None:
+            code = monitor.exit_code()
+            if code == EXIT_UNSUPPORTED_RAY:
+                why = monitor.error() or "the cluster's Ray version is not supported"
+                self.monitor = None
+                self.unsupported = (generation or 0, why)
+                self.log.error("%s", why)
+                self.status.event(body, "UnsupportedRayVersion", why, warning=True)
+                self.status.write(phase=ERROR, message=why)
+                return False
+            if code is not None:
+                self.monitor = None
+                self._fail(f"the autoscaler exited with code {code}", body)
+            elif time.time() - self.monitor_started > self._stall_seconds() and monitor.silent_for(time.time()) > self._stall_seconds():
+                self._fail(f"the autoscaler made no progress for {monitor.silent_for(time.time()):.0f}s", body)
+            elif monitor.memory_bytes() > self.settings.monitor_memory_limit_mb * 2**20:
+                used = monitor.memory_bytes() // 2**20
+                self._fail(f"the autoscaler used {used} MiB, over its limit of {self.settings.monitor_memory_limit_mb} MiB", body)
+        if self.monitor is None:
+            if time.monotonic() < self.restart_not_before:
+                return False
+            self._start_monitor(body)
+            return False
+        return True
+
+    def _stall_seconds(self) -> float:
+        return self.settings.stall_rounds * self.settings.autoscaler_interval_seconds + 30.0
+
+    def _why_no_monitor(self) -> str:
+        if self.monitor is None and self.restart_not_before > time.monotonic():
+            return f"restarting the autoscaler in {self.restart_not_before - time.monotonic():.0f}s"
+        return "starting the autoscaler"
+
+    def _start_monitor(self, body: dict[str, Any]) -> None:
+        head_ip = None
+        config = json.loads(self.config_path.read_text())
+        provider = KubernetesNodeProvider(config["provider"], self.name, self.calls)
+        for pod in provider.pods():
+            if self._is_head(pod):
+                head_ip = (pod.get("status") or {}).get("podIP")
+        if not head_ip:
+            return
+        address = f"{head_ip}:{gcs_port(config['provider']['head_start_ray_commands'])}"
+        self.monitor = MonitorProcess(MonitorSpec(self.name, self.namespace, address, self.config_path,
+                                                  self.dir / "heartbeat", self.settings.log_level))
+        self.monitor_started = time.time()
+        self.log.info("started the autoscaler (pid %s) for GCS %s", self.monitor.pid, address)
+
+    def _report_running(self, config: dict[str, Any], workers: list[dict[str, Any]], fields: dict[str, Any]) -> None:
+        monitor = self.monitor
+        assert monitor is not None
+        last_round = time.time() - monitor.silent_for(time.time())
+        if last_round <= self.monitor_started:
+            self._waiting("waiting for the autoscaler's first round", conditions=self._conditions(True, False), **fields)
+            return
+        self.failures_in_a_row = 0
+        was_recovering, self.recovering = self.recovering, False
+        outdated = [w for w in workers if self._outdated(config, w)]
+        if outdated:
+            phase, message = UPDATING, f"replacing {len(outdated)} workers of changed podTypes"
+        elif last_round <= self.config_written:
+            phase, message = UPDATING, "applying the new spec"
+        else:
+            phase, message = RUNNING, ""
+        if phase == RUNNING and (self.status.current.get("phase") != RUNNING or was_recovering):
+            self.log.info("running")
+        self.status.write(phase=phase, message=message, conditions=self._conditions(True, True), **fields)
+
+    @staticmethod
+    def _outdated(config: dict[str, Any], worker: dict[str, Any]) -> bool:
+        labels = worker["metadata"].get("labels") or {}
+        node_type = config["available_node_types"].get(labels.get(TAG_RAY_USER_NODE_TYPE))
+        if node_type is None:
+            return True
+        return labels.get(TAG_RAY_LAUNCH_CONFIG) != hash_launch_conf(node_type["node_config"], config.get("auth", {}))
+
+    def _counts(self, config: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
+        now = datetime.now(timezone.utc)
+        per_type = []
+        for type_name in config["available_node_types"]:
+            mine = [w for w in workers if (w["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE) == type_name]
+            entry: dict[str, Any] = {"name": type_name, "desired": len(mine), "ready": sum(_ready(w) for w in mine),
+                                     "pending": sum(_phase_of(w) == "Pending" for w in mine)}
+            blocked = pending_pods_block(mine, self.settings.max_pending_pods, self.settings.pending_timeout_seconds, now)
+            if blocked:
+                entry["message"] = blocked
+            per_type.append(entry)
+        return {"podTypes": per_type, "desiredWorkers": len(workers), "readyWorkers": sum(_ready(w) for w in workers)}
+
+    @staticmethod
+    def _conditions(head_ready: bool, autoscaler_healthy: bool) -> list[dict[str, Any]]:
+        def condition(kind: str, ok: bool, reason: str) -> dict[str, Any]:
+            return {"type": kind, "status": "True" if ok else "False", "reason": reason}
+
+        return [condition("HeadReady", head_ready, "GCSAnswers" if head_ready else "HeadStarting"),
+                condition("AutoscalerHealthy", autoscaler_healthy, "Running" if autoscaler_healthy else "NotRunning")]

@@ -1,0 +1,49 @@
+"""The operator's watch loop: kopf's, feeding RayCluster events to the cluster manager.
+
+Only raw event handlers are registered, so kopf writes nothing to RayClusters
+(no progress annotations) and adds no finalizer: deleting a RayCluster or its
+namespace never waits for the operator, and Kubernetes removes the pods
+through their ownerReferences even when the operator is down.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import kopf
+
+from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
+from ray_operator.manager import ClusterManager
+
+
+def registry_for(manager: ClusterManager) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            return kopf.login_with_service_account(**kwargs)
+        return kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    def raycluster_event(event: dict[str, Any], body: Any, **_: Any) -> None:
+        metadata = body["metadata"]
+        if event.get("type") == "DELETED":
+            manager.forget(metadata["namespace"], metadata["name"])
+        else:
+            manager.observe(dict(body))
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(**_: Any) -> None:
+        manager.shutdown()
+
+    return registry
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # Events are posted by ray_operator.status, one per real change
+    settings.watching.reconnect_backoff = 1.0
+    settings.watching.server_timeout = 300
+    return settings

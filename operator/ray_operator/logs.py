@@ -1,0 +1,66 @@
+"""Log lines about a cluster start with `<cluster name>,<namespace>`, so `grep mycluster,ray` finds them all.
+
+Records about a cluster carry it as `ray_cluster` (our loggers, see `cluster_logger`)
+or as kopf's `k8s_ref` (kopf's per-object records); every line of such a record,
+including each line of a multi-line message, starts with the prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def cluster_prefix(name: str, namespace: str) -> str:
+    return f"{name},{namespace}"
+
+
+class ClusterPrefixFormatter(logging.Formatter):
+    def __init__(self, fixed_prefix: str | None = None) -> None:
+        super().__init__(FORMAT)
+        self.fixed_prefix = fixed_prefix
+
+    def _prefix(self, record: logging.LogRecord) -> str | None:
+        if self.fixed_prefix:
+            return self.fixed_prefix
+        if getattr(record, "ray_cluster", None):
+            return record.ray_cluster  # type: ignore[attr-defined]
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict) and ref.get("kind") == "RayCluster" and ref.get("name"):
+            return cluster_prefix(ref["name"], ref.get("namespace") or "")
+        return None
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        prefix = self._prefix(record)
+        if prefix is None:
+            return text
+        return "\n".join(f"{prefix} {line}" for line in text.splitlines())
+
+
+class _ClusterAdapter(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), "ray_cluster": self.extra["ray_cluster"]}
+        return msg, kwargs
+
+
+def cluster_logger(logger: logging.Logger, name: str, namespace: str) -> logging.LoggerAdapter:
+    """A logger whose every line starts with `<name>,<namespace>`."""
+    return _ClusterAdapter(logger, {"ray_cluster": cluster_prefix(name, namespace)})
+
+
+def configure(level: str = "INFO", fixed_prefix: str | None = None) -> None:
+    """Log to stderr with the cluster prefix; `fixed_prefix` prefixes every line (a monitor process)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ClusterPrefixFormatter(fixed_prefix))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # kopf reports every handled event, aiohttp every health probe: useful only when debugging.
+    for noisy in ("kopf.objects", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,59 @@
+"""The operator's clusters: one controller per RayCluster, created, fed and stopped as RayClusters come and go."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from autoscaler_bridge.kube_client import KubeCalls
+from ray_operator.cluster_controller import ClusterController
+from ray_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ClusterManager:
+    def __init__(self, settings: Settings, calls: KubeCalls | None = None) -> None:
+        self.settings = settings
+        self.calls = calls or KubeCalls()
+        self._controllers: dict[tuple[str, str], ClusterController] = {}
+        self._lock = threading.Lock()
+        # Read by Ray's autoscaler when its modules are imported, i.e. in the monitors' forkserver.
+        os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] = str(settings.autoscaler_interval_seconds)
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+
+    def observe(self, body: dict[str, Any]) -> None:
+        """A RayCluster was seen (listed, created or changed): reconcile it."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        with self._lock:
+            controller = self._controllers.get(key)
+            if controller is None:
+                controller = self._controllers[key] = ClusterController(body, self.settings, self.calls)
+                controller.start()
+                return
+        controller.observe(body)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A RayCluster was deleted: stop its autoscaler (Kubernetes removes its pods through ownerReferences)."""
+        with self._lock:
+            controller = self._controllers.pop((namespace, name), None)
+        if controller is not None:
+            controller.stop()
+            controller.log.info("stopped: the RayCluster was deleted")
+
+    def clusters(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(self._controllers)
+
+    def shutdown(self) -> None:
+        """Stop every autoscaler, leaving every pod as it is (the operator is stopping)."""
+        with self._lock:
+            controllers = list(self._controllers.values())
+            self._controllers.clear()
+        if controllers:
+            with ThreadPoolExecutor(max_workers=min(16, len(controllers))) as pool:
+                list(pool.map(lambda c: c.stop(), controllers))
+        log.info("stopped %d cluster autoscalers; pods left running", len(controllers))

@@ -1,0 +1,143 @@
+"""One Ray autoscaler (monitor) per cluster, each in a process of its own.
+
+The child runs Ray's own `Monitor` (and so `StandardAutoscaler`) on the
+cluster's config file, re-read every round, so a spec change that only
+reconfigures the autoscaler needs no restart. It never retries a failed round
+itself (`retry_on_failure=False`): a failure ends the process and the operator
+counts and restarts it. Every round it touches a heartbeat file, so a monitor
+that stops making progress is seen too.
+
+Children are forked from a forkserver that has already imported Ray's
+autoscaler and the node provider: each costs a few MiB instead of a fresh
+interpreter's ~40, and no child inherits the operator's threads or gRPC state.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ray_operator import logs
+
+PRELOAD = ["ray.autoscaler._private.monitor", "autoscaler_bridge.node_provider", "ray_operator.monitor_process"]
+EXIT_UNSUPPORTED_RAY = 3
+# Ray versions whose clusters this operator's autoscaler was tested with (major.minor, inclusive).
+SUPPORTED_RAY = ((2, 50), (2, 60))
+
+_context: Any = None
+
+
+def _mp() -> Any:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+    return _context
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    cluster: str
+    namespace: str
+    gcs_address: str
+    config_path: Path
+    heartbeat_path: Path
+    log_level: str = "INFO"
+
+    @property
+    def error_path(self) -> Path:
+        return self.heartbeat_path.with_suffix(".error")
+
+
+def unsupported_ray_version(version: str) -> str | None:
+    """Why a cluster's Ray version cannot be autoscaled by this operator, or None."""
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return f"the cluster runs Ray {version!r}, which this operator cannot read"
+    low, high = SUPPORTED_RAY
+    if low <= major_minor <= high:
+        return None
+    return (f"the cluster runs Ray {version}; this operator's autoscaler supports Ray "
+            f"{low[0]}.{low[1]} to {high[0]}.{high[1]}: use an image in that range")
+
+
+def _cluster_ray_version(gcs_address: str) -> str:
+    from ray._raylet import GcsClient
+
+    metadata = GcsClient(address=gcs_address).internal_kv_get(b"CLUSTER_METADATA", b"cluster")
+    return json.loads(metadata or b"{}").get("ray_version", "unknown")
+
+
+def run_monitor(spec: MonitorSpec) -> None:
+    """The child process: Ray's Monitor on the cluster's config, with a heartbeat."""
+    logs.configure(spec.log_level, fixed_prefix=logs.cluster_prefix(spec.cluster, spec.namespace))
+    import logging
+
+    from ray.autoscaler._private.monitor import Monitor
+
+    log = logging.getLogger("ray_operator.monitor")
+    reason = unsupported_ray_version(_cluster_ray_version(spec.gcs_address))
+    if reason:
+        log.error("not autoscaling: %s", reason)
+        spec.error_path.write_text(reason)
+        os._exit(EXIT_UNSUPPORTED_RAY)
+
+    def read_config() -> dict[str, Any]:
+        return json.loads(spec.config_path.read_text())
+
+    class HeartbeatMonitor(Monitor):
+        def update_load_metrics(self) -> None:
+            super().update_load_metrics()
+            spec.heartbeat_path.touch()
+
+    log.info("autoscaler starting for GCS %s", spec.gcs_address)
+    HeartbeatMonitor(spec.gcs_address, read_config, prefix_cluster_info=True, retry_on_failure=False).run()
+
+
+class MonitorProcess:
+    """A running monitor child: started, watched (exit, heartbeat, memory) and stopped by the operator."""
+
+    def __init__(self, spec: MonitorSpec) -> None:
+        self.spec = spec
+        spec.error_path.unlink(missing_ok=True)
+        spec.heartbeat_path.touch()
+        self.process = _mp().Process(target=run_monitor, args=(spec,), name=logs.cluster_prefix(spec.cluster, spec.namespace))
+        self.process.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def exit_code(self) -> int | None:
+        """None while running."""
+        return self.process.exitcode
+
+    def error(self) -> str | None:
+        return self.spec.error_path.read_text() if self.spec.error_path.exists() else None
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since the monitor's last round."""
+        return now - self.spec.heartbeat_path.stat().st_mtime
+
+    def memory_bytes(self) -> int:
+        try:
+            return psutil.Process(self.process.pid).memory_info().rss
+        except psutil.Error:
+            return 0
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`: the monitor stops; no pod is touched."""
+        if self.process.exitcode is None:
+            self.process.terminate()
+            self.process.join(timeout)
+        if self.process.exitcode is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.join(5)

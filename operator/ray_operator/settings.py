@@ -1,0 +1,27 @@
+"""The operator's knobs, set by `ray-operator run` flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespace: str | None = None  # None: every namespace
+    work_dir: Path = Path("/tmp/ray-operator")
+    resync_seconds: float = 5.0
+    autoscaler_interval_seconds: float = 5.0
+    stall_rounds: int = 12
+    restart_backoff_seconds: float = 2.0
+    max_restart_backoff_seconds: float = 60.0
+    head_start_timeout_seconds: float = 600.0
+    max_pending_pods: int = 10
+    pending_timeout_seconds: float = 600.0
+    monitor_memory_limit_mb: int = 1024
+    health_port: int | None = 8080
+    log_level: str = "INFO"
+
+    def restart_delay(self, failures: int) -> float:
+        """Bounded exponential backoff before the monitor's restart after its n-th failure in a row."""
+        return min(self.max_restart_backoff_seconds, self.restart_backoff_seconds * 2 ** max(0, failures - 1))

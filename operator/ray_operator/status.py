@@ -1,0 +1,94 @@
+"""Where a RayCluster's status is written, and its Events posted.
+
+Status goes through the status subresource as a merge patch, only when it
+changed; conditions keep their lastTransitionTime while their status holds.
+Events are core/v1 Events about the RayCluster, as `kubectl describe` shows.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.names import API_GROUP, API_VERSION, KIND, PLURAL
+
+UPDATING = "Updating"
+RUNNING = "Running"
+RECOVERING = "AutoscalingExceptionRecovery"
+ERROR = "Error"
+COMPONENT = "ray-operator"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """New conditions, keeping an old lastTransitionTime where the status did not change."""
+    previous = {c["type"]: c for c in old}
+    merged = []
+    for condition in new:
+        before = previous.get(condition["type"])
+        stamp = before["lastTransitionTime"] if before and before.get("status") == condition["status"] else now()
+        merged.append({**condition, "lastTransitionTime": stamp})
+    return merged
+
+
+class StatusWriter:
+    """Writes one RayCluster's status and Events."""
+
+    def __init__(self, calls: KubeCalls, name: str, namespace: str) -> None:
+        self.calls = calls
+        self.custom = kubernetes.client.CustomObjectsApi(calls.client)
+        self.name, self.namespace = name, namespace
+        self.written: dict[str, Any] = {}
+
+    def adopt(self, status: dict[str, Any] | None) -> None:
+        """Start from the status the RayCluster already has (after an operator restart)."""
+        self.written = copy.deepcopy(status or {})
+
+    @property
+    def current(self) -> dict[str, Any]:
+        return self.written
+
+    def write(self, **fields: Any) -> bool:
+        """Set these status fields; returns whether anything was written (404: the RayCluster is gone)."""
+        if "conditions" in fields:
+            fields["conditions"] = merge_conditions(self.written.get("conditions") or [], fields["conditions"])
+        changed = {k: v for k, v in fields.items() if self.written.get(k) != v}
+        if not changed:
+            return False
+        changed["lastUpdateTime"] = now()
+        try:
+            self.calls(self.custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, self.namespace,
+                       PLURAL, self.name, {"status": changed})
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        self.written.update(changed)
+        return True
+
+    def event(self, body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        metadata = body["metadata"]
+        stamp = now()
+        event = {
+            "metadata": {"name": f"{self.name}.{uuid.uuid4().hex[:16]}", "namespace": self.namespace},
+            "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": self.name,
+                               "namespace": self.namespace, "uid": metadata.get("uid"),
+                               "resourceVersion": metadata.get("resourceVersion")},
+            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }
+        core = kubernetes.client.CoreV1Api(self.calls.client)
+        try:
+            self.calls(core.create_namespaced_event, self.namespace, event)
+        except ApiException:
+            pass  # an Event is a courtesy: its loss must not stop the cluster's reconciliation
