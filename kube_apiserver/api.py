@@ -423,6 +423,25 @@ class Api:
         self.collector.kick()
         return self._present(rt, stored)
 
+    def bind(self, namespace: str, name: str, binding: dict[str, Any]) -> dict[str, Any]:
+        """pods/binding: put a pod on a node (what a scheduler does); a bound pod cannot be bound again."""
+        rt = self.resolve("", "v1", "pods")
+        target = (binding.get("target") or {}).get("name")
+        if not target:
+            raise errors.invalid("Binding", name, "", [{"reason": "FieldValueRequired", "field": "target.name",
+                                                         "message": "target.name: Required value"}])
+        with self.store.changed:
+            pod = self.store.get(rt.key, (namespace, name))
+            if pod is None:
+                raise errors.not_found("pods", name)
+            if pod["spec"].get("nodeName"):
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"')
+            pod["spec"]["nodeName"] = target
+            pod.setdefault("status", {}).setdefault("conditions", []).append(
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": objects.now()})
+            self.store.put(rt.key, pod)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
     # Delete.
     def _awaits_kubelet(self, rt: ResourceType, obj: dict[str, Any]) -> bool:
         """A pod bound to a node stays, terminating, until its kubelet deletes it with grace period 0."""

@@ -64,7 +64,7 @@ class ResourceType:
         for sub in self.subresources:
             sub_verbs = {"status": ["get", "patch", "update"], "log": ["get"], "scale": ["get", "patch", "update"],
                          "token": ["create"], "binding": ["create"]}[sub]
-            sub_kind = {"scale": "Scale", "token": "TokenRequest"}.get(sub, self.kind)
+            sub_kind = {"scale": "Scale", "token": "TokenRequest", "binding": "Binding"}.get(sub, self.kind)
             entries.append({"name": f"{self.plural}/{sub}", "singularName": "", "namespaced": self.namespaced,
                             "kind": sub_kind, "verbs": sub_verbs})
         return entries
@@ -77,7 +77,7 @@ def _core(kind: str, plural: str, namespaced: bool = True, **kw: Any) -> Resourc
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core("Namespace", "namespaces", False, short_names=("ns",), subresources=("status",),
           verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
-    _core("Pod", "pods", short_names=("po",), categories=("all",), subresources=("status", "log")),
+    _core("Pod", "pods", short_names=("po",), categories=("all",), subresources=("status", "log", "binding")),
     _core("Service", "services", short_names=("svc",), categories=("all",), subresources=("status",)),
     _core("Endpoints", "endpoints", short_names=("ep",)),
     _core("ConfigMap", "configmaps", short_names=("cm",)),

@@ -233,6 +233,8 @@ class _Handler(BaseHTTPRequestHandler):
                                     "spec": request.get("spec") or {},
                                     "status": {"token": self.server.authenticator.issue(namespace or "", name),
                                                "expirationTimestamp": "2099-01-01T00:00:00Z"}})
+        if sub == "binding" and method == "POST":
+            return self._send(201, api.bind(namespace or "", name, self._json_body() or {}))
         if sub == "log":
             return self._send(200, self.server.pod_log(namespace, name, query), "text/plain")
         if method in ("GET", "HEAD"):

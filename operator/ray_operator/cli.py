@@ -87,8 +87,8 @@ def render(file: Path, name: str, namespace: str | None) -> None:
               show_default=True, help="Where each cluster's autoscaler config and heartbeat are kept.")
 @click.option("--resync-seconds", type=float, default=5.0, show_default=True,
               help="How often each cluster is reconciled even when nothing changed.")
-@click.option("--autoscaler-interval", type=float, default=5.0, show_default=True,
-              help="Seconds between two rounds of a cluster's autoscaler.")
+@click.option("--autoscaler-interval", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Seconds between two rounds of a cluster's autoscaler (Ray takes whole seconds).")
 @click.option("--stall-rounds", type=int, default=12, show_default=True,
               help="An autoscaler that made no round for this many intervals (+30s) is restarted and counted as failed.")
 @click.option("--restart-backoff", type=float, default=2.0, show_default=True,
@@ -106,7 +106,7 @@ def render(file: Path, name: str, namespace: str | None) -> None:
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", show_default=True)
 def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_seconds: float,
-        autoscaler_interval: float, stall_rounds: int, restart_backoff: float, max_restart_backoff: float,
+        autoscaler_interval: int, stall_rounds: int, restart_backoff: float, max_restart_backoff: float,
         max_pending_pods: int, pending_timeout: float, monitor_memory_limit: int, health_port: int,
         log_level: str) -> None:
     """Run the operator: one Ray autoscaler per RayCluster, until SIGTERM.

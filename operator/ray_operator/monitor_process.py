@@ -83,6 +83,10 @@ def run_monitor(spec: MonitorSpec) -> None:
 
     from ray.autoscaler._private.monitor import Monitor
 
+    # Ray gives its loggers a handler of their own: route them through ours, so each line has the prefix.
+    ray_logger = logging.getLogger("ray")
+    ray_logger.handlers.clear()
+    ray_logger.propagate = True
     log = logging.getLogger("ray_operator.monitor")
     reason = unsupported_ray_version(_cluster_ray_version(spec.gcs_address))
     if reason:

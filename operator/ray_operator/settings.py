@@ -11,7 +11,7 @@ class Settings:
     namespace: str | None = None  # None: every namespace
     work_dir: Path = Path("/tmp/ray-operator")
     resync_seconds: float = 5.0
-    autoscaler_interval_seconds: float = 5.0
+    autoscaler_interval_seconds: int = 5  # Ray reads it as whole seconds
     stall_rounds: int = 12
     restart_backoff_seconds: float = 2.0
     max_restart_backoff_seconds: float = 60.0

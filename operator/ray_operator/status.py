@@ -59,6 +59,8 @@ class StatusWriter:
 
     def write(self, **fields: Any) -> bool:
         """Set these status fields; returns whether anything was written (404: the RayCluster is gone)."""
+        if "autoscalerRetries" not in self.written:
+            fields.setdefault("autoscalerRetries", 0)  # kubectl's RESTARTS column shows 0, not nothing
         if "conditions" in fields:
             fields["conditions"] = merge_conditions(self.written.get("conditions") or [], fields["conditions"])
         changed = {k: v for k, v in fields.items() if self.written.get(k) != v}

@@ -62,3 +62,19 @@ def test_nodes_and_service_accounts(core):
     assert core.read_node("node-1").status.conditions[0].status == "True"
     core.create_namespace({"metadata": {"name": "fresh"}})
     assert [a.metadata.name for a in core.list_namespaced_service_account("fresh").items] == ["default"]
+
+
+def test_pod_binding(core):
+    """pods/binding puts a pod on a node once; the pod spec itself cannot change nodeName."""
+    core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
+    core.create_namespaced_pod_binding("p", "default", {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-1"}},
+                                       _preload_content=False)
+    pod = core.read_namespaced_pod("p", "default")
+    assert pod.spec.node_name == "node-1" and pod.status.conditions[0].type == "PodScheduled"
+    import pytest
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as raised:
+        core.create_namespaced_pod_binding("p", "default", {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-2"}},
+                                           _preload_content=False)
+    assert raised.value.status == 409

@@ -1,0 +1,64 @@
+"""What a container runs: its image (mapped to the local Ray), environment and command line. Pure functions."""
+
+from __future__ import annotations
+
+import re
+import sys
+import sysconfig
+from typing import Any
+
+RAY_IMAGE = re.compile(r"^(docker\.io/)?rayproject/ray(-ml|-llm)?(:|@|$)")
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def supported_image(image: str) -> bool:
+    """Any rayproject/ray image runs on the Ray installed beside this runtime."""
+    return bool(RAY_IMAGE.match(image or ""))
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: defined variables are replaced, $$ escapes, the rest stays."""
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _REFERENCE.sub(replace, text)
+
+
+def _field(pod: dict[str, Any], path: str) -> str:
+    values = {
+        "metadata.name": pod["metadata"]["name"],
+        "metadata.namespace": pod["metadata"].get("namespace", ""),
+        "metadata.uid": pod["metadata"].get("uid", ""),
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName", ""),
+        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", ""),
+        "status.podIP": (pod.get("status") or {}).get("podIP", ""),
+        "status.hostIP": (pod.get("status") or {}).get("hostIP", ""),
+    }
+    return values.get(path, "")
+
+
+def container_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment: a minimal base, then its env with downward API fields and $(VAR)s resolved."""
+    env = {
+        "PATH": f"{sysconfig.get_path('scripts')}:{sys.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "HOSTNAME": pod["metadata"]["name"],
+        "LANG": "C.UTF-8",
+    }
+    for entry in container.get("env") or []:
+        name = entry.get("name")
+        if "value" in entry:
+            env[name] = expand(str(entry["value"]), env)
+        elif ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath"):
+            env[name] = _field(pod, entry["valueFrom"]["fieldRef"]["fieldPath"])
+        else:
+            env[name] = ""
+    return env
+
+
+def command_line(container: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """command + args with $(VAR)s expanded; a Ray image without either runs bash, as its entrypoint does."""
+    command = list(container.get("command") or []) + list(container.get("args") or [])
+    return [expand(part, env) for part in command] or ["/bin/bash"]

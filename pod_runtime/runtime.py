@@ -1,0 +1,389 @@
+"""The kubelet stand-in: binds pods to its node, runs them as local processes, reports their status like a kubelet.
+
+A pod's lifecycle, in its own thread (`PodWorker`): refuse an unsupported image
+with a waiting container status; otherwise create its network namespace, start
+each container as `ip netns exec NS unshare --pid --fork --mount-proc --uts`
+(PID 1 of the pod's namespaces is the container command; it dies with the
+runtime through PR_SET_PDEATHSIG and unshare's --kill-child), report Running
+with the pod IP and Ready, follow exits per restartPolicy (restartCount,
+Succeeded/Failed), and on deletion stop it within its grace period (SIGTERM to
+the pod's processes, then SIGKILL) before deleting the pod object with grace 0.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import psutil
+from kubernetes.client.exceptions import ApiException
+
+from pod_runtime.containers import command_line, container_env, supported_image
+from pod_runtime.network import Network
+
+log = logging.getLogger(__name__)
+
+LOG_ANNOTATION = "pod-runtime.local/log-file"
+POLL_SECONDS = 0.2
+MAX_RESTART_BACKOFF = 30.0
+_POD_INIT = 'hostname "$1"; mount -t tmpfs -o mode=1777 tmpfs /tmp; mount -t tmpfs tmpfs /dev/shm; shift; exec "$@"'
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the thread that started it (and so the runtime) dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _selected(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+class Container:
+    """One container of a pod: a process group in the pod's namespaces."""
+
+    def __init__(self, spec: dict[str, Any], log_path: Path) -> None:
+        self.spec = spec
+        self.name = spec["name"]
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self.started_at = ""
+        self.finished: dict[str, Any] | None = None
+        self.next_start = 0.0
+
+    def start(self, pod: dict[str, Any], netns: str) -> None:
+        env = container_env(pod, self.spec)
+        argv = ["ip", "netns", "exec", netns, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--uts",
+                "--", "/bin/bash", "-c", _POD_INIT, "pod-init", pod["metadata"]["name"], *command_line(self.spec, env)]
+        with open(self.log_path, "ab") as output:
+            self.process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            cwd="/", start_new_session=True, preexec_fn=_die_with_parent)
+        self.started_at = _now()
+        self.finished = None
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM to every process of the container, SIGKILL to what is left after `grace` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            tree = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
+        for process in tree:
+            try:
+                process.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        try:
+            self.process.wait(timeout=max(grace, 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # unshare dies; --kill-child takes the pod's PID 1 along
+            self.process.wait(timeout=10)
+
+    def status(self, image: str) -> dict[str, Any]:
+        running = self.exit_code() is None and self.process is not None
+        status: dict[str, Any] = {"name": self.name, "image": image, "imageID": "local-ray", "restartCount": self.restarts,
+                                  "ready": running, "started": running,
+                                  "containerID": f"local://{self.process.pid}" if self.process else ""}
+        if running:
+            status["state"] = {"running": {"startedAt": self.started_at}}
+        elif self.finished:
+            status["state"] = {"terminated": self.finished}
+        else:
+            status["state"] = {"waiting": {"reason": "ContainerCreating"}}
+        return status
+
+
+class PodWorker:
+    """Runs one pod until it is deleted."""
+
+    def __init__(self, runtime: PodRuntime, pod: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.pod = pod
+        self.name, self.namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+        self.uid = pod["metadata"]["uid"]
+        self.netns: str | None = None
+        self.ip: str | None = None
+        self.containers: list[Container] = []
+        self.deleting = threading.Event()
+        self.gone = threading.Event()  # the pod object no longer exists
+        self.grace = 30.0
+        self.thread = threading.Thread(target=self._run, name=f"pod {self.namespace}/{self.name}", daemon=True)
+
+    def delete(self, grace: float) -> None:
+        self.grace = min(self.grace, grace) if self.deleting.is_set() else grace
+        self.deleting.set()
+
+    def _patch_status(self, status: dict[str, Any]) -> None:
+        try:
+            self.runtime.core.patch_namespaced_pod_status(self.name, self.namespace, {"status": status})
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("pod %s/%s: status update failed: %s", self.namespace, self.name, error.reason)
+
+    def _conditions(self, ready: bool) -> list[dict[str, Any]]:
+        stamp = _now()
+        return [{"type": kind, "status": "True" if ok else "False", "lastTransitionTime": stamp}
+                for kind, ok in (("PodScheduled", True), ("Initialized", True), ("ContainersReady", ready), ("Ready", ready))]
+
+    def _report(self) -> None:
+        images = {c["name"]: c.get("image", "") for c in self.pod["spec"]["containers"]}
+        statuses = [c.status(images[c.name]) for c in self.containers]
+        codes = [c.exit_code() for c in self.containers]
+        restart_policy = self.pod["spec"].get("restartPolicy", "Always")
+        if all(code is not None for code in codes) and (restart_policy == "Never" or (restart_policy == "OnFailure" and not any(codes))):
+            phase = "Succeeded" if not any(codes) else "Failed"
+        else:
+            phase = "Running"
+        ready = phase == "Running" and all(s["ready"] for s in statuses)
+        self._patch_status({"phase": phase, "podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": self.runtime.network.gateway,
+                            "hostIPs": [{"ip": self.runtime.network.gateway}], "startTime": self.pod.get("status", {}).get("startTime") or _now(),
+                            "conditions": self._conditions(ready), "containerStatuses": statuses})
+        self.runtime.pod_changed(self.uid, phase == "Running" and ready, self.ip)
+
+    def _refuse(self, images: list[str]) -> None:
+        message = (f"image {', '.join(images)} cannot run here: this node runs rayproject/ray images only "
+                   "(on the local Ray installation)")
+        log.warning("pod %s/%s: %s", self.namespace, self.name, message)
+        self._patch_status({"phase": "Pending", "conditions": self._conditions(False), "containerStatuses": [
+            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "restartCount": 0, "ready": False, "started": False,
+             "state": {"waiting": {"reason": "ErrImagePull", "message": message}}} for c in self.pod["spec"]["containers"]]})
+
+    def _run(self) -> None:
+        try:
+            refused = [c.get("image", "") for c in self.pod["spec"]["containers"] if not supported_image(c.get("image", ""))]
+            if refused:
+                self._refuse(refused)
+                self.deleting.wait()
+                return
+            self._start()
+            self._supervise()
+        except Exception:  # noqa: BLE001 - one pod's failure must not take the runtime down
+            log.exception("pod %s/%s failed", self.namespace, self.name)
+        finally:
+            self._finish()
+
+    def _start(self) -> None:
+        self.netns, self.ip = self.runtime.network.add_pod(self.uid[:13])
+        self.pod.setdefault("status", {})["podIP"] = self.ip
+        self.runtime.write_hosts(self)
+        first_log = None
+        for spec in self.pod["spec"]["containers"]:
+            log_path = self.runtime.log_dir / f"{self.namespace}_{self.name}_{spec['name']}.log"
+            first_log = first_log or log_path
+            container = Container(spec, log_path)
+            container.start(self.pod, self.netns)
+            self.containers.append(container)
+        try:
+            self.runtime.core.patch_namespaced_pod(self.name, self.namespace, {"metadata": {"annotations": {LOG_ANNOTATION: str(first_log)}}})
+        except ApiException:
+            pass
+        log.info("pod %s/%s running at %s", self.namespace, self.name, self.ip)
+        self._report()
+
+    def _supervise(self) -> None:
+        restart_policy = self.pod["spec"].get("restartPolicy", "Always")
+        while not self.deleting.is_set() and not self.runtime.stopping.is_set():
+            changed = False
+            for container in self.containers:
+                code = container.exit_code()
+                if code is None or container.finished is not None:
+                    continue
+                container.finished = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                      "startedAt": container.started_at, "finishedAt": _now()}
+                changed = True
+                if restart_policy == "Always" or (restart_policy == "OnFailure" and code != 0):
+                    container.next_start = time.monotonic() + min(MAX_RESTART_BACKOFF, 2.0 ** container.restarts)
+            for container in self.containers:
+                if container.finished is not None and container.next_start and time.monotonic() >= container.next_start:
+                    container.restarts += 1
+                    container.next_start = 0.0
+                    container.start(self.pod, self.netns or "")
+                    changed = True
+            if changed:
+                self._report()
+            self.deleting.wait(POLL_SECONDS)
+
+    def _finish(self) -> None:
+        grace = 0.0 if self.gone.is_set() else self.grace
+        for container in self.containers:
+            container.stop(grace)
+        if self.netns and self.ip:
+            self.runtime.network.remove_pod(self.netns, self.ip)
+        self.runtime.pod_changed(self.uid, False, None)
+        if self.deleting.is_set() and not self.gone.is_set():
+            try:
+                self.runtime.core.delete_namespaced_pod(self.name, self.namespace, grace_period_seconds=0,
+                                                        body={"preconditions": {"uid": self.uid}})
+            except ApiException as error:
+                if error.status not in (404, 409):
+                    log.warning("pod %s/%s: final delete failed: %s", self.namespace, self.name, error.reason)
+        log.info("pod %s/%s stopped", self.namespace, self.name)
+
+
+class PodRuntime:
+    def __init__(self, client: kubernetes.client.ApiClient, log_dir: Path, node_name: str = "local-node",
+                 prefix: str = "rrt", subnet: str = "10.244.0.0/16") -> None:
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.node_name = node_name
+        self.network = Network(prefix, subnet)
+        self.log_dir = log_dir
+        self.stopping = threading.Event()
+        self.workers: dict[str, PodWorker] = {}
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.endpoints: dict[str, tuple[str, str, dict[str, str], str]] = {}  # uid -> (namespace, name, labels, ip) of ready pods
+        self._lock = threading.RLock()
+        self._threads: list[threading.Thread] = []
+
+    # Lifecycle.
+    def start(self) -> PodRuntime:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.network.setup()
+        self._register_node()
+        for target, lister in ((self._on_pod, self.core.list_pod_for_all_namespaces),
+                               (self._on_service, self.core.list_service_for_all_namespaces)):
+            thread = threading.Thread(target=self._watch, args=(lister, target), daemon=True, name=f"watch {target.__name__}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stop every pod's processes and remove every namespace; pod objects stay in the API."""
+        self.stopping.set()
+        with self._lock:
+            workers = list(self.workers.values())
+        for worker in workers:
+            worker.grace = min(worker.grace, 5.0)
+            worker.deleting.set()
+            worker.gone.set()
+        for worker in workers:
+            worker.thread.join(timeout=30)
+        self.network.teardown()
+
+    def _register_node(self) -> None:
+        node = {"metadata": {"name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name}},
+                "status": {"addresses": [{"type": "InternalIP", "address": self.network.gateway}],
+                           "capacity": {"cpu": str(os.cpu_count()), "memory": f"{psutil.virtual_memory().total // 1024}Ki", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}
+        try:
+            self.core.create_node(node)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    # Watching.
+    def _watch(self, lister: Any, handle: Any) -> None:
+        while not self.stopping.is_set():
+            try:
+                listing = lister(_preload_content=False)
+                body = json.loads(listing.data)
+                for item in body["items"]:
+                    handle("ADDED", item)
+                stream = kubernetes.watch.Watch()
+                for event in stream.stream(lister, resource_version=body["metadata"]["resourceVersion"],
+                                           timeout_seconds=5, allow_watch_bookmarks=True):
+                    if self.stopping.is_set():
+                        stream.stop()
+                        break
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        handle(event["type"], event["raw_object"])
+            except Exception as error:  # noqa: BLE001 - relist after any failure, as a kubelet's informer does
+                if not self.stopping.is_set():
+                    log.info("watch restarting after: %s", error)
+                    self.stopping.wait(0.5)
+
+    def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        metadata = pod["metadata"]
+        uid = metadata["uid"]
+        with self._lock:
+            worker = self.workers.get(uid)
+            if kind == "DELETED":
+                if worker is not None:
+                    worker.gone.set()
+                    worker.delete(0)
+                    self.workers.pop(uid, None)
+                return
+            if metadata.get("deletionTimestamp"):
+                if worker is not None:
+                    worker.delete(float(metadata.get("deletionGracePeriodSeconds") or 0))
+                return
+            if worker is not None or self.stopping.is_set():
+                return
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node and node != self.node_name:
+                return
+            if not node and not self._bind(pod):
+                return
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                return
+            worker = self.workers[uid] = PodWorker(self, pod)
+            worker.thread.start()
+
+    def _bind(self, pod: dict[str, Any]) -> bool:
+        try:
+            self.core.create_namespaced_pod_binding(pod["metadata"]["name"], pod["metadata"]["namespace"], {
+                "metadata": {"name": pod["metadata"]["name"]}, "target": {"kind": "Node", "name": self.node_name}},
+                _preload_content=False)
+        except ApiException:
+            return False
+        pod["spec"]["nodeName"] = self.node_name
+        return True
+
+    def _on_service(self, kind: str, service: dict[str, Any]) -> None:
+        key = (service["metadata"]["namespace"], service["metadata"]["name"])
+        with self._lock:
+            if kind == "DELETED":
+                self.services.pop(key, None)
+            else:
+                self.services[key] = service
+        self.refresh_hosts()
+
+    # Service names for the pods.
+    def pod_changed(self, uid: str, ready: bool, ip: str | None) -> None:
+        with self._lock:
+            worker = self.workers.get(uid)
+            if ready and ip and worker is not None:
+                self.endpoints[uid] = (worker.namespace, worker.name, worker.pod["metadata"].get("labels") or {}, ip)
+            else:
+                self.endpoints.pop(uid, None)
+        self.refresh_hosts()
+
+    def _service_entries(self) -> list[tuple[str, list[str]]]:
+        entries = []
+        with self._lock:
+            for (namespace, name), service in sorted(self.services.items()):
+                selector = (service.get("spec") or {}).get("selector") or {}
+                ips = sorted(ip for ns, _, labels, ip in self.endpoints.values() if ns == namespace and _selected(selector, labels))
+                for ip in ips[:1]:
+                    entries.append((ip, [f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}.svc", f"{name}.{namespace}"]))
+        return entries
+
+    def write_hosts(self, worker: PodWorker) -> None:
+        if worker.netns and worker.ip:
+            self.network.write_hosts(worker.netns, [(worker.ip, [worker.name])] + self._service_entries())
+
+    def refresh_hosts(self) -> None:
+        with self._lock:
+            workers = [w for w in self.workers.values() if w.netns]
+        for worker in workers:
+            try:
+                self.write_hosts(worker)
+            except OSError:
+                pass  # the pod is being removed
