@@ -96,6 +96,10 @@ def _ray_start_flags(command: str, head: bool, resources: Mapping[str, int]) -> 
     return flags
 
 
+# A deleted pod stops Ray at once (the container's PID 1 would otherwise ignore SIGTERM and wait out its grace period).
+STOP_RAY_ON_TERM = "trap 'ray stop >/dev/null 2>&1; exit 143' TERM INT"
+
+
 def ray_script(
     setup_commands: list[str], start_commands: list[str], head: bool, resources: Mapping[str, int]
 ) -> str:
@@ -104,13 +108,18 @@ def ray_script(
     Each command is a group whose status is that of its last part, as when the
     legacy autoscaler ran them one by one (`ulimit -n 65536; ray start` fails
     only if `ray start` does). The operator's flags follow `ray start` directly,
-    so a command like `ray start ... && echo started` keeps working.
+    so a command like `ray start ... && echo started` keeps working. On SIGTERM
+    the script stops Ray and exits, so a deleted pod ends in seconds.
     """
     commands = list(setup_commands) + list(start_commands)
     index = len(setup_commands) + ray_start.ray_start_index(start_commands)
     flags = " ".join(_ray_start_flags(commands[index], head, resources))
     commands[index] = ray_start.RAY_START.sub(lambda m: f"{m.group(0)} {flags}", commands[index], count=1)
-    return "\n".join(f"{{ {command}\n}} || exit $?" for command in commands) + "\n"
+    lines = [STOP_RAY_ON_TERM]
+    for number, command in enumerate(commands):
+        # Ray runs in the background so that the shell, the container's PID 1, can act on SIGTERM at once.
+        lines.append(f"{{ {command}\n}} &\nwait $! || exit $?" if number == index else f"{{ {command}\n}} || exit $?")
+    return "\n".join(lines) + "\n"
 
 
 def _env(cluster_name: str, namespace: str, pod_type: str) -> list[dict[str, Any]]:

@@ -76,8 +76,19 @@ def _cluster_ray_version(gcs_address: str) -> str:
     return json.loads(metadata or b"{}").get("ray_version", "unknown")
 
 
+def _die_with_parent() -> None:
+    """SIGKILL when the forkserver dies, which it does when the operator dies (even by SIGKILL):
+    a monitor must never outlive its operator and autoscale beside the next one's."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        os._exit(1)
+
+
 def run_monitor(spec: MonitorSpec) -> None:
     """The child process: Ray's Monitor on the cluster's config, with a heartbeat."""
+    _die_with_parent()
     logs.configure(spec.log_level, fixed_prefix=logs.cluster_prefix(spec.cluster, spec.namespace))
     import logging
 

@@ -1,6 +1,7 @@
 """The Ray pods and head Service built for each example, field by field."""
 
 import copy
+import os
 import subprocess
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.pod_resources import ray_container_index
 from autoscaler_bridge.ray_pod import build_head_service, build_ray_pod, pod_name_prefix, ray_script
-from tests.conftest import example_rayclusters
+from tests.conftest import example_rayclusters, wait_for
 
 EXAMPLES = [(name, {**rc, "metadata": {**rc["metadata"], "uid": "uid-1"}}) for name, rc in example_rayclusters()]
 OWNER = {"apiVersion": "cluster.ray.io/v1", "kind": "RayCluster", "name": "example-cluster", "uid": "uid-1",
@@ -179,10 +180,11 @@ def test_setup_commands_run_first_and_custom_resources_are_quoted():
     script = ray_script(["pip install x"], ["ray stop", "ulimit -n 65536; ray start --address=h:6379 && echo up"], head=False,
                         resources={"CPU": 1, "accel": 2, "GPU": 1})
     assert script == (
+        "trap 'ray stop >/dev/null 2>&1; exit 143' TERM INT\n"
         "{ pip install x\n} || exit $?\n"
         "{ ray stop\n} || exit $?\n"
         "{ ulimit -n 65536; ray start --block --node-ip-address=$MY_POD_IP --num-cpus=1 --num-gpus=1"
-        " --resources='{\"accel\":2}' --address=h:6379 && echo up\n} || exit $?\n"
+        " --resources='{\"accel\":2}' --address=h:6379 && echo up\n} &\nwait $! || exit $?\n"
     )
 
 
@@ -219,6 +221,21 @@ def test_the_script_runs_in_bash_and_stops_at_the_first_failure(tmp_path):
     result = subprocess.run(["/bin/bash", "-c", ray_script([], ["ray start --address=h:1"], False, {"CPU": 1})],
                             env={**env, "RAY_START_STATUS": "7"}, timeout=30)
     assert result.returncode == 7
+
+
+def test_sigterm_stops_ray_and_ends_the_script_at_once(tmp_path):
+    env = fake_ray(tmp_path)
+    (tmp_path / "ray").write_text('#!/bin/bash\necho "ray $*" >> "$LOG"\n'
+                                  '[ "$1" != start ] || { echo $$ > "$LOG.pid"; exec sleep 60; }\n'
+                                  '[ "$1" != stop ] || kill "$(cat "$LOG.pid")"\n')
+    script = ray_script([], ["ray start --address=h:1"], head=False, resources={"CPU": 1})
+    process = subprocess.Popen(["/bin/bash", "-c", script], env=env)
+    wait_for(lambda: (tmp_path / "log").exists(), timeout=10, message="ray started")
+    process.terminate()
+    assert process.wait(timeout=10) == 143
+    assert (tmp_path / "log").read_text().splitlines()[-1] == "ray stop"
+    pid = int((tmp_path / "log.pid").read_text())
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, message="Ray stopped")
 
 
 def test_pod_name_prefix_fits_a_hostname():

@@ -1,0 +1,194 @@
+"""A whole Kubernetes-with-Ray on this machine, for the operator and end-to-end tests.
+
+The project's API server (in this process, so tests can restart it or compact its
+history), the pod runtime (a subprocess, root: each pod in its own namespaces) and
+the operator (a subprocess, `ray-operator run`, so tests can SIGKILL and restart it).
+Everything is stopped and cleaned up on exit, also what a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kube_apiserver.server import ApiServer
+from pod_runtime.network import Network
+from tests.conftest import CRD_FILE, load_yaml, wait_for
+
+OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0",
+                  "--restart-backoff", "1", "--max-restart-backoff", "4", "--stall-rounds", "10", "--log-level", "INFO"]
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: a killed test leaves nothing
+
+
+def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    with open(log, "ab") as output:
+        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
+
+
+def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+class LocalKube:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.data = work / "store.json"
+        self.kubeconfig = work / "kubeconfig"
+        self.prefix = f"rt{os.getpid() % 10000}"
+        self.subnet = f"10.{200 + os.getpid() % 50}.0.0/16"
+        self.server: ApiServer | None = None
+        self.runtime: subprocess.Popen | None = None
+        self.operators: list[subprocess.Popen] = []
+        self.operator_log = work / "operator.log"
+
+    # The parts.
+    def start_server(self, port: int = 0) -> None:
+        self.server = ApiServer(port=port, data_file=self.data).start()
+        self.server.write_kubeconfig(self.kubeconfig)
+
+    def restart_server(self, down_for: float = 0.0) -> None:
+        port = int(self.server.url.rsplit(":", 1)[1])
+        self.server.stop()
+        time.sleep(down_for)
+        self.start_server(port)
+
+    def start_runtime(self) -> None:
+        Network.remove_leftovers(self.prefix)
+        self.runtime = _start([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(self.kubeconfig), "--log-dir",
+                               str(self.work / "pods"), "--prefix", self.prefix, "--subnet", self.subnet], self.work / "runtime.log")
+        wait_for(lambda: self._node_exists(), timeout=30, message="the pod runtime's node")
+
+    def _node_exists(self) -> bool:
+        try:
+            self.core.read_node("local-node")
+            return True
+        except ApiException:
+            return False
+
+    def start_operator(self, *flags: str) -> subprocess.Popen:
+        operator = _start([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(self.kubeconfig),
+                           "--work-dir", str(self.work / f"operator{len(self.operators)}"), *OPERATOR_FLAGS, *flags],
+                          self.operator_log)
+        self.operators.append(operator)
+        return operator
+
+    def stop_operator(self, sig: int = signal.SIGTERM) -> None:
+        for operator in self.operators:
+            _stop(operator, sig)
+
+    def close(self) -> None:
+        self.stop_operator()
+        _stop(self.runtime)
+        if self.server:
+            self.server.stop()
+        Network.remove_leftovers(self.prefix)
+
+    # Clients.
+    @property
+    def client(self) -> kubernetes.client.ApiClient:
+        return kubernetes.config.new_client_from_config(str(self.kubeconfig))
+
+    @property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.client)
+
+    @property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.client)
+
+    def setup_crd(self) -> None:
+        kubernetes.client.ApiextensionsV1Api(self.client).create_custom_resource_definition(load_yaml(CRD_FILE))
+
+    def namespace(self, name: str) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name}})
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    # RayClusters.
+    def create(self, raycluster: dict[str, Any]) -> dict[str, Any]:
+        namespace = raycluster["metadata"]["namespace"]
+        self.namespace(namespace)
+        return self.custom.create_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", raycluster)
+
+    def get(self, name: str, namespace: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", name)
+
+    def patch(self, name: str, namespace: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", name, patch)
+
+    def delete(self, name: str, namespace: str) -> None:
+        self.custom.delete_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", name)
+
+    def status(self, name: str, namespace: str) -> dict[str, Any]:
+        try:
+            return self.get(name, namespace).get("status") or {}
+        except ApiException:
+            return {}
+
+    def wait_phase(self, name: str, namespace: str, phase: str, timeout: float = 120, **expected: Any) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.status(name, namespace)
+            ok = status.get("phase") == phase and all(status.get(k) == v for k, v in expected.items())
+            return status if ok else None
+
+        return wait_for(reached, timeout=timeout, interval=0.2, message=f"{namespace}/{name} {phase} {expected or ''}")
+
+    def pods(self, namespace: str, selector: str = "") -> list[Any]:
+        return [p for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
+                if p.metadata.deletion_timestamp is None]
+
+    def workers(self, name: str, namespace: str) -> list[Any]:
+        return self.pods(namespace, f"ray-cluster-name={name},ray-node-type=worker")
+
+    def head(self, name: str, namespace: str) -> Any:
+        heads = self.pods(namespace, f"ray-cluster-name={name},ray-node-type=head")
+        return heads[0] if heads else None
+
+    def ray_processes(self) -> int:
+        """Ray processes of this test's pods still on the machine."""
+        result = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        return sum(1 for line in result.stdout.splitlines() if line.startswith(f"{self.prefix}-"))
+
+    def operator_lines(self) -> list[str]:
+        return self.operator_log.read_text(errors="replace").splitlines() if self.operator_log.exists() else []
+
+
+def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float = 240) -> str:
+    """Submit a job of `tasks` 1-CPU tasks through the head's dashboard and wait for its end; returns its status."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    def connect() -> JobSubmissionClient | None:
+        try:
+            return JobSubmissionClient(f"http://{head_ip}:8265")
+        except ConnectionError:
+            return None  # the dashboard starts a little after the GCS
+
+    client = wait_for(connect, timeout=60, interval=0.5, message="the head's dashboard")
+    script = (f"import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef work(i):\n    time.sleep({seconds})\n    return i\n"
+              f"print('sum', sum(ray.get([work.remote(i) for i in range({tasks})])))\n")
+    job = client.submit_job(entrypoint=f"python -c \"{script}\"", entrypoint_num_cpus=0)
+    status = wait_for(lambda: (lambda s: s if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None)(
+        client.get_job_status(job)), timeout=timeout, interval=0.5, message=f"Ray job {job}")
+    return str(status)

@@ -1,0 +1,257 @@
+"""The operator with real Ray: the project's API server, the pod runtime running Ray pods, `ray-operator run`.
+
+One environment for the module; each test makes its own RayCluster and deletes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from ray_operator.helm_values import raycluster_from_values
+from tests.conftest import ROOT, load_yaml, wait_for
+from tests.local_kube import LocalKube, run_ray_job
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    local = LocalKube(tmp_path_factory.mktemp("kube"))
+    try:
+        local.start_server()
+        local.setup_crd()
+        local.start_runtime()
+        local.start_operator()
+        yield local
+    finally:
+        local.close()
+
+
+def raycluster(name: str, namespace: str = "ray", min_workers: int = 0, max_workers: int = 2, idle_minutes: float = 0.1) -> dict:
+    values = load_yaml(ROOT / "values/namespaced-operator.yaml")
+    values["podTypes"]["rayHeadType"]["memory"] = "512Mi"
+    values["podTypes"]["rayWorkerType"].update(minWorkers=min_workers, maxWorkers=max_workers, memory="512Mi")
+    values["idleTimeoutMinutes"] = idle_minutes
+    return raycluster_from_values(values, name, namespace)
+
+
+class Phases:
+    """Every phase a RayCluster goes through, sampled every 0.1 s in the background."""
+
+    def __init__(self, kube: LocalKube, name: str, namespace: str) -> None:
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+
+        self._sample = lambda: self._record(kube.status(name, namespace).get("phase"))
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self._sample()
+                self._stop.wait(0.1)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def _record(self, phase: str | None) -> None:
+        if phase and (not self.seen or self.seen[-1] != phase):
+            self.seen.append(phase)
+
+    def stop(self) -> list[str]:
+        """The phases seen, the current one last."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return self.seen
+
+
+def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str) -> None:
+    kube.delete(name, namespace)
+    wait_for(lambda: not kube.pods(namespace, f"ray-cluster-name={name}")
+             and not [s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"],
+             timeout=90, message=f"{name}'s pods and Service deleted")
+    wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"ray-cluster-name={name}").items,
+             timeout=90, message=f"{name}'s pods stopped by the kubelet")
+
+
+def monitor_pid(kube: LocalKube, name: str, namespace: str) -> int:
+    pids = [int(m.group(1)) for line in kube.operator_lines() if line.startswith(f"{name},{namespace} ")
+            for m in [re.search(r"started the autoscaler \(pid (\d+)\)", line)] if m]
+    return pids[-1]
+
+
+def test_create_goes_updating_then_running_and_logs_carry_the_prefix(kube):
+    phases = Phases(kube, "first", "ray")
+    kube.create(raycluster("first"))
+    status = kube.wait_phase("first", "ray", "Running", timeout=120)
+    seen = phases.stop()
+    assert seen[0] == "Updating" and seen[-1] == "Running" and "Error" not in seen
+    assert status["autoscalerRetries"] == 0
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"HeadReady": "True", "AutoscalerHealthy": "True"}
+    assert kube.head("first", "ray").status.pod_ip == status["headPodIP"]
+    about = [line for line in kube.operator_lines() if "first" in line and "ray-first" not in line]
+    assert about and all(line.startswith("first,ray ") for line in about)
+    assert any("StandardAutoscaler" in line for line in about)  # Ray's own autoscaler lines too
+    delete_and_wait_gone(kube, "first", "ray")
+
+
+def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
+    kube.create(raycluster("scale", max_workers=2))
+    kube.wait_phase("scale", "ray", "Running")
+    most = []
+    sampler_stop = threading.Event()
+
+    def sample():
+        while not sampler_stop.is_set():
+            most.append(len(kube.workers("scale", "ray")))
+            sampler_stop.wait(0.3)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    status = run_ray_job(kube.head("scale", "ray").status.pod_ip, tasks=3)
+    sampler_stop.set()
+    sampler.join()
+    assert status == "SUCCEEDED"
+    assert max(most) == 2  # the podType's maxWorkers, not more
+    wait_for(lambda: not kube.workers("scale", "ray"), timeout=90, message="idle workers removed")
+    assert kube.status("scale", "ray")["phase"] == "Running"
+    delete_and_wait_gone(kube, "scale", "ray")
+
+
+def test_a_killed_autoscaler_is_counted_and_restarted(kube):
+    kube.create(raycluster("crash"))
+    kube.wait_phase("crash", "ray", "Running")
+    head_uid = kube.head("crash", "ray").metadata.uid
+    phases = Phases(kube, "crash", "ray")
+    os.kill(monitor_pid(kube, "crash", "ray"), signal.SIGKILL)
+    kube.wait_phase("crash", "ray", "Running", autoscalerRetries=1, timeout=60)
+    assert phases.stop()[-2:] == ["AutoscalingExceptionRecovery", "Running"]
+    assert kube.head("crash", "ray").metadata.uid == head_uid  # the head was fine: only the autoscaler restarted
+    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=crash,reason=AutoscalerFailed").items
+    assert len(events) == 1 and "exited" in events[0].message
+    delete_and_wait_gone(kube, "crash", "ray")
+
+
+def test_a_deleted_head_pod_is_counted_and_the_cluster_recovers(kube):
+    kube.create(raycluster("headless", min_workers=1))
+    kube.wait_phase("headless", "ray", "Running")
+    wait_for(lambda: kube.workers("headless", "ray"), timeout=60, message="the minWorkers worker")
+    old_head = kube.head("headless", "ray").metadata
+    phases = Phases(kube, "headless", "ray")
+    kube.core.delete_namespaced_pod(old_head.name, "ray")
+    kube.wait_phase("headless", "ray", "Running", autoscalerRetries=1, timeout=120)
+    assert "AutoscalingExceptionRecovery" in phases.stop()
+    assert kube.head("headless", "ray").metadata.uid != old_head.uid
+    wait_for(lambda: len(kube.workers("headless", "ray")) == 1, timeout=90, message="minWorkers honoured again")
+    delete_and_wait_gone(kube, "headless", "ray")
+
+
+def test_spec_changes_restart_replace_or_reconfigure(kube):
+    kube.create(raycluster("changes", min_workers=1, max_workers=2))
+    kube.wait_phase("changes", "ray", "Running")
+    wait_for(lambda: len(kube.workers("changes", "ray")) == 1, timeout=60, message="one worker")
+    head, [worker] = kube.head("changes", "ray").metadata.uid, [w.metadata.uid for w in kube.workers("changes", "ray")]
+
+    # min/max workers, upscalingSpeed: only the autoscaler's config changes; no pod churn.
+    spec = kube.get("changes", "ray")["spec"]
+    spec["podTypes"][1]["maxWorkers"] = 3
+    spec["maxWorkers"], spec["upscalingSpeed"] = 3, 5.0
+    kube.patch("changes", "ray", {"spec": spec})
+    time.sleep(5)
+    kube.wait_phase("changes", "ray", "Running")
+    assert kube.head("changes", "ray").metadata.uid == head
+    assert [w.metadata.uid for w in kube.workers("changes", "ray")] == [worker]
+
+    # A worker podType's pod template: its workers are replaced, the head stays.
+    spec = kube.get("changes", "ray")["spec"]
+    spec["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "600Mi"
+    kube.patch("changes", "ray", {"spec": spec})
+    wait_for(lambda: [w.metadata.uid for w in kube.workers("changes", "ray")] not in ([worker], []), timeout=90,
+             message="the worker replaced")
+    assert kube.head("changes", "ray").metadata.uid == head
+    kube.wait_phase("changes", "ray", "Running", timeout=90)
+
+    # The head podType's CPU or memory: the cluster restarts on a new head.
+    spec = kube.get("changes", "ray")["spec"]
+    spec["podTypes"][0]["podConfig"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "600Mi"
+    kube.patch("changes", "ray", {"spec": spec})
+    wait_for(lambda: (lambda new: new is not None and new.metadata.uid != head)(kube.head("changes", "ray")),
+             timeout=60, message="a new head")
+    status = kube.wait_phase("changes", "ray", "Running", timeout=120)
+    assert status["autoscalerRetries"] == 0  # a change is not a failure
+    assert status["observedGeneration"] == kube.get("changes", "ray")["metadata"]["generation"]
+    delete_and_wait_gone(kube, "changes", "ray")
+
+
+def test_an_invalid_cluster_errors_while_a_valid_one_runs_beside_it(kube):
+    kube.create(raycluster("good"))
+    bad = raycluster("bad")
+    bad["spec"]["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "lots"}}
+    kube.create(bad)
+    status = kube.wait_phase("bad", "ray", "Error")
+    assert "spec.podTypes[1].podConfig.spec.containers[0].resources.limits.cpu: 'lots' is not a Kubernetes quantity" in status["message"]
+    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=bad,reason=InvalidSpec").items
+    assert len(events) == 1 and events[0].type == "Warning"
+    assert any(line.startswith("bad,ray ") and "invalid RayCluster" in line for line in kube.operator_lines())
+    assert kube.pods("ray", "ray-cluster-name=bad") == []
+    kube.wait_phase("good", "ray", "Running")
+    kube.delete("bad", "ray")
+    delete_and_wait_gone(kube, "good", "ray")
+
+
+def test_an_api_server_restart_does_not_end_scaling(kube):
+    kube.create(raycluster("outage", max_workers=1))
+    kube.wait_phase("outage", "ray", "Running")
+    kube.restart_server(down_for=3)
+    assert run_ray_job(kube.head("outage", "ray").status.pod_ip, tasks=2) == "SUCCEEDED"
+    assert kube.status("outage", "ray")["autoscalerRetries"] == 0
+    delete_and_wait_gone(kube, "outage", "ray")
+
+
+def test_a_restarted_operator_adopts_clusters_without_pod_churn(kube):
+    kube.create(raycluster("adopt", min_workers=1))
+    kube.wait_phase("adopt", "ray", "Running")
+    wait_for(lambda: len(kube.workers("adopt", "ray")) == 1, timeout=60, message="one worker")
+    before = sorted(p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=adopt"))
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        kube.stop_operator(how)
+        assert sorted(p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=adopt")) == before
+        kube.start_operator()
+        time.sleep(8)
+        kube.wait_phase("adopt", "ray", "Running")
+        assert sorted(p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=adopt")) == before
+    delete_and_wait_gone(kube, "adopt", "ray")
+
+
+def test_deletion_leaves_nothing_even_with_the_operator_stopped(kube):
+    kube.create(raycluster("gone1", min_workers=1))
+    kube.wait_phase("gone1", "ray", "Running")
+    delete_and_wait_gone(kube, "gone1", "ray")
+    kube.create(raycluster("gone2", min_workers=1))
+    kube.wait_phase("gone2", "ray", "Running")
+    wait_for(lambda: kube.workers("gone2", "ray"), timeout=60, message="a worker")
+    kube.stop_operator()
+    delete_and_wait_gone(kube, "gone2", "ray")  # ownerReferences: no operator, no finalizer needed
+    kube.start_operator()
+    wait_for(lambda: kube.ray_processes() == 0, timeout=60, message="no pod namespaces left")
+
+
+def test_a_namespaced_operator_ignores_other_namespaces(kube):
+    kube.stop_operator()
+    kube.start_operator("--namespace", "team-a")
+    kube.create(raycluster("mine", "team-a"))
+    kube.create(raycluster("theirs", "team-b"))
+    kube.wait_phase("mine", "team-a", "Running")
+    time.sleep(3)
+    assert kube.status("theirs", "team-b") == {} and kube.pods("team-b") == []
+    delete_and_wait_gone(kube, "mine", "team-a")
+    kube.delete("theirs", "team-b")
+    kube.stop_operator()
+    kube.start_operator()
