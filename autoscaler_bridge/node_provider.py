@@ -62,6 +62,11 @@ def head_tags(config: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _pending(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in pods if (p.get("status") or {}).get("phase", "Pending") == "Pending"
+            and not p["metadata"].get("deletionTimestamp")]
+
+
 def pending_pods_block(pods: list[dict[str, Any]], max_pending: int | None, timeout: float | None,
                        now: datetime) -> str | None:
     """Why no more pods of a podType may be launched while these of its pods are Pending, or None.
@@ -70,8 +75,7 @@ def pending_pods_block(pods: list[dict[str, Any]], max_pending: int | None, time
     past `max_pending` Pending pods, or once one has been Pending longer than
     `timeout` seconds, launches of the type stop until they start.
     """
-    pending = [p for p in pods if (p.get("status") or {}).get("phase", "Pending") == "Pending"
-               and not p["metadata"].get("deletionTimestamp")]
+    pending = _pending(pods)
     if max_pending is not None and len(pending) >= max_pending:
         return f"{len(pending)} pods are Pending (the bound is {max_pending}): no more are launched until they start"
     if timeout is not None:
@@ -197,6 +201,12 @@ class KubernetesNodeProvider(NodeProvider):
         if blocked:
             log.warning("%s,%s: not launching %d %s pods: %s", self.cluster_name, self.namespace, count, pod_type, blocked)
             raise NodeLaunchException("Pending pods", blocked, src_exc_info=None)
+        max_pending = self.provider_config.get("max_pending_pods")
+        if max_pending is not None and count > max_pending - len(_pending(same_type)):
+            allowed = max_pending - len(_pending(same_type))
+            log.warning("%s,%s: launching %d of %d %s pods: at most %d may be Pending", self.cluster_name,
+                        self.namespace, allowed, count, pod_type, max_pending)
+            count = allowed
         pod = build_ray_pod(self.provider_config, self.cluster_name, node_config, tags,
                             {k: int(v) for k, v in resources.items()})
         created: dict[str, Any] = {}

@@ -25,7 +25,8 @@ from pod_runtime.network import Network
 from tests.conftest import CRD_FILE, load_yaml, wait_for
 
 OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0",
-                  "--restart-backoff", "1", "--max-restart-backoff", "4", "--stall-rounds", "10", "--log-level", "INFO"]
+                  "--restart-backoff", "1", "--max-restart-backoff", "4", "--stall-rounds", "10", "--max-pending-pods", "2",
+                  "--log-level", "INFO"]
 
 
 def _die_with_parent() -> None:

@@ -90,7 +90,7 @@ def render(file: Path, name: str, namespace: str | None) -> None:
 @click.option("--autoscaler-interval", type=click.IntRange(min=1), default=5, show_default=True,
               help="Seconds between two rounds of a cluster's autoscaler (Ray takes whole seconds).")
 @click.option("--stall-rounds", type=int, default=12, show_default=True,
-              help="An autoscaler that made no round for this many intervals (+30s) is restarted and counted as failed.")
+              help="An autoscaler that made no round for this many intervals is restarted and counted as failed.")
 @click.option("--restart-backoff", type=float, default=2.0, show_default=True,
               help="Delay before restarting a failed autoscaler; doubles with each failure in a row.")
 @click.option("--max-restart-backoff", type=float, default=60.0, show_default=True,

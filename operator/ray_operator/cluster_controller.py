@@ -256,7 +256,7 @@ class ClusterController:
         return True
 
     def _stall_seconds(self) -> float:
-        return self.settings.stall_rounds * self.settings.autoscaler_interval_seconds + 30.0
+        return float(self.settings.stall_rounds * self.settings.autoscaler_interval_seconds)
 
     def _why_no_monitor(self) -> str:
         if self.monitor is None and self.restart_not_before > time.monotonic():

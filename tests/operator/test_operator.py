@@ -125,9 +125,12 @@ def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
     delete_and_wait_gone(kube, "scale", "ray")
 
 
-def test_a_killed_autoscaler_is_counted_and_restarted(kube):
+def test_a_killed_autoscaler_is_counted_and_restarted_without_touching_other_clusters(kube):
     kube.create(raycluster("crash"))
+    kube.create(raycluster("bystander"))
     kube.wait_phase("crash", "ray", "Running")
+    kube.wait_phase("bystander", "ray", "Running")
+    bystander_pid = monitor_pid(kube, "bystander", "ray")
     head_uid = kube.head("crash", "ray").metadata.uid
     phases = Phases(kube, "crash", "ray")
     os.kill(monitor_pid(kube, "crash", "ray"), signal.SIGKILL)
@@ -136,7 +139,55 @@ def test_a_killed_autoscaler_is_counted_and_restarted(kube):
     assert kube.head("crash", "ray").metadata.uid == head_uid  # the head was fine: only the autoscaler restarted
     events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=crash,reason=AutoscalerFailed").items
     assert len(events) == 1 and "exited" in events[0].message
+    assert kube.status("bystander", "ray")["phase"] == "Running"
+    assert kube.status("bystander", "ray")["autoscalerRetries"] == 0
+    assert monitor_pid(kube, "bystander", "ray") == bystander_pid
     delete_and_wait_gone(kube, "crash", "ray")
+    delete_and_wait_gone(kube, "bystander", "ray")
+
+
+def test_a_hung_autoscaler_is_counted_and_restarted(kube):
+    kube.create(raycluster("hang"))
+    kube.wait_phase("hang", "ray", "Running")
+    pid = monitor_pid(kube, "hang", "ray")
+    os.kill(pid, signal.SIGSTOP)  # alive, but making no more rounds
+    status = kube.wait_phase("hang", "ray", "Running", autoscalerRetries=1, timeout=90)
+    assert monitor_pid(kube, "hang", "ray") != pid
+    assert not os.path.exists(f"/proc/{pid}")
+    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=hang,reason=AutoscalerFailed").items
+    assert "made no progress" in events[0].message
+    assert status["conditions"][1] == {**status["conditions"][1], "type": "AutoscalerHealthy", "status": "True"}
+    delete_and_wait_gone(kube, "hang", "ray")
+
+
+def test_pending_pods_do_not_run_away(kube):
+    """Workers whose image no node can run stay Pending: no more than --max-pending-pods (2) are launched."""
+    stuck = raycluster("stuck", min_workers=4, max_workers=4)
+    stuck["spec"]["podTypes"][1]["podConfig"]["spec"]["containers"][0]["image"] = "example.com/not-ray:1"
+    kube.create(stuck)
+    kube.wait_phase("stuck", "ray", "Running")
+    wait_for(lambda: len(kube.workers("stuck", "ray")) == 2, timeout=60, message="two Pending workers")
+    status = wait_for(lambda: (lambda s: s if any("Pending" in t.get("message", "") for t in s.get("podTypes", [])) else None)(
+        kube.status("stuck", "ray")), timeout=30, message="the reason in status")
+    [worker_type] = [t for t in status["podTypes"] if t["name"] == "rayWorkerType"]
+    assert worker_type["pending"] == 2 and worker_type["ready"] == 0
+    assert worker_type["message"] == "2 pods are Pending (the bound is 2): no more are launched until they start"
+    time.sleep(5)  # several autoscaler rounds
+    assert len(kube.workers("stuck", "ray")) == 2
+    delete_and_wait_gone(kube, "stuck", "ray")
+
+
+def test_an_autoscaler_over_its_memory_limit_is_counted_and_restarted(kube):
+    kube.stop_operator()
+    kube.start_operator("--monitor-memory-limit", "1")
+    kube.create(raycluster("fat"))
+    status = wait_for(lambda: (lambda s: s if s.get("autoscalerRetries", 0) >= 1 else None)(kube.status("fat", "ray")),
+                      timeout=90, message="a counted memory failure")
+    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=fat,reason=AutoscalerFailed").items
+    assert "over its limit of 1 MiB" in events[0].message
+    kube.stop_operator()
+    kube.start_operator()
+    delete_and_wait_gone(kube, "fat", "ray")
 
 
 def test_a_deleted_head_pod_is_counted_and_the_cluster_recovers(kube):

@@ -190,3 +190,36 @@ def test_errors_other_than_transient_ones_are_not_retried(kube):
     with pytest.raises(ApiException):
         calls(lambda **_: missing())
     assert len(count) == 1
+
+
+def test_launches_stop_while_too_many_pods_are_pending(cluster, kube):
+    from ray.autoscaler.node_launch_exception import NodeLaunchException
+
+    _, config = cluster
+    config["provider"]["max_pending_pods"] = 3
+    provider = KubernetesNodeProvider(config["provider"], config["cluster_name"], KubeCalls(kube))
+    provider.non_terminated_nodes({})
+    assert len(launch(provider, config, 5)) == 3  # a batch is cut to the bound
+    provider.non_terminated_nodes({})
+    with pytest.raises(NodeLaunchException) as raised:
+        launch(provider, config, 1)
+    assert "3 pods are Pending (the bound is 3)" in raised.value.description
+    assert len(pods(kube)) == 3
+    set_phase(kube, pods(kube)[0].metadata.name, "Running", "10.0.0.9")
+    provider.non_terminated_nodes({})
+    assert len(launch(provider, config, 1)) == 1  # one started, so one more may be Pending
+
+
+def test_launches_stop_while_a_pod_is_pending_too_long():
+    from datetime import datetime, timedelta, timezone
+
+    from autoscaler_bridge.node_provider import pending_pods_block
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    old = {"metadata": {"creationTimestamp": "2025-12-31T23:50:00Z"}, "status": {"phase": "Pending"}}
+    fresh = {"metadata": {"creationTimestamp": "2025-12-31T23:59:50Z"}, "status": {"phase": "Pending"}}
+    running = {"metadata": {"creationTimestamp": "2025-12-31T23:00:00Z"}, "status": {"phase": "Running"}}
+    assert pending_pods_block([fresh, running], 10, 300, now) is None
+    assert pending_pods_block([old, fresh], 10, 300, now) == (
+        "1 pods have been Pending for more than 300s: no more are launched until they start")
+    assert pending_pods_block([old], None, None, now + timedelta(days=1)) is None
