@@ -136,3 +136,25 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
         clusterwide=namespace is None, namespaces=[namespace] if namespace else (),
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
     ))
+
+
+@main.command()
+@click.option("--values", "values_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Helm values file of the example RayCluster (default: values/cpu-only.yaml).")
+@click.option("--kubeconfig-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the kubeconfig for kubectl (default: a file in the work directory, printed at start).")
+@click.option("--name", default="example-cluster", show_default=True, help="Name of the example RayCluster.")
+@click.option("--namespace", default="ray", show_default=True, help="Its namespace.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/ray-operator-sandbox"),
+              show_default=True, help="Logs and state of the sandbox.")
+@click.option("--subnet", default="10.244.0.0/16", show_default=True, help="Addresses of the Ray pods.")
+def sandbox(values_file: Path | None, kubeconfig_out: Path | None, name: str, namespace: str, work_dir: Path,
+            subnet: str) -> None:
+    """Run Kubernetes, Ray pods and the operator on this machine (as root), with an example RayCluster.
+
+    Ctrl-C stops everything and leaves nothing running.
+    """
+    from ray_operator.sandbox import DEFAULT_VALUES, run_sandbox
+
+    run_sandbox(values_file or DEFAULT_VALUES, kubeconfig_out or work_dir / "kubeconfig", name, namespace, work_dir,
+                subnet, ["--resync-seconds", "2", "--autoscaler-interval", "2"])

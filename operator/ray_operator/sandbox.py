@@ -1,0 +1,122 @@
+"""`ray-operator sandbox`: Kubernetes, Ray pods and the operator on this machine, for trying it without a cluster.
+
+It starts the project's API server, the pod runtime (each Ray pod a set of local
+processes in its own namespaces; needs root) and `ray-operator run`, applies the
+CRD and an example RayCluster from a values file, writes a kubeconfig for
+kubectl, and on Ctrl-C stops all of it, leaving nothing running. This is the
+only place the product uses the test API server and the pod runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+from ray_operator.helm_values import raycluster_from_values
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+DEFAULT_VALUES = REPOSITORY / "values" / "cpu-only.yaml"
+CRD = REPOSITORY / "crds" / "cluster.ray.io_rayclusters.yaml"
+
+
+def _child(argv: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as output:
+        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _apply(client: kubernetes.client.ApiClient, raycluster: dict[str, Any]) -> None:
+    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(yaml.safe_load(CRD.read_text()))
+    core = kubernetes.client.CoreV1Api(client)
+    namespace = raycluster["metadata"]["namespace"]
+    if namespace not in [n.metadata.name for n in core.list_namespace().items]:
+        core.create_namespace({"metadata": {"name": namespace}})
+    custom = kubernetes.client.CustomObjectsApi(client)
+    for _ in range(50):  # the CRD's resource is served a moment after the CRD is created
+        try:
+            custom.create_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", raycluster)
+            return
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status != 404:
+                raise
+            time.sleep(0.1)
+
+
+def _report(client: kubernetes.client.ApiClient, name: str, namespace: str, stop: threading.Event, out: Any) -> None:
+    """Say once when the cluster is Running, and where to reach it."""
+    custom = kubernetes.client.CustomObjectsApi(client)
+    while not stop.wait(1.0):
+        try:
+            status = custom.get_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", name).get("status") or {}
+        except kubernetes.client.exceptions.ApiException:
+            continue
+        if status.get("phase") == "Running":
+            ip = status.get("headPodIP")
+            print(f"\nRayCluster {namespace}/{name} is Running; its head is at {ip}.\n"
+                  f"  Dashboard:  http://{ip}:8265\n"
+                  f"  Submit a job that scales it up:\n"
+                  f"    ray job submit --address http://{ip}:8265 --entrypoint-num-cpus 0 -- python -c "
+                  "\"import ray; ray.init(); print(ray.get([ray.remote(lambda: 1).options(num_cpus=1).remote() for _ in range(4)]))\"",
+                  file=out, flush=True)
+            return
+
+
+def run_sandbox(values_file: Path, kubeconfig_out: Path, name: str, namespace: str, work_dir: Path,
+                subnet: str, operator_flags: list[str]) -> None:
+    from kube_apiserver.server import ApiServer
+
+    if os.geteuid() != 0:
+        raise SystemExit("the sandbox runs Ray pods in network namespaces of their own: run it as root")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    server = ApiServer().start()
+    server.write_kubeconfig(kubeconfig_out)
+    client = kubernetes.config.new_client_from_config(str(kubeconfig_out))
+    runtime = _child([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(kubeconfig_out), "--log-dir",
+                      str(work_dir / "pods"), "--prefix", "rsbx", "--subnet", subnet], work_dir / "pod-runtime.log")
+    operator = _child([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig_out),
+                       "--work-dir", str(work_dir / "operator"), "--health-port", "0", *operator_flags],
+                      work_dir / "operator.log")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        raycluster = raycluster_from_values(yaml.safe_load(values_file.read_text()), name, namespace)
+        _apply(client, raycluster)
+        print(f"Sandbox up: Kubernetes API at {server.url}, RayCluster {namespace}/{name} from {values_file}.\n"
+              f"  export KUBECONFIG={kubeconfig_out}\n"
+              f"  kubectl -n {namespace} get rayclusters\n"
+              f"  kubectl -n {namespace} get pods -o wide\n"
+              f"Logs: {work_dir}/operator.log (grep '{name},{namespace}'), {work_dir}/pod-runtime.log, {work_dir}/pods/.\n"
+              "Ctrl-C stops everything.", flush=True)
+        reporter = threading.Thread(target=_report, args=(client, name, namespace, stop, sys.stdout), daemon=True)
+        reporter.start()
+        while not stop.wait(1.0):
+            for part, process in (("operator", operator), ("pod runtime", runtime)):
+                if process.poll() is not None:
+                    print(f"the {part} exited ({process.returncode}); see {work_dir}", file=sys.stderr)
+                    stop.set()
+    finally:
+        print("stopping: operator, Ray pods, API server", flush=True)
+        _stop(operator)
+        _stop(runtime)
+        server.stop()
+        print("stopped; nothing is left running", flush=True)

@@ -1,0 +1,137 @@
+"""End to end: the example RayClusters of values/ on the API server, the pod runtime and the operator, with real Ray.
+
+The examples' idleTimeoutMinutes (5) is shortened to 0.1 so scale-down is seen within the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from ray_operator.helm_values import raycluster_from_values
+from tests.conftest import ROOT, load_yaml, wait_for
+from tests.local_kube import run_ray_job
+from tests.operator.test_operator import delete_and_wait_gone
+from tests.tools import kubectl
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
+
+
+def example(values_file: str, name: str, namespace: str, **overrides) -> dict:
+    values = load_yaml(ROOT / "values" / values_file)
+    values["idleTimeoutMinutes"] = 0.1
+    for pod_type in values["podTypes"].values():
+        pod_type["memory"] = "512Mi"
+    values.update(overrides)
+    return raycluster_from_values(values, name, namespace)
+
+
+def test_lifecycle_of_the_cpu_example(kube, steps):
+    rc = example("cpu-only.yaml", "example-cluster", "ray")
+    min_workers = rc["spec"]["podTypes"][1]["minWorkers"]
+    with steps("create -> Running with minWorkers ready"):
+        kube.create(rc)
+        kube.wait_phase("example-cluster", "ray", "Running", timeout=120)
+        wait_for(lambda: kube.status("example-cluster", "ray").get("readyWorkers") == min_workers, timeout=90)
+    with steps("job needing more CPUs than the head -> workers, done"):
+        assert run_ray_job(kube.head("example-cluster", "ray").status.pod_ip, tasks=4) == "SUCCEEDED"
+        assert len(kube.workers("example-cluster", "ray")) > min_workers
+    with steps("idle -> back to minWorkers"):
+        wait_for(lambda: len(kube.workers("example-cluster", "ray")) == min_workers, timeout=120)
+    with steps("head pod deleted -> Recovery, 1 restart, Running"):
+        kube.core.delete_namespaced_pod(kube.head("example-cluster", "ray").metadata.name, "ray")
+        kube.wait_phase("example-cluster", "ray", "Running", autoscalerRetries=1, timeout=120)
+    with steps("worker podType edited -> its workers replaced"):
+        wait_for(lambda: len(kube.workers("example-cluster", "ray")) == min_workers, timeout=90)
+        before = {w.metadata.uid for w in kube.workers("example-cluster", "ray")}
+        spec = kube.get("example-cluster", "ray")["spec"]
+        spec["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "600Mi"
+        kube.patch("example-cluster", "ray", {"spec": spec})
+        wait_for(lambda: (lambda now: len(now) == min_workers and not now & before)(
+            {w.metadata.uid for w in kube.workers("example-cluster", "ray")}), timeout=120)
+        kube.wait_phase("example-cluster", "ray", "Running", timeout=60)
+    with steps("RayCluster deleted -> no pods, services or processes"):
+        delete_and_wait_gone(kube, "example-cluster", "ray")
+        wait_for(lambda: kube.ray_processes() == 0, timeout=60)
+
+
+def test_operator_killed_mid_scale_up(kube, steps):
+    rc = example("namespaced-operator.yaml", "killed", "ray")
+    max_workers = rc["spec"]["podTypes"][1]["maxWorkers"]
+    kube.create(rc)
+    kube.wait_phase("killed", "ray", "Running", timeout=120)
+    result: list[str] = []
+    job = threading.Thread(target=lambda: result.append(run_ray_job(kube.head("killed", "ray").status.pod_ip, tasks=4)))
+    with steps("job submitted -> first worker pod"):
+        job.start()
+        wait_for(lambda: kube.workers("killed", "ray"), timeout=120)
+    with steps("operator SIGKILLed and restarted -> job done"):
+        kube.stop_operator(signal.SIGKILL)
+        kube.start_operator()
+        job.join(timeout=300)
+        assert result == ["SUCCEEDED"]
+    workers = kube.workers("killed", "ray")
+    assert 0 < len(workers) <= max_workers  # no duplicates
+    assert all(w.status.phase == "Running" for w in workers)  # no orphans: every pod is a node of the cluster
+    with steps("idle -> no worker left"):
+        wait_for(lambda: not kube.workers("killed", "ray"), timeout=120)
+    delete_and_wait_gone(kube, "killed", "ray")
+
+
+def test_two_clusters_in_two_namespaces(kube, steps):
+    with steps("two examples -> both Running"):
+        kube.create(example("cpu-only.yaml", "alpha", "team-a"))
+        kube.create(example("namespaced-operator.yaml", "beta", "team-b"))
+        kube.wait_phase("alpha", "team-a", "Running", timeout=120)
+        kube.wait_phase("beta", "team-b", "Running", timeout=120)
+    lines = kube.operator_lines()
+    alpha = [line for line in lines if line.startswith("alpha,team-a ")]
+    beta = [line for line in lines if line.startswith("beta,team-b ")]
+    assert alpha and beta
+    assert not [line for line in alpha if "beta" in line] and not [line for line in beta if "alpha" in line]
+    with steps("both deleted -> nothing left"):
+        delete_and_wait_gone(kube, "alpha", "team-a")
+        delete_and_wait_gone(kube, "beta", "team-b")
+        wait_for(lambda: kube.ray_processes() == 0, timeout=60)
+
+
+def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
+    """`ray-operator sandbox`, then kubectl against it, a job that scales it up, and Ctrl-C."""
+    config = tmp_path / "kubeconfig"
+    sandbox = subprocess.Popen([sys.executable, "-m", "ray_operator", "sandbox", "--kubeconfig-out", str(config),
+                                "--work-dir", str(tmp_path / "sandbox"), "--subnet", "10.199.0.0/16"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def get() -> str:
+            if not config.exists():
+                return ""
+            return subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "rayclusters"],
+                                  capture_output=True, text=True, timeout=30).stdout
+
+        with steps("sandbox -> kubectl shows example-cluster Running, 0 restarts"):
+            table = wait_for(lambda: (lambda out: out if "Running" in out else None)(get()), timeout=180)
+            header, row = table.splitlines()
+            assert header.split()[:3] == ["NAME", "STATUS", "RESTARTS"] and row.split()[:3] == ["example-cluster", "Running", "0"]
+        with steps("a job scales it up"):
+            head_ip = subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "raycluster",
+                                      "example-cluster", "-o", "jsonpath={.status.headPodIP}"],
+                                     capture_output=True, text=True, timeout=30).stdout
+            assert run_ray_job(head_ip, tasks=4) == "SUCCEEDED"
+            desired = subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "pods", "-l",
+                                      "ray-node-type=worker", "-o", "name"], capture_output=True, text=True, timeout=30).stdout
+            assert len(desired.split()) > 1  # more than the example's one minWorker
+        with steps("Ctrl-C -> everything stopped"):
+            sandbox.send_signal(signal.SIGINT)
+            output, _ = sandbox.communicate(timeout=120)
+            assert sandbox.returncode == 0, output
+            assert "stopped; nothing is left running" in output
+            assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("rsbx-") == 0
+    finally:
+        if sandbox.poll() is None:
+            sandbox.kill()
+            sandbox.wait()
