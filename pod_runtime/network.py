@@ -68,6 +68,8 @@ class Network:
         _ip("-n", netns, "link", "set", "lo", "up")
         _ip("-n", netns, "route", "add", "default", "via", self.gateway)
         (NETNS_ETC / netns).mkdir(parents=True, exist_ok=True)
+        # No cluster DNS: names are in the hosts file; a miss must fail at once, not wait on the host's resolver.
+        (NETNS_ETC / netns / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         return netns, address
 
     def remove_pod(self, netns: str, address: str) -> None:

@@ -1,0 +1,32 @@
+"""What a container runs: image mapping, environment with the downward API, $(VAR) expansion."""
+
+from pod_runtime.containers import command_line, container_env, expand, supported_image
+
+
+def test_only_ray_images_run():
+    for image in ("rayproject/ray:2.60.0", "rayproject/ray", "docker.io/rayproject/ray:nightly-gpu", "rayproject/ray-ml:2.9.0"):
+        assert supported_image(image)
+    for image in ("nginx", "rayproject/raylet:1", "example.com/rayproject/ray:1", ""):
+        assert not supported_image(image)
+
+
+def test_expansion_as_kubernetes_does_it():
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)-$(C)", env) == "1-two-$(C)"
+    assert expand("$$(A) costs $$5", env) == "$(A) costs $5"
+
+
+def test_env_with_downward_api_and_references():
+    pod = {"metadata": {"name": "p1", "namespace": "ns", "uid": "u"}, "spec": {"nodeName": "n1"},
+           "status": {"podIP": "10.0.0.5"}}
+    container = {"name": "c", "env": [
+        {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "ADDRESS", "value": "$(MY_POD_IP):6379"},
+    ]}
+    env = container_env(pod, container)
+    assert (env["MY_POD_IP"], env["NAME"], env["NS"], env["ADDRESS"]) == ("10.0.0.5", "p1", "ns", "10.0.0.5:6379")
+    assert env["HOSTNAME"] == "p1" and "/bin" in env["PATH"]
+    assert command_line({"command": ["echo"], "args": ["$(NAME)"]}, env) == ["echo", "p1"]
+    assert command_line({}, env) == ["/bin/bash"]

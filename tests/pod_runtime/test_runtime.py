@@ -1,0 +1,98 @@
+"""The pod runtime against the API server: status like a kubelet's, restartPolicy, Service names, refusals, cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.local_kube import LocalKube
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
+RAY_IMAGE = "rayproject/ray:2.60.0"
+
+
+@pytest.fixture
+def kube(tmp_path):
+    local = LocalKube(tmp_path)
+    try:
+        local.start_server()
+        local.start_runtime()
+        yield local
+    finally:
+        local.close()
+
+
+def pod(name, script, restart="Never", labels=None, image=RAY_IMAGE, grace=30):
+    return {"metadata": {"name": name, "labels": labels or {}}, "spec": {
+        "restartPolicy": restart, "terminationGracePeriodSeconds": grace,
+        "containers": [{"name": "main", "image": image, "command": ["/bin/bash", "-c", script],
+                        "env": [{"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}}
+
+
+def phase(kube, name):
+    return kube.core.read_namespaced_pod(name, "default").status.phase
+
+
+def test_a_pod_runs_with_its_own_ip_hostname_and_processes(kube):
+    kube.core.create_namespaced_pod("default", pod("p", "echo ip=$MY_POD_IP host=$(hostname) procs=$(ls /proc | grep -c '^[0-9]'); sleep 30"))
+    wait_for(lambda: phase(kube, "p") == "Running", timeout=30)
+    status = kube.core.read_namespaced_pod("p", "default").status
+    assert status.pod_ip.startswith(kube.subnet.split("0.0/")[0])
+    assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
+    assert status.container_statuses[0].state.running is not None
+    log = wait_for(lambda: kube.core.read_namespaced_pod_log("p", "default"), timeout=10)
+    assert f"ip={status.pod_ip} host=p" in log
+    assert int(log.split("procs=")[1].split()[0]) <= 4  # its own PID namespace: bash, sleep and the shell's helpers
+
+
+def test_exit_codes_and_restart_policies(kube):
+    kube.core.create_namespaced_pod("default", pod("ok", "exit 0"))
+    kube.core.create_namespaced_pod("default", pod("bad", "exit 3"))
+    kube.core.create_namespaced_pod("default", pod("again", "exit 1", restart="Always"))
+    wait_for(lambda: phase(kube, "ok") == "Succeeded" and phase(kube, "bad") == "Failed", timeout=30)
+    terminated = kube.core.read_namespaced_pod("bad", "default").status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (3, "Error")
+    wait_for(lambda: kube.core.read_namespaced_pod("again", "default").status.container_statuses[0].restart_count >= 2,
+             timeout=30, message="restarts")
+    assert phase(kube, "again") == "Running"
+
+
+def test_service_names_resolve_to_ready_pods(kube):
+    kube.core.create_namespaced_pod("default", pod("server", "sleep 60", labels={"app": "s"}))
+    kube.core.create_namespaced_service("default", {"metadata": {"name": "svc"}, "spec": {"selector": {"app": "s"}, "ports": [{"port": 80}]}})
+    wait_for(lambda: phase(kube, "server") == "Running", timeout=30)
+    ip = kube.core.read_namespaced_pod("server", "default").status.pod_ip
+    kube.core.create_namespaced_pod("default", pod("client", "getent hosts svc.default.svc.cluster.local svc.default.svc svc.default; sleep 60"))
+    log = wait_for(lambda: kube.core.read_namespaced_pod_log("client", "default"), timeout=30)
+    assert log.split()[0] == ip
+
+
+def test_other_images_are_refused_with_a_clear_status(kube):
+    kube.core.create_namespaced_pod("default", pod("web", "true", image="nginx:1"))
+    waiting = wait_for(lambda: (lambda s: s and s[0].state.waiting)(kube.core.read_namespaced_pod("web", "default").status.container_statuses), timeout=30)
+    assert waiting.reason == "ErrImagePull" and "rayproject/ray images only" in waiting.message
+    assert phase(kube, "web") == "Pending"
+
+
+def test_deletion_stops_the_pod_within_its_grace_period(kube):
+    kube.core.create_namespaced_pod("default", pod("term", "trap 'exit 0' TERM; sleep 600 & wait", grace=20))
+    wait_for(lambda: phase(kube, "term") == "Running", timeout=30)
+    kube.core.delete_namespaced_pod("term", "default")
+    wait_for(lambda: not kube.core.list_namespaced_pod("default").items, timeout=15, message="pod gone well before its grace period")
+    wait_for(lambda: kube.ray_processes() == 0, timeout=10, message="its namespace removed")
+
+
+def test_nothing_is_left_when_the_runtime_is_killed(kube):
+    kube.core.create_namespaced_pod("default", pod("orphan", "sleep 600"))
+    wait_for(lambda: phase(kube, "orphan") == "Running", timeout=30)
+    sleepers = lambda: subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True).stdout.split()  # noqa: E731
+    assert sleepers()
+    kube.runtime.send_signal(signal.SIGKILL)
+    kube.runtime.wait(10)
+    wait_for(lambda: not sleepers(), timeout=15, message="the pod's processes die with the runtime")
+    kube.start_runtime()  # a new runtime removes what the killed one left behind
+    assert kube.ray_processes() == 0 or wait_for(lambda: kube.ray_processes() <= 1, timeout=30)
