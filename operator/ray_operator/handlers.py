@@ -46,4 +46,6 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.posting.enabled = False  # Events are posted by ray_operator.status, one per real change
     settings.watching.reconnect_backoff = 1.0
     settings.watching.server_timeout = 300
+    # No watch on CRDs: the RayCluster CRD is installed before the operator, and a namespaced operator may not list CRDs.
+    settings.scanning.disabled = True
     return settings

@@ -72,7 +72,9 @@ def raycluster_from_values(
     if missing:
         raise ValueError(f"the values file lacks {', '.join(missing)}")
     pod_types = []
-    for type_name, pod_type in values["podTypes"].items():
+    for type_name, pod_type in sorted(values["podTypes"].items()):  # Helm ranges over a map in key order
+        if pod_type is None:
+            continue  # null removes a podType of the chart's defaults
         if not isinstance(pod_type, Mapping):
             raise ValueError(f"podTypes.{type_name}: {pod_type!r} is not a map")
         entry: dict[str, Any] = {

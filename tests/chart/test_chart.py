@@ -1,0 +1,144 @@
+"""The Helm chart charts/ray with the real Helm v4: lint, every combination rendered, installs into the API server."""
+
+from __future__ import annotations
+
+import subprocess
+
+import jsonschema
+import kubernetes
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from autoscaler_bridge.validation import validate_raycluster
+from ray_operator.helm_values import raycluster_from_values
+from tests.conftest import CRD_FILE, ROOT, VALUES_FILES, load_yaml
+from tests.tools import helm
+
+CHART = ROOT / "charts/ray"
+OPERATOR_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+
+
+def run_helm(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(helm()), *args], capture_output=True, text=True, timeout=120, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def render(release: str = "demo", namespace: str = "ray", *flags: str) -> list[dict]:
+    out = run_helm("template", release, str(CHART), "--namespace", namespace, *flags).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def kinds(objects: list[dict]) -> dict[str, dict]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects}
+
+
+def helm_merge(defaults: dict, overrides: dict) -> dict:
+    """Values as Helm sees them: the file deep-merged over the chart's defaults; null removes a key."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = helm_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_the_chart_ships_the_canonical_crd():
+    assert (CHART / "crds/cluster.ray.io_rayclusters.yaml").read_bytes() == CRD_FILE.read_bytes()
+
+
+@pytest.mark.parametrize("values", [None, *VALUES_FILES], ids=lambda v: v.name if v else "defaults")
+def test_lint_is_clean(values):
+    extra = ["-f", str(values)] if values else []
+    for strict in ([], ["--strict"]):
+        result = run_helm("lint", str(CHART), *strict, *extra)
+        assert "0 chart(s) failed" in result.stdout and "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_default_renders_a_cluster_and_a_cluster_scoped_operator():
+    objects = kinds(render())
+    assert set(objects) == {"RayCluster/demo", "ServiceAccount/demo-ray-operator", "ClusterRole/demo-ray-operator",
+                            "ClusterRoleBinding/demo-ray-operator", "Deployment/demo-ray-operator"}
+    assert objects["Deployment/demo-ray-operator"]["metadata"]["namespace"] == "default"
+    binding = objects["ClusterRoleBinding/demo-ray-operator"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-ray-operator", "namespace": "default"}]
+    container = objects["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert "env" not in container  # watches every namespace
+
+
+def test_operator_only_cluster_only_namespaced_and_operator_namespace():
+    assert {o["kind"] for o in render("op", "ray", "--set", "operatorOnly=true")} == OPERATOR_KINDS
+    assert [o["kind"] for o in render("rc", "ray", "--set", "clusterOnly=true")] == ["RayCluster"]
+    namespaced = kinds(render("team", "team-a", "--set", "namespacedOperator=true"))
+    assert set(namespaced) == {"RayCluster/team", "ServiceAccount/team-ray-operator", "Role/team-ray-operator",
+                               "RoleBinding/team-ray-operator", "Deployment/team-ray-operator"}
+    assert {o["metadata"].get("namespace") for k, o in namespaced.items() if k != "RayCluster/team"} == {"team-a"}
+    env = namespaced["Deployment/team-ray-operator"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "RAY_OPERATOR_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    elsewhere = kinds(render("demo", "ray", "--set", "operatorNamespace=ray-system"))
+    assert elsewhere["Deployment/demo-ray-operator"]["metadata"]["namespace"] == "ray-system"
+    assert elsewhere["ClusterRoleBinding/demo-ray-operator"]["subjects"][0]["namespace"] == "ray-system"
+
+
+def test_two_clusters_in_one_namespace():
+    first = kinds(render("first", "ray", "--set", "operatorOnly=false"))
+    second = kinds(render("second", "ray", "--set", "clusterOnly=true"))
+    assert "RayCluster/first" in first and list(second) == ["RayCluster/second"]
+
+
+def test_rbac_is_exactly_what_the_operator_uses():
+    [role] = [o for o in render() if o["kind"] == "ClusterRole"]
+    assert role["rules"] == [
+        {"apiGroups": ["cluster.ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["cluster.ray.io"], "resources": ["rayclusters/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "create", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
+
+
+def test_the_operator_pod_is_locked_down():
+    [deployment] = [o for o in render() if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [container] = pod["containers"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" == container["readinessProbe"]["httpGet"]["path"]
+    assert "--health-port" in container["args"]
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=lambda v: v.name)
+def test_the_rendered_raycluster_is_the_python_mirror_and_valid(values):
+    [rendered] = [o for o in render("example-cluster", "ray", "-f", str(values)) if o["kind"] == "RayCluster"]
+    mirror = raycluster_from_values(helm_merge(load_yaml(CHART / "values.yaml"), load_yaml(values)), "example-cluster")
+    assert rendered["spec"] == mirror["spec"] and rendered["metadata"]["name"] == mirror["metadata"]["name"]
+    jsonschema.validate(rendered, load_yaml(CRD_FILE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    assert validate_raycluster(rendered) == []
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--set", "podTypes.rayWorkerType.maxWorkrs=3"], "additional properties 'maxWorkrs' not allowed"),
+    (["--set", "headPodType=gpu"], 'headPodType "gpu" is not one of podTypes (rayHeadType, rayWorkerType)'),
+    (["--set", "podTypes.rayWorkerType.minWorkers=-1"], "minimum: got -1, want 0"),
+    (["--set", "namespacedOperator=yes"], "namespacedOperator"),
+], ids=["typo", "unknown head", "negative", "not a boolean"])
+def test_bad_values_are_refused_with_a_readable_message(flags, message):
+    result = run_helm("template", "demo", str(CHART), *flags, check=False)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_plain_manifests_are_what_the_chart_renders(tmp_path):
+    subprocess.run([str(ROOT / "charts/render-manifests"), str(tmp_path)], check=True, timeout=120,
+                   env={"HELM": str(helm()), "PATH": "/usr/bin:/bin"})
+    committed = sorted(p.name for p in (ROOT / "manifests").iterdir())
+    assert committed == sorted(p.name for p in tmp_path.iterdir())
+    for name in committed:
+        assert (ROOT / "manifests" / name).read_text() == (tmp_path / name).read_text(), f"manifests/{name} is stale: run charts/render-manifests"

@@ -1,0 +1,83 @@
+"""`helm install` of the chart into the project's API server, with Helm's default storage driver (release Secrets)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from kube_apiserver.server import ApiServer
+from tests.conftest import ROOT
+from tests.tools import helm
+
+CHART = str(ROOT / "charts/ray")
+
+
+@pytest.fixture
+def secured(tmp_path):
+    """An API server with authentication and RBAC on (so over TLS), and helm as its admin."""
+    server = ApiServer(admin_token="admin-token").start()
+    admin = server.write_kubeconfig(tmp_path / "admin")
+
+    def run(*args: str) -> str:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(admin), "HELM_DRIVER": "secret",
+               "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f"), "HELM_DATA_HOME": str(tmp_path / "d")}
+        result = subprocess.run([str(helm()), *args], capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    yield server, run, kubernetes.config.new_client_from_config(str(admin))
+    server.stop()
+
+
+def names(items) -> list[str]:
+    return sorted(i.metadata.name if hasattr(i, "metadata") else i["metadata"]["name"] for i in items)
+
+
+def test_install_every_combination(secured):
+    server, run, client = secured
+    core, rbac = kubernetes.client.CoreV1Api(client), kubernetes.client.RbacAuthorizationV1Api(client)
+    apps, custom = kubernetes.client.AppsV1Api(client), kubernetes.client.CustomObjectsApi(client)
+    rayclusters = lambda ns: custom.list_namespaced_custom_object("cluster.ray.io", "v1", ns, "rayclusters")["items"]  # noqa: E731
+
+    notes = run("install", "demo", CHART, "--namespace", "ray", "--create-namespace")
+    assert "kubectl -n ray get rayclusters demo" in notes and "grep 'demo,ray'" in notes
+    assert names(rayclusters("ray")) == ["demo"]
+    assert names(apps.list_namespaced_deployment("default").items) == ["demo-ray-operator"]
+    assert "demo-ray-operator" in names(rbac.list_cluster_role().items)
+    assert core.read_namespaced_service_account("demo-ray-operator", "default")
+
+    run("install", "second", CHART, "--namespace", "ray", "--set", "clusterOnly=true")
+    assert names(rayclusters("ray")) == ["demo", "second"]
+    assert names(apps.list_namespaced_deployment("default").items) == ["demo-ray-operator"]
+
+    core.create_namespace({"metadata": {"name": "ray-system"}})  # the operator's namespace must exist, as in any cluster
+    run("install", "ops", CHART, "--namespace", "ray", "--set", "operatorOnly=true", "--set", "operatorNamespace=ray-system")
+    assert names(rayclusters("ray")) == ["demo", "second"]
+    assert names(apps.list_namespaced_deployment("ray-system").items) == ["ops-ray-operator"]
+
+    run("install", "team", CHART, "--namespace", "team-a", "--create-namespace", "--set", "namespacedOperator=true")
+    assert names(apps.list_namespaced_deployment("team-a").items) == ["team-ray-operator"]
+    assert names(rbac.list_namespaced_role("team-a").items) == ["team-ray-operator"]
+    assert "team-ray-operator" not in names(rbac.list_cluster_role().items)
+
+    run("uninstall", "second", "--namespace", "ray")
+    assert names(rayclusters("ray")) == ["demo"]
+
+
+def test_a_namespaced_operator_cannot_read_pods_elsewhere(secured, tmp_path):
+    server, run, client = secured
+    core = kubernetes.client.CoreV1Api(client)
+    run("install", "team", CHART, "--namespace", "team-a", "--create-namespace", "--set", "namespacedOperator=true")
+    core.create_namespace({"metadata": {"name": "team-b"}})
+    token = core.create_namespaced_service_account_token("team-ray-operator", "team-a", {"spec": {}}).status.token
+    operator = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        str(server.write_kubeconfig(tmp_path / "operator", token))))
+    assert operator.list_namespaced_pod("team-a").items == []
+    for call in (lambda: operator.list_namespaced_pod("team-b"), lambda: operator.list_pod_for_all_namespaces()):
+        with pytest.raises(ApiException) as raised:
+            call()
+        assert raised.value.status == 403 and json.loads(raised.value.body)["reason"] == "Forbidden"
