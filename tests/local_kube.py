@@ -51,8 +51,9 @@ def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: 
 
 
 class LocalKube:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, admin_token: str | None = None) -> None:
         self.work = work
+        self.admin_token = admin_token
         self.data = work / "store.json"
         self.kubeconfig = work / "kubeconfig"
         self.prefix = f"rt{os.getpid() % 10000}"
@@ -64,7 +65,7 @@ class LocalKube:
 
     # The parts.
     def start_server(self, port: int = 0) -> None:
-        self.server = ApiServer(port=port, data_file=self.data).start()
+        self.server = ApiServer(port=port, data_file=self.data, admin_token=self.admin_token).start()
         self.server.write_kubeconfig(self.kubeconfig)
 
     def restart_server(self, down_for: float = 0.0) -> None:
@@ -86,8 +87,9 @@ class LocalKube:
         except ApiException:
             return False
 
-    def start_operator(self, *flags: str) -> subprocess.Popen:
-        operator = _start([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(self.kubeconfig),
+    def start_operator(self, *flags: str, kubeconfig: Path | None = None) -> subprocess.Popen:
+        """`ray-operator run`, as the admin or with the given kubeconfig (e.g. a ServiceAccount's)."""
+        operator = _start([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig or self.kubeconfig),
                            "--work-dir", str(self.work / f"operator{len(self.operators)}"), *OPERATOR_FLAGS, *flags],
                           self.operator_log)
         self.operators.append(operator)

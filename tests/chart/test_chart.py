@@ -142,3 +142,21 @@ def test_plain_manifests_are_what_the_chart_renders(tmp_path):
     assert committed == sorted(p.name for p in tmp_path.iterdir())
     for name in committed:
         assert (ROOT / "manifests" / name).read_text() == (tmp_path / name).read_text(), f"manifests/{name} is stale: run charts/render-manifests"
+
+
+def test_the_image_pins_a_ray_version_the_operator_supports():
+    import configparser
+    import re
+
+    from packaging.requirements import Requirement
+
+    from ray_operator.monitor_process import SUPPORTED_RAY
+
+    version = re.search(r"^ARG RAY_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    [ray] = [Requirement(r) for r in config["options"]["install_requires"].split("\n") if r.strip().startswith("ray")]
+    assert ray.specifier.contains(version)
+    assert SUPPORTED_RAY[0] <= tuple(int(p) for p in version.split(".")[:2]) <= SUPPORTED_RAY[1]
+    deployment = [o for o in render() if o["kind"] == "Deployment"][0]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["command"] == ["ray-operator", "run"]
