@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import signal
 import subprocess
 import sys
@@ -195,3 +197,17 @@ def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float =
     status = wait_for(lambda: (lambda s: s if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None)(
         client.get_job_status(job)), timeout=timeout, interval=0.5, message=f"Ray job {job}")
     return str(status)
+
+
+@contextmanager
+def running_stack(work: Path) -> Iterator[LocalKube]:
+    """API server with the CRD, pod runtime and a cluster-wide operator; all stopped on exit."""
+    local = LocalKube(work)
+    try:
+        local.start_server()
+        local.setup_crd()
+        local.start_runtime()
+        local.start_operator()
+        yield local
+    finally:
+        local.close()

@@ -51,6 +51,13 @@ def helm() -> Path:
     return target
 
 
+def helm_env(home: Path, kubeconfig: Path) -> dict[str, str]:
+    """An environment for helm that talks to `kubeconfig` with Helm's default (Secret) storage, in `home` only."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "KUBECONFIG": str(kubeconfig), "HELM_DRIVER": "secret",
+            "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data")}
+
+
 if __name__ == "__main__":
     print(kubectl())
     print(helm())

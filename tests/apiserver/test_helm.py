@@ -9,7 +9,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import ROOT, wait_for
-from tests.tools import helm
+from tests.tools import helm, helm_env
 
 CHART = ROOT / "tests/data/charts/probe"
 
@@ -19,10 +19,7 @@ def run_helm(kubeconfig, tmp_path, monkeypatch):
     binary = str(helm())
 
     def run(*args):
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig),
-               "HELM_DRIVER": "secret", "HELM_CACHE_HOME": str(tmp_path / "cache"),
-               "HELM_CONFIG_HOME": str(tmp_path / "config"), "HELM_DATA_HOME": str(tmp_path / "data")}
-        result = subprocess.run([binary, *args], capture_output=True, text=True, env=env, timeout=120)
+        result = subprocess.run([binary, *args], capture_output=True, text=True, env=helm_env(tmp_path, kubeconfig), timeout=120)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kube_apiserver.server import ApiServer
 from tests.conftest import ROOT
-from tests.tools import helm
+from tests.tools import helm, helm_env
 
 CHART = str(ROOT / "charts/ray")
 
@@ -23,9 +23,7 @@ def secured(tmp_path):
     admin = server.write_kubeconfig(tmp_path / "admin")
 
     def run(*args: str) -> str:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(admin), "HELM_DRIVER": "secret",
-               "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f"), "HELM_DATA_HOME": str(tmp_path / "d")}
-        result = subprocess.run([str(helm()), *args], capture_output=True, text=True, env=env, timeout=120)
+        result = subprocess.run([str(helm()), *args], capture_output=True, text=True, env=helm_env(tmp_path, admin), timeout=120)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

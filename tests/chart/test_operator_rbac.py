@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, wait_for
 from tests.local_kube import LocalKube, run_ray_job
-from tests.tools import helm
+from tests.tools import helm, helm_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
@@ -23,13 +23,11 @@ def test_a_namespaced_operator_runs_a_cluster_with_the_charts_rbac(tmp_path):
     try:
         kube.start_server()
         kube.start_runtime()
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(kube.kubeconfig), "HELM_DRIVER": "secret",
-               "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f"), "HELM_DATA_HOME": str(tmp_path / "d")}
         values = tmp_path / "values.yaml"
         values.write_text((ROOT / "values/namespaced-operator.yaml").read_text().replace("idleTimeoutMinutes: 1", "idleTimeoutMinutes: 0.1")
                           .replace("memory: 1Gi", "memory: 512Mi"))
         subprocess.run([str(helm()), "install", "team", str(ROOT / "charts/ray"), "--namespace", "team-a", "--create-namespace",
-                        "-f", str(values)], check=True, env=env, capture_output=True, timeout=120)
+                        "-f", str(values)], check=True, env=helm_env(tmp_path, kube.kubeconfig), capture_output=True, timeout=120)
         token = kube.core.create_namespaced_service_account_token("team-ray-operator", "team-a", {"spec": {}}).status.token
         kube.start_operator("--namespace", "team-a", kubeconfig=kube.server.write_kubeconfig(tmp_path / "operator", token))
         kube.wait_phase("team", "team-a", "Running", timeout=120)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.local_kube import LocalKube
+from tests.local_kube import running_stack
 
 TIMINGS: list[tuple[str, str, float]] = []
 
@@ -30,15 +30,8 @@ def steps(request) -> Steps:
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    local = LocalKube(tmp_path_factory.mktemp("e2e"))
-    try:
-        local.start_server()
-        local.setup_crd()
-        local.start_runtime()
-        local.start_operator()
+    with running_stack(tmp_path_factory.mktemp("e2e")) as local:
         yield local
-    finally:
-        local.close()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -16,22 +16,15 @@ import pytest
 
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, run_ray_job
+from tests.local_kube import LocalKube, run_ray_job, running_stack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    local = LocalKube(tmp_path_factory.mktemp("kube"))
-    try:
-        local.start_server()
-        local.setup_crd()
-        local.start_runtime()
-        local.start_operator()
+    with running_stack(tmp_path_factory.mktemp("kube")) as local:
         yield local
-    finally:
-        local.close()
 
 
 def raycluster(name: str, namespace: str = "ray", min_workers: int = 0, max_workers: int = 2, idle_minutes: float = 0.1) -> dict:
