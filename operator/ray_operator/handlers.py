@@ -29,7 +29,8 @@ def registry_for(manager: ClusterManager) -> kopf.OperatorRegistry:
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
     def raycluster_event(event: dict[str, Any], body: Any, **_: Any) -> None:
         metadata = body["metadata"]
-        if event.get("type") == "DELETED":
+        # Being deleted (another controller's finalizer may hold it): stop as for a deleted one, create nothing more.
+        if event.get("type") == "DELETED" or metadata.get("deletionTimestamp"):
             manager.forget(metadata["namespace"], metadata["name"])
         else:
             manager.observe(dict(body))
