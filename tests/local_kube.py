@@ -160,6 +160,16 @@ class LocalKube:
 
         return wait_for(reached, timeout=timeout, interval=0.2, message=f"{namespace}/{name} {phase} {expected or ''}")
 
+    def delete_every_raycluster(self) -> None:
+        """What a test left: every RayCluster deleted, and waited for until its pods are gone."""
+        for item in self.custom.list_cluster_custom_object("cluster.ray.io", "v1", "rayclusters")["items"]:
+            try:
+                self.delete(item["metadata"]["name"], item["metadata"]["namespace"])
+            except ApiException:
+                pass
+        wait_for(lambda: not self.core.list_pod_for_all_namespaces(label_selector="ray-cluster-name").items,
+                 timeout=120, message="every Ray pod gone")
+
     def pods(self, namespace: str, selector: str = "") -> list[Any]:
         return [p for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
                 if p.metadata.deletion_timestamp is None]

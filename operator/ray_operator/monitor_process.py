@@ -69,11 +69,21 @@ def unsupported_ray_version(version: str) -> str | None:
             f"{low[0]}.{low[1]} to {high[0]}.{high[1]}: use an image in that range")
 
 
-def _cluster_ray_version(gcs_address: str) -> str:
+def _cluster_ray_version(gcs_address: str, timeout: float = 60.0) -> str | None:
+    """The Ray version the head wrote into its GCS; None if it has not within `timeout` (the GCS answers
+    a moment before the head writes it)."""
+    import time
+
     from ray._raylet import GcsClient
 
-    metadata = GcsClient(address=gcs_address).internal_kv_get(b"CLUSTER_METADATA", b"cluster")
-    return json.loads(metadata or b"{}").get("ray_version", "unknown")
+    client = GcsClient(address=gcs_address)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metadata = client.internal_kv_get(b"CLUSTER_METADATA", b"cluster")
+        if metadata:
+            return json.loads(metadata).get("ray_version", "unknown")
+        time.sleep(0.5)
+    return None
 
 
 def _die_with_parent() -> None:
@@ -99,7 +109,11 @@ def run_monitor(spec: MonitorSpec) -> None:
     ray_logger.handlers.clear()
     ray_logger.propagate = True
     log = logging.getLogger("ray_operator.monitor")
-    reason = unsupported_ray_version(_cluster_ray_version(spec.gcs_address))
+    version = _cluster_ray_version(spec.gcs_address)
+    if version is None:
+        log.error("the head's GCS has no cluster metadata: not a healthy Ray head")
+        os._exit(1)  # an ordinary failure: counted, and retried with backoff
+    reason = unsupported_ray_version(version)
     if reason:
         log.error("not autoscaling: %s", reason)
         spec.error_path.write_text(reason)

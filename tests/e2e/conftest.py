@@ -34,6 +34,13 @@ def kube(tmp_path_factory):
         yield local
 
 
+@pytest.fixture(autouse=True)
+def no_cluster_left(kube):
+    """Each test starts with no RayCluster, whatever the previous one left when it failed."""
+    yield
+    kube.delete_every_raycluster()
+
+
 def pytest_terminal_summary(terminalreporter):
     if not TIMINGS:
         return

@@ -27,6 +27,13 @@ def kube(tmp_path_factory):
         yield local
 
 
+@pytest.fixture(autouse=True)
+def no_cluster_left(kube):
+    """Each test starts with no RayCluster, whatever the previous one left when it failed."""
+    yield
+    kube.delete_every_raycluster()
+
+
 def raycluster(name: str, namespace: str = "ray", min_workers: int = 0, max_workers: int = 2, idle_minutes: float = 0.1) -> dict:
     values = load_yaml(ROOT / "values/namespaced-operator.yaml")
     values["podTypes"]["rayHeadType"]["memory"] = "512Mi"
