@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -222,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._json_body() or {}
                 return self._send(200, api.delete_collection(rt, namespace, query.get("labelSelector"),
                                                              query.get("fieldSelector"), {**body, **self._delete_query(query)}))
-            raise errors.method_not_allowed(f"the server does not allow this method on the requested resource")
+            raise errors.method_not_allowed("the server does not allow this method on the requested resource")
         name = route.name
         sub = route.subresource
         if sub == "token" and method == "POST":
@@ -328,6 +329,11 @@ class _HttpServer(ThreadingHTTPServer):
     def shutdown_request(self, request: Any) -> None:
         self.connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a closed watch, a killed process) is normal; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         """Drop every open connection, as a stopping server process does."""

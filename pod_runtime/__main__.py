@@ -10,6 +10,7 @@ from pathlib import Path
 
 import kubernetes
 
+from pod_runtime.network import network_kind
 from pod_runtime.runtime import PodRuntime
 
 
@@ -19,11 +20,13 @@ def main() -> None:
     parser.add_argument("--log-dir", type=Path, required=True, help="containers' output goes here")
     parser.add_argument("--node-name", default="local-node")
     parser.add_argument("--prefix", default="rrt", help="names of the bridge and network namespaces start with it")
-    parser.add_argument("--subnet", default="10.244.0.0/16")
+    parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto",
+                        help="pod IPs from network namespaces (root) or loopback addresses (any user); auto: by user")
+    parser.add_argument("--subnet", help="pod IPs: default 10.244.0.0/16 (netns), 127.244.0.0/16 (loopback)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s pod-runtime: %(message)s")
     client = kubernetes.config.new_client_from_config(args.kubeconfig)
-    runtime = PodRuntime(client, args.log_dir, args.node_name, args.prefix, args.subnet).start()
+    runtime = PodRuntime(client, args.log_dir, args.node_name, args.prefix, network_kind(args.network), args.subnet).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -39,13 +39,15 @@ def _field(pod: dict[str, Any], path: str) -> str:
     return values.get(path, "")
 
 
-def container_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment: a minimal base, then its env with downward API fields and $(VAR)s resolved."""
+def container_env(pod: dict[str, Any], container: dict[str, Any], node: dict[str, str] | None = None) -> dict[str, str]:
+    """The container's environment: a minimal base, what the node adds (`node`), then the container's env
+    with downward API fields and $(VAR)s resolved."""
     env = {
         "PATH": f"{sysconfig.get_path('scripts')}:{sys.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",
         "HOSTNAME": pod["metadata"]["name"],
         "LANG": "C.UTF-8",
+        **(node or {}),
     }
     for entry in container.get("env") or []:
         name = entry.get("name")

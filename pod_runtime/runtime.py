@@ -1,10 +1,10 @@
 """The kubelet stand-in: binds pods to its node, runs them as local processes, reports their status like a kubelet.
 
 A pod's lifecycle, in its own thread (`PodWorker`): refuse an unsupported image
-with a waiting container status; otherwise create its network namespace, start
-each container as `ip netns exec NS unshare --pid --fork --mount-proc --uts`
-(PID 1 of the pod's namespaces is the container command; it dies with the
-runtime through PR_SET_PDEATHSIG and unshare's --kill-child), report Running
+with a waiting container status; otherwise give it its network (network.py),
+start each container in it as PID 1 of the pod's own PID, mount and UTS
+namespaces (it dies with the runtime through PR_SET_PDEATHSIG and unshare's
+--kill-child), report Running
 with the pod IP and Ready, follow exits per restartPolicy (restartCount,
 Succeeded/Failed), and on deletion stop it within its grace period (SIGTERM to
 the pod's processes, then SIGKILL) before deleting the pod object with grace 0.
@@ -29,14 +29,13 @@ import psutil
 from kubernetes.client.exceptions import ApiException
 
 from pod_runtime.containers import command_line, container_env, supported_image
-from pod_runtime.network import Network
+from pod_runtime.network import NETWORKS, PodNetwork
 
 log = logging.getLogger(__name__)
 
 LOG_ANNOTATION = "pod-runtime.local/log-file"
 POLL_SECONDS = 0.2
 MAX_RESTART_BACKOFF = 30.0
-_POD_INIT = 'hostname "$1"; mount -t tmpfs -o mode=1777 tmpfs /tmp; mount -t tmpfs tmpfs /dev/shm; shift; exec "$@"'
 
 
 def _now() -> str:
@@ -65,10 +64,9 @@ class Container:
         self.finished: dict[str, Any] | None = None
         self.next_start = 0.0
 
-    def start(self, pod: dict[str, Any], netns: str) -> None:
-        env = container_env(pod, self.spec)
-        argv = ["ip", "netns", "exec", netns, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--uts",
-                "--", "/bin/bash", "-c", _POD_INIT, "pod-init", pod["metadata"]["name"], *command_line(self.spec, env)]
+    def start(self, pod: dict[str, Any], network: PodNetwork, name: str, ip: str) -> None:
+        env = container_env(pod, self.spec, network.environment(ip))
+        argv = network.command(name, pod["metadata"]["name"], command_line(self.spec, env))
         with open(self.log_path, "ab") as output:
             self.process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             cwd="/", start_new_session=True, preexec_fn=_die_with_parent)
@@ -98,7 +96,7 @@ class Container:
             self.process.wait(timeout=10)
 
     def status(self, image: str) -> dict[str, Any]:
-        running = self.exit_code() is None and self.process is not None
+        running = self.process is not None and self.finished is None  # an exit counts once the pod's worker has seen it
         status: dict[str, Any] = {"name": self.name, "image": image, "imageID": "local-ray", "restartCount": self.restarts,
                                   "ready": running, "started": running,
                                   "containerID": f"local://{self.process.pid}" if self.process else ""}
@@ -119,7 +117,7 @@ class PodWorker:
         self.pod = pod
         self.name, self.namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
         self.uid = pod["metadata"]["uid"]
-        self.netns: str | None = None
+        self.net_name: str | None = None
         self.ip: str | None = None
         self.containers: list[Container] = []
         self.deleting = threading.Event()
@@ -146,7 +144,7 @@ class PodWorker:
     def _report(self) -> None:
         images = {c["name"]: c.get("image", "") for c in self.pod["spec"]["containers"]}
         statuses = [c.status(images[c.name]) for c in self.containers]
-        codes = [c.exit_code() for c in self.containers]
+        codes = [c.finished["exitCode"] if c.finished else None for c in self.containers]
         restart_policy = self.pod["spec"].get("restartPolicy", "Always")
         if all(code is not None for code in codes) and (restart_policy == "Never" or (restart_policy == "OnFailure" and not any(codes))):
             phase = "Succeeded" if not any(codes) else "Failed"
@@ -181,7 +179,7 @@ class PodWorker:
             self._finish()
 
     def _start(self) -> None:
-        self.netns, self.ip = self.runtime.network.add_pod(self.uid[:13])
+        self.net_name, self.ip = self.runtime.network.add_pod(self.uid[:13])
         self.pod.setdefault("status", {})["podIP"] = self.ip
         self.runtime.write_hosts(self)
         first_log = None
@@ -189,7 +187,7 @@ class PodWorker:
             log_path = self.runtime.log_dir / f"{self.namespace}_{self.name}_{spec['name']}.log"
             first_log = first_log or log_path
             container = Container(spec, log_path)
-            container.start(self.pod, self.netns)
+            container.start(self.pod, self.runtime.network, self.net_name, self.ip)
             self.containers.append(container)
         try:
             self.runtime.core.patch_namespaced_pod(self.name, self.namespace, {"metadata": {"annotations": {LOG_ANNOTATION: str(first_log)}}})
@@ -215,7 +213,7 @@ class PodWorker:
                 if container.finished is not None and container.next_start and time.monotonic() >= container.next_start:
                     container.restarts += 1
                     container.next_start = 0.0
-                    container.start(self.pod, self.netns or "")
+                    container.start(self.pod, self.runtime.network, self.net_name, self.ip)
                     changed = True
             if changed:
                 self._report()
@@ -225,8 +223,8 @@ class PodWorker:
         grace = 0.0 if self.gone.is_set() else self.grace
         for container in self.containers:
             container.stop(grace)
-        if self.netns and self.ip:
-            self.runtime.network.remove_pod(self.netns, self.ip)
+        if self.net_name and self.ip:
+            self.runtime.network.remove_pod(self.net_name, self.ip)
         self.runtime.pod_changed(self.uid, False, None)
         if self.deleting.is_set() and not self.gone.is_set():
             try:
@@ -240,10 +238,10 @@ class PodWorker:
 
 class PodRuntime:
     def __init__(self, client: kubernetes.client.ApiClient, log_dir: Path, node_name: str = "local-node",
-                 prefix: str = "rrt", subnet: str = "10.244.0.0/16") -> None:
+                 prefix: str = "rrt", network: str = "netns", subnet: str | None = None) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
         self.node_name = node_name
-        self.network = Network(prefix, subnet)
+        self.network = NETWORKS[network](prefix, subnet)
         self.log_dir = log_dir
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
@@ -376,12 +374,12 @@ class PodRuntime:
         return entries
 
     def write_hosts(self, worker: PodWorker) -> None:
-        if worker.netns and worker.ip:
-            self.network.write_hosts(worker.netns, [(worker.ip, [worker.name])] + self._service_entries())
+        if worker.net_name and worker.ip:
+            self.network.write_hosts(worker.net_name, [(worker.ip, [worker.name])] + self._service_entries())
 
     def refresh_hosts(self) -> None:
         with self._lock:
-            workers = [w for w in self.workers.values() if w.netns]
+            workers = [w for w in self.workers.values() if w.net_name]
         for worker in workers:
             try:
                 self.write_hosts(worker)

@@ -1,7 +1,7 @@
 """A whole Kubernetes-with-Ray on this machine, for the operator and end-to-end tests.
 
 The project's API server (in this process, so tests can restart it or compact its
-history), the pod runtime (a subprocess, root: each pod in its own namespaces) and
+history), the pod runtime (a subprocess: each pod in its own namespaces) and
 the operator (a subprocess, `ray-operator run`, so tests can SIGKILL and restart it).
 Everything is stopped and cleaned up on exit, also what a killed run left behind.
 """
@@ -23,7 +23,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from kube_apiserver.server import ApiServer
-from pod_runtime.network import Network
+from pod_runtime.network import NETWORKS
 from tests.conftest import CRD_FILE, load_yaml, wait_for
 
 OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0",
@@ -53,13 +53,15 @@ def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: 
 
 
 class LocalKube:
-    def __init__(self, work: Path, admin_token: str | None = None) -> None:
+    def __init__(self, work: Path, admin_token: str | None = None, network: str = "netns") -> None:
         self.work = work
         self.admin_token = admin_token
+        self.network_kind = network
+        self.network = NETWORKS[network]
         self.data = work / "store.json"
         self.kubeconfig = work / "kubeconfig"
         self.prefix = f"rt{os.getpid() % 10000}"
-        self.subnet = f"10.{200 + os.getpid() % 50}.0.0/16"
+        self.subnet = f"{10 if network == 'netns' else 127}.{200 + os.getpid() % 50}.0.0/16"
         self.server: ApiServer | None = None
         self.runtime: subprocess.Popen | None = None
         self.operators: list[subprocess.Popen] = []
@@ -77,9 +79,10 @@ class LocalKube:
         self.start_server(port)
 
     def start_runtime(self) -> None:
-        Network.remove_leftovers(self.prefix)
+        self.network.remove_leftovers(self.prefix)
         self.runtime = _start([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(self.kubeconfig), "--log-dir",
-                               str(self.work / "pods"), "--prefix", self.prefix, "--subnet", self.subnet], self.work / "runtime.log")
+                               str(self.work / "pods"), "--prefix", self.prefix, "--network", self.network_kind,
+                               "--subnet", self.subnet], self.work / "runtime.log")
         wait_for(lambda: self._node_exists(), timeout=30, message="the pod runtime's node")
 
     def _node_exists(self) -> bool:
@@ -106,7 +109,7 @@ class LocalKube:
         _stop(self.runtime)
         if self.server:
             self.server.stop()
-        Network.remove_leftovers(self.prefix)
+        self.network.remove_leftovers(self.prefix)
 
     # Clients.
     @property
@@ -181,10 +184,15 @@ class LocalKube:
         heads = self.pods(namespace, f"ray-cluster-name={name},ray-node-type=head")
         return heads[0] if heads else None
 
-    def ray_processes(self) -> int:
-        """Ray processes of this test's pods still on the machine."""
-        result = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-        return sum(1 for line in result.stdout.splitlines() if line.startswith(f"{self.prefix}-"))
+    def pod_networks(self) -> int:
+        """Pod networks of this test's runtime still on the machine: network namespaces, or pods' files."""
+        directory = self.network.files_dir()
+        names = {path.name for path in directory.iterdir() if path.is_dir() and path.name.startswith(f"{self.prefix}-")} \
+            if directory.exists() else set()
+        if self.network_kind == "netns":
+            listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+            names |= {line.split()[0] for line in listing.splitlines() if line.startswith(f"{self.prefix}-")}
+        return len(names)
 
     def operator_lines(self) -> list[str]:
         return self.operator_log.read_text(errors="replace").splitlines() if self.operator_log.exists() else []
@@ -210,9 +218,9 @@ def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float =
 
 
 @contextmanager
-def running_stack(work: Path) -> Iterator[LocalKube]:
-    """API server with the CRD, pod runtime and a cluster-wide operator; all stopped on exit."""
-    local = LocalKube(work)
+def running_stack(work: Path, network: str = "netns") -> Iterator[LocalKube]:
+    """API server with the CRD, pod runtime (pod IPs from `network`) and a cluster-wide operator; all stopped on exit."""
+    local = LocalKube(work, network=network)
     try:
         local.start_server()
         local.setup_crd()

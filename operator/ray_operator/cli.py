@@ -147,14 +147,16 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
 @click.option("--namespace", default="ray", show_default=True, help="Its namespace.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/ray-operator-sandbox"),
               show_default=True, help="Logs and state of the sandbox.")
-@click.option("--subnet", default="10.244.0.0/16", show_default=True, help="Addresses of the Ray pods.")
+@click.option("--network", type=click.Choice(["auto", "netns", "loopback"]), default="auto", show_default=True,
+              help="Pod IPs: network namespaces (root) or loopback addresses (any user); auto picks by user.")
+@click.option("--subnet", default=None, help="Addresses of the Ray pods (default 10.244.0.0/16, or 127.244.0.0/16 for loopback).")
 def sandbox(values_file: Path | None, kubeconfig_out: Path | None, name: str, namespace: str, work_dir: Path,
-            subnet: str) -> None:
-    """Run Kubernetes, Ray pods and the operator on this machine (as root), with an example RayCluster.
+            network: str, subnet: str | None) -> None:
+    """Run Kubernetes, Ray pods and the operator on this machine, with an example RayCluster.
 
     Ctrl-C stops everything and leaves nothing running.
     """
     from ray_operator.sandbox import DEFAULT_VALUES, run_sandbox
 
     run_sandbox(values_file or DEFAULT_VALUES, kubeconfig_out or work_dir / "kubeconfig", name, namespace, work_dir,
-                subnet, ["--resync-seconds", "2", "--autoscaler-interval", "2"])
+                network, subnet, ["--resync-seconds", "2", "--autoscaler-interval", "2"])

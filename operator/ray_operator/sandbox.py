@@ -1,7 +1,7 @@
 """`ray-operator sandbox`: Kubernetes, Ray pods and the operator on this machine, for trying it without a cluster.
 
 It starts the project's API server, the pod runtime (each Ray pod a set of local
-processes in its own namespaces; needs root) and `ray-operator run`, applies the
+processes in its own namespaces, with its own IP) and `ray-operator run`, applies the
 CRD and an example RayCluster from a values file, writes a kubeconfig for
 kubectl, and on Ctrl-C stops all of it, leaving nothing running. This is the
 only place the product uses the test API server and the pod runtime.
@@ -9,7 +9,6 @@ only place the product uses the test API server and the pod runtime.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -81,17 +80,16 @@ def _report(client: kubernetes.client.ApiClient, name: str, namespace: str, stop
 
 
 def run_sandbox(values_file: Path, kubeconfig_out: Path, name: str, namespace: str, work_dir: Path,
-                subnet: str, operator_flags: list[str]) -> None:
+                network: str, subnet: str | None, operator_flags: list[str]) -> None:
     from kube_apiserver.server import ApiServer
 
-    if os.geteuid() != 0:
-        raise SystemExit("the sandbox runs Ray pods in network namespaces of their own: run it as root")
     work_dir.mkdir(parents=True, exist_ok=True)
     server = ApiServer().start()
     server.write_kubeconfig(kubeconfig_out)
     client = kubernetes.config.new_client_from_config(str(kubeconfig_out))
     runtime = _child([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(kubeconfig_out), "--log-dir",
-                      str(work_dir / "pods"), "--prefix", "rsbx", "--subnet", subnet], work_dir / "pod-runtime.log")
+                      str(work_dir / "pods"), "--prefix", "rsbx", "--network", network, *(["--subnet", subnet] if subnet else [])],
+                     work_dir / "pod-runtime.log")
     operator = _child([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig_out),
                        "--work-dir", str(work_dir / "operator"), "--health-port", "0", *operator_flags],
                       work_dir / "operator.log")

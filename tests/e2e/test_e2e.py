@@ -57,7 +57,7 @@ def test_lifecycle_of_the_cpu_example(kube, steps):
         kube.wait_phase("example-cluster", "ray", "Running", timeout=60)
     with steps("RayCluster deleted -> no pods, services or processes"):
         delete_and_wait_gone(kube, "example-cluster", "ray")
-        wait_for(lambda: kube.ray_processes() == 0, timeout=60)
+        wait_for(lambda: kube.pod_networks() == 0, timeout=60)
 
 
 def test_operator_killed_mid_scale_up(kube, steps):
@@ -97,7 +97,7 @@ def test_two_clusters_in_two_namespaces(kube, steps):
     with steps("both deleted -> nothing left"):
         delete_and_wait_gone(kube, "alpha", "team-a")
         delete_and_wait_gone(kube, "beta", "team-b")
-        wait_for(lambda: kube.ray_processes() == 0, timeout=60)
+        wait_for(lambda: kube.pod_networks() == 0, timeout=60)
 
 
 def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):

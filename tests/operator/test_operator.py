@@ -291,7 +291,7 @@ def test_deletion_leaves_nothing_even_with_the_operator_stopped(kube):
     kube.stop_operator()
     delete_and_wait_gone(kube, "gone2", "ray")  # ownerReferences: no operator, no finalizer needed
     kube.start_operator()
-    wait_for(lambda: kube.ray_processes() == 0, timeout=60, message="no pod namespaces left")
+    wait_for(lambda: kube.pod_networks() == 0, timeout=60, message="no pod namespaces left")
 
 
 def test_a_namespaced_operator_ignores_other_namespaces(kube):

@@ -11,13 +11,14 @@ import pytest
 from tests.conftest import wait_for
 from tests.local_kube import LocalKube
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 RAY_IMAGE = "rayproject/ray:2.60.0"
+NETWORKS = [pytest.param("netns", marks=pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")),
+            "loopback"]
 
 
-@pytest.fixture
-def kube(tmp_path):
-    local = LocalKube(tmp_path)
+@pytest.fixture(params=NETWORKS)
+def kube(tmp_path, request):
+    local = LocalKube(tmp_path, network=request.param)
     try:
         local.start_server()
         local.start_runtime()
@@ -66,9 +67,27 @@ def test_service_names_resolve_to_ready_pods(kube):
     kube.core.create_namespaced_service("default", {"metadata": {"name": "svc"}, "spec": {"selector": {"app": "s"}, "ports": [{"port": 80}]}})
     wait_for(lambda: phase(kube, "server") == "Running", timeout=30)
     ip = kube.core.read_namespaced_pod("server", "default").status.pod_ip
-    kube.core.create_namespaced_pod("default", pod("client", "getent hosts svc.default.svc.cluster.local svc.default.svc svc.default; sleep 60"))
+    # Endpoints follow readiness a moment later, as in Kubernetes: the client asks until the names resolve.
+    names = "svc.default.svc.cluster.local svc.default.svc svc.default"
+    kube.core.create_namespaced_pod("default", pod("client", f"until getent hosts {names} >/dev/null; do sleep 0.2; done; getent hosts {names}; sleep 60"))
     log = wait_for(lambda: kube.core.read_namespaced_pod_log("client", "default"), timeout=30)
     assert log.split()[0] == ip
+
+
+def test_pods_listen_on_the_same_port_each_on_its_own_ip(kube):
+    serve = "hostname > /tmp/name && python3 -m http.server 8000 --directory /tmp"
+    for name in ("a", "b"):
+        kube.core.create_namespaced_pod("default", pod(name, serve, labels={"app": name}))
+    wait_for(lambda: phase(kube, "a") == "Running" and phase(kube, "b") == "Running", timeout=30)
+    ips = [kube.core.read_namespaced_pod(name, "default").status.pod_ip for name in ("a", "b")]
+    fetch = "import sys, urllib.request; print(urllib.request.urlopen(f'http://{sys.argv[1]}:8000/name', timeout=5).read().decode())"
+    until = lambda target: f"until python3 -c \"{fetch}\" {target} 2>/dev/null; do sleep 0.2; done"  # noqa: E731
+    kube.core.create_namespaced_pod("default", pod("client", f"{until(ips[0])}; {until(ips[1])}; sleep 60"))
+    kube.core.create_namespaced_pod("default", pod("self", f"({serve}) & {until('127.0.0.1')}; sleep 60"))
+    wait_for(lambda: kube.core.read_namespaced_pod_log("client", "default").split()[:2] == ["a", "b"], timeout=30,
+             message="each server answers on its own pod IP")
+    wait_for(lambda: "self" in kube.core.read_namespaced_pod_log("self", "default").split(), timeout=30,
+             message="a pod reaches its own server on 127.0.0.1")
 
 
 def test_other_images_are_refused_with_a_clear_status(kube):
@@ -83,7 +102,7 @@ def test_deletion_stops_the_pod_within_its_grace_period(kube):
     wait_for(lambda: phase(kube, "term") == "Running", timeout=30)
     kube.core.delete_namespaced_pod("term", "default")
     wait_for(lambda: not kube.core.list_namespaced_pod("default").items, timeout=15, message="pod gone well before its grace period")
-    wait_for(lambda: kube.ray_processes() == 0, timeout=10, message="its namespace removed")
+    wait_for(lambda: kube.pod_networks() == 0, timeout=10, message="its namespace removed")
 
 
 def test_nothing_is_left_when_the_runtime_is_killed(kube):
@@ -95,4 +114,4 @@ def test_nothing_is_left_when_the_runtime_is_killed(kube):
     kube.runtime.wait(10)
     wait_for(lambda: not sleepers(), timeout=15, message="the pod's processes die with the runtime")
     kube.start_runtime()  # a new runtime removes what the killed one left behind
-    assert kube.ray_processes() == 0 or wait_for(lambda: kube.ray_processes() <= 1, timeout=30)
+    assert kube.pod_networks() == 0 or wait_for(lambda: kube.pod_networks() <= 1, timeout=30)
