@@ -151,7 +151,7 @@ class Api:
     def _check_crd_open(self, rt: ResourceType) -> None:
         crd = self.store.get(("apiextensions.k8s.io", "customresourcedefinitions"), ("", f"{rt.plural}.{rt.group}"))
         if crd is not None and crd["metadata"].get("deletionTimestamp"):
-            raise errors.method_not_allowed(f"create not allowed while custom resource definition is terminating")
+            raise errors.method_not_allowed("create not allowed while custom resource definition is terminating")
 
     def _admit(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, validation: Validation) -> None:
         """Type-specific defaults and checks, then the object's schema."""

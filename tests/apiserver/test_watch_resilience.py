@@ -6,7 +6,6 @@ compacted), where a real one can still serve versions etcd has not compacted; cl
 
 import asyncio
 import threading
-from pathlib import Path
 
 import kopf
 import kubernetes

@@ -5,10 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import jsonschema
-import kubernetes
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from autoscaler_bridge.validation import validate_raycluster
 from ray_operator.helm_values import raycluster_from_values

@@ -5,7 +5,6 @@ One environment for the module; each test makes its own RayCluster and deletes i
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import signal
@@ -181,8 +180,8 @@ def test_an_autoscaler_over_its_memory_limit_is_counted_and_restarted(kube):
     kube.stop_operator()
     kube.start_operator("--monitor-memory-limit", "1")
     kube.create(raycluster("fat"))
-    status = wait_for(lambda: (lambda s: s if s.get("autoscalerRetries", 0) >= 1 else None)(kube.status("fat", "ray")),
-                      timeout=90, message="a counted memory failure")
+    wait_for(lambda: (lambda s: s if s.get("autoscalerRetries", 0) >= 1 else None)(kube.status("fat", "ray")),
+             timeout=90, message="a counted memory failure")
     events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=fat,reason=AutoscalerFailed").items
     assert "over its limit of 1 MiB" in events[0].message
     kube.stop_operator()

@@ -7,7 +7,6 @@ The end-to-end suite runs the same with real Ray processes.
 
 import copy
 
-import pytest
 from ray.autoscaler._private.autoscaler import StandardAutoscaler
 from ray.autoscaler._private.load_metrics import LoadMetrics
 

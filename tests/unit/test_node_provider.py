@@ -12,7 +12,7 @@ from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags
 from kube_apiserver.server import ApiServer
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
+from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml
 
 
 @pytest.fixture

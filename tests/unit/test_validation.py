@@ -2,7 +2,6 @@
 
 import copy
 
-import pytest
 
 from autoscaler_bridge.validation import Problem, validate_raycluster
 
