@@ -224,7 +224,7 @@ NETWORKS: dict[str, type[PodNetwork]] = {"netns": NamespaceNetwork, "loopback": 
 
 
 def network_kind(requested: str) -> str:
-    """`auto`: network namespaces when root, else loopback addresses."""
+    """`auto`: network namespaces when root and iproute2 is there, else loopback addresses."""
     if requested == "auto":
-        return "netns" if os.geteuid() == 0 else "loopback"
+        return "netns" if os.geteuid() == 0 and shutil.which("ip") else "loopback"
     return requested

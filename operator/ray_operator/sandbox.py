@@ -108,9 +108,10 @@ def run_sandbox(values_file: Path, kubeconfig_out: Path, name: str, namespace: s
         reporter = threading.Thread(target=_report, args=(client, name, namespace, stop, sys.stdout), daemon=True)
         reporter.start()
         while not stop.wait(1.0):
-            for part, process in (("operator", operator), ("pod runtime", runtime)):
+            for part, process, log in (("operator", operator, "operator.log"), ("pod runtime", runtime, "pod-runtime.log")):
                 if process.poll() is not None:
-                    print(f"the {part} exited ({process.returncode}); see {work_dir}", file=sys.stderr)
+                    last = (work_dir / log).read_text(errors="replace").strip().splitlines()[-1:]
+                    print(f"the {part} exited ({process.returncode}): {' '.join(last)} (see {work_dir / log})", file=sys.stderr)
                     stop.set()
     finally:
         print("stopping: operator, Ray pods, API server", flush=True)
