@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--log-dir", type=Path, required=True, help="containers' output goes here")
     parser.add_argument("--node-name", default="local-node")
-    parser.add_argument("--prefix", default="rrt", help="names of the bridge and network namespaces start with it")
+    parser.add_argument("--prefix", default="rrt", help="names of the runtime's bridge, namespaces and files start with it")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto",
                         help="pod IPs from network namespaces (root) or loopback addresses (any user); auto: by user")
     parser.add_argument("--subnet", help="pod IPs: default 10.244.0.0/16 (netns), 127.244.0.0/16 (loopback)")

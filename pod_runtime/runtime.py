@@ -4,8 +4,7 @@ A pod's lifecycle, in its own thread (`PodWorker`): refuse an unsupported image
 with a waiting container status; otherwise give it its network (network.py),
 start each container in it as PID 1 of the pod's own PID, mount and UTS
 namespaces (it dies with the runtime through PR_SET_PDEATHSIG and unshare's
---kill-child), report Running
-with the pod IP and Ready, follow exits per restartPolicy (restartCount,
+--kill-child), report Running with the pod IP and Ready, follow exits per restartPolicy (restartCount,
 Succeeded/Failed), and on deletion stop it within its grace period (SIGTERM to
 the pod's processes, then SIGKILL) before deleting the pod object with grace 0.
 """
