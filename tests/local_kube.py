@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from kube_apiserver.server import ApiServer
@@ -229,3 +230,20 @@ def running_stack(work: Path, network: str = "netns") -> Iterator[LocalKube]:
         yield local
     finally:
         local.close()
+
+
+def stack_fixtures(directory: str, network: str = "netns") -> tuple[Any, Any]:
+    """A module's fixtures: `kube`, one running stack for the module, and (autouse) the deletion after each
+    test of every RayCluster it left, so a failed test leaves nothing to the next. `kube, no_cluster_left = ...`"""
+
+    @pytest.fixture(scope="module")
+    def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKube]:
+        with running_stack(tmp_path_factory.mktemp(directory), network=network) as local:
+            yield local
+
+    @pytest.fixture(autouse=True)
+    def no_cluster_left(kube: LocalKube) -> Iterator[None]:
+        yield
+        kube.delete_every_raycluster()
+
+    return kube, no_cluster_left

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.local_kube import running_stack
+from tests.local_kube import stack_fixtures
 
 TIMINGS: list[tuple[str, str, float]] = []
 
@@ -28,17 +28,7 @@ def steps(request) -> Steps:
     return Steps(request.node.name)
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("e2e")) as local:
-        yield local
-
-
-@pytest.fixture(autouse=True)
-def no_cluster_left(kube):
-    """Each test starts with no RayCluster, whatever the previous one left when it failed."""
-    yield
-    kube.delete_every_raycluster()
+kube, no_cluster_left = stack_fixtures("e2e")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -3,18 +3,13 @@ heads listen on the same ports, each on its own 127.x address, both Running; a j
 
 from __future__ import annotations
 
-import pytest
-
 from tests.conftest import wait_for
 from tests.e2e.test_e2e import example
-from tests.local_kube import run_ray_job, running_stack
+from tests.local_kube import run_ray_job, stack_fixtures
 from tests.operator.test_operator import delete_and_wait_gone
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("e2e-loopback"), network="loopback") as local:
-        yield local
+kube, no_cluster_left = stack_fixtures("e2e-loopback", network="loopback")
 
 
 def test_two_clusters_on_loopback_addresses(kube, steps):

@@ -15,22 +15,12 @@ import pytest
 
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, run_ray_job, running_stack
+from tests.local_kube import LocalKube, run_ray_job, stack_fixtures
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("kube")) as local:
-        yield local
-
-
-@pytest.fixture(autouse=True)
-def no_cluster_left(kube):
-    """Each test starts with no RayCluster, whatever the previous one left when it failed."""
-    yield
-    kube.delete_every_raycluster()
+kube, no_cluster_left = stack_fixtures("kube")
 
 
 def raycluster(name: str, namespace: str = "ray", min_workers: int = 0, max_workers: int = 2, idle_minutes: float = 0.1) -> dict:
