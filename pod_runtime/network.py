@@ -47,7 +47,8 @@ class PodNetwork:
         self.files = files
         self.gateway = str(self.subnet.network_address + 1)
         self._lock = threading.Lock()
-        self._used: dict[str, str] = {}  # ip -> pod name
+        self._used: dict[str, str] = {}  # ip -> pod name, until the pod's files are gone
+        self._live: set[str] = set()  # pods whose hosts file may be written
 
     @classmethod
     def remove_leftovers(cls, prefix: str) -> None:
@@ -77,12 +78,16 @@ class PodNetwork:
         self._create(name, address)
         (self.files / name).mkdir(parents=True, exist_ok=True)
         (self.files / name / "resolv.conf").write_text(RESOLV_CONF)
+        with self._lock:
+            self._live.add(name)
         return name, address
 
     def _create(self, name: str, address: str) -> None:
         """Whatever the kind needs beyond the pod's files."""
 
     def remove_pod(self, name: str, address: str) -> None:
+        with self._lock:
+            self._live.discard(name)  # no hosts file written from here on: it would outlive the removal
         shutil.rmtree(self.files / name, ignore_errors=True)
         with self._lock:
             self._used.pop(address, None)
@@ -90,10 +95,13 @@ class PodNetwork:
     def write_hosts(self, name: str, entries: list[tuple[str, list[str]]]) -> None:
         """The pod's /etc/hosts, rewritten in place (the pod sees this very file through a bind mount)."""
         lines = ["127.0.0.1 localhost", "::1 localhost"] + [f"{ip} {' '.join(names)}" for ip, names in entries]
-        with open(self.files / name / "hosts", "a+") as hosts:
-            hosts.seek(0)
-            hosts.truncate()
-            hosts.write("\n".join(lines) + "\n")
+        with self._lock:
+            if name not in self._live:
+                return
+            with open(self.files / name / "hosts", "a+") as hosts:
+                hosts.seek(0)
+                hosts.truncate()
+                hosts.write("\n".join(lines) + "\n")
 
     def command(self, name: str, hostname: str, argv: list[str]) -> list[str]:
         """The command line that runs `argv` as a container of pod `name`."""

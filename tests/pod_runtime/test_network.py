@@ -26,3 +26,16 @@ def test_each_loopback_pod_has_a_private_localhost_one_subnet_up():
 def test_a_loopback_subnet_must_leave_127_0_0_1_and_room_above_it(subnet):
     with pytest.raises(ValueError, match="127.0.0.0/8"):
         LoopbackNetwork("t", subnet)
+
+
+def test_a_removed_pod_gets_no_hosts_file_back(tmp_path, monkeypatch):
+    """Hosts files are rewritten whenever any pod changes: one written while a pod is being removed must not
+    bring its directory back (it did, and left pods' files behind)."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    net = LoopbackNetwork("t", "127.244.0.0/16")
+    name, ip = net.add_pod("k")
+    net.write_hosts(name, [(ip, ["p"])])
+    assert f"{ip} p" in (net.files / name / "hosts").read_text()
+    net.remove_pod(name, ip)
+    net.write_hosts(name, [(ip, ["p"])])
+    assert not (net.files / name).exists()
