@@ -25,6 +25,7 @@ from typing import Any
 
 import kubernetes
 import psutil
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from pod_runtime.containers import command_line, container_env, supported_image
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 LOG_ANNOTATION = "pod-runtime.local/log-file"
 POLL_SECONDS = 0.2
 MAX_RESTART_BACKOFF = 30.0
+API_RETRY_SECONDS = 1.0  # a status or final delete the API server did not take is sent again this often
 
 
 def _now() -> str:
@@ -122,6 +124,7 @@ class PodWorker:
         self.deleting = threading.Event()
         self.gone = threading.Event()  # the pod object no longer exists
         self.grace = 30.0
+        self.report_again_at = 0.0  # when a status the API server did not take is sent again; 0: none pending
         self.thread = threading.Thread(target=self._run, name=f"pod {self.namespace}/{self.name}", daemon=True)
 
     def delete(self, grace: float) -> None:
@@ -129,11 +132,14 @@ class PodWorker:
         self.deleting.set()
 
     def _patch_status(self, status: dict[str, Any]) -> None:
+        """Write the pod's status; if the API server does not take it, `_supervise` reports again later."""
         try:
             self.runtime.core.patch_namespaced_pod_status(self.name, self.namespace, {"status": status})
-        except ApiException as error:
-            if error.status != 404:
-                log.warning("pod %s/%s: status update failed: %s", self.namespace, self.name, error.reason)
+            self.report_again_at = 0.0
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            if getattr(error, "status", None) != 404:
+                log.warning("pod %s/%s: status update failed (sent again): %s", self.namespace, self.name, error)
+                self.report_again_at = time.monotonic() + API_RETRY_SECONDS
 
     def _conditions(self, ready: bool) -> list[dict[str, Any]]:
         stamp = _now()
@@ -214,7 +220,7 @@ class PodWorker:
                     container.next_start = 0.0
                     container.start(self.pod, self.runtime.network, self.net_name, self.ip)
                     changed = True
-            if changed:
+            if changed or (self.report_again_at and time.monotonic() >= self.report_again_at):
                 self._report()
             self.deleting.wait(POLL_SECONDS)
 
@@ -225,14 +231,22 @@ class PodWorker:
         if self.net_name and self.ip:
             self.runtime.network.remove_pod(self.net_name, self.ip)
         self.runtime.pod_changed(self.uid, False, None)
-        if self.deleting.is_set() and not self.gone.is_set():
+        if self.deleting.is_set():
+            self._delete_object()
+        log.info("pod %s/%s stopped", self.namespace, self.name)
+
+    def _delete_object(self) -> None:
+        """The kubelet's final delete (grace 0) once the pod's processes are gone; retried through API outages."""
+        while not self.gone.is_set() and not self.runtime.stopping.is_set():
             try:
                 self.runtime.core.delete_namespaced_pod(self.name, self.namespace, grace_period_seconds=0,
                                                         body={"preconditions": {"uid": self.uid}})
-            except ApiException as error:
-                if error.status not in (404, 409):
-                    log.warning("pod %s/%s: final delete failed: %s", self.namespace, self.name, error.reason)
-        log.info("pod %s/%s stopped", self.namespace, self.name)
+                return
+            except (ApiException, urllib3.exceptions.HTTPError) as error:
+                if getattr(error, "status", None) in (404, 409):
+                    return  # gone already, or another pod now has the name
+                log.warning("pod %s/%s: final delete failed (retrying): %s", self.namespace, self.name, error)
+            self.gone.wait(API_RETRY_SECONDS)
 
 
 class PodRuntime:

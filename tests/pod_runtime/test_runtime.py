@@ -105,6 +105,18 @@ def test_deletion_stops_the_pod_within_its_grace_period(kube):
     wait_for(lambda: kube.pod_networks() == 0, timeout=10, message="its namespace removed")
 
 
+def test_a_pod_deleted_during_an_api_outage_is_finalized_when_the_api_returns(kube):
+    kube.core.create_namespaced_pod("default", pod("outage", "trap 'sleep 1; exit 0' TERM; sleep 600 & wait"))
+    wait_for(lambda: phase(kube, "outage") == "Running", timeout=30)
+    kube.core.delete_namespaced_pod("outage", "default")
+    port = int(kube.server.url.rsplit(":", 1)[1])
+    kube.server.stop()  # the pod's processes end while the API server is away: the final delete must wait for it
+    wait_for(lambda: "final delete failed (retrying)" in (kube.work / "runtime.log").read_text(), timeout=30,
+             message="the runtime retrying its final delete")
+    kube.start_server(port)
+    wait_for(lambda: not kube.core.list_namespaced_pod("default").items, timeout=30, message="the pod object deleted")
+
+
 def test_nothing_is_left_when_the_runtime_is_killed(kube):
     kube.core.create_namespaced_pod("default", pod("orphan", "sleep 600"))
     wait_for(lambda: phase(kube, "orphan") == "Running", timeout=30)
