@@ -27,11 +27,14 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import kubernetes
+from kubernetes.client.exceptions import ApiException
 from ray.autoscaler._private.util import hash_launch_conf
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_LAUNCH_CONFIG, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
 
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
 from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags, pending_pods_block
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import validate_raycluster
@@ -160,6 +163,18 @@ class ClusterController:
             if self._is_head(pod):
                 provider.delete_pod(pod["metadata"]["name"])
 
+    def _being_deleted(self, body: dict[str, Any]) -> bool:
+        """Whether the RayCluster is gone or being deleted, asked of the API server itself: when a RayCluster is
+        deleted its pods may vanish before the watch says so, and a head pod made then would only be collected."""
+        custom = kubernetes.client.CustomObjectsApi(self.calls.client)
+        try:
+            live = self.calls(custom.get_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, PLURAL, self.name)
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return live["metadata"]["uid"] != body["metadata"]["uid"] or bool(live["metadata"].get("deletionTimestamp"))
+
     @staticmethod
     def _is_head(pod: dict[str, Any]) -> bool:
         return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
@@ -201,6 +216,9 @@ class ClusterController:
             self._restart_cluster(provider, pods, "the head pod stopped", body)
             return
         if head is None:
+            if self._being_deleted(body):
+                self.log.info("the RayCluster is being deleted: no new head pod")
+                return
             if self.head_uid is not None or self.status.current.get("phase") == RUNNING:
                 self._fail("the head pod is gone", body)
                 self._restart_cluster(provider, pods, "the head pod is gone", body)

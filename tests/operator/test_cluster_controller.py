@@ -1,0 +1,32 @@
+"""One cluster's controller against the project's API server, without Ray: what it creates and what it leaves be."""
+
+from __future__ import annotations
+
+import kubernetes
+
+from autoscaler_bridge.kube_client import KubeCalls
+from ray_operator.cluster_controller import ClusterController
+from ray_operator.helm_values import raycluster_from_values
+from ray_operator.settings import Settings
+from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml
+
+
+def controller_for(kube, tmp_path, name: str) -> tuple[ClusterController, dict]:
+    body = create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), name, "ray"))
+    return ClusterController(body, Settings(work_dir=tmp_path), KubeCalls(kube)), body
+
+
+def head_pods(core) -> list[str]:
+    return [p.metadata.name for p in core.list_namespaced_pod("ray", label_selector="ray-node-type=head").items]
+
+
+def test_no_head_pod_for_a_raycluster_deleted_before_the_watch_says_so(kube, core, tmp_path):
+    apply_crd(kube)
+    live, _ = controller_for(kube, tmp_path, "live")
+    live.reconcile()
+    assert len(head_pods(core)) == 1  # the controller does create a head for a RayCluster that exists
+    core.delete_collection_namespaced_pod("ray")
+    deleted, body = controller_for(kube, tmp_path, "deleted")
+    kubernetes.client.CustomObjectsApi(kube).delete_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", "deleted")
+    deleted.reconcile()  # still holding the body the watch last delivered
+    assert head_pods(core) == []
