@@ -13,21 +13,24 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from kube_apiserver.server import ApiServer
 from pod_runtime.network import NETWORKS
 from tests.conftest import CRD_FILE, load_yaml, wait_for
 
-OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0",
+OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0", "--metrics-host", "127.0.0.1",
                   "--restart-backoff", "1", "--max-restart-backoff", "4", "--stall-rounds", "10", "--max-pending-pods", "2",
                   "--log-level", "INFO"]
 
@@ -53,6 +56,12 @@ def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: 
         process.wait(10)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class LocalKube:
     def __init__(self, work: Path, admin_token: str | None = None, network: str = "netns") -> None:
         self.work = work
@@ -67,6 +76,7 @@ class LocalKube:
         self.runtime: subprocess.Popen | None = None
         self.operators: list[subprocess.Popen] = []
         self.operator_log = work / "operator.log"
+        self.metrics_url = ""
 
     # The parts.
     def start_server(self, port: int = 0) -> None:
@@ -95,11 +105,20 @@ class LocalKube:
 
     def start_operator(self, *flags: str, kubeconfig: Path | None = None) -> subprocess.Popen:
         """`ray-operator run`, as the admin or with the given kubeconfig (e.g. a ServiceAccount's)."""
+        metrics_port = _free_port()
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         operator = _start([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig or self.kubeconfig),
-                           "--work-dir", str(self.work / f"operator{len(self.operators)}"), *OPERATOR_FLAGS, *flags],
-                          self.operator_log)
+                           "--work-dir", str(self.work / f"operator{len(self.operators)}"), *OPERATOR_FLAGS,
+                           "--metrics-port", str(metrics_port), *flags], self.operator_log)
         self.operators.append(operator)
         return operator
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """A sample of the newest operator's /metrics, None if it has none with exactly these labels."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        return next((sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                     if sample.name == name and sample.labels == labels), None)
 
     def stop_operator(self, sig: int = signal.SIGTERM) -> None:
         for operator in self.operators:

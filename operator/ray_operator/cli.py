@@ -103,12 +103,15 @@ def render(file: Path, name: str, namespace: str | None) -> None:
               help="An autoscaler process using more memory (MiB) is restarted and counted as failed.")
 @click.option("--health-port", type=int, default=8080, show_default=True,
               help="Port of the liveness endpoint /healthz (0: none).")
+@click.option("--metrics-port", type=int, default=8081, show_default=True,
+              help="Port of the Prometheus endpoint /metrics (0: none).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address the /metrics endpoint listens on.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              default="INFO", show_default=True)
+              default="INFO", show_default=True, help="Least severity of the lines logged (Ray's autoscaler's too).")
 def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_seconds: float,
         autoscaler_interval: int, stall_rounds: int, restart_backoff: float, max_restart_backoff: float,
         max_pending_pods: int, pending_timeout: float, monitor_memory_limit: int, health_port: int,
-        log_level: str) -> None:
+        metrics_port: int, metrics_host: str, log_level: str) -> None:
     """Run the operator: one Ray autoscaler per RayCluster, until SIGTERM.
 
     Stopping the operator stops the autoscalers and leaves every Ray pod running;
@@ -116,7 +119,7 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
     """
     import kopf
 
-    from ray_operator import logs
+    from ray_operator import logs, metrics
     from ray_operator.handlers import kopf_settings, registry_for
     from ray_operator.manager import ClusterManager
     from ray_operator.settings import Settings
@@ -128,9 +131,10 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
                         autoscaler_interval_seconds=autoscaler_interval, stall_rounds=stall_rounds,
                         restart_backoff_seconds=restart_backoff, max_restart_backoff_seconds=max_restart_backoff,
                         max_pending_pods=max_pending_pods, pending_timeout_seconds=pending_timeout,
-                        monitor_memory_limit_mb=monitor_memory_limit, health_port=health_port or None,
-                        log_level=log_level.upper())
+                        monitor_memory_limit_mb=monitor_memory_limit, log_level=log_level.upper())
     manager = ClusterManager(settings)
+    if metrics_port:
+        metrics.serve(metrics_host, metrics_port, manager.phases)
     asyncio.run(kopf.operator(
         registry=registry_for(manager), settings=kopf_settings(), standalone=True,
         clusterwide=namespace is None, namespaces=[namespace] if namespace else (),

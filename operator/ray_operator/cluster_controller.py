@@ -39,6 +39,7 @@ from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags, p
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import validate_raycluster
 from ray_operator.logs import cluster_logger
+from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
 from ray_operator.monitor_process import EXIT_UNSUPPORTED_RAY, MonitorProcess, MonitorSpec
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING, StatusWriter
@@ -108,7 +109,8 @@ class ClusterController:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                self.reconcile()
+                with RECONCILE_SECONDS.time():
+                    self.reconcile()
             except Exception as error:  # noqa: BLE001 - one cluster's failure must not end its reconciliation
                 self.log.exception("reconciling failed")
                 try:
@@ -147,6 +149,7 @@ class ClusterController:
         delay = self.settings.restart_delay(self.failures_in_a_row)
         self.restart_not_before = time.monotonic() + delay
         retries = int(self.status.current.get("autoscalerRetries") or 0) + 1
+        AUTOSCALER_RESTARTS.labels(self.namespace, self.name).inc()
         self.log.warning("%s: recovering (restart %d), autoscaler restarts in %.0fs", reason, retries, delay)
         self.status.event(body, "AutoscalerFailed", f"{reason}; restarting (restart {retries})", warning=True)
         self.status.write(phase=RECOVERING, autoscalerRetries=retries, message=reason)

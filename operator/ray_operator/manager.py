@@ -10,6 +10,7 @@ from typing import Any
 
 from autoscaler_bridge.kube_client import KubeCalls
 from ray_operator.cluster_controller import ClusterController
+from ray_operator.metrics import AUTOSCALER_RESTARTS
 from ray_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,13 @@ class ClusterManager:
             controller = self._controllers.pop((namespace, name), None)
         if controller is not None:
             controller.stop()
+            AUTOSCALER_RESTARTS.remove(namespace, name)
             controller.log.info("stopped: the RayCluster was deleted")
 
-    def clusters(self) -> list[tuple[str, str]]:
+    def phases(self) -> list[str | None]:
+        """The `status.phase` of every managed RayCluster (None: none written yet)."""
         with self._lock:
-            return sorted(self._controllers)
+            return [controller.status.current.get("phase") for controller in self._controllers.values()]
 
     def shutdown(self) -> None:
         """Stop every autoscaler, leaving every pod as it is (the operator is stopping)."""

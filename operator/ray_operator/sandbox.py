@@ -91,7 +91,7 @@ def run_sandbox(values_file: Path, kubeconfig_out: Path, name: str, namespace: s
                       str(work_dir / "pods"), "--prefix", "rsbx", "--network", network, *(["--subnet", subnet] if subnet else [])],
                      work_dir / "pod-runtime.log")
     operator = _child([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig_out),
-                       "--work-dir", str(work_dir / "operator"), "--health-port", "0", *operator_flags],
+                       "--work-dir", str(work_dir / "operator"), "--health-port", "0", "--metrics-port", "0", *operator_flags],
                       work_dir / "operator.log")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,6 @@ class Settings:
     max_pending_pods: int = 10
     pending_timeout_seconds: float = 600.0
     monitor_memory_limit_mb: int = 1024
-    health_port: int | None = 8080
     log_level: str = "INFO"
 
     def restart_delay(self, failures: int) -> float:

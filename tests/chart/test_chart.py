@@ -110,6 +110,9 @@ def test_the_operator_pod_is_locked_down():
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" == container["readinessProbe"]["httpGet"]["path"]
     assert "--health-port" in container["args"]
+    metrics_port = container["args"][container["args"].index("--metrics-port") + 1]
+    assert {"name": "metrics", "containerPort": int(metrics_port)} in container["ports"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == metrics_port
     assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
 
 

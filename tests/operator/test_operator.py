@@ -114,7 +114,7 @@ def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
     delete_and_wait_gone(kube, "scale", "ray")
 
 
-def test_a_killed_autoscaler_is_counted_and_restarted_without_touching_other_clusters(kube):
+def test_a_killed_autoscaler_is_counted_in_status_and_metrics_and_restarted_without_touching_other_clusters(kube):
     kube.create(raycluster("crash"))
     kube.create(raycluster("bystander"))
     kube.wait_phase("crash", "ray", "Running")
@@ -131,7 +131,16 @@ def test_a_killed_autoscaler_is_counted_and_restarted_without_touching_other_clu
     assert kube.status("bystander", "ray")["phase"] == "Running"
     assert kube.status("bystander", "ray")["autoscalerRetries"] == 0
     assert monitor_pid(kube, "bystander", "ray") == bystander_pid
+    restarts = "ray_operator_autoscaler_restarts_total"
+    assert kube.metric(restarts, namespace="ray", cluster="crash") == 1
+    assert kube.metric(restarts, namespace="ray", cluster="bystander") is None
+    wait_for(lambda: kube.metric("ray_operator_clusters", phase="Running") == 2, timeout=30,
+             message="/metrics: two clusters Running (earlier tests' clusters forgotten)")
+    assert kube.metric("ray_operator_clusters", phase="AutoscalingExceptionRecovery") == 0
+    assert kube.metric("ray_operator_reconcile_duration_seconds_count") > 0
     delete_and_wait_gone(kube, "crash", "ray")
+    wait_for(lambda: kube.metric(restarts, namespace="ray", cluster="crash") is None, timeout=30,
+             message="/metrics: the deleted cluster's series removed")
     delete_and_wait_gone(kube, "bystander", "ray")
 
 
