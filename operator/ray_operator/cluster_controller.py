@@ -225,6 +225,10 @@ class ClusterController:
             if self.head_uid is not None or self.status.current.get("phase") == RUNNING:
                 self._fail("the head pod is gone", body)
                 self._restart_cluster(provider, pods, "the head pod is gone", body)
+            if time.monotonic() < self.restart_not_before:  # the same backoff as the autoscaler's: no head churn
+                self._waiting(f"creating a new head pod in {self.restart_not_before - time.monotonic():.0f}s",
+                              conditions=self._conditions(False, False), observedGeneration=generation, **counts)
+                return
             head = provider.ensure_head_pod(config)
             self.log.info("created head pod %s", head["metadata"]["name"])
             self.status.event(body, "HeadCreated", f"created head pod {head['metadata']['name']}")

@@ -10,6 +10,7 @@ import re
 import signal
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
@@ -200,6 +201,20 @@ def test_a_deleted_head_pod_is_counted_and_the_cluster_recovers(kube):
     assert kube.head("headless", "ray").metadata.uid != old_head.uid
     wait_for(lambda: len(kube.workers("headless", "ray")) == 1, timeout=90, message="minWorkers honoured again")
     delete_and_wait_gone(kube, "headless", "ray")
+
+
+def test_a_head_that_fails_at_once_is_recreated_with_backoff(kube):
+    """A head whose Ray cannot start: each new head waits out the restart backoff (1, 2, 4, 4 s here), no churn."""
+    broken = raycluster("broken")
+    broken["spec"]["headStartRayCommands"] = ["ray start --head --port=6379 --no-monitor --no-such-flag"]
+    kube.create(broken)
+    wait_for(lambda: kube.status("broken", "ray").get("autoscalerRetries", 0) >= 5, timeout=120, message="five head failures")
+    created = [datetime.strptime(" ".join(line.split()[1:3]), "%Y-%m-%d %H:%M:%S,%f") for line in kube.operator_lines()
+               if line.startswith("broken,ray ") and "created head pod" in line]
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(created, created[1:])]
+    assert len(gaps) >= 4 and all(gap >= min(4, 2 ** i) for i, gap in enumerate(gaps)), gaps
+    assert kube.status("broken", "ray")["phase"] == "AutoscalingExceptionRecovery"
+    delete_and_wait_gone(kube, "broken", "ray")
 
 
 def test_spec_changes_restart_replace_or_reconfigure(kube):
