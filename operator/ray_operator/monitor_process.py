@@ -14,6 +14,7 @@ interpreter's ~40, and no child inherits the operator's threads or gRPC state.
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
@@ -26,7 +27,10 @@ import psutil
 
 from ray_operator import logs
 
-PRELOAD = ["ray.autoscaler._private.monitor", "autoscaler_bridge.node_provider", "ray_operator.monitor_process"]
+# What every monitor imports, imported once in the forkserver. The kubernetes client (37+) imports its API
+# classes and their ~250 models lazily, on first use: named here, or each monitor imports them again.
+PRELOAD = ["ray.autoscaler._private.monitor", "autoscaler_bridge.node_provider", "kubernetes.client.api.core_v1_api",
+           "ray_operator.monitor_process"]
 EXIT_UNSUPPORTED_RAY = 3
 # Ray versions whose clusters this operator's autoscaler was tested with (major.minor, inclusive).
 SUPPORTED_RAY = ((2, 50), (2, 60))
@@ -98,6 +102,9 @@ def _die_with_parent() -> None:
 
 def run_monitor(spec: MonitorSpec) -> None:
     """The child process: Ray's Monitor on the cluster's config, with a heartbeat."""
+    # The objects inherited from the forkserver move to gc's permanent generation: collections no longer write
+    # to them, so their pages stay shared with the forkserver instead of being copied into every monitor.
+    gc.freeze()
     _die_with_parent()
     logs.configure(spec.log_level, fixed_prefix=logs.cluster_prefix(spec.cluster, spec.namespace))
     import logging
