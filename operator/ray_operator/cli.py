@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,10 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
                         restart_backoff_seconds=restart_backoff, max_restart_backoff_seconds=max_restart_backoff,
                         max_pending_pods=max_pending_pods, pending_timeout_seconds=pending_timeout,
                         monitor_memory_limit_mb=monitor_memory_limit, log_level=log_level.upper())
+    for host, port, endpoint, flag in [(metrics_host, metrics_port, "/metrics", "--metrics-port"),
+                                       ("0.0.0.0", health_port, "/healthz", "--health-port")]:
+        if port:
+            _check_can_listen(host, port, endpoint, flag)
     manager = ClusterManager(settings)
     if metrics_port:
         metrics.serve(metrics_host, metrics_port, manager.phases)
@@ -140,6 +145,17 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
         clusterwide=namespace is None, namespaces=[namespace] if namespace else (),
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
     ))
+
+
+def _check_can_listen(host: str, port: int, endpoint: str, flag: str) -> None:
+    """A clear error now, rather than a traceback once the operator has started, when `port` is taken."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP servers bind theirs
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise click.ClickException(f"cannot serve {endpoint} on {host}:{port}: {error.strerror} "
+                                       f"({flag}: another port, or 0 for none)") from None
 
 
 @main.command()

@@ -40,6 +40,6 @@ class PhaseCollector(Collector):
 
 
 def serve(host: str, port: int, phases: Callable[[], Iterable[str | None]]) -> None:
-    """Serve /metrics on host:port from a daemon thread."""
-    REGISTRY.register(PhaseCollector(phases))
+    """Serve /metrics on host:port from a daemon thread; OSError if it cannot listen there."""
     start_http_server(port, addr=host)
+    REGISTRY.register(PhaseCollector(phases))

@@ -1,8 +1,14 @@
 """`ray-operator run`'s command line and the phase metric, without a cluster."""
 
+import socket
+import subprocess
+import sys
+
 import click
+import pytest
 from prometheus_client import CollectorRegistry
 
+from kube_apiserver.kubeconfig import write_kubeconfig
 from ray_operator.cli import run
 from ray_operator.metrics import PhaseCollector
 
@@ -17,3 +23,20 @@ def test_clusters_are_counted_by_phase_and_every_phase_is_present():
     counts = {phase: registry.get_sample_value("ray_operator_clusters", {"phase": phase})
               for phase in ("Updating", "Running", "AutoscalingExceptionRecovery", "Error")}
     assert counts == {"Updating": 0, "Running": 2, "AutoscalingExceptionRecovery": 0, "Error": 1}
+
+
+@pytest.mark.parametrize("endpoint,flag", [("/metrics", "--metrics-port"), ("/healthz", "--health-port")])
+def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path, endpoint, flag):
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--metrics-port": "0", "--health-port": "0", flag: str(port)}
+        result = subprocess.run(
+            [sys.executable, "-c", "from ray_operator.cli import main; main()", "run", "--kubeconfig", str(kubeconfig),
+             "--work-dir", str(tmp_path / "work"), *[arg for item in ports.items() for arg in item]],
+            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"Error: cannot serve {endpoint} on 0.0.0.0:{port}: Address already in use ({flag}:" in result.stderr
+    assert "Traceback" not in result.stderr
