@@ -19,6 +19,7 @@ from ray_operator import __version__
 from ray_operator.helm_values import is_values_file, raycluster_from_values
 
 EXIT_INVALID = 2
+HEALTH_HOST = "0.0.0.0"  # the liveness endpoint kopf serves, for the kubelet's probes
 
 
 def _rayclusters(path: Path, name: str, namespace: str | None) -> Iterator[dict[str, Any]]:
@@ -134,7 +135,7 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
                         max_pending_pods=max_pending_pods, pending_timeout_seconds=pending_timeout,
                         monitor_memory_limit_mb=monitor_memory_limit, log_level=log_level.upper())
     for host, port, endpoint, flag in [(metrics_host, metrics_port, "/metrics", "--metrics-port"),
-                                       ("0.0.0.0", health_port, "/healthz", "--health-port")]:
+                                       (HEALTH_HOST, health_port, "/healthz", "--health-port")]:
         if port:
             _check_can_listen(host, port, endpoint, flag)
     manager = ClusterManager(settings)
@@ -143,7 +144,7 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
     asyncio.run(kopf.operator(
         registry=registry_for(manager), settings=kopf_settings(), standalone=True,
         clusterwide=namespace is None, namespaces=[namespace] if namespace else (),
-        liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+        liveness_endpoint=f"http://{HEALTH_HOST}:{health_port}/healthz" if health_port else None,
     ))
 
 
