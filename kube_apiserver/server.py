@@ -220,9 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
                 created = api.create(rt, namespace, self._json_body(), dry_run, validation)
                 return self._send(201, created, warnings=validation.warnings)
             if method == "DELETE":
-                body = self._json_body() or {}
                 return self._send(200, api.delete_collection(rt, namespace, query.get("labelSelector"),
-                                                             query.get("fieldSelector"), {**body, **self._delete_query(query)}))
+                                                             query.get("fieldSelector"), self._delete_options(query)))
             raise errors.method_not_allowed("the server does not allow this method on the requested resource")
         name = route.name
         sub = route.subresource
@@ -252,10 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
                                 query.get("fieldManager"), dry_run, validation)
             return self._send(200, patched, warnings=validation.warnings)
         if method == "DELETE":
-            body = self._json_body() or {}
-            options = {**body, **self._delete_query(query)}
-            obj = api.delete(rt, namespace, name, options)
-            return self._send(200, obj)
+            return self._send(200, api.delete(rt, namespace, name, self._delete_options(query)))
         raise errors.method_not_allowed("the server does not allow this method on the requested resource")
 
     def _authorize(self, rt: ResourceType, route: _Route, query: dict[str, str]) -> None:
@@ -278,8 +274,11 @@ class _Handler(BaseHTTPRequestHandler):
         return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "metadata": {},
                 "spec": review.get("spec") or {}, "status": {"allowed": allowed}}
 
-    @staticmethod
-    def _delete_query(query: dict[str, str]) -> dict[str, Any]:
+    def _delete_options(self, query: dict[str, str]) -> dict[str, Any]:
+        """DeleteOptions from the body when one is sent, else from the query parameters: never both, as
+        kube-apiserver reads them (a grace period in the query beside a body is ignored)."""
+        if self._body():
+            return self._json_body() or {}
         options: dict[str, Any] = {}
         if "propagationPolicy" in query:
             options["propagationPolicy"] = query["propagationPolicy"]
@@ -380,6 +379,7 @@ class ApiServer:
         self._httpd.stopping = threading.Event()
         self._httpd.connections = set()
         self._httpd.request_log = deque(maxlen=100000)
+        self.admin_token = admin_token
         self._httpd.authenticator = Authenticator(admin_token)
         self._httpd.authorizer = Authorizer(self.api)
         self.certificates = make_certificates(host) if admin_token else None
@@ -404,7 +404,7 @@ class ApiServer:
 
     def write_kubeconfig(self, path: Path, token: str | None = None, namespace: str = "default") -> Path:
         """A kubeconfig for this server: the admin's, or for `token` (e.g. a ServiceAccount's)."""
-        return write_kubeconfig(path, self.url, token or self._httpd.authenticator.admin_token, namespace,
+        return write_kubeconfig(path, self.url, token or self.admin_token, namespace,
                                 self.certificates.ca_pem if self.certificates else None)
 
     def start(self) -> ApiServer:

@@ -8,12 +8,14 @@ import sysconfig
 from typing import Any
 
 RAY_IMAGE = re.compile(r"^(docker\.io/)?rayproject/ray(-ml|-llm)?(:|@|$)")
+OPERATOR_IMAGE = re.compile(r"^([^/]+/)*ray-operator(:|@|$)")  # the image the Dockerfile builds: `ray-operator` is installed
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 def supported_image(image: str) -> bool:
-    """Any rayproject/ray image runs on the Ray installed beside this runtime."""
-    return bool(RAY_IMAGE.match(image or ""))
+    """Any rayproject/ray image runs on the Ray installed beside this runtime; a ray-operator image on the
+    `ray-operator` command installed with it."""
+    return bool(RAY_IMAGE.match(image or "") or OPERATOR_IMAGE.match(image or ""))
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -26,7 +28,7 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _REFERENCE.sub(replace, text)
 
 
-def _field(pod: dict[str, Any], path: str) -> str:
+def field_value(pod: dict[str, Any], path: str) -> str:
     values = {
         "metadata.name": pod["metadata"]["name"],
         "metadata.namespace": pod["metadata"].get("namespace", ""),
@@ -54,7 +56,7 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], node: dict[str
         if "value" in entry:
             env[name] = expand(str(entry["value"]), env)
         elif ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath"):
-            env[name] = _field(pod, entry["valueFrom"]["fieldRef"]["fieldPath"])
+            env[name] = field_value(pod, entry["valueFrom"]["fieldRef"]["fieldPath"])
         else:
             env[name] = ""
     return env

@@ -26,9 +26,16 @@ NETNS_RUN = Path("/var/run/netns")
 SHIM_SOURCE = Path(__file__).with_name("loopback_shim.c")
 # No cluster DNS: names are in the hosts file; a miss must fail at once, not wait on the host's resolver.
 RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
-# The pod's private /tmp, /dev/shm and hostname, then the container's command ("$1" is the hostname).
-_POD_INIT = 'hostname "$1"; mount -t tmpfs -o mode=1777 tmpfs /tmp; mount -t tmpfs tmpfs /dev/shm; shift; exec "$@"'
+# The pod's volumes (pairs of host directory and mount path, read-only), private /tmp and /dev/shm and hostname,
+# then the container's command. Arguments: hostname, the number of volumes, their pairs, the command.
+_POD_INIT = ('hostname "$1"; n=$2; shift 2; while [ "$n" -gt 0 ]; do mkdir -p "$2" && mount --bind "$1" "$2" '
+             '&& mount -o remount,bind,ro "$2" || { echo "pod-init: cannot mount $1 at $2" >&2; exit 1; }; '
+             'shift 2; n=$((n - 1)); done; mount -t tmpfs -o mode=1777 tmpfs /tmp; mount -t tmpfs tmpfs /dev/shm; exec "$@"')
 _UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--uts"]
+
+
+def _init_args(hostname: str, volumes: list[tuple[str, str]]) -> list[str]:
+    return [hostname, str(len(volumes)), *(part for volume in volumes for part in volume)]
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -103,8 +110,9 @@ class PodNetwork:
                 hosts.truncate()
                 hosts.write("\n".join(lines) + "\n")
 
-    def command(self, name: str, hostname: str, argv: list[str]) -> list[str]:
-        """The command line that runs `argv` as a container of pod `name`."""
+    def command(self, name: str, hostname: str, argv: list[str], volumes: list[tuple[str, str]] = ()) -> list[str]:
+        """The command line that runs `argv` as a container of pod `name`, with `volumes` (host directory,
+        mount path) mounted read-only."""
         raise NotImplementedError
 
     def environment(self, address: str) -> dict[str, str]:
@@ -167,8 +175,9 @@ class NamespaceNetwork(PodNetwork):
         _ip("netns", "del", name, check=False)  # takes the veth pair with it
         super().remove_pod(name, address)
 
-    def command(self, name: str, hostname: str, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", name, *_UNSHARE, "--", "/bin/bash", "-c", _POD_INIT, "pod-init", hostname, *argv]
+    def command(self, name: str, hostname: str, argv: list[str], volumes: list[tuple[str, str]] = ()) -> list[str]:
+        return ["ip", "netns", "exec", name, *_UNSHARE, "--", "/bin/bash", "-c", _POD_INIT, "pod-init",
+                *_init_args(hostname, volumes), *argv]
 
     def teardown(self) -> None:
         super().teardown()
@@ -212,12 +221,12 @@ class LoopbackNetwork(PodNetwork):
         """The pod's private localhost: the pod IP moved one subnet up."""
         return str(ipaddress.ip_address(address) + self.subnet.num_addresses)
 
-    def command(self, name: str, hostname: str, argv: list[str]) -> list[str]:
+    def command(self, name: str, hostname: str, argv: list[str], volumes: list[tuple[str, str]] = ()) -> list[str]:
         files = self.files / name
         binds = (f'mount --bind "{files}/hosts" /etc/hosts && mount --bind "{files}/resolv.conf" /etc/resolv.conf '
                  '|| { echo "pod-init: cannot mount the pod\'s hosts file and resolv.conf" >&2; exit 1; }; ')
         return ["unshare", "--user", "--map-root-user", "--mount", *_UNSHARE[1:], "--",
-                "/bin/bash", "-c", binds + _POD_INIT, "pod-init", hostname, *argv]
+                "/bin/bash", "-c", binds + _POD_INIT, "pod-init", *_init_args(hostname, volumes), *argv]
 
     def environment(self, address: str) -> dict[str, str]:
         return {"HOME": "/tmp", "LD_PRELOAD": str(self.shim), "POD_RUNTIME_IP": address,

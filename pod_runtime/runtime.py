@@ -1,12 +1,15 @@
 """The kubelet stand-in: binds pods to its node, runs them as local processes, reports their status like a kubelet.
 
-A pod's lifecycle, in its own thread (`PodWorker`): refuse an unsupported image
-with a waiting container status; otherwise give it its network (network.py),
-start each container in it as PID 1 of the pod's own PID, mount and UTS
-namespaces (it dies with the runtime through PR_SET_PDEATHSIG and unshare's
---kill-child), report Running with the pod IP and Ready, follow exits per restartPolicy (restartCount,
-Succeeded/Failed), and on deletion stop it within its grace period (SIGTERM to
-the pod's processes, then SIGKILL) before deleting the pod object with grace 0.
+The node: registered with the machine's capacity (or the one given), its Lease renewed every
+`LEASE_RENEW_SECONDS` as a kubelet's heartbeat; pods are bound to it by the runtime itself, or by a
+scheduler (`bind_pods=False`). A pod's lifecycle, in its own thread (`PodWorker`): refuse an unsupported
+image with a waiting container status; otherwise give it its network (network.py) and its projected
+volumes (volumes.py: the ServiceAccount token), start each container in it as PID 1 of the pod's own PID,
+mount and UTS namespaces (it dies with the runtime through PR_SET_PDEATHSIG and unshare's --kill-child),
+with KUBERNETES_SERVICE_HOST/_PORT leading to the API server (api_relay.py), report Running with the pod
+IP and Ready, follow exits per restartPolicy (restartCount, Succeeded/Failed), and on deletion stop it
+within its grace period (SIGTERM to the pod's processes, then SIGKILL) before deleting the pod object with
+`gracePeriodSeconds: 0` in the DeleteOptions body (a real API server reads them from the body only).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -28,8 +32,11 @@ import psutil
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from pod_runtime.api_relay import ApiRelay
 from pod_runtime.containers import command_line, container_env, supported_image
+from pod_runtime.kubelet_server import KubeletServer
 from pod_runtime.network import NETWORKS, PodNetwork
+from pod_runtime.volumes import projected_mounts, write_projected
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +44,27 @@ LOG_ANNOTATION = "pod-runtime.local/log-file"
 POLL_SECONDS = 0.2
 MAX_RESTART_BACKOFF = 30.0
 API_RETRY_SECONDS = 1.0  # a status or final delete the API server did not take is sent again this often
+LEASE_SECONDS = 40  # a kubelet's node lease duration, renewed every quarter of it
+LEASE_RENEW_SECONDS = 10.0
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _micro_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL when the thread that started it (and so the runtime) dies."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def final_delete(core: kubernetes.client.CoreV1Api, name: str, namespace: str, uid: str) -> None:
+    """The kubelet's last word on a pod: delete it with grace 0, in the DeleteOptions body (a real API server
+    ignores query parameters when a body is sent)."""
+    core.delete_namespaced_pod(name, namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
 
 
 def _selected(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -64,10 +83,12 @@ class Container:
         self.started_at = ""
         self.finished: dict[str, Any] | None = None
         self.next_start = 0.0
+        self.volumes: list[tuple[str, str]] = []  # (host directory, mount path)
 
-    def start(self, pod: dict[str, Any], network: PodNetwork, name: str, ip: str) -> None:
-        env = container_env(pod, self.spec, network.environment(ip))
-        argv = network.command(name, pod["metadata"]["name"], command_line(self.spec, env))
+    def start(self, pod: dict[str, Any], runtime: PodRuntime, name: str, ip: str, volumes: list[tuple[str, str]]) -> None:
+        self.volumes = volumes
+        env = container_env(pod, self.spec, {**runtime.relay.environment(), **runtime.network.environment(ip)})
+        argv = runtime.network.command(name, pod["metadata"]["name"], command_line(self.spec, env), volumes)
         with open(self.log_path, "ab") as output:
             self.process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             cwd="/", start_new_session=True, preexec_fn=_die_with_parent)
@@ -124,6 +145,7 @@ class PodWorker:
         self.deleting = threading.Event()
         self.gone = threading.Event()  # the pod object no longer exists
         self.grace = 30.0
+        self.volume_dir = runtime.volume_dir / self.uid
         self.report_again_at = 0.0  # when a status the API server did not take is sent again; 0: none pending
         self.thread = threading.Thread(target=self._run, name=f"pod {self.namespace}/{self.name}", daemon=True)
 
@@ -183,16 +205,36 @@ class PodWorker:
         finally:
             self._finish()
 
+    def _write_volumes(self) -> dict[str, list[tuple[str, str]]] | None:
+        """Each container's projected volumes (volume name, mount path), their files written; the API calls
+        they need are retried, as a kubelet's are (a ServiceAccount may not exist yet). None: deleted meanwhile."""
+        mounts = {spec["name"]: projected_mounts(self.pod, spec) for spec in self.pod["spec"]["containers"]}
+        for volume in sorted({volume for pairs in mounts.values() for volume, _ in pairs}):
+            while True:
+                try:
+                    write_projected(self.runtime.core, self.pod, volume, self.volume_dir / volume)
+                    break
+                except (ApiException, urllib3.exceptions.HTTPError) as error:
+                    log.warning("pod %s/%s: volume %s not ready (retrying): %s", self.namespace, self.name, volume,
+                                getattr(error, "reason", error))
+                if self.deleting.wait(API_RETRY_SECONDS):
+                    return None
+        return mounts
+
     def _start(self) -> None:
+        volumes = self._write_volumes()
+        if volumes is None:
+            return  # deleted before its volumes could be made
         self.net_name, self.ip = self.runtime.network.add_pod(self.uid[:13])
         self.pod.setdefault("status", {})["podIP"] = self.ip
         self.runtime.write_hosts(self)
         first_log = None
         for spec in self.pod["spec"]["containers"]:
-            log_path = self.runtime.log_dir / f"{self.namespace}_{self.name}_{spec['name']}.log"
+            log_path = self.runtime.log_path(self.namespace, self.name, spec["name"])
             first_log = first_log or log_path
             container = Container(spec, log_path)
-            container.start(self.pod, self.runtime.network, self.net_name, self.ip)
+            container.start(self.pod, self.runtime, self.net_name, self.ip,
+                            [(str(self.volume_dir / volume), path) for volume, path in volumes[spec["name"]]])
             self.containers.append(container)
         try:
             self.runtime.core.patch_namespaced_pod(self.name, self.namespace, {"metadata": {"annotations": {LOG_ANNOTATION: str(first_log)}}})
@@ -218,7 +260,7 @@ class PodWorker:
                 if container.finished is not None and container.next_start and time.monotonic() >= container.next_start:
                     container.restarts += 1
                     container.next_start = 0.0
-                    container.start(self.pod, self.runtime.network, self.net_name, self.ip)
+                    container.start(self.pod, self.runtime, self.net_name, self.ip, container.volumes)
                     changed = True
             if changed or (self.report_again_at and time.monotonic() >= self.report_again_at):
                 self._report()
@@ -230,6 +272,7 @@ class PodWorker:
             container.stop(grace)
         if self.net_name and self.ip:
             self.runtime.network.remove_pod(self.net_name, self.ip)
+        shutil.rmtree(self.volume_dir, ignore_errors=True)
         self.runtime.pod_changed(self.uid, False, None)
         if self.deleting.is_set():
             self._delete_object()
@@ -239,8 +282,7 @@ class PodWorker:
         """The kubelet's final delete (grace 0) once the pod's processes are gone; retried through API outages."""
         while not self.gone.is_set() and not self.runtime.stopping.is_set():
             try:
-                self.runtime.core.delete_namespaced_pod(self.name, self.namespace, grace_period_seconds=0,
-                                                        body={"preconditions": {"uid": self.uid}})
+                final_delete(self.runtime.core, self.name, self.namespace, self.uid)
                 return
             except (ApiException, urllib3.exceptions.HTTPError) as error:
                 if getattr(error, "status", None) in (404, 409):
@@ -251,11 +293,18 @@ class PodWorker:
 
 class PodRuntime:
     def __init__(self, client: kubernetes.client.ApiClient, log_dir: Path, node_name: str = "local-node",
-                 prefix: str = "rrt", network: str = "netns", subnet: str | None = None) -> None:
+                 prefix: str = "rrt", network: str = "netns", subnet: str | None = None, bind_pods: bool = True,
+                 capacity: dict[str, str] | None = None) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
+        self.coordination = kubernetes.client.CoordinationV1Api(client)
         self.node_name = node_name
         self.network = NETWORKS[network](prefix, subnet)
+        self.api_url = client.configuration.host
+        self.bind_pods = bind_pods
+        self.capacity = {"cpu": str(os.cpu_count()), "memory": f"{psutil.virtual_memory().total // 1024}Ki", "pods": "110",
+                         **(capacity or {})}
         self.log_dir = log_dir
+        self.volume_dir = log_dir / "volumes"
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
@@ -267,7 +316,13 @@ class PodRuntime:
     def start(self) -> PodRuntime:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.network.setup()
-        self._register_node()
+        # Both listen on the gateway, which exists once the network is set up.
+        self.relay = ApiRelay(self.network.gateway, self.api_url).start()
+        self.kubelet_server = KubeletServer(self.network.gateway, self.log_path, self.stopping).start()
+        node_uid = self._register_node()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(node_uid,), daemon=True, name="node lease")
+        heartbeat.start()
+        self._threads.append(heartbeat)
         for target, lister in ((self._on_pod, self.core.list_pod_for_all_namespaces),
                                (self._on_service, self.core.list_service_for_all_namespaces)):
             thread = threading.Thread(target=self._watch, args=(lister, target), daemon=True, name=f"watch {target.__name__}")
@@ -286,18 +341,53 @@ class PodRuntime:
             worker.gone.set()
         for worker in workers:
             worker.thread.join(timeout=30)
+        self.relay.stop()
+        self.kubelet_server.stop()
         self.network.teardown()
 
-    def _register_node(self) -> None:
-        node = {"metadata": {"name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name}},
-                "status": {"addresses": [{"type": "InternalIP", "address": self.network.gateway}],
-                           "capacity": {"cpu": str(os.cpu_count()), "memory": f"{psutil.virtual_memory().total // 1024}Ki", "pods": "110"},
-                           "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}
+    def _node_status(self) -> dict[str, Any]:
+        stamp = _now()
+        return {"addresses": [{"type": "InternalIP", "address": self.network.gateway}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_server.port}},
+                "capacity": self.capacity, "allocatable": self.capacity,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "pod runtime is ready",
+                                "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}],
+                "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "pod-runtime",
+                             "containerRuntimeVersion": "local://", "kernelVersion": os.uname().release,
+                             "osImage": "local", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}}
+
+    def _register_node(self) -> str:
+        """The Node, created or (when it exists from an earlier run) its status made current; returns its uid."""
+        node = {"metadata": {"name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name,
+                                                                "kubernetes.io/os": "linux"}},
+                "status": self._node_status()}
         try:
-            self.core.create_node(node)
+            return self.core.create_node(node).metadata.uid
         except ApiException as error:
             if error.status != 409:
                 raise
+        return self.core.patch_node_status(self.node_name, {"status": self._node_status()}).metadata.uid
+
+    def _heartbeat(self, node_uid: str) -> None:
+        """Renew the node's Lease in kube-node-lease, as a kubelet does; an outage is logged and retried."""
+        namespace = "kube-node-lease"
+        while not self.stopping.is_set():
+            spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": _micro_now()}
+            try:
+                try:
+                    self.coordination.patch_namespaced_lease(self.node_name, namespace, {"spec": spec})
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+                    self.coordination.create_namespaced_lease(namespace, {"metadata": {
+                        "name": self.node_name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.node_name,
+                                                                      "uid": node_uid}]}, "spec": spec})
+            except (ApiException, urllib3.exceptions.HTTPError) as error:
+                log.warning("node lease not renewed (retrying): %s", getattr(error, "reason", error))
+            self.stopping.wait(LEASE_RENEW_SECONDS)
+
+    def log_path(self, namespace: str, pod: str, container: str) -> Path:
+        return self.log_dir / f"{namespace}_{pod}_{container}.log"
 
     # Watching.
     def _watch(self, lister: Any, handle: Any) -> None:
@@ -334,18 +424,29 @@ class PodRuntime:
             if metadata.get("deletionTimestamp"):
                 if worker is not None:
                     worker.delete(float(metadata.get("deletionGracePeriodSeconds") or 0))
+                elif (pod.get("spec") or {}).get("nodeName") == self.node_name:
+                    self._finalize(pod)  # nothing of it runs here (e.g. bound while no runtime ran): only the delete
                 return
             if worker is not None or self.stopping.is_set():
                 return
             node = (pod.get("spec") or {}).get("nodeName")
             if node and node != self.node_name:
                 return
-            if not node and not self._bind(pod):
-                return
+            if not node and not (self.bind_pods and self._bind(pod)):
+                return  # a scheduler binds it: seen again once it has a node
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 return
             worker = self.workers[uid] = PodWorker(self, pod)
             worker.thread.start()
+
+    def _finalize(self, pod: dict[str, Any]) -> None:
+        """The final delete of a pod this node does not run; a failure is seen again at the next relist."""
+        metadata = pod["metadata"]
+        try:
+            final_delete(self.core, metadata["name"], metadata["namespace"], metadata["uid"])
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            if getattr(error, "status", None) not in (404, 409):
+                log.warning("pod %s/%s: final delete failed: %s", metadata["namespace"], metadata["name"], error)
 
     def _bind(self, pod: dict[str, Any]) -> bool:
         try:

@@ -38,7 +38,6 @@ def example_raycluster(request) -> dict:
 # An API server on loopback, and clients for it.
 import kubernetes  # noqa: E402
 
-from kube_apiserver.kubeconfig import write_kubeconfig  # noqa: E402
 from kube_apiserver.server import ApiServer  # noqa: E402
 
 
@@ -56,6 +55,22 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, message: 
         time.sleep(interval)
 
 
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    """The test run's real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler;
+    built from Go modules on first use), shared by every suite that meets one. Its certificate also names the
+    gateways of the pod networks of tests.local_kube, where pods reach it."""
+    import ipaddress
+
+    from control_plane import ControlPlane
+    from tests.local_kube import pod_subnet
+
+    gateways = [str(ipaddress.ip_network(pod_subnet(kind)).network_address + 1) for kind in ("netns", "loopback")]
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), addresses=gateways).start()
+    yield plane
+    plane.stop()
+
+
 @pytest.fixture
 def api_server():
     server = ApiServer().start()
@@ -66,7 +81,7 @@ def api_server():
 @pytest.fixture
 def kubeconfig(api_server, tmp_path, monkeypatch):
     """A kubeconfig for the API server, also set as KUBECONFIG for code that loads it itself."""
-    path = write_kubeconfig(tmp_path / "kubeconfig", api_server.url)
+    path = api_server.write_kubeconfig(tmp_path / "kubeconfig")
     monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return path
@@ -124,16 +139,30 @@ def custom(kube):
 
 
 def raw_request(server, method: str, path: str, body=None, content_type: str = "application/json", headers=None):
-    """An HTTP request as a client library would send it; returns (status, parsed JSON body)."""
+    """An HTTP request as a client library would send it, as the admin; returns (status, parsed JSON body)."""
     import json
+    import ssl
     import urllib.error
     import urllib.request
 
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(server.url + path, method=method, data=data,
-                                     headers={"Content-Type": content_type, "Accept": "application/json", **(headers or {})})
+                                     headers={"Content-Type": content_type, "Accept": "application/json",
+                                              **admin_headers(server), **(headers or {})})
+    context = ssl.create_default_context(cadata=server_ca(server).decode()) if server_ca(server) else None
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
+
+
+def server_ca(server) -> bytes:
+    """The CA a client of `server` (the project's or a control plane) trusts; empty when it serves plain HTTP."""
+    certificates = getattr(server, "certificates", None)
+    return certificates.ca_pem if certificates else getattr(server, "ca_pem", b"")
+
+
+def admin_headers(server) -> dict[str, str]:
+    token = getattr(server, "admin_token", None)
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,9 +1,10 @@
-"""A whole Kubernetes-with-Ray on this machine, for the operator and end-to-end tests.
+"""A whole Kubernetes-with-Ray on this machine, for the operator, chart and end-to-end tests.
 
-The project's API server (in this process, so tests can restart it or compact its
-history), the pod runtime (a subprocess: each pod in its own namespaces) and
-the operator (a subprocess, `ray-operator run`, so tests can SIGKILL and restart it).
-Everything is stopped and cleaned up on exit, also what a killed run left behind.
+The API server: the test run's real control plane (control_plane/, one for the whole run, with a
+scheduler binding the pods), or the project's own (in this process); the pod runtime (a subprocess,
+the node's kubelet: each pod in its own namespaces) and the operator (a subprocess, `ray-operator run`,
+so tests can SIGKILL and restart it). Everything is stopped and cleaned up on exit, also what a killed
+run left behind; a control plane given from outside is left running for its owner.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from control_plane import ControlPlane
 from kube_apiserver.server import ApiServer
 from pod_runtime.network import NETWORKS
 from tests.conftest import CRD_FILE, load_yaml, wait_for
@@ -56,6 +58,16 @@ def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: 
         process.wait(10)
 
 
+# Ray pods ask for whole CPUs; the node offers more than the machine has, as the project's own server
+# (which schedules nothing) lets them, so a cluster scales as far on 2 cores as before.
+NODE_CAPACITY = ["cpu=64", "memory=64Gi"]
+
+
+def pod_subnet(network: str) -> str:
+    """The pod network of this test process's runtimes (their gateway is where pods reach the API server)."""
+    return f"{10 if network == 'netns' else 127}.{200 + os.getpid() % 50}.0.0/16"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -63,16 +75,18 @@ def _free_port() -> int:
 
 
 class LocalKube:
-    def __init__(self, work: Path, admin_token: str | None = None, network: str = "netns") -> None:
+    def __init__(self, work: Path, admin_token: str | None = None, network: str = "netns",
+                 control_plane: ControlPlane | None = None) -> None:
         self.work = work
         self.admin_token = admin_token
+        self.control_plane = control_plane
         self.network_kind = network
         self.network = NETWORKS[network]
         self.data = work / "store.json"
         self.kubeconfig = work / "kubeconfig"
         self.prefix = f"rt{os.getpid() % 10000}"
-        self.subnet = f"{10 if network == 'netns' else 127}.{200 + os.getpid() % 50}.0.0/16"
-        self.server: ApiServer | None = None
+        self.subnet = pod_subnet(network)
+        self.server: ApiServer | ControlPlane | None = None
         self.runtime: subprocess.Popen | None = None
         self.operators: list[subprocess.Popen] = []
         self.operator_log = work / "operator.log"
@@ -80,10 +94,13 @@ class LocalKube:
 
     # The parts.
     def start_server(self, port: int = 0) -> None:
-        self.server = ApiServer(port=port, data_file=self.data, admin_token=self.admin_token).start()
+        self.server = self.control_plane or ApiServer(port=port, data_file=self.data, admin_token=self.admin_token).start()
         self.server.write_kubeconfig(self.kubeconfig)
 
     def restart_server(self, down_for: float = 0.0) -> None:
+        if isinstance(self.server, ControlPlane):
+            self.server.restart_apiserver(down_for)
+            return
         port = int(self.server.url.rsplit(":", 1)[1])
         self.server.stop()
         time.sleep(down_for)
@@ -91,9 +108,10 @@ class LocalKube:
 
     def start_runtime(self) -> None:
         self.network.remove_leftovers(self.prefix)
+        kubelet = ["--scheduler-binds", *(f"--capacity={c}" for c in NODE_CAPACITY)] if self.control_plane else []
         self.runtime = _start([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(self.kubeconfig), "--log-dir",
                                str(self.work / "pods"), "--prefix", self.prefix, "--network", self.network_kind,
-                               "--subnet", self.subnet], self.work / "runtime.log")
+                               "--subnet", self.subnet, *kubelet], self.work / "runtime.log")
         wait_for(lambda: self._node_exists(), timeout=30, message="the pod runtime's node")
 
     def _node_exists(self) -> bool:
@@ -127,7 +145,7 @@ class LocalKube:
     def close(self) -> None:
         self.stop_operator()
         _stop(self.runtime)
-        if self.server:
+        if isinstance(self.server, ApiServer):
             self.server.stop()
         self.network.remove_leftovers(self.prefix)
 
@@ -145,7 +163,17 @@ class LocalKube:
         return kubernetes.client.CustomObjectsApi(self.client)
 
     def setup_crd(self) -> None:
-        kubernetes.client.ApiextensionsV1Api(self.client).create_custom_resource_definition(load_yaml(CRD_FILE))
+        """The RayCluster CRD, once it is established (on a shared control plane it may exist already)."""
+        extensions = kubernetes.client.ApiextensionsV1Api(self.client)
+        crd = load_yaml(CRD_FILE)
+        try:
+            extensions.create_custom_resource_definition(crd)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
+                             extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []),
+                 timeout=30, message="the RayCluster CRD established")
 
     def namespace(self, name: str) -> None:
         try:
@@ -238,9 +266,10 @@ def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float =
 
 
 @contextmanager
-def running_stack(work: Path, network: str = "netns") -> Iterator[LocalKube]:
-    """API server with the CRD, pod runtime (pod IPs from `network`) and a cluster-wide operator; all stopped on exit."""
-    local = LocalKube(work, network=network)
+def running_stack(work: Path, network: str = "netns", control_plane: ControlPlane | None = None) -> Iterator[LocalKube]:
+    """API server (the control plane, else the project's) with the CRD, pod runtime (pod IPs from `network`) and a
+    cluster-wide operator; all but the control plane stopped on exit."""
+    local = LocalKube(work, network=network, control_plane=control_plane)
     try:
         local.start_server()
         local.setup_crd()
@@ -252,12 +281,12 @@ def running_stack(work: Path, network: str = "netns") -> Iterator[LocalKube]:
 
 
 def stack_fixtures(directory: str, network: str = "netns") -> tuple[Any, Any]:
-    """A module's fixtures: `kube`, one running stack for the module, and (autouse) the deletion after each
-    test of every RayCluster it left, so a failed test leaves nothing to the next. `kube, no_cluster_left = ...`"""
+    """A module's fixtures: `kube`, one running stack for the module on the run's control plane, and (autouse) the
+    deletion after each test of every RayCluster it left, so a failed test leaves nothing to the next. `kube, no_cluster_left = ...`"""
 
     @pytest.fixture(scope="module")
-    def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKube]:
-        with running_stack(tmp_path_factory.mktemp(directory), network=network) as local:
+    def kube(tmp_path_factory: pytest.TempPathFactory, control_plane: ControlPlane) -> Iterator[LocalKube]:
+        with running_stack(tmp_path_factory.mktemp(directory), network=network, control_plane=control_plane) as local:
             yield local
 
     @pytest.fixture(autouse=True)

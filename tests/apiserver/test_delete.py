@@ -123,3 +123,19 @@ def test_delete_collection(core):
         cm(core, name, labels={"group": name[0]})
     core.delete_collection_namespaced_config_map("default", label_selector="group=x")
     assert sorted(c.metadata.name for c in core.list_namespaced_config_map("default").items) == ["y1"]
+
+
+def test_delete_options_come_from_the_body_when_one_is_sent(core):
+    """With a body, the query's DeleteOptions are ignored: a kubelet's final delete must put its grace period 0 in
+    the body (the pod runtime once sent it as a query parameter, and pods stayed Terminating on a real server)."""
+    pod = core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {
+        "nodeName": "node-1", "containers": [{"name": "c", "image": "i:1"}]}})
+    core.delete_namespaced_pod("p", "default", grace_period_seconds=0, body={"preconditions": {"uid": pod.metadata.uid}})
+    terminating = core.read_namespaced_pod("p", "default")
+    assert terminating.metadata.deletion_grace_period_seconds == 30
+    core.delete_namespaced_pod("p", "default", grace_period_seconds=0, body={"preconditions": {"uid": pod.metadata.uid}})
+    assert core.read_namespaced_pod("p", "default").metadata.deletion_grace_period_seconds == 30
+    core.delete_namespaced_pod("p", "default", body={"gracePeriodSeconds": 0, "preconditions": {"uid": pod.metadata.uid}})
+    with pytest.raises(ApiException) as raised:
+        core.read_namespaced_pod("p", "default")
+    assert raised.value.status == 404

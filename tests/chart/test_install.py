@@ -1,4 +1,7 @@
-"""`helm install` of the chart into the project's API server, with Helm's default storage driver (release Secrets)."""
+"""`helm install` of the chart into the real control plane, with Helm's default storage driver (release Secrets).
+
+The releases' operator Deployments make pods there; every release is uninstalled at the end, so that no
+operator pod is left for a later test's node to run."""
 
 from __future__ import annotations
 
@@ -9,26 +12,29 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from kube_apiserver.server import ApiServer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.tools import helm, helm_env
 
 CHART = str(ROOT / "charts/ray")
 
 
 @pytest.fixture
-def secured(tmp_path):
-    """An API server with authentication and RBAC on (so over TLS), and helm as its admin."""
-    server = ApiServer(admin_token="admin-token").start()
-    admin = server.write_kubeconfig(tmp_path / "admin")
+def secured(control_plane, tmp_path):
+    """The control plane (authentication and RBAC on), and helm as its admin; every release uninstalled after."""
+    admin = control_plane.write_kubeconfig(tmp_path / "admin")
 
     def run(*args: str) -> str:
         result = subprocess.run([str(helm()), *args], capture_output=True, text=True, env=helm_env(tmp_path, admin), timeout=120)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    yield server, run, kubernetes.config.new_client_from_config(str(admin))
-    server.stop()
+    client = kubernetes.config.new_client_from_config(str(admin))
+    yield control_plane, run, client
+    for release in json.loads(run("list", "--all-namespaces", "--output", "json")):
+        run("uninstall", release["name"], "--namespace", release["namespace"])
+    apps = kubernetes.client.AppsV1Api(client)
+    wait_for(lambda: not apps.list_deployment_for_all_namespaces(label_selector="app.kubernetes.io/name=ray").items,
+             timeout=60, message="the releases' Deployments gone")
 
 
 def names(items) -> list[str]:
@@ -52,10 +58,10 @@ def test_install_every_combination(secured):
     assert names(rayclusters("ray")) == ["demo", "second"]
     assert names(apps.list_namespaced_deployment("default").items) == ["demo-ray-operator"]
 
-    core.create_namespace({"metadata": {"name": "ray-system"}})  # the operator's namespace must exist, as in any cluster
-    run("install", "ops", CHART, "--namespace", "ray", "--set", "operatorOnly=true", "--set", "operatorNamespace=ray-system")
+    core.create_namespace({"metadata": {"name": "chart-system"}})  # the operator's namespace must exist, as in any cluster
+    run("install", "ops", CHART, "--namespace", "ray", "--set", "operatorOnly=true", "--set", "operatorNamespace=chart-system")
     assert names(rayclusters("ray")) == ["demo", "second"]
-    assert names(apps.list_namespaced_deployment("ray-system").items) == ["ops-ray-operator"]
+    assert names(apps.list_namespaced_deployment("chart-system").items) == ["ops-ray-operator"]
 
     run("install", "team", CHART, "--namespace", "team-a", "--create-namespace", "--set", "namespacedOperator=true")
     assert names(apps.list_namespaced_deployment("team-a").items) == ["team-ray-operator"]
@@ -70,12 +76,12 @@ def test_a_namespaced_operator_cannot_read_pods_elsewhere(secured, tmp_path):
     server, run, client = secured
     core = kubernetes.client.CoreV1Api(client)
     run("install", "team", CHART, "--namespace", "team-a", "--create-namespace", "--set", "namespacedOperator=true")
-    core.create_namespace({"metadata": {"name": "team-b"}})
+    core.create_namespace({"metadata": {"name": "chart-elsewhere"}})
     token = core.create_namespaced_service_account_token("team-ray-operator", "team-a", {"spec": {}}).status.token
     operator = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
         str(server.write_kubeconfig(tmp_path / "operator", token))))
-    assert operator.list_namespaced_pod("team-a").items == []
-    for call in (lambda: operator.list_namespaced_pod("team-b"), lambda: operator.list_pod_for_all_namespaces()):
+    assert operator.list_namespaced_pod("team-a", label_selector="ray-cluster-name").items == []
+    for call in (lambda: operator.list_namespaced_pod("chart-elsewhere"), lambda: operator.list_pod_for_all_namespaces()):
         with pytest.raises(ApiException) as raised:
             call()
         assert raised.value.status == 403 and json.loads(raised.value.body)["reason"] == "Forbidden"

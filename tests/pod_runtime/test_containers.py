@@ -3,10 +3,11 @@
 from pod_runtime.containers import command_line, container_env, expand, supported_image
 
 
-def test_only_ray_images_run():
-    for image in ("rayproject/ray:2.60.0", "rayproject/ray", "docker.io/rayproject/ray:nightly-gpu", "rayproject/ray-ml:2.9.0"):
+def test_only_ray_and_operator_images_run():
+    for image in ("rayproject/ray:2.60.0", "rayproject/ray", "docker.io/rayproject/ray:nightly-gpu", "rayproject/ray-ml:2.9.0",
+                  "ray-operator:0.1.0", "registry.example.com/team/ray-operator:1"):
         assert supported_image(image)
-    for image in ("nginx", "rayproject/raylet:1", "example.com/rayproject/ray:1", ""):
+    for image in ("nginx", "rayproject/raylet:1", "example.com/rayproject/ray:1", "ray-operator-x:1", ""):
         assert not supported_image(image)
 
 

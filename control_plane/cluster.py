@@ -1,0 +1,238 @@
+"""Where the real control plane is started: certificates, etcd, kube-apiserver (RBAC, a static admin token,
+ServiceAccount token signing), kube-controller-manager and kube-scheduler, each a process on loopback with its
+log in the work directory. A step that fails raises one ControlPlaneError naming the step, with its log's tail."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import ipaddress
+import json
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from control_plane.build import ControlPlaneError, binaries
+from kube_apiserver.kubeconfig import write_kubeconfig
+
+SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are allocated from it; no traffic goes there
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+START_TIMEOUT = 90.0
+# What the tests rely on: namespaces and owners cleaned up, ServiceAccounts and their CA, Deployments making pods,
+# Nodes judged by their Lease (and the not-ready taint lifted from a new Node).
+ALL_CONTROLLERS = ["garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
+               "serviceaccount-token-controller", "root-ca-certificate-publisher-controller", "deployment-controller",
+               "replicaset-controller", "node-lifecycle-controller"]
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: nothing outlives the tests
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _certificates(directory: Path, addresses: list[str]) -> None:
+    """ca.crt, apiserver.crt/.key (for loopback, the in-cluster names and `addresses`), sa.key/sa.pub."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = lambda common: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])  # noqa: E731
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("control-plane-ca")).issuer_name(name("control-plane-ca"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
+                                                              "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(["127.0.0.1", service_ip, *addresses])]
+    serving = (x509.CertificateBuilder().subject_name(name("kube-apiserver")).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+               .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+               .sign(ca_key, hashes.SHA256()))
+    signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "apiserver.crt").write_bytes(serving.public_bytes(serialization.Encoding.PEM))
+    (directory / "apiserver.key").write_bytes(_pem(key))
+    (directory / "sa.key").write_bytes(_pem(signing))
+    (directory / "sa.pub").write_bytes(signing.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+class ControlPlane:
+    """One control plane in `work`. `addresses`: more IPs the API server's certificate names (e.g. the pod
+    network's gateway, where pods reach the API server); `controllers`: those kube-controller-manager runs;
+    `scheduler`: whether kube-scheduler runs."""
+
+    def __init__(self, work: Path, addresses: list[str] | None = None, controllers: list[str] | None = None,
+                 scheduler: bool = True) -> None:
+        self.work = work
+        self.addresses = addresses or []
+        self.controllers = ALL_CONTROLLERS if controllers is None else controllers
+        self.scheduler = scheduler
+        self.admin_token = secrets.token_hex(16)
+        self.port = _free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.kubeconfig = work / "admin.kubeconfig"
+        self.ca_pem = b""
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._binaries: dict[str, Path] = {}
+        self._etcd_url = ""
+
+    # Lifecycle.
+    def start(self) -> ControlPlane:
+        try:
+            self._binaries = binaries()
+            self.work.mkdir(parents=True, exist_ok=True)
+            _certificates(self.work, self.addresses)
+            self.ca_pem = (self.work / "ca.crt").read_bytes()
+            (self.work / "tokens.csv").write_text(f'{self.admin_token},admin,admin,"system:masters"\n')
+            self.write_kubeconfig(self.kubeconfig)
+            self._start_etcd()
+            self.start_apiserver()
+            self._spawn("kube-controller-manager", self._flags("kube-controller-manager"))
+            if self.scheduler:
+                self._spawn("kube-scheduler", self._flags("kube-scheduler"))
+            self._wait("kube-controller-manager's first work (ServiceAccount default, kube-root-ca.crt)", self._controllers_ready)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self._stop(name)
+
+    def restart_apiserver(self, down_for: float = 0.0) -> None:
+        """Stop kube-apiserver (clients see their connections drop), wait `down_for` s, start it on the same port."""
+        self._stop("kube-apiserver")
+        time.sleep(down_for)
+        self.start_apiserver()
+
+    def start_apiserver(self) -> None:
+        self._spawn("kube-apiserver", self._flags("kube-apiserver"))
+        self._wait("kube-apiserver /readyz", lambda: self._get("/readyz") == "ok")
+
+    def write_kubeconfig(self, path: Path, token: str | None = None, namespace: str = "default") -> Path:
+        """A kubeconfig for this control plane: the admin's (system:masters), or for `token`."""
+        return write_kubeconfig(path, self.url, token or self.admin_token, namespace, self.ca_pem)
+
+    def request_count(self) -> int:
+        """Requests the API server has served, all verbs and resources (apiserver_request_total)."""
+        total = 0.0
+        for line in self._get("/metrics").splitlines():
+            if line.startswith("apiserver_request_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
+
+    # Processes.
+    def _spawn(self, name: str, flags: list[str]) -> None:
+        with open(self.work / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen([str(self._binaries[name]), *flags], stdout=log,
+                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                    preexec_fn=_die_with_parent)
+
+    def _stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def _wait(self, step: str, ready, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise ControlPlaneError(f"control plane: {name} exited ({process.returncode}) while waiting for "
+                                            f"{step}:\n{self.log_tail(name)}")
+            try:
+                if ready():
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {name}\n{self.log_tail(name)}" for name in self.processes)
+                raise ControlPlaneError(f"control plane: {step} not ready after {timeout:.0f} s\n{logs}")
+            time.sleep(0.2)
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.work / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+    # Steps.
+    def _start_etcd(self) -> None:
+        client, peer = _free_port(), _free_port()
+        self._etcd_url = f"http://127.0.0.1:{client}"
+        self._spawn("etcd", ["--name", "default", "--data-dir", str(self.work / "etcd"), "--log-level", "warn",
+                             "--listen-client-urls", self._etcd_url, "--advertise-client-urls", self._etcd_url,
+                             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{peer}", "--unsafe-no-fsync"])
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"{self._etcd_url}/health", timeout=2) as response:
+                return json.loads(response.read()).get("health") == "true"
+
+        self._wait("etcd /health", healthy)
+
+    def _flags(self, component: str) -> list[str]:
+        work = self.work
+        if component == "kube-apiserver":
+            return ["--etcd-servers", self._etcd_url, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                    "--secure-port", str(self.port), "--tls-cert-file", str(work / "apiserver.crt"),
+                    "--tls-private-key-file", str(work / "apiserver.key"), "--client-ca-file", str(work / "ca.crt"),
+                    "--token-auth-file", str(work / "tokens.csv"), "--authorization-mode", "RBAC",
+                    "--service-account-issuer", ISSUER, "--service-account-key-file", str(work / "sa.pub"),
+                    "--service-account-signing-key-file", str(work / "sa.key"),
+                    "--service-cluster-ip-range", SERVICE_CIDR, "--endpoint-reconciler-type", "none",
+                    "--allow-privileged=true", "--profiling=false", "--cert-dir", str(work / "certs")]
+        common = ["--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--secure-port", "0", "--profiling=false"]
+        if component == "kube-controller-manager":
+            return [*common, "--controllers", ",".join(self.controllers), "--use-service-account-credentials",
+                    "--service-account-private-key-file", str(work / "sa.key"), "--root-ca-file", str(work / "ca.crt")]
+        return common
+
+    def _get(self, path: str) -> str:
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.admin_token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                return response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.read().decode(errors="replace")
+
+    def _controllers_ready(self) -> bool:
+        """What the controllers that make objects have made in `default` (the others show no sign of being up)."""
+        if "serviceaccount-controller" in self.controllers:
+            if json.loads(self._get("/api/v1/namespaces/default/serviceaccounts/default")).get("kind") != "ServiceAccount":
+                return False
+        if "root-ca-certificate-publisher-controller" in self.controllers:
+            root_ca = json.loads(self._get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt"))
+            return "ca.crt" in (root_ca.get("data") or {})
+        return True

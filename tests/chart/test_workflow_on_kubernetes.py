@@ -1,0 +1,123 @@
+"""The README's workflow, verbatim, on the real control plane: the operator is the pod the chart's Deployment makes
+(the pod runtime runs the `ray-operator` image on the installed command, with the ServiceAccount token a kubelet
+mounts), Ray pods are scheduled by kube-scheduler, collected by the garbage collector, and finalized by the
+pod runtime as a node's kubelet. Only the idle timeout is shortened, so that scale-down is seen within the test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT, wait_for
+from tests.local_kube import LocalKube, run_ray_job
+from tests.tools import helm, helm_env, kubectl
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
+
+CHART = str(ROOT / "charts/ray")
+FAST_IDLE = ["--set", "idleTimeoutMinutes=0.2"]
+
+
+@pytest.fixture
+def node(control_plane, tmp_path) -> Iterator[LocalKube]:
+    """The control plane with a node (the pod runtime) and no operator process: the chart brings the operator."""
+    kube = LocalKube(tmp_path, control_plane=control_plane)
+    try:
+        kube.start_server()
+        kube.start_runtime()
+        yield kube
+    finally:
+        kube.close()
+
+
+class Cli:
+    def __init__(self, kube: LocalKube, home) -> None:
+        self.kube, self.env = kube, helm_env(home, kube.kubeconfig)
+
+    def helm(self, *args: str) -> str:
+        result = subprocess.run([str(helm()), *args], capture_output=True, text=True, env=self.env, timeout=180)
+        assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def kubectl(self, *args: str) -> str:
+        result = subprocess.run([str(kubectl()), "--kubeconfig", str(self.kube.kubeconfig), *args], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def rayclusters(self, namespace: str) -> dict[str, list[str]]:
+        """`kubectl get rayclusters` as {name: [STATUS, RESTARTS]}."""
+        rows = self.kubectl("-n", namespace, "get", "rayclusters").splitlines()
+        assert rows[0].split()[:3] == ["NAME", "STATUS", "RESTARTS"], rows
+        return {row.split()[0]: row.split()[1:3] for row in rows[1:]}
+
+    def operator_pod(self, namespace: str) -> str:
+        """The name of the running operator pod (one, not being deleted)."""
+        pods = [p for p in self.kube.core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=operator").items
+                if p.metadata.deletion_timestamp is None and p.status.phase == "Running"]
+        return pods[0].metadata.name if len(pods) == 1 else ""
+
+
+def ray_pods(kube: LocalKube, namespace: str) -> dict[str, str]:
+    return {p.metadata.name: p.metadata.uid for p in kube.pods(namespace, "ray-cluster-name")}
+
+
+def nothing_left(kube: LocalKube, namespace: str) -> bool:
+    return (not kube.core.list_namespaced_pod(namespace, label_selector="ray-cluster-name").items
+            and not kube.core.list_namespaced_service(namespace, label_selector="ray-cluster-name").items)
+
+
+def test_helm_install_scale_operator_restart_and_uninstall(node, tmp_path):
+    cli = Cli(node, tmp_path)
+    cli.helm("install", "ray-operator", CHART, "--set", "operatorOnly=true")
+    wait_for(lambda: cli.operator_pod("default"), timeout=120, message="the operator's pod Running")
+
+    cli.helm("-n", "ray", "install", "example-cluster", CHART, "--create-namespace", "--set", "clusterOnly=true", *FAST_IDLE)
+    cli.helm("-n", "ray", "install", "example-cluster2", CHART, "--set", "clusterOnly=true", *FAST_IDLE)
+    running = {"example-cluster": ["Running", "0"], "example-cluster2": ["Running", "0"]}
+    wait_for(lambda: cli.rayclusters("ray") == running, timeout=240, interval=1, message="both clusters Running, 0 restarts")
+    wait_for(lambda: len(node.workers("example-cluster", "ray")) == 2, timeout=120, message="example-cluster's 2 minWorkers")
+
+    head_ip = cli.kubectl("-n", "ray", "get", "raycluster", "example-cluster", "-o", "jsonpath={.status.headPodIP}")
+    assert run_ray_job(head_ip, tasks=4) == "SUCCEEDED"  # 4 CPUs: the head's and 3 workers'
+    assert len(node.workers("example-cluster", "ray")) == 3
+    wait_for(lambda: len(node.workers("example-cluster", "ray")) == 2, timeout=180, interval=1, message="idle scale-down to 2")
+
+    logs = cli.kubectl("logs", "deploy/ray-operator-ray-operator").splitlines()
+    assert [line for line in logs if line.startswith("example-cluster2,ray ")]
+    assert not [line for line in logs if line.startswith("example-cluster,ray ") and "example-cluster2" in line]
+
+    before, old_operator = ray_pods(node, "ray"), cli.operator_pod("default")
+    cli.kubectl("delete", "pod", old_operator, "--wait=false")
+    wait_for(lambda: cli.operator_pod("default") not in ("", old_operator), timeout=120, message="a new operator pod")
+    wait_for(lambda: sum("started the autoscaler" in line for line in cli.kubectl("logs", "deploy/ray-operator-ray-operator")
+                         .splitlines()) == 2, timeout=120, message="the new operator adopting both clusters")
+    assert ray_pods(node, "ray") == before  # adopted with no pod churn
+    assert cli.rayclusters("ray") == running
+
+    cli.helm("-n", "ray", "uninstall", "example-cluster", "example-cluster2")
+    wait_for(lambda: nothing_left(node, "ray"), timeout=180, interval=1, message="no Ray pod or Service left")
+    cli.helm("uninstall", "ray-operator")
+    wait_for(lambda: not node.core.list_namespaced_pod("default").items, timeout=120, message="the operator's pod gone")
+
+
+def test_a_namespaced_operator_runs_a_cluster_with_nothing_but_the_charts_rbac(node, tmp_path):
+    """values/namespaced-operator.yaml: the operator pod has only the chart's Role in its namespace. A missing verb
+    would show as a 403 in its log and a cluster that never gets Running or never scales."""
+    cli = Cli(node, tmp_path)
+    values = tmp_path / "values.yaml"
+    values.write_text((ROOT / "values/namespaced-operator.yaml").read_text().replace("idleTimeoutMinutes: 1", "idleTimeoutMinutes: 0.1")
+                      .replace("memory: 1Gi", "memory: 512Mi"))
+    cli.helm("-n", "team-x", "install", "team", CHART, "--create-namespace", "-f", str(values))
+    wait_for(lambda: cli.rayclusters("team-x") == {"team": ["Running", "0"]}, timeout=240, interval=1, message="team Running")
+    assert run_ray_job(node.head("team", "team-x").status.pod_ip, tasks=3) == "SUCCEEDED"
+    wait_for(lambda: not node.workers("team", "team-x"), timeout=120, message="idle workers removed")
+    logs = cli.kubectl("-n", "team-x", "logs", "deploy/team-ray-operator").splitlines()
+    assert [line for line in logs if line.startswith("team,team-x ")]
+    assert not [line for line in logs if "Forbidden" in line or "(403)" in line]
+    cli.helm("-n", "team-x", "uninstall", "team")
+    wait_for(lambda: nothing_left(node, "team-x") and not node.core.list_namespaced_pod("team-x").items, timeout=180,
+             interval=1, message="nothing left in team-x")
