@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kube_apiserver import core_schemas, errors, objects, patches, schema
+from kube_apiserver import cel_rules, core_schemas, errors, objects, patches, schema
 from kube_apiserver.errors import ApiError
 from kube_apiserver.registry import BUILTIN_TYPES, ResourceType, type_from_crd
 from kube_apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -166,6 +166,8 @@ class Api:
             schema.apply_defaults(obj, rt.schema)
             validation.unknown_fields(schema.prune(obj, rt.schema, root=True))
             causes = schema.validate(obj, rt.schema)
+            if cel_rules.has_rules(rt.schema):
+                causes = causes + [cel_rules.NOT_CHECKED] if causes else cel_rules.violations(obj, rt.schema, "")
         elif not rt.custom:
             causes = self._builtin_causes(rt, obj, old, validation)
         if causes:
@@ -394,8 +396,9 @@ class Api:
                     if "clusterIPs" in current.get("spec", {}):
                         new_spec.setdefault("clusterIPs", current["spec"]["clusterIPs"])
                 elif new_spec["clusterIP"] != old_ip:
-                    raise errors.invalid("Service", current["metadata"]["name"], "", [{"reason": "FieldValueInvalid", "field": "spec.clusterIPs[0]",
-                                                                                       "message": "spec.clusterIPs[0]: Invalid value: field is immutable"}])
+                    changed = f'spec.clusterIPs[0]: Invalid value: ["{new_spec["clusterIP"]}"]: may not change once set'
+                    raise errors.invalid("Service", current["metadata"]["name"], "", [
+                        {"reason": "FieldValueInvalid", "field": "spec.clusterIPs[0]", "message": changed}])
             if rt.kind == "Secret" and rt.group == "":
                 objects.normalize_secret(result)
         metadata = result["metadata"]

@@ -18,6 +18,11 @@ from kubernetes_validate.utils import schema_contents
 from referencing import Registry, Resource
 
 SCHEMA_VERSION = "1.35"
+# metav1.MicroTime fields, which the real server decodes with exactly six fractional digits (the schemas say only
+# "date-time").
+MICRO_TIME_FIELDS = {"Event": (("eventTime",), ("series", "lastObservedTime")),
+                     "Lease": (("spec", "acquireTime"), ("spec", "renewTime"))}
+_MICRO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$")
 
 
 @dataclass
@@ -58,8 +63,19 @@ def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationErro
     return [error]
 
 
+def _micro_time_errors(obj: dict[str, Any]) -> list[str]:
+    errors = []
+    for path in MICRO_TIME_FIELDS.get(obj.get("kind", ""), ()):
+        value: Any = obj
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) and not _MICRO_TIME.match(value):
+            errors.append(f'parsing time "{value}" as "2006-01-02T15:04:05.000000Z07:00"')
+    return errors
+
+
 def check(obj: dict[str, Any]) -> Findings:
-    findings = Findings()
+    findings = Findings(type_errors=_micro_time_errors(obj))
     validator = _validator(obj.get("kind", ""), obj.get("apiVersion", ""))
     if validator is None:
         return findings

@@ -58,11 +58,14 @@ def conflict(resource: str, name: str, group: str = "") -> ApiError:
 
 
 def invalid(kind: str, name: str, group: str, causes: list[dict[str, str]]) -> ApiError:
+    """422 Invalid. Each cause's message is written `<field>: <what>`: the Status message lists them so, and each
+    cause carries only `<what>` beside its field, as kube-apiserver's field errors do."""
     qualified = f"{kind}.{group}" if group else kind
     text = "; ".join(c["message"] for c in causes)
     if len(causes) > 1:
         text = "[" + ", ".join(c["message"] for c in causes) + "]"
-    details = {"name": name, "kind": kind, "causes": causes}
+    details = {"name": name, "kind": kind,
+               "causes": [{**c, "message": c["message"].removeprefix(f'{c["field"]}: ')} for c in causes]}
     if group:
         details["group"] = group
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}', details)

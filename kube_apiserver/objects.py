@@ -21,7 +21,6 @@ GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
 _DNS1123_LABEL_RE = re.compile(rf"^{_DNS1123_LABEL}$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -31,9 +30,6 @@ SUBDOMAIN_MESSAGE = ("a lowercase RFC 1123 subdomain must consist of lower case 
 LABEL_MESSAGE = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
                  "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
                  "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
-DNS1035_MESSAGE = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-                   "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
-                   "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
 
 
 def now() -> str:
@@ -53,8 +49,9 @@ def _name_causes(kind: str, name: str) -> list[dict[str, str]]:
         ok, message = name not in (".", "..") and "/" not in name and "%" not in name, "may not contain '/' or '%'"
     elif kind == "Namespace":
         ok, message = bool(_DNS1123_LABEL_RE.match(name)) and len(name) <= 63, LABEL_MESSAGE
-    elif kind == "Service":
-        ok, message = bool(_DNS1035_LABEL.match(name)) and len(name) <= 63, DNS1035_MESSAGE
+    elif kind == "Service":  # an RFC 1123 label since Kubernetes 1.34 (RelaxedServiceNameValidation): "1svc" is fine
+        ok, message = (False, "must not contain dots") if "." in name else (
+            (False, "must be no more than 63 characters") if len(name) > 63 else (bool(_DNS1123_LABEL_RE.match(name)), LABEL_MESSAGE))
     else:
         ok, message = bool(_DNS1123_SUBDOMAIN.match(name)) and len(name) <= 253, SUBDOMAIN_MESSAGE
     if ok:

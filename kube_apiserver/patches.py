@@ -64,9 +64,28 @@ def _merge_key(field: str, items: list[Any]) -> str | None:
     return _MERGE_KEYS.get(field)
 
 
-def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
+def _in_kubernetes_order(merged: list[Any], patch_order: list[Any], original: list[Any], identity: Any) -> list[Any]:
+    """The order kube-apiserver gives a merged list (strategicpatch's normalizeElementOrder): the patch's items in
+    the patch's order, with each item only the original had placed before the first patch item that follows it in
+    the original; an item the original did not have goes first."""
+    in_patch = {identity(item): n for n, item in enumerate(patch_order)}
+    server = {identity(item): n for n, item in enumerate(original)}
+    patched = sorted((m for m in merged if identity(m) in in_patch), key=lambda m: in_patch[identity(m)])
+    server_only = sorted((m for m in merged if identity(m) not in in_patch), key=lambda m: server.get(identity(m), len(server)))
+    result: list[Any] = []
+    while server_only or patched:
+        left = server.get(identity(server_only[0])) if server_only else None
+        right = server.get(identity(patched[0])) if patched else None
+        take_left = not patched or (server_only and left is not None and right is not None and left < right)
+        result.append((server_only if take_left else patched).pop(0))
+    return result
+
+
+def _merge_list(field: str, current: list[Any], patch: list[Any], order: list[Any] | None) -> list[Any]:
+    """`order`: the patch's `$setElementOrder/<field>`, when it has one."""
     if field in _SET_LISTS:
-        return current + [item for item in patch if item not in current]
+        merged = current + [item for item in patch if item not in current]
+        return _in_kubernetes_order(merged, order or patch, current, lambda item: item)
     key = _merge_key(field, current + patch)
     if key is None or not all(isinstance(i, dict) for i in patch):
         return [strategic_merge_patch(None, i) if isinstance(i, dict) else i for i in patch]
@@ -82,7 +101,8 @@ def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
             result.append(strategic_merge_patch(None, item))
         else:
             result[index] = strategic_merge_patch(result[index], item)
-    return result
+    return _in_kubernetes_order(result, order or [i for i in patch if i.get("$patch") != "delete"], current,
+                                lambda item: item.get(key) if isinstance(item, dict) else item)
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
@@ -101,10 +121,9 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
             continue
         if value is None:
             result.pop(key, None)
-        elif isinstance(value, list) and isinstance(result.get(key), list):
-            result[key] = _merge_list(key, result[key], value)
         elif isinstance(value, list):
-            result[key] = _merge_list(key, [], value)
+            current = result.get(key) if isinstance(result.get(key), list) else []
+            result[key] = _merge_list(key, current, value, patch.get(f"$setElementOrder/{key}"))
         else:
             result[key] = strategic_merge_patch(result.get(key), value)
     return result

@@ -79,6 +79,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
           verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     _core("Pod", "pods", short_names=("po",), categories=("all",), subresources=("status", "log", "binding")),
     _core("Service", "services", short_names=("svc",), categories=("all",), subresources=("status",)),
+    _core("ReplicationController", "replicationcontrollers", short_names=("rc",), categories=("all",),
+          subresources=("status", "scale")),
     _core("Endpoints", "endpoints", short_names=("ep",)),
     _core("ConfigMap", "configmaps", short_names=("cm",)),
     _core("Secret", "secrets"),

@@ -7,7 +7,7 @@ validated — types, enum, required, bounds, lengths, patterns, item counts,
 list-type map/set uniqueness — and every violation is reported as a cause
 with its field path, in the API server's wording.
 
-Not evaluated here: CEL rules (`x-kubernetes-validations`).
+CEL rules (`x-kubernetes-validations`) are evaluated next, by cel_rules.py.
 """
 
 from __future__ import annotations

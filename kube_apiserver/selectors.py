@@ -96,7 +96,10 @@ def parse_field_selector(text: str | None, kind: str, extra_fields: set[str] | N
             raise SelectorError(f"invalid selector: {term.strip()!r}; can't understand {term.strip()!r}")
         path, op, value = match.groups()
         if path not in allowed:
-            raise SelectorError(f'field label not supported: {path}')
+            if kind in SELECTABLE_FIELDS:  # a kind with field labels of its own says it as kube-apiserver's conversion does
+                raise SelectorError(f"field label not supported: {path}")
+            known = ", ".join(f'"{name}"' for name in sorted(allowed))
+            raise SelectorError(f'"{path}" is not a known field selector: only {known}')
         if op == "!=":
             checks.append(lambda obj, p=path, v=value: field_value(obj, p) != v)
         else:

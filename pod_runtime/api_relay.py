@@ -1,6 +1,8 @@
 """Where pods reach the API server: a TCP relay on the pod network's host address to the API server of the
-runtime's kubeconfig, exported to every container as KUBERNETES_SERVICE_HOST/_PORT — what kube-proxy's rules for
-the `kubernetes` Service give pods on a node. Bytes are relayed as they are (TLS ends at the API server)."""
+runtime's kubeconfig, exported to every container as KUBERNETES_SERVICE_HOST/_PORT and named `kubernetes.default.svc`
+in the pods' hosts files — what kube-proxy's rules and cluster DNS give pods for the `kubernetes` Service. It listens
+on the Service's port, 443, where it may (root), else on a free port (clients that assume 443, such as kopf's
+service-account login, then cannot reach it). Bytes are relayed as they are (TLS ends at the API server)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import threading
 from urllib.parse import urlsplit
 
 BUFFER = 65536
+SERVICE_PORT = 443
+SERVICE_NAMES = ["kubernetes.default.svc.cluster.local", "kubernetes.default.svc", "kubernetes.default", "kubernetes"]
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -50,7 +54,10 @@ class ApiRelay:
             daemon_threads = True
             allow_reuse_address = True
 
-        self._server = Server((host, 0), Connection)
+        try:
+            self._server = Server((host, SERVICE_PORT), Connection)
+        except PermissionError:
+            self._server = Server((host, 0), Connection)
         self.host, self.port = host, self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="api relay", daemon=True)
 

@@ -8,7 +8,7 @@ volumes (volumes.py: the ServiceAccount token), start each container in it as PI
 mount and UTS namespaces (it dies with the runtime through PR_SET_PDEATHSIG and unshare's --kill-child),
 with KUBERNETES_SERVICE_HOST/_PORT leading to the API server (api_relay.py), report Running with the pod
 IP and Ready, follow exits per restartPolicy (restartCount, Succeeded/Failed), and on deletion stop it
-within its grace period (SIGTERM to the pod's processes, then SIGKILL) before deleting the pod object with
+within its grace period (SIGTERM to each container's PID 1, then SIGKILL) before deleting the pod object with
 `gracePeriodSeconds: 0` in the DeleteOptions body (a real API server reads them from the body only).
 """
 
@@ -32,7 +32,7 @@ import psutil
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from pod_runtime.api_relay import ApiRelay
+from pod_runtime.api_relay import SERVICE_NAMES, ApiRelay
 from pod_runtime.containers import command_line, container_env, supported_image
 from pod_runtime.kubelet_server import KubeletServer
 from pod_runtime.network import NETWORKS, PodNetwork
@@ -99,14 +99,15 @@ class Container:
         return None if self.process is None else self.process.poll()
 
     def stop(self, grace: float) -> None:
-        """SIGTERM to every process of the container, SIGKILL to what is left after `grace` seconds."""
+        """SIGTERM to the container's PID 1 (as a container runtime sends it: the container's other processes are
+        its to stop), SIGKILL to what is left after `grace` seconds."""
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            tree = psutil.Process(self.process.pid).children(recursive=True)
+            init = psutil.Process(self.process.pid).children()  # unshare's child: PID 1 of the container
         except psutil.Error:
-            tree = []
-        for process in tree:
+            init = []
+        for process in init:
             try:
                 process.send_signal(signal.SIGTERM)
             except psutil.Error:
@@ -478,7 +479,7 @@ class PodRuntime:
         self.refresh_hosts()
 
     def _service_entries(self) -> list[tuple[str, list[str]]]:
-        entries = []
+        entries = [(self.relay.host, SERVICE_NAMES)]
         with self._lock:
             for (namespace, name), service in sorted(self.services.items()):
                 selector = (service.get("spec") or {}).get("selector") or {}

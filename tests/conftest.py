@@ -95,8 +95,20 @@ def kube(kubeconfig):
     client.close()
 
 
-def apply_crd(client) -> None:
-    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(load_yaml(CRD_FILE))
+def apply_crd(client, exist_ok: bool = False, crd: dict | None = None) -> None:
+    """The RayCluster CRD (or `crd`), once Established (a real API server serves its resource only from then on)."""
+    from kubernetes.client.exceptions import ApiException
+
+    extensions = kubernetes.client.ApiextensionsV1Api(client)
+    crd = crd or load_yaml(CRD_FILE)
+    try:
+        extensions.create_custom_resource_definition(crd)
+    except ApiException as error:
+        if not (exist_ok and error.status == 409):
+            raise
+    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
+                         extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []),
+             timeout=30, message="the RayCluster CRD established")
 
 
 def create_raycluster(client, raycluster: dict) -> dict:
@@ -138,31 +150,29 @@ def custom(kube):
     return kubernetes.client.CustomObjectsApi(kube)
 
 
+def urlopen(server, request):
+    """urllib's urlopen of `request` as the admin of `server` (the project's or a control plane), trusting its CA."""
+    import ssl
+    import urllib.request
+
+    certificates = getattr(server, "certificates", None)
+    ca = certificates.ca_pem if certificates else getattr(server, "ca_pem", b"")
+    if server.admin_token:
+        request.add_header("Authorization", f"Bearer {server.admin_token}")
+    return urllib.request.urlopen(request, timeout=10, context=ssl.create_default_context(cadata=ca.decode()) if ca else None)
+
+
 def raw_request(server, method: str, path: str, body=None, content_type: str = "application/json", headers=None):
     """An HTTP request as a client library would send it, as the admin; returns (status, parsed JSON body)."""
     import json
-    import ssl
     import urllib.error
     import urllib.request
 
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(server.url + path, method=method, data=data,
-                                     headers={"Content-Type": content_type, "Accept": "application/json",
-                                              **admin_headers(server), **(headers or {})})
-    context = ssl.create_default_context(cadata=server_ca(server).decode()) if server_ca(server) else None
+                                     headers={"Content-Type": content_type, "Accept": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        with urlopen(server, request) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
-
-
-def server_ca(server) -> bytes:
-    """The CA a client of `server` (the project's or a control plane) trusts; empty when it serves plain HTTP."""
-    certificates = getattr(server, "certificates", None)
-    return certificates.ca_pem if certificates else getattr(server, "ca_pem", b"")
-
-
-def admin_headers(server) -> dict[str, str]:
-    token = getattr(server, "admin_token", None)
-    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from control_plane import ControlPlane
 from kube_apiserver.server import ApiServer
 from pod_runtime.network import NETWORKS
-from tests.conftest import CRD_FILE, load_yaml, wait_for
+from tests.conftest import apply_crd, wait_for
 
 OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0", "--metrics-host", "127.0.0.1",
                   "--restart-backoff", "1", "--max-restart-backoff", "4", "--stall-rounds", "10", "--max-pending-pods", "2",
@@ -163,17 +163,8 @@ class LocalKube:
         return kubernetes.client.CustomObjectsApi(self.client)
 
     def setup_crd(self) -> None:
-        """The RayCluster CRD, once it is established (on a shared control plane it may exist already)."""
-        extensions = kubernetes.client.ApiextensionsV1Api(self.client)
-        crd = load_yaml(CRD_FILE)
-        try:
-            extensions.create_custom_resource_definition(crd)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-        wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
-                             extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []),
-                 timeout=30, message="the RayCluster CRD established")
+        """The RayCluster CRD (on a shared control plane it may exist already)."""
+        apply_crd(self.client, exist_ok=True)
 
     def namespace(self, name: str) -> None:
         try:

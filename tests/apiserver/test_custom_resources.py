@@ -1,8 +1,5 @@
-"""Custom resources against their CRD's schema: validation, pruning, defaults, field validation, tables.
-
-Real server difference: CEL rules (x-kubernetes-validations) are not evaluated here; the operator checks the
-same rules itself (autoscaler_bridge.validation).
-"""
+"""Custom resources against their CRD's schema and CEL rules: validation, pruning, defaults, field validation,
+tables."""
 
 import copy
 import json
@@ -39,16 +36,34 @@ def with_spec(**changes):
 
 def test_types_enums_required_and_bounds(crd, custom):
     status = refused(custom, with_spec(maxWorkers="three", upscalingSpeed=-1))
-    fields = sorted(c["field"] for c in status["details"]["causes"])
-    assert fields == ["spec.maxWorkers", "spec.upscalingSpeed"]
+    causes = status["details"]["causes"]
+    assert [(c["reason"], c["field"]) for c in causes] == [
+        ("FieldValueTypeInvalid", "spec.maxWorkers"), ("FieldValueInvalid", "spec.upscalingSpeed"),
+        ("FieldValueInvalid", "<nil>")]  # the CRD's CEL rules: not checked while the schema is not met
+    assert "some validation rules were not checked because the object was invalid" in causes[2]["message"]
     assert 'spec.maxWorkers: Invalid value: "string": spec.maxWorkers in body must be of type integer: "string"' in status["message"]
     assert "spec.upscalingSpeed: Invalid value: -1: spec.upscalingSpeed in body should be greater than or equal to 0" in status["message"]
     body = with_spec()
     del body["spec"]["headPodType"]
-    assert refused(custom, body)["details"]["causes"] == [
-        {"reason": "FieldValueRequired", "field": "spec.headPodType", "message": "spec.headPodType: Required value"}]
+    assert refused(custom, body)["details"]["causes"][0] == {
+        "reason": "FieldValueRequired", "field": "spec.headPodType", "message": "Required value"}
     body = with_spec(podTypes=[])
     assert "should have at least 1 items" in refused(custom, body)["message"]
+
+
+def test_the_crds_cel_rules(crd, custom, kubectl):
+    """x-kubernetes-validations: each rule on its own node, its failure at the rule's fieldPath."""
+    body = with_spec(headPodType="nope", podTypes=[{**RC["spec"]["podTypes"][0], "minWorkers": 3, "maxWorkers": 1}])
+    status = refused(custom, body)
+    assert status["details"]["causes"] == [
+        {"reason": "FieldValueInvalid", "field": "spec.headPodType", "message": "Invalid value: headPodType must name one of the podTypes"},
+        {"reason": "FieldValueInvalid", "field": "spec.podTypes[0].minWorkers",
+         "message": "Invalid value: minWorkers must not exceed maxWorkers"}]
+    assert status["message"] == ('RayCluster.cluster.ray.io "c1" is invalid: [spec.headPodType: Invalid value: headPodType must name '
+                                 'one of the podTypes, spec.podTypes[0].minWorkers: Invalid value: minWorkers must not exceed maxWorkers]')
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=False)
+    assert result.returncode != 0 and "minWorkers must not exceed maxWorkers" in result.stderr
+    assert custom.create_namespaced_custom_object(*ARGS, with_spec())["metadata"]["name"] == "c1"  # a valid one passes
 
 
 def test_status_enum_on_the_status_subresource(crd, custom):
@@ -79,9 +94,8 @@ def test_unknown_fields_are_pruned_unless_preserved(crd, custom):
 def test_schema_defaults_are_filled_in(kube, custom):
     crd = yaml.safe_load(open("crds/cluster.ray.io_rayclusters.yaml"))
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["upscalingSpeed"]["default"] = 1.0
-    import kubernetes
 
-    kubernetes.client.ApiextensionsV1Api(kube).create_custom_resource_definition(crd)
+    apply_crd(kube, crd=crd)
     assert custom.create_namespaced_custom_object(*ARGS, RC)["spec"]["upscalingSpeed"] == 1.0
 
 
@@ -100,6 +114,6 @@ def test_kubectl_get_shows_the_printer_columns(crd, custom, kubectl):
     header, row = kubectl("get", "rayclusters").stdout.splitlines()
     assert header.split() == ["NAME", "STATUS", "RESTARTS", "WORKERS", "DESIRED", "AGE"]
     assert row.split()[:5] == ["c1", "Running", "2", "1", "3"]
-    wide = kubectl("get", "rc", "-o", "wide").stdout.splitlines()[0].split()
+    wide = kubectl("get", "rayc", "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-1] == "MESSAGE"
     assert kubectl("get", "raycluster", "c1", "-o", "jsonpath={.status.phase}").stdout == "Running"

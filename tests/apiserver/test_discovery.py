@@ -5,12 +5,13 @@ import urllib.request
 
 import kubernetes
 
-from tests.conftest import apply_crd, wait_for
+from tests.apiserver.test_objects import RC
+from tests.conftest import apply_crd, urlopen, wait_for
 
 
 def get(api_server, path, accept="application/json"):
     request = urllib.request.Request(api_server.url + path, headers={"Accept": accept})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urlopen(api_server, request) as response:
         body = response.read()
         return response.status, response.headers.get("Content-Type"), body
 
@@ -41,7 +42,7 @@ def test_core_and_group_discovery(kube):
 def test_a_crd_serves_its_resource_and_deleting_it_stops_serving(kube, kubectl):
     apply_crd(kube)
     listing = kubectl("api-resources", "--api-group=cluster.ray.io").stdout
-    assert "rayclusters" in listing and "rc" in listing and "RayCluster" in listing
+    assert "rayclusters" in listing and "rayc" in listing and "RayCluster" in listing
     crd = kubernetes.client.ApiextensionsV1Api(kube).read_custom_resource_definition("rayclusters.cluster.ray.io")
     assert {c.type: c.status for c in crd.status.conditions}["Established"] == "True"
     resources = kubernetes.client.CustomObjectsApi(kube).get_api_resources("cluster.ray.io", "v1").resources
@@ -51,10 +52,19 @@ def test_a_crd_serves_its_resource_and_deleting_it_stops_serving(kube, kubectl):
     assert 'the server doesn\'t have a resource type "rayclusters"' in kubectl("get", "rayclusters", check=False).stderr
 
 
+def test_short_names_resolve_as_on_a_real_server(kube, kubectl):
+    """`rc` is core Kubernetes' ReplicationControllers; a RayCluster is `rayc`."""
+    apply_crd(kube)
+    kubernetes.client.CustomObjectsApi(kube).create_namespaced_custom_object("cluster.ray.io", "v1", "default", "rayclusters", RC)
+    result = kubectl("get", "rc")
+    assert result.stdout == "" and "No resources found" in result.stderr
+    assert kubectl("get", "rayc", "-o", "name").stdout.split() == ["raycluster.cluster.ray.io/c1"]
+
+
 def test_openapi_v3_says_patch_takes_field_validation(api_server, kube):
     apply_crd(kube)
-    _, _, body = get(api_server, "/openapi/v3")
-    paths = json.loads(body)["paths"]
+    paths = wait_for(lambda: (lambda p: p if "apis/cluster.ray.io/v1" in p else None)(
+        json.loads(get(api_server, "/openapi/v3")[2])["paths"]), message="the CRD's OpenAPI v3 document published")
     assert {"api/v1", "apis/cluster.ray.io/v1"} <= paths.keys()
     _, _, body = get(api_server, paths["apis/cluster.ray.io/v1"]["serverRelativeURL"])
     doc = json.loads(body)

@@ -4,6 +4,7 @@ Real server difference: a continue token pages through the current objects after
 server serves a consistent snapshot at the first page's resourceVersion.
 """
 
+import json
 import threading
 
 import kubernetes
@@ -48,6 +49,10 @@ def test_field_selectors(core):
     assert core.list_namespaced_pod("default", field_selector="status.phase!=Pending").items == []
     with pytest.raises(ApiException) as raised:
         core.list_namespaced_config_map("default", field_selector="data.a=1")
+    assert raised.value.status == 400
+    assert '"data.a\\" is not a known field selector: only \\"metadata.name\\", \\"metadata.namespace\\"' in raised.value.body
+    with pytest.raises(ApiException) as raised:
+        core.list_namespaced_pod("default", field_selector="data.a=1")
     assert raised.value.status == 400 and "field label not supported: data.a" in raised.value.body
 
 
@@ -100,6 +105,19 @@ def test_watch_with_a_selector_sees_objects_enter_and_leave_it(core):
     assert events == [("ADDED", "m"), ("DELETED", "m")]
 
 
+def test_a_watch_list_ends_its_initial_events_with_a_bookmark(core):
+    """sendInitialEvents: the objects as ADDED, then a BOOKMARK marked k8s.io/initial-events-end (what a client
+    waits for before it trusts its cache)."""
+    make(core, "x")
+    raw = core.list_namespaced_config_map("default", watch=True, allow_watch_bookmarks=True, send_initial_events=True,
+                                          resource_version_match="NotOlderThan", timeout_seconds=2, _preload_content=False)
+    events = [json.loads(line) for line in raw.read().decode().splitlines() if line]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [("ADDED", "x"), ("BOOKMARK", None)]
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(events[1]["object"]["metadata"]["resourceVersion"]) >= int(events[0]["object"]["metadata"]["resourceVersion"])
+
+
+@pytest.mark.project_server("its bookmark interval is a knob; kube-apiserver sends periodic bookmarks about once a minute")
 def test_bookmarks(api_server, core):
     api_server.api.bookmark_interval = 0.2
     start = core.list_namespaced_config_map("default").metadata.resource_version
@@ -119,6 +137,7 @@ def test_watch_ends_at_its_timeout(core):
     assert 0.9 < time.monotonic() - began < 5
 
 
+@pytest.mark.project_server("compaction on demand and a bounded history; kube-apiserver compacts etcd every 5 minutes")
 def test_watch_from_a_compacted_version_is_gone(api_server, core):
     old = core.list_namespaced_config_map("default").metadata.resource_version
     make(core, "x")

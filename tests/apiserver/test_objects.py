@@ -5,7 +5,7 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import apply_crd
+from tests.conftest import apply_crd, urlopen
 
 
 def status_of(error: ApiException) -> dict:
@@ -110,8 +110,12 @@ def test_invalid_names_and_labels(core):
     assert 'metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain' in body["message"]
     body = raises(core.create_namespaced_config_map, "default", {"metadata": {"name": "ok", "labels": {"a": "x" * 64}}})
     assert body["reason"] == "Invalid" and body["details"]["causes"][0]["field"] == "metadata.labels"
-    body = raises(core.create_namespaced_service, "default", {"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}})
-    assert "DNS-1035 label" in body["message"]
+    # A Service's name is an RFC 1123 label since Kubernetes 1.34 (it may start with a digit), never with dots.
+    assert core.create_namespaced_service("default", {"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}})
+    body = raises(core.create_namespaced_service, "default", {"metadata": {"name": "svc.a"}, "spec": {"ports": [{"port": 80}]}})
+    assert 'metadata.name: Invalid value: "svc.a": must not contain dots' in body["message"]
+    body = raises(core.create_namespaced_service, "default", {"metadata": {"name": "Svc"}, "spec": {"ports": [{"port": 80}]}})
+    assert "a lowercase RFC 1123 label" in body["message"]
 
 
 def test_pods_get_defaults_and_need_their_service_account(core):
@@ -135,7 +139,8 @@ def test_services_get_a_cluster_ip_that_is_immutable(core):
     assert service.spec.cluster_ip.startswith("10.96.") and service.spec.type == "ClusterIP"
     assert service.spec.ports[0].target_port == 80 and service.spec.ports[0].protocol == "TCP"
     body = raises(core.patch_namespaced_service, "s", "default", {"spec": {"clusterIP": "10.96.9.9"}})
-    assert body["reason"] == "Invalid" and "field is immutable" in body["message"]
+    assert body["reason"] == "Invalid"
+    assert 'spec.clusterIPs[0]: Invalid value: ["10.96.9.9"]: may not change once set' in body["message"]
 
 
 def test_secrets_string_data_and_base64(core):
@@ -160,24 +165,24 @@ def test_unsupported_media_type(api_server):
     request = urllib.request.Request(api_server.url + "/api/v1/namespaces/default/configmaps/x", method="PATCH",
                                      data=b"{}", headers={"Content-Type": "text/plain"})
     with pytest.raises(urllib.error.HTTPError) as raised:
-        urllib.request.urlopen(request, timeout=10)
+        urlopen(api_server, request)
     body = json.loads(raised.value.read())
     assert (raised.value.code, body["reason"]) == (415, "UnsupportedMediaType")
 
 
 def test_builtin_objects_are_checked_against_the_kubernetes_schemas(api_server, core, kubectl):
-    """Real server difference: decode errors name the Go struct field; here they name the JSON path."""
+    """A decode error names the field (the real server as a Go struct field, this one by its JSON path)."""
     from tests.conftest import raw_request
 
     status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/pods", {
         "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": "http"}]}]}})
     assert (status, body["reason"]) == (400, "BadRequest")
     assert body["message"].startswith('Pod in version "v1" cannot be handled as a Pod:')
-    assert "spec.containers[0].ports[0].containerPort" in body["message"]
+    assert "containerPort" in body["message"]
     status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/services", {
         "metadata": {"name": "s"}, "spec": {"ports": [{"name": "x"}]}})
     assert (status, body["reason"]) == (422, "Invalid")
-    assert {"reason": "FieldValueRequired", "field": "spec.ports[0].port", "message": "spec.ports[0].port: Required value"} in body["details"]["causes"]
+    assert {"reason": "FieldValueRequired", "field": "spec.ports[0].port", "message": "Required value"} in body["details"]["causes"]
     # Unknown fields are dropped, with a warning; refused when the client asks for strict field validation.
     status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/configmaps",
                                {"metadata": {"name": "u"}, "data": {"a": "1"}, "dta": {"b": "2"}})

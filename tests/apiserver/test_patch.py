@@ -1,5 +1,7 @@
 """PATCH: JSON merge patch, JSON patch, strategic merge patch, server-side apply."""
 
+import pytest
+
 from tests.conftest import apply_crd, raw_request
 from tests.apiserver.test_objects import RC
 
@@ -22,8 +24,20 @@ def test_strategic_merge_patch_delete_directive_and_set_lists(core):
                                                                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u1"}]}})
     patched = core.patch_namespaced_config_map("cm", "default", {"metadata": {"finalizers": ["b/y"],
                                                "ownerReferences": [{"uid": "u1", "$patch": "delete"}]}})
-    assert patched.metadata.finalizers == ["a/x", "b/y"]
+    assert patched.metadata.finalizers == ["b/y", "a/x"]  # a new item goes first
     assert patched.metadata.owner_references is None
+
+
+@pytest.mark.parametrize("before, patch, after", [
+    (["a/1", "c/3"], ["b/2"], ["b/2", "a/1", "c/3"]),
+    (["a/1", "c/3"], ["c/3", "b/2"], ["a/1", "c/3", "b/2"]),
+    (["x/9"], ["b/2", "a/1"], ["b/2", "a/1", "x/9"]),
+    (["a/1", "b/2", "c/3"], ["b/2"], ["a/1", "b/2", "c/3"]),
+])
+def test_strategic_merge_patch_orders_a_merged_list_as_kubernetes_does(core, before, patch, after):
+    core.create_namespaced_config_map("default", {"metadata": {"name": "cm", "finalizers": before}})
+    assert core.patch_namespaced_config_map("cm", "default", {"metadata": {"finalizers": patch}}).metadata.finalizers == after
+    core.patch_namespaced_config_map("cm", "default", {"metadata": {"finalizers": None}})
 
 
 def test_json_merge_patch_replaces_lists_and_null_deletes(kube, custom):

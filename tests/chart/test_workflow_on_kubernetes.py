@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ from tests.tools import helm, helm_env, kubectl
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
 CHART = str(ROOT / "charts/ray")
-FAST_IDLE = ["--set", "idleTimeoutMinutes=0.2"]
+FAST_IDLE = ["--set-json", "idleTimeoutMinutes=0.2"]  # --set would make 0.2 a string
 
 
 @pytest.fixture
@@ -82,8 +83,12 @@ def test_helm_install_scale_operator_restart_and_uninstall(node, tmp_path):
     wait_for(lambda: len(node.workers("example-cluster", "ray")) == 2, timeout=120, message="example-cluster's 2 minWorkers")
 
     head_ip = cli.kubectl("-n", "ray", "get", "raycluster", "example-cluster", "-o", "jsonpath={.status.headPodIP}")
-    assert run_ray_job(head_ip, tasks=4) == "SUCCEEDED"  # 4 CPUs: the head's and 3 workers'
-    assert len(node.workers("example-cluster", "ray")) == 3
+    job: list[str] = []
+    submitted = threading.Thread(target=lambda: job.append(run_ray_job(head_ip, tasks=8, seconds=6)))
+    submitted.start()  # 8 tasks of 1 CPU: more than the head and 2 workers hold
+    wait_for(lambda: len(node.workers("example-cluster", "ray")) == 3, timeout=120, message="scaled up to maxWorkers 3")
+    submitted.join(timeout=300)
+    assert job == ["SUCCEEDED"]
     wait_for(lambda: len(node.workers("example-cluster", "ray")) == 2, timeout=180, interval=1, message="idle scale-down to 2")
 
     logs = cli.kubectl("logs", "deploy/ray-operator-ray-operator").splitlines()
