@@ -23,6 +23,9 @@ SCHEMA_VERSION = "1.35"
 MICRO_TIME_FIELDS = {"Event": (("eventTime",), ("series", "lastObservedTime")),
                      "Lease": (("spec", "acquireTime"), ("spec", "renewTime"))}
 _MICRO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$")
+# resource.Quantity as kube-apiserver decodes it (its error message quotes a looser expression).
+_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+QUANTITY_ERROR = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 
 
 @dataclass
@@ -63,8 +66,16 @@ def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationErro
     return [error]
 
 
-def _micro_time_errors(obj: dict[str, Any]) -> list[str]:
+def _decode_errors(obj: dict[str, Any]) -> list[str]:
+    """What the real server fails to decode beyond JSON types: MicroTimes and a pod's resource quantities."""
     errors = []
+    if obj.get("kind") == "Pod":
+        spec = obj.get("spec") or {}
+        for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            resources = container.get("resources") or {} if isinstance(container, dict) else {}
+            for values in (resources.get("limits") or {}, resources.get("requests") or {}):
+                if any(isinstance(v, str) and not _QUANTITY.match(v) for v in values.values()):
+                    errors.append(QUANTITY_ERROR)
     for path in MICRO_TIME_FIELDS.get(obj.get("kind", ""), ()):
         value: Any = obj
         for part in path:
@@ -75,7 +86,7 @@ def _micro_time_errors(obj: dict[str, Any]) -> list[str]:
 
 
 def check(obj: dict[str, Any]) -> Findings:
-    findings = Findings(type_errors=_micro_time_errors(obj))
+    findings = Findings(type_errors=list(dict.fromkeys(_decode_errors(obj))))
     validator = _validator(obj.get("kind", ""), obj.get("apiVersion", ""))
     if validator is None:
         return findings

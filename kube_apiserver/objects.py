@@ -102,7 +102,9 @@ def _default_containers(containers: list[dict[str, Any]]) -> None:
         container.setdefault("imagePullPolicy", _image_pull_policy(container.get("image", "")))
         container.setdefault("terminationMessagePath", "/dev/termination-log")
         container.setdefault("terminationMessagePolicy", "File")
-        container.setdefault("resources", {})
+        resources = container.setdefault("resources", {})
+        if resources.get("limits"):  # requests default to the limits, resource by resource
+            resources["requests"] = {**resources["limits"], **(resources.get("requests") or {})}
         for port in container.get("ports") or []:
             port.setdefault("protocol", "TCP")
 
@@ -136,7 +138,7 @@ def _qos_class(spec: dict[str, Any]) -> str:
 
 
 def check_pod(pod: dict[str, Any]) -> list[dict[str, str]]:
-    """What pod validation requires beyond the schema: containers, each with an image."""
+    """What pod validation requires beyond the schema: containers, each with an image; no negative resources."""
     causes = []
     containers = (pod.get("spec") or {}).get("containers")
     if not containers:
@@ -145,6 +147,12 @@ def check_pod(pod: dict[str, Any]) -> list[dict[str, str]]:
         if not container.get("image"):
             causes.append({"reason": "FieldValueRequired", "field": f"spec.containers[{index}].image",
                            "message": f"spec.containers[{index}].image: Required value"})
+        for kind in ("limits", "requests"):
+            for name, value in ((container.get("resources") or {}).get(kind) or {}).items():
+                if str(value).lstrip().startswith("-"):
+                    field = f"spec.containers[{index}].resources.{kind}[{name}]"
+                    causes.append({"reason": "FieldValueInvalid", "field": field,
+                                   "message": f'{field}: Invalid value: "{value}": must be greater than or equal to 0'})
     return causes
 
 

@@ -44,10 +44,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         known, own = item.get_closest_marker("known_difference"), item.get_closest_marker("project_server")
         if known and server_of(item) == "project":
-            KNOWN.add(item.originalname)
             item.add_marker(pytest.mark.xfail(reason=f"known difference: {known.args[0]}", strict=True))
         if own and server_of(item) == "kubernetes":
             item.add_marker(pytest.mark.skip(reason=f"the project's server only: {own.args[0]}"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The known differences among the tests that run (after -k and the like)."""
+    KNOWN.update(item.originalname for item in session.items
+                 if item.get_closest_marker("known_difference") and server_of(item) == "project")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -37,10 +37,10 @@ def with_spec(**changes):
 def test_types_enums_required_and_bounds(crd, custom):
     status = refused(custom, with_spec(maxWorkers="three", upscalingSpeed=-1))
     causes = status["details"]["causes"]
-    assert [(c["reason"], c["field"]) for c in causes] == [
-        ("FieldValueTypeInvalid", "spec.maxWorkers"), ("FieldValueInvalid", "spec.upscalingSpeed"),
-        ("FieldValueInvalid", "<nil>")]  # the CRD's CEL rules: not checked while the schema is not met
-    assert "some validation rules were not checked because the object was invalid" in causes[2]["message"]
+    assert sorted((c["reason"], c["field"]) for c in causes) == [  # in no fixed order on a real server
+        ("FieldValueInvalid", "<nil>"), ("FieldValueInvalid", "spec.upscalingSpeed"),
+        ("FieldValueTypeInvalid", "spec.maxWorkers")]  # <nil>: the CEL rules, not checked while the schema is not met
+    assert "some validation rules were not checked because the object was invalid" in status["message"]
     assert 'spec.maxWorkers: Invalid value: "string": spec.maxWorkers in body must be of type integer: "string"' in status["message"]
     assert "spec.upscalingSpeed: Invalid value: -1: spec.upscalingSpeed in body should be greater than or equal to 0" in status["message"]
     body = with_spec()
