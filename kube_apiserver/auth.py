@@ -3,8 +3,11 @@
 Authentication: the admin token (member of `system:masters`, allowed
 everything) and ServiceAccount tokens issued through the TokenRequest API
 (`POST .../serviceaccounts/NAME/token`), as `system:serviceaccount:NS:NAME`.
-A request without a valid token is refused with 401, unless the server runs
-with authentication off (then everyone is admin).
+A request with a token that is not valid is refused with 401; one without a
+token is `system:anonymous` (group `system:unauthenticated`), whom RBAC allows
+nothing but health and version unless a binding says otherwise — as a real
+server with anonymous authentication on (its default). With authentication off
+everyone is admin.
 
 Authorization: RBAC as Kubernetes evaluates it — Roles and ClusterRoles bound
 by RoleBindings (in their namespace) and ClusterRoleBindings (everywhere) to
@@ -41,6 +44,7 @@ class User:
 
 
 ADMIN = User("admin", ("system:masters", "system:authenticated"))
+ANONYMOUS = User("system:anonymous", ("system:unauthenticated",))
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,9 @@ class Authenticator:
     def user(self, authorization: str | None) -> User:
         if not self.enabled:
             return ADMIN
-        if not authorization or not authorization.startswith("Bearer "):
+        if not authorization:
+            return ANONYMOUS
+        if not authorization.startswith("Bearer "):
             raise unauthorized()
         token = authorization[len("Bearer "):].strip()
         if secrets.compare_digest(token, self.admin_token or ""):
@@ -133,7 +139,7 @@ class Authorizer:
         return (role or {}).get("rules") or []
 
     def allowed(self, user: User, request: Request) -> bool:
-        if user.is_admin or any(_rule_allows(rule, request) for rule in BASIC_USER_RULES):
+        if user.is_admin or ("system:authenticated" in user.groups and any(_rule_allows(r, request) for r in BASIC_USER_RULES)):
             return True
         for binding in self.api.store.items((RBAC, "clusterrolebindings")):
             if any(_subject_is(s, user, None) for s in binding.get("subjects") or []):

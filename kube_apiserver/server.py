@@ -139,6 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/version":
             return self._send(200, SERVER_VERSION)
         self.user = self.server.authenticator.user(self.headers.get("Authorization"))
+        if "system:authenticated" not in self.user.groups and (path in ("/api", "/apis") or path.startswith("/openapi")):
+            raise ApiError(403, "Forbidden", f'forbidden: User "{self.user.name}" cannot get path "{path}"')  # system:discovery
         if path == "/api":
             host, port = self.server.server_address[:2]
             return self._send(200, {"kind": "APIVersions", "versions": ["v1"],

@@ -155,11 +155,16 @@ def urlopen(server, request):
     import ssl
     import urllib.request
 
-    certificates = getattr(server, "certificates", None)
-    ca = certificates.ca_pem if certificates else getattr(server, "ca_pem", b"")
+    ca = server_ca(server)
     if server.admin_token:
         request.add_header("Authorization", f"Bearer {server.admin_token}")
     return urllib.request.urlopen(request, timeout=10, context=ssl.create_default_context(cadata=ca.decode()) if ca else None)
+
+
+def server_ca(server) -> bytes:
+    """The CA that clients of `server` (the project's or a control plane) trust; empty when it serves plain HTTP."""
+    certificates = getattr(server, "certificates", None)
+    return certificates.ca_pem if certificates else getattr(server, "ca_pem", b"")
 
 
 def raw_request(server, method: str, path: str, body=None, content_type: str = "application/json", headers=None):

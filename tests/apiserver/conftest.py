@@ -13,6 +13,7 @@ server does itself; no scheduler).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,16 +24,22 @@ CONTROLLERS = ["garbage-collector-controller", "namespace-controller", "servicea
 KNOWN: set[str] = set()
 
 
+@contextmanager
+def a_server(kind: str, tmp_path_factory: pytest.TempPathFactory, admin_token: str | None = None
+             ) -> Iterator[ApiServer | ControlPlane]:
+    """The project's API server (authenticating when given `admin_token`), or a fresh control plane."""
+    server = (ApiServer(admin_token=admin_token) if kind == "project" else
+              ControlPlane(tmp_path_factory.mktemp("kubernetes"), controllers=CONTROLLERS, scheduler=False)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=["project", "kubernetes"])
 def api_server(request, tmp_path_factory) -> Iterator[ApiServer | ControlPlane]:
-    if request.param == "project":
-        server = ApiServer().start()
+    with a_server(request.param, tmp_path_factory) as server:
         yield server
-        server.stop()
-    else:
-        plane = ControlPlane(tmp_path_factory.mktemp("kubernetes"), controllers=CONTROLLERS, scheduler=False).start()
-        yield plane
-        plane.stop()
 
 
 def server_of(item: pytest.Item) -> str | None:

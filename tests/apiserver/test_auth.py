@@ -1,7 +1,8 @@
-"""Bearer tokens and RBAC: 401 without a valid token, 403 where no binding allows the request.
+"""Bearer tokens and RBAC: 401 without a valid token, 403 where no binding allows the request; on the project's
+API server with authentication on, and on a real kube-apiserver.
 
-Real server difference: tokens are opaque and never expire (a real server issues signed, expiring JWTs), and
-there are no client certificates, OIDC or RBAC escalation checks.
+The project's server's tokens are opaque and never expire (a real server issues signed, expiring JWTs), and it
+has no client certificates, OIDC or RBAC escalation checks.
 """
 
 import json
@@ -11,16 +12,14 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from kube_apiserver.kubeconfig import write_kubeconfig
-from kube_apiserver.server import ApiServer
+from tests.apiserver.conftest import a_server
+from tests.conftest import server_ca
 
-ADMIN_TOKEN = "admin-secret"
 
-
-@pytest.fixture
-def secured():
-    server = ApiServer(admin_token=ADMIN_TOKEN).start()
-    yield server
-    server.stop()
+@pytest.fixture(params=["project", "kubernetes"])
+def secured(request, tmp_path_factory):
+    with a_server(request.param, tmp_path_factory, admin_token="admin-secret") as server:
+        yield server
 
 
 def client(server, token=None):
@@ -28,21 +27,24 @@ def client(server, token=None):
     import tempfile
     from pathlib import Path
 
-    path = write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig", server.url, token, ca_pem=server.certificates.ca_pem)
+    path = write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig", server.url, token, ca_pem=server_ca(server))
     return kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(path)))
 
 
-def test_no_or_wrong_token_is_unauthorized(secured):
-    for token in (None, "wrong"):
-        with pytest.raises(ApiException) as raised:
-            client(secured, token).list_namespace()
-        body = json.loads(raised.value.body)
-        assert (raised.value.status, body["reason"]) == (401, "Unauthorized")
-    assert [n.metadata.name for n in client(secured, ADMIN_TOKEN).list_namespace().items]
+def test_a_wrong_token_is_unauthorized_and_none_is_anonymous(secured):
+    with pytest.raises(ApiException) as raised:
+        client(secured, "wrong").list_namespace()
+    assert (raised.value.status, json.loads(raised.value.body)["reason"]) == (401, "Unauthorized")
+    with pytest.raises(ApiException) as raised:
+        client(secured).list_namespace()
+    body = json.loads(raised.value.body)
+    assert (raised.value.status, body["reason"]) == (403, "Forbidden")
+    assert 'User "system:anonymous" cannot list resource "namespaces"' in body["message"]
+    assert [n.metadata.name for n in client(secured, secured.admin_token).list_namespace().items]
 
 
 def test_service_account_rights_come_from_its_role_bindings(secured):
-    admin = client(secured, ADMIN_TOKEN)
+    admin = client(secured, secured.admin_token)
     rbac = kubernetes.client.RbacAuthorizationV1Api(admin.api_client)
     for namespace in ("team", "other"):
         admin.create_namespace({"metadata": {"name": namespace}})
@@ -70,7 +72,7 @@ def test_service_account_rights_come_from_its_role_bindings(secured):
 
 
 def test_cluster_role_binding_grants_everywhere(secured, tmp_path):
-    admin = client(secured, ADMIN_TOKEN)
+    admin = client(secured, secured.admin_token)
     rbac = kubernetes.client.RbacAuthorizationV1Api(admin.api_client)
     admin.create_namespaced_service_account("default", {"metadata": {"name": "reader"}})
     rbac.create_cluster_role({"metadata": {"name": "config-reader"}, "rules": [
@@ -78,8 +80,9 @@ def test_cluster_role_binding_grants_everywhere(secured, tmp_path):
     rbac.create_cluster_role_binding({"metadata": {"name": "reader"},
                                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "config-reader"},
                                       "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "default"}]})
+    admin.create_namespaced_config_map("kube-public", {"metadata": {"name": "visible"}})
     token = admin.create_namespaced_service_account_token("reader", "default", {"spec": {}}).status.token
-    assert client(secured, token).list_config_map_for_all_namespaces().items == []
+    assert "visible" in [c.metadata.name for c in client(secured, token).list_config_map_for_all_namespaces().items]
 
     import subprocess
 
