@@ -119,7 +119,6 @@ def test_invalid_names_and_labels(core):
 
 
 def test_pods_get_defaults_and_need_their_service_account(core):
-    """Real server difference: no scheduler binds pods here; the pod runtime binds them to its node."""
     pod = core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     assert pod.status.phase == "Pending" and pod.spec.restart_policy == "Always"
     assert pod.spec.service_account_name == "default" and pod.spec.termination_grace_period_seconds == 30
