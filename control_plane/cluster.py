@@ -4,13 +4,10 @@ log in the work directory. A step that fails raises one ControlPlaneError naming
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import ipaddress
 import json
 import secrets
-import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -24,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from control_plane.build import ControlPlaneError, binaries
+from control_plane.processes import free_port, start, stop
 from kube_apiserver.kubeconfig import write_kubeconfig
 
 SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are allocated from it; no traffic goes there
@@ -34,16 +32,6 @@ START_TIMEOUT = 90.0
 ALL_CONTROLLERS = ["garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
                "serviceaccount-token-controller", "root-ca-certificate-publisher-controller", "deployment-controller",
                "replicaset-controller", "node-lifecycle-controller"]
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: nothing outlives the tests
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -92,7 +80,7 @@ class ControlPlane:
         self.controllers = ALL_CONTROLLERS if controllers is None else controllers
         self.scheduler = scheduler
         self.admin_token = secrets.token_hex(16)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.kubeconfig = work / "admin.kubeconfig"
         self.ca_pem = b""
@@ -148,21 +136,10 @@ class ControlPlane:
 
     # Processes.
     def _spawn(self, name: str, flags: list[str]) -> None:
-        with open(self.work / f"{name}.log", "ab") as log:
-            self.processes[name] = subprocess.Popen([str(self._binaries[name]), *flags], stdout=log,
-                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                    preexec_fn=_die_with_parent)
+        self.processes[name] = start([str(self._binaries[name]), *flags], self.work / f"{name}.log")
 
     def _stop(self, name: str) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(self.processes.pop(name, None), timeout=30)
 
     def _wait(self, step: str, ready, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -187,7 +164,7 @@ class ControlPlane:
 
     # Steps.
     def _start_etcd(self) -> None:
-        client, peer = _free_port(), _free_port()
+        client, peer = free_port(), free_port()
         self._etcd_url = f"http://127.0.0.1:{client}"
         self._spawn("etcd", ["--name", "default", "--data-dir", str(self.work / "etcd"), "--log-level", "warn",
                              "--listen-client-urls", self._etcd_url, "--advertise-client-urls", self._etcd_url,

@@ -35,7 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from pod_runtime.api_relay import SERVICE_NAMES, ApiRelay
 from pod_runtime.containers import command_line, container_env, supported_image
 from pod_runtime.kubelet_server import KubeletServer
-from pod_runtime.network import NETWORKS, PodNetwork
+from pod_runtime.network import NETWORKS
 from pod_runtime.volumes import projected_mounts, write_projected
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,10 @@ run left behind; a control plane given from outside is left running for its owne
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane import ControlPlane
+from control_plane.processes import free_port, start, stop
 from kube_apiserver.server import ApiServer
 from pod_runtime.network import NETWORKS
 from tests.conftest import apply_crd, wait_for
@@ -35,27 +34,6 @@ from tests.conftest import apply_crd, wait_for
 OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0", "--metrics-host", "127.0.0.1",
                   "--restart-backoff", "1", "--max-restart-backoff", "4", "--stall-rounds", "10", "--max-pending-pods", "2",
                   "--log-level", "INFO"]
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: a killed test leaves nothing
-
-
-def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    with open(log, "ab") as output:
-        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
-
-
-def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(sig)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 # Ray pods ask for whole CPUs; the node offers more than the machine has, as the project's own server
@@ -66,12 +44,6 @@ NODE_CAPACITY = ["cpu=64", "memory=64Gi"]
 def pod_subnet(network: str) -> str:
     """The pod network of this test process's runtimes (their gateway is where pods reach the API server)."""
     return f"{10 if network == 'netns' else 127}.{200 + os.getpid() % 50}.0.0/16"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LocalKube:
@@ -109,7 +81,7 @@ class LocalKube:
     def start_runtime(self) -> None:
         self.network.remove_leftovers(self.prefix)
         kubelet = ["--scheduler-binds", *(f"--capacity={c}" for c in NODE_CAPACITY)] if self.control_plane else []
-        self.runtime = _start([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(self.kubeconfig), "--log-dir",
+        self.runtime = start([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(self.kubeconfig), "--log-dir",
                                str(self.work / "pods"), "--prefix", self.prefix, "--network", self.network_kind,
                                "--subnet", self.subnet, *kubelet], self.work / "runtime.log")
         wait_for(lambda: self._node_exists(), timeout=30, message="the pod runtime's node")
@@ -123,9 +95,9 @@ class LocalKube:
 
     def start_operator(self, *flags: str, kubeconfig: Path | None = None) -> subprocess.Popen:
         """`ray-operator run`, as the admin or with the given kubeconfig (e.g. a ServiceAccount's)."""
-        metrics_port = _free_port()
+        metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        operator = _start([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig or self.kubeconfig),
+        operator = start([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig or self.kubeconfig),
                            "--work-dir", str(self.work / f"operator{len(self.operators)}"), *OPERATOR_FLAGS,
                            "--metrics-port", str(metrics_port), *flags], self.operator_log)
         self.operators.append(operator)
@@ -140,11 +112,11 @@ class LocalKube:
 
     def stop_operator(self, sig: int = signal.SIGTERM) -> None:
         for operator in self.operators:
-            _stop(operator, sig)
+            stop(operator, sig)
 
     def close(self) -> None:
         self.stop_operator()
-        _stop(self.runtime)
+        stop(self.runtime)
         if isinstance(self.server, ApiServer):
             self.server.stop()
         self.network.remove_leftovers(self.prefix)
