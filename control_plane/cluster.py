@@ -71,14 +71,15 @@ def _certificates(directory: Path, addresses: list[str]) -> None:
 class ControlPlane:
     """One control plane in `work`. `addresses`: more IPs the API server's certificate names (e.g. the pod
     network's gateway, where pods reach the API server); `controllers`: those kube-controller-manager runs;
-    `scheduler`: whether kube-scheduler runs."""
+    `scheduler`: whether kube-scheduler runs; `apiserver_flags`: more flags for kube-apiserver."""
 
     def __init__(self, work: Path, addresses: list[str] | None = None, controllers: list[str] | None = None,
-                 scheduler: bool = True) -> None:
+                 scheduler: bool = True, apiserver_flags: list[str] | None = None) -> None:
         self.work = work
         self.addresses = addresses or []
         self.controllers = ALL_CONTROLLERS if controllers is None else controllers
         self.scheduler = scheduler
+        self.apiserver_flags = apiserver_flags or []
         self.admin_token = secrets.token_hex(16)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
@@ -125,6 +126,13 @@ class ControlPlane:
     def write_kubeconfig(self, path: Path, token: str | None = None, namespace: str = "default") -> Path:
         """A kubeconfig for this control plane: the admin's (system:masters), or for `token`."""
         return write_kubeconfig(path, self.url, token or self.admin_token, namespace, self.ca_pem)
+
+    def compact(self, revision: int) -> None:
+        """etcd's history compacted up to `revision` (a resourceVersion), as kube-apiserver does every 5 minutes."""
+        request = urllib.request.Request(f"{self._etcd_url}/v3/kv/compaction", method="POST",
+                                         data=json.dumps({"revision": str(revision), "physical": True}).encode())
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
     def request_count(self) -> int:
         """Requests the API server has served, all verbs and resources (apiserver_request_total)."""
@@ -188,7 +196,8 @@ class ControlPlane:
                     "--service-account-issuer", ISSUER, "--service-account-key-file", str(work / "sa.pub"),
                     "--service-account-signing-key-file", str(work / "sa.key"),
                     "--service-cluster-ip-range", SERVICE_CIDR, "--endpoint-reconciler-type", "none",
-                    "--allow-privileged=true", "--profiling=false", "--cert-dir", str(work / "certs")]
+                    "--allow-privileged=true", "--profiling=false", "--cert-dir", str(work / "certs"),
+                    *self.apiserver_flags]
         common = ["--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--secure-port", "0", "--profiling=false"]
         if component == "kube-controller-manager":
             return [*common, "--controllers", ",".join(self.controllers), "--use-service-account-credentials",

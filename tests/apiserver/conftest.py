@@ -25,11 +25,13 @@ KNOWN: set[str] = set()
 
 
 @contextmanager
-def a_server(kind: str, tmp_path_factory: pytest.TempPathFactory, admin_token: str | None = None
-             ) -> Iterator[ApiServer | ControlPlane]:
-    """The project's API server (authenticating when given `admin_token`), or a fresh control plane."""
+def a_server(kind: str, tmp_path_factory: pytest.TempPathFactory, admin_token: str | None = None,
+             apiserver_flags: list[str] | None = None) -> Iterator[ApiServer | ControlPlane]:
+    """The project's API server (authenticating when given `admin_token`), or a fresh control plane (its
+    kube-apiserver with `apiserver_flags`)."""
     server = (ApiServer(admin_token=admin_token) if kind == "project" else
-              ControlPlane(tmp_path_factory.mktemp("kubernetes"), controllers=CONTROLLERS, scheduler=False)).start()
+              ControlPlane(tmp_path_factory.mktemp("kubernetes"), controllers=CONTROLLERS, scheduler=False,
+                           apiserver_flags=apiserver_flags)).start()
     try:
         yield server
     finally:

@@ -7,6 +7,9 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from control_plane import ControlPlane
+from tests.apiserver.conftest import a_server
+
 
 def make(core, name, labels=None, namespace="default"):
     return core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": labels or {}}})
@@ -144,15 +147,36 @@ def test_watch_ends_at_its_timeout(core):
     assert 0.9 < time.monotonic() - began < 5
 
 
-@pytest.mark.project_server("compaction on demand and a bounded history; kube-apiserver compacts etcd every 5 minutes")
-def test_watch_from_a_compacted_version_is_gone(api_server, core):
+@pytest.fixture(params=["project", "kubernetes"])
+def compactable(request, tmp_path_factory):
+    """A server whose history is compacted on demand: the project's, or a control plane whose kube-apiserver watches
+    etcd itself (its watch cache would still hold a compacted history)."""
+    with a_server(request.param, tmp_path_factory, apiserver_flags=["--watch-cache=false"]) as server:
+        yield server
+
+
+def test_a_watch_from_a_compacted_version_expires(compactable, tmp_path):
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        str(compactable.write_kubeconfig(tmp_path / "kubeconfig"))))
     old = core.list_namespaced_config_map("default").metadata.resource_version
     make(core, "x")
-    api_server.api.store.compact()
-    with pytest.raises(ApiException) as raised:
+    newest = make(core, "y").metadata.resource_version
+    if isinstance(compactable, ControlPlane):
+        compactable.compact(int(newest))
+    else:
+        compactable.api.store.compact()
+    raw = core.list_namespaced_config_map("default", watch=True, resource_version=old, timeout_seconds=1, _preload_content=False)
+    assert raw.status == 200
+    [event] = [json.loads(line) for line in raw.read().decode().splitlines() if line]
+    assert event["type"] == "ERROR" and (event["object"]["code"], event["object"]["reason"]) == (410, "Expired")
+    with pytest.raises(ApiException) as raised:  # as a client sees it
         list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=old, timeout_seconds=1))
     assert raised.value.status == 410
-    # The history is bounded: the oldest versions fall out by themselves too.
+
+
+def test_the_project_servers_history_is_bounded():
+    """The oldest versions fall out of the project's server's history by themselves (its own knob: a real server's
+    history is etcd's, compacted every 5 minutes)."""
     from kube_apiserver.server import ApiServer
 
     small = ApiServer(history_limit=5).start()
