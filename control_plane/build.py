@@ -37,7 +37,7 @@ def kubernetes_version() -> str:
 
 
 def _go() -> str:
-    go = shutil.which("go")
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")  # where Go's own installer puts it
     if go is None:
         raise ControlPlaneError("building the control plane needs Go (1.26 for Kubernetes 1.36): `go` is not on PATH")
     return go
