@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import re
 import sys
 import sysconfig
+from pathlib import Path
 from typing import Any
 
 RAY_IMAGE = re.compile(r"^(docker\.io/)?rayproject/ray(-ml|-llm)?(:|@|$)")
@@ -41,11 +44,26 @@ def field_value(pod: dict[str, Any], path: str) -> str:
     return values.get(path, "")
 
 
+@functools.lru_cache(maxsize=1)
+def interpreter_path() -> str:
+    """PATH entries where this interpreter's commands are: its environment's scripts, then the folder of the
+    `ray` command of the Ray it imports (in a venv made with --system-site-packages, or a user install, that is
+    not the venv's), then the prefix's bin."""
+    folders = [sysconfig.get_path("scripts")]
+    try:
+        ray = importlib.metadata.distribution("ray")
+        folders += [str(Path(str(ray.locate_file(f))).resolve().parent) for f in ray.files or []
+                    if f.name == "ray" and f.parent.name == "bin"]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return ":".join(dict.fromkeys([*folders, f"{sys.prefix}/bin"]))
+
+
 def container_env(pod: dict[str, Any], container: dict[str, Any], node: dict[str, str] | None = None) -> dict[str, str]:
     """The container's environment: a minimal base, what the node adds (`node`), then the container's env
     with downward API fields and $(VAR)s resolved."""
     env = {
-        "PATH": f"{sysconfig.get_path('scripts')}:{sys.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": f"{interpreter_path()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",
         "HOSTNAME": pod["metadata"]["name"],
         "LANG": "C.UTF-8",

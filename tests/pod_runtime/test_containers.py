@@ -31,3 +31,24 @@ def test_env_with_downward_api_and_references():
     assert env["HOSTNAME"] == "p1" and "/bin" in env["PATH"]
     assert command_line({"command": ["echo"], "args": ["$(NAME)"]}, env) == ["echo", "p1"]
     assert command_line({}, env) == ["/bin/bash"]
+
+
+def test_pods_find_ray_from_a_venv_with_system_site_packages(tmp_path):
+    """Such a venv has no `ray` command of its own: the pod's PATH leads to the one of the Ray it imports."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(tmp_path / "venv")],
+                   check=True, timeout=120)
+    assert not (tmp_path / "venv" / "bin" / "ray").exists()
+    path = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
+                           "from pod_runtime.containers import container_env; "
+                           "print(container_env({'metadata': {'name': 'p'}}, {})['PATH'])"],
+                          capture_output=True, text=True, check=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
+    assert path.split(":")[0] == str(tmp_path / "venv" / "bin")  # the venv's python first
+    assert shutil.which("ray", path=path)
