@@ -86,11 +86,3 @@ def binaries() -> dict[str, Path]:
     partial.rename(target)
     return {name: target / name for name in COMPONENTS}
 
-
-if __name__ == "__main__":
-    try:
-        built = binaries()
-    except ControlPlaneError as error:
-        raise SystemExit(str(error)) from None
-    for component, path in built.items():
-        print(f"{component}: {path}")
