@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 
 import jsonschema
@@ -161,3 +163,26 @@ def test_the_image_pins_a_ray_version_the_operator_supports():
     assert SUPPORTED_RAY[0] <= tuple(int(p) for p in version.split(".")[:2]) <= SUPPORTED_RAY[1]
     deployment = [o for o in render() if o["kind"] == "Deployment"][0]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["command"] == ["ray-operator", "run"]
+
+
+def exported_metric_names() -> set[str]:
+    """The sample names the operator's /metrics serves (its own metrics and the process collector's)."""
+    from prometheus_client import REGISTRY
+
+    from ray_operator import metrics
+
+    families = [*REGISTRY.collect(), *metrics.PhaseCollector(lambda: []).collect()]
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+    return {family.name + suffix for family in families for suffix in suffixes.get(family.type, [""])}
+
+
+def test_the_grafana_dashboard_queries_only_what_the_operator_exports():
+    assert not [o for o in render() if o["kind"] == "ConfigMap"]  # off unless asked for
+    config_map = kinds(render("demo", "ray", "--set", "grafanaDashboard=true"))["ConfigMap/demo-ray-operator-dashboard"]
+    assert config_map["metadata"]["namespace"] == "default" and config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["ray-operator.json"])
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for query in queries for name in re.findall(r"\b(?:ray_operator|process)_[a-z_]+", query)}
+    assert {"ray_operator_clusters", "ray_operator_autoscaler_restarts_total",
+            "ray_operator_reconcile_duration_seconds_bucket"} <= used
+    assert used <= exported_metric_names()
