@@ -1,8 +1,9 @@
-"""The RayCluster the Helm chart `charts/ray` renders from a values file.
+"""The RayCluster the Helm chart `charts/ray` renders from a values file, as `helm template` renders it.
 
-The chart's `raycluster.yaml` template is the reference; this is its mirror in
-Python so that `ray-operator render` and the tests can turn a values file into
-its RayCluster without Helm (a test holds the two identical).
+The chart's `raycluster.yaml` template is the reference; this is its mirror in Python, so that `ray-operator
+render` and `ray-operator sandbox` turn a values file into its RayCluster without a `helm` binary. A values
+file is merged over the chart's values.yaml the way Helm merges it (a short file says only what differs; `null`
+removes a default, such as a podType). tests/chart holds the mirror equal to `helm template` of the chart.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from autoscaler_bridge.names import API_GROUP, API_VERSION, KIND, RAY_CONTAINER_NAME
+from ray_operator.bundled import chart_values
 
 RAY_CONTAINER_PORTS = [
     {"name": "gcs", "containerPort": 6379},
@@ -23,6 +25,20 @@ RAY_CONTAINER_PORTS = [
 def is_values_file(document: Any) -> bool:
     """A Helm values file of this chart: `podTypes` is a map keyed by name (a RayCluster's is a list)."""
     return isinstance(document, Mapping) and isinstance(document.get("podTypes"), Mapping)
+
+
+def coalesce(defaults: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` over `defaults`, as Helm merges a values file over a chart's: maps merge key by key, anything else
+    replaces, and `null` removes the default."""
+    merged = dict(defaults)
+    for key, value in values.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = coalesce(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _quantity(pod_type: Mapping[str, Any], key: str, legacy_key: str, default: Any) -> Any:
@@ -63,18 +79,14 @@ def _pod_config(values: Mapping[str, Any], pod_type: Mapping[str, Any]) -> dict[
 def raycluster_from_values(
     values: Mapping[str, Any], name: str, namespace: str | None = None
 ) -> dict[str, Any]:
-    """The RayCluster the chart renders for release `name` (in `namespace`) from `values`.
-
-    `values` must be complete (Helm would merge it over the chart's values.yaml);
-    a missing key is a ValueError naming it.
-    """
+    """The RayCluster the chart renders for release `name` (in `namespace`) from the values file `values`; a
+    required key it removed is a ValueError naming it."""
+    values = coalesce(chart_values(), values)
     missing = [key for key in ("image", "headPodType", "podTypes") if not values.get(key)]
     if missing:
         raise ValueError(f"the values file lacks {', '.join(missing)}")
     pod_types = []
     for type_name, pod_type in sorted(values["podTypes"].items()):  # Helm ranges over a map in key order
-        if pod_type is None:
-            continue  # null removes a podType of the chart's defaults
         if not isinstance(pod_type, Mapping):
             raise ValueError(f"podTypes.{type_name}: {pod_type!r} is not a map")
         entry: dict[str, Any] = {

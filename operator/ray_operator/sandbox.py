@@ -14,17 +14,17 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import yaml
 
+from ray_operator.bundled import crd, example
 from ray_operator.helm_values import raycluster_from_values
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-DEFAULT_VALUES = REPOSITORY / "values" / "cpu-only.yaml"
-CRD = REPOSITORY / "crds" / "cluster.ray.io_rayclusters.yaml"
+DEFAULT_VALUES = example("cpu-only.yaml")
 
 
 def _child(argv: list[str], log: Path) -> subprocess.Popen:
@@ -44,7 +44,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _apply(client: kubernetes.client.ApiClient, raycluster: dict[str, Any]) -> None:
-    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(yaml.safe_load(CRD.read_text()))
+    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(crd())
     core = kubernetes.client.CoreV1Api(client)
     namespace = raycluster["metadata"]["namespace"]
     if namespace not in [n.metadata.name for n in core.list_namespace().items]:
@@ -79,7 +79,7 @@ def _report(client: kubernetes.client.ApiClient, name: str, namespace: str, stop
             return
 
 
-def run_sandbox(values_file: Path, kubeconfig_out: Path, name: str, namespace: str, work_dir: Path,
+def run_sandbox(values_file: Path | Traversable, kubeconfig_out: Path, name: str, namespace: str, work_dir: Path,
                 network: str, subnet: str | None, operator_flags: list[str]) -> None:
     from kube_apiserver.server import ApiServer
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.validation import validate_raycluster
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import CRD_FILE, ROOT, VALUES_FILES, load_yaml
@@ -33,19 +36,6 @@ def render(release: str = "demo", namespace: str = "ray", *flags: str) -> list[d
 
 def kinds(objects: list[dict]) -> dict[str, dict]:
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects}
-
-
-def helm_merge(defaults: dict, overrides: dict) -> dict:
-    """Values as Helm sees them: the file deep-merged over the chart's defaults; null removes a key."""
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = helm_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def test_the_chart_ships_the_canonical_crd():
@@ -121,7 +111,7 @@ def test_the_operator_pod_is_locked_down():
 @pytest.mark.parametrize("values", VALUES_FILES, ids=lambda v: v.name)
 def test_the_rendered_raycluster_is_the_python_mirror_and_valid(values):
     [rendered] = [o for o in render("example-cluster", "ray", "-f", str(values)) if o["kind"] == "RayCluster"]
-    mirror = raycluster_from_values(helm_merge(load_yaml(CHART / "values.yaml"), load_yaml(values)), "example-cluster")
+    mirror = raycluster_from_values(load_yaml(values), "example-cluster")
     assert rendered["spec"] == mirror["spec"] and rendered["metadata"]["name"] == mirror["metadata"]["name"]
     jsonschema.validate(rendered, load_yaml(CRD_FILE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     assert validate_raycluster(rendered) == []
@@ -186,3 +176,23 @@ def test_the_grafana_dashboard_queries_only_what_the_operator_exports():
     assert {"ray_operator_clusters", "ray_operator_autoscaler_restarts_total",
             "ray_operator_reconcile_duration_seconds_bucket"} <= used
     assert used <= exported_metric_names()
+
+
+SHORT_VALUES = {
+    "more-workers": {"podTypes": {"rayWorkerType": {"maxWorkers": 5, "CPU": 2}}},
+    "head-only": {"idleTimeoutMinutes": 1, "podTypes": {"rayWorkerType": None}},
+}
+
+
+@pytest.mark.parametrize("values", [*VALUES_FILES, *SHORT_VALUES], ids=lambda v: getattr(v, "name", v))
+def test_render_of_a_values_file_is_what_helm_template_makes(values, tmp_path):
+    """`ray-operator render` merges a values file over the chart's defaults as Helm does."""
+    if not isinstance(values, Path):
+        values = tmp_path / f"{values}.yaml"
+        values.write_text(yaml.safe_dump(SHORT_VALUES[values.stem]))
+    [rendered] = [o for o in render("example-cluster", "ray", "-f", str(values)) if o["kind"] == "RayCluster"]
+    ours = subprocess.run([sys.executable, "-m", "ray_operator", "render", str(values), "--namespace", "ray"],
+                          capture_output=True, text=True, timeout=120)
+    assert ours.returncode == 0, ours.stderr
+    rendered["metadata"].setdefault("namespace", "ray")  # helm install puts it in the release's namespace
+    assert yaml.safe_load(ours.stdout) == autoscaler_config(rendered)

@@ -106,7 +106,7 @@ def test_render_lists_all_problems(tmp_path):
     [
         ("a: [unclosed", "while parsing"),
         ("kind: ConfigMap\n", "no RayCluster in it"),
-        ("podTypes: {head: {CPU: 1}}\n", "the values file lacks image, headPodType"),
+        ("image: null\nheadPodType: null\npodTypes: {head: {CPU: 1}}\n", "the values file lacks image, headPodType"),
     ],
     ids=["not yaml", "no raycluster", "incomplete values"],
 )
