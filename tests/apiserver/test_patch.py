@@ -20,10 +20,11 @@ def test_strategic_merge_patch_merges_containers_by_name(core):
 
 
 def test_strategic_merge_patch_delete_directive_and_set_lists(core):
+    owner = core.create_namespaced_config_map("default", {"metadata": {"name": "o"}}).metadata.uid  # (an absent one: collected)
     core.create_namespaced_config_map("default", {"metadata": {"name": "cm", "finalizers": ["a/x"],
-                                                               "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u1"}]}})
+                                                               "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": owner}]}})
     patched = core.patch_namespaced_config_map("cm", "default", {"metadata": {"finalizers": ["b/y"],
-                                               "ownerReferences": [{"uid": "u1", "$patch": "delete"}]}})
+                                               "ownerReferences": [{"uid": owner, "$patch": "delete"}]}})
     assert patched.metadata.finalizers == ["b/y", "a/x"]  # a new item goes first
     assert patched.metadata.owner_references is None
 
