@@ -70,9 +70,7 @@ def autoscaler_config(raycluster: Mapping[str, Any]) -> dict[str, Any]:
     metadata, spec = raycluster["metadata"], raycluster["spec"]
     pod_types = spec["podTypes"]
     head_commands = list(spec.get("headStartRayCommands") or names.DEFAULT_HEAD_START_RAY_COMMANDS)
-    worker_commands = list(
-        spec.get("workerStartRayCommands") or names.DEFAULT_WORKER_START_RAY_COMMANDS
-    )
+    worker_commands = list(spec.get("workerStartRayCommands") or names.DEFAULT_WORKER_START_RAY_COMMANDS)
     max_workers = spec.get("maxWorkers")
     if max_workers is None:
         max_workers = sum(p.get("maxWorkers", 0) for p in pod_types)

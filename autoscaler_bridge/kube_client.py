@@ -44,8 +44,7 @@ def api_client() -> kubernetes.client.ApiClient:
 class KubeCalls:
     """Calls to the API with `REQUEST_TIMEOUT` and retries of transient failures."""
 
-    def __init__(self, client: kubernetes.client.ApiClient | None = None,
-                 retry_for: float = RETRY_FOR_SECONDS) -> None:
+    def __init__(self, client: kubernetes.client.ApiClient | None = None, retry_for: float = RETRY_FOR_SECONDS) -> None:
         self.client = client or api_client()
         self.core = kubernetes.client.CoreV1Api(self.client)
         self._retrying = retry(

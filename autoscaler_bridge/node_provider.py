@@ -63,12 +63,16 @@ def head_tags(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _pending(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [p for p in pods if (p.get("status") or {}).get("phase", "Pending") == "Pending"
-            and not p["metadata"].get("deletionTimestamp")]
+    return [
+        p
+        for p in pods
+        if (p.get("status") or {}).get("phase", "Pending") == "Pending" and not p["metadata"].get("deletionTimestamp")
+    ]
 
 
-def pending_pods_block(pods: list[dict[str, Any]], max_pending: int | None, timeout: float | None,
-                       now: datetime) -> str | None:
+def pending_pods_block(
+    pods: list[dict[str, Any]], max_pending: int | None, timeout: float | None, now: datetime
+) -> str | None:
     """Why no more pods of a podType may be launched while these of its pods are Pending, or None.
 
     A scale-up must not run away into Pending pods (no node can take them):
@@ -81,8 +85,9 @@ def pending_pods_block(pods: list[dict[str, Any]], max_pending: int | None, time
     if timeout is not None:
         stuck = [p for p in pending if (now - _created(p)).total_seconds() > timeout]
         if stuck:
-            return (f"{len(stuck)} pods have been Pending for more than {timeout:g}s: "
-                    "no more are launched until they start")
+            return (
+                f"{len(stuck)} pods have been Pending for more than {timeout:g}s: no more are launched until they start"
+            )
     return None
 
 
@@ -116,8 +121,9 @@ class KubernetesNodeProvider(NodeProvider):
     # Listing: one LIST per call, the cache answers the rest of the round.
     def _list_pods(self, tag_filters: dict[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in {**tag_filters, TAG_RAY_CLUSTER_NAME: self.cluster_name}.items())
-        listed = self.calls(self.calls.core.list_namespaced_pod, self.namespace, label_selector=selector,
-                            _preload_content=False)
+        listed: Any = self.calls(
+            self.calls.core.list_namespaced_pod, self.namespace, label_selector=selector, _preload_content=False
+        )  # the raw response: JSON, not models
         return json.loads(listed.data)["items"]
 
     def pods(self, label_filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -161,17 +167,18 @@ class KubernetesNodeProvider(NodeProvider):
         tags[TAG_RAY_NODE_STATUS] = node_status(pod)
         return tags
 
-    def internal_ip(self, node_id: str) -> str | None:
+    def internal_ip(self, node_id: str) -> str | None:  # type: ignore[override]  # None until the pod has an IP
         pod = self._pod(node_id)
         return (pod.get("status") or {}).get("podIP") if pod else None
 
-    def external_ip(self, node_id: str) -> str | None:
+    def external_ip(self, node_id: str) -> str | None:  # type: ignore[override]
         return self.internal_ip(node_id)
 
     def set_node_tags(self, node_id: str, tags: dict[str, str]) -> None:
         try:
-            patched = self.calls(self.calls.core.patch_namespaced_pod, node_id, self.namespace,
-                                 {"metadata": {"labels": dict(tags)}})
+            patched: Any = self.calls(
+                self.calls.core.patch_namespaced_pod, node_id, self.namespace, {"metadata": {"labels": dict(tags)}}
+            )
         except ApiException as error:
             if error.status == 404:
                 log.info("%s,%s: pod %s is gone; its tags were not set", self.cluster_name, self.namespace, node_id)
@@ -183,39 +190,69 @@ class KubernetesNodeProvider(NodeProvider):
 
     # Creating pods.
     def _create_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
-        created = self.calls(self.calls.core.create_namespaced_pod, self.namespace, pod, _preload_content=False)
+        created: Any = self.calls(self.calls.core.create_namespaced_pod, self.namespace, pod, _preload_content=False)
         body = json.loads(created.data)
         with self._lock:
             self._pods[body["metadata"]["name"]] = body
         return body
 
-    def create_node_with_resources_and_labels(self, node_config: dict[str, Any], tags: dict[str, str], count: int,
-                                              resources: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    def create_node_with_resources_and_labels(
+        self,
+        node_config: dict[str, Any],
+        tags: dict[str, str],
+        count: int,
+        resources: dict[str, Any],
+        labels: dict[str, str],
+    ) -> dict[str, Any]:
         """Create `count` pods of the tagged podType; raises NodeLaunchException if any could not be made."""
         pod_type = tags.get(TAG_RAY_USER_NODE_TYPE)
         with self._lock:
-            same_type = [p for p in self._pods.values()
-                         if (p["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE) == pod_type]
-        blocked = pending_pods_block(same_type, self.provider_config.get("max_pending_pods"),
-                                     self.provider_config.get("pending_timeout_seconds"), datetime.now(timezone.utc))
+            same_type = [
+                p
+                for p in self._pods.values()
+                if (p["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE) == pod_type
+            ]
+        blocked = pending_pods_block(
+            same_type,
+            self.provider_config.get("max_pending_pods"),
+            self.provider_config.get("pending_timeout_seconds"),
+            datetime.now(timezone.utc),
+        )
         if blocked:
-            log.warning("%s,%s: not launching %d %s pods: %s", self.cluster_name, self.namespace, count, pod_type, blocked)
+            log.warning(
+                "%s,%s: not launching %d %s pods: %s", self.cluster_name, self.namespace, count, pod_type, blocked
+            )
             raise NodeLaunchException("Pending pods", blocked, src_exc_info=None)
         max_pending = self.provider_config.get("max_pending_pods")
         if max_pending is not None and count > max_pending - len(_pending(same_type)):
             allowed = max_pending - len(_pending(same_type))
-            log.warning("%s,%s: launching %d of %d %s pods: at most %d may be Pending", self.cluster_name,
-                        self.namespace, allowed, count, pod_type, max_pending)
+            log.warning(
+                "%s,%s: launching %d of %d %s pods: at most %d may be Pending",
+                self.cluster_name,
+                self.namespace,
+                allowed,
+                count,
+                pod_type,
+                max_pending,
+            )
             count = allowed
-        pod = build_ray_pod(self.provider_config, self.cluster_name, node_config, tags,
-                            {k: int(v) for k, v in resources.items()})
+        pod = build_ray_pod(
+            self.provider_config, self.cluster_name, node_config, tags, {k: int(v) for k, v in resources.items()}
+        )
         created: dict[str, Any] = {}
         for _ in range(count):
             try:
                 body = self._create_pod(pod)
             except Exception as error:
-                log.error("%s,%s: creating a %s pod failed after %d of %d: %s", self.cluster_name, self.namespace,
-                          tags.get(TAG_RAY_USER_NODE_TYPE), len(created), count, error)
+                log.error(
+                    "%s,%s: creating a %s pod failed after %d of %d: %s",
+                    self.cluster_name,
+                    self.namespace,
+                    tags.get(TAG_RAY_USER_NODE_TYPE),
+                    len(created),
+                    count,
+                    error,
+                )
                 raise NodeLaunchException("Failed to create pod", str(error), src_exc_info=None) from error
             created[body["metadata"]["name"]] = body
         return created
@@ -227,8 +264,12 @@ class KubernetesNodeProvider(NodeProvider):
     def terminate_node(self, node_id: str) -> None:
         pod = self._pod(node_id)
         if pod is not None and (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
-            log.warning("%s,%s: refusing to terminate the head pod %s (the operator manages it)",
-                        self.cluster_name, self.namespace, node_id)
+            log.warning(
+                "%s,%s: refusing to terminate the head pod %s (the operator manages it)",
+                self.cluster_name,
+                self.namespace,
+                node_id,
+            )
             return
         self.delete_pod(node_id)
 
@@ -259,7 +300,9 @@ class KubernetesNodeProvider(NodeProvider):
         except ApiException as error:
             if error.status != 409:
                 raise
-        return self.calls(self.calls.core.read_namespaced_service, service["metadata"]["name"], self.namespace).to_dict()
+        return self.calls(
+            self.calls.core.read_namespaced_service, service["metadata"]["name"], self.namespace
+        ).to_dict()
 
     def ensure_head_pod(self, config: dict[str, Any]) -> dict[str, Any]:
         """The head pod, created if the cluster has none (found by its labels, so creating twice is a no-op)."""
@@ -268,6 +311,7 @@ class KubernetesNodeProvider(NodeProvider):
             return existing[0]
         head_type = config["head_node_type"]
         node_type = config["available_node_types"][head_type]
-        pod = build_ray_pod(self.provider_config, self.cluster_name, node_type["node_config"], head_tags(config),
-                            node_type["resources"])
+        pod = build_ray_pod(
+            self.provider_config, self.cluster_name, node_type["node_config"], head_tags(config), node_type["resources"]
+        )
         return self._create_pod(pod)

@@ -43,8 +43,17 @@ HEAD_SERVICE_DEFAULT_PORTS = [
     {"name": "metrics", "port": 8080},
 ]
 # Template metadata the API server owns, or that the provider sets per pod.
-_METADATA_SET_PER_POD = ("name", "generateName", "namespace", "uid", "resourceVersion",
-                         "creationTimestamp", "deletionTimestamp", "generation", "managedFields")
+_METADATA_SET_PER_POD = (
+    "name",
+    "generateName",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "generation",
+    "managedFields",
+)
 
 
 def cluster_labels(cluster_name: str, component: str) -> dict[str, str]:
@@ -100,9 +109,7 @@ def _ray_start_flags(command: str, head: bool, resources: Mapping[str, int]) -> 
 STOP_RAY_ON_TERM = "trap 'ray stop >/dev/null 2>&1; exit 143' TERM INT"
 
 
-def ray_script(
-    setup_commands: list[str], start_commands: list[str], head: bool, resources: Mapping[str, int]
-) -> str:
+def ray_script(setup_commands: list[str], start_commands: list[str], head: bool, resources: Mapping[str, int]) -> str:
     """The shell script of a Ray container: setup, then start commands, stopping at the first failure.
 
     Each command is a group whose status is that of its last part, as when the
@@ -112,7 +119,9 @@ def ray_script(
     the script stops Ray and exits, so a deleted pod ends in seconds.
     """
     commands = list(setup_commands) + list(start_commands)
-    index = len(setup_commands) + ray_start.ray_start_index(start_commands)
+    found = ray_start.ray_start_index(start_commands)
+    assert found is not None, "validation requires a `ray start` among the start commands"
+    index = len(setup_commands) + found
     flags = " ".join(_ray_start_flags(commands[index], head, resources))
     commands[index] = ray_start.RAY_START.sub(lambda m: f"{m.group(0)} {flags}", commands[index], count=1)
     lines = [STOP_RAY_ON_TERM]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from autoscaler_bridge import ray_start
 from autoscaler_bridge.names import (
@@ -49,7 +49,7 @@ class InvalidRayCluster(ValueError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -64,7 +64,7 @@ class _Checker:
     def add(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
 
-    def mapping(self, value: Any, path: str, required: bool = False) -> bool:
+    def mapping(self, value: Any, path: str, required: bool = False) -> TypeGuard[Mapping[str, Any]]:
         """True when value is a mapping; records a problem if it is present but is not one."""
         if value is None:
             if required:
@@ -147,9 +147,7 @@ class _Checker:
         self.non_negative(spec.get("upscalingSpeed"), "spec.upscalingSpeed", integer=False)
         self.non_negative(spec.get("idleTimeoutMinutes"), "spec.idleTimeoutMinutes", integer=False)
         self.start_commands(spec.get("headStartRayCommands"), "spec.headStartRayCommands", head=True)
-        self.start_commands(
-            spec.get("workerStartRayCommands"), "spec.workerStartRayCommands", head=False
-        )
+        self.start_commands(spec.get("workerStartRayCommands"), "spec.workerStartRayCommands", head=False)
         self.service_ports(spec.get("headServicePorts"))
         names = self.pod_types(spec.get("podTypes"))
 
@@ -280,9 +278,7 @@ class _Checker:
         index = ray_container_index(pod_config)
         self.ray_container(containers[index], f"{path}.spec.containers[{index}]", ray_resources)
 
-    def ray_container(
-        self, container: Mapping[str, Any], path: str, ray_resources: Mapping[str, Any]
-    ) -> None:
+    def ray_container(self, container: Mapping[str, Any], path: str, ray_resources: Mapping[str, Any]) -> None:
         resources = container.get("resources") or {}
         if not self.mapping(resources, f"{path}.resources"):
             return

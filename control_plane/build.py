@@ -62,8 +62,16 @@ def _ldflags() -> str:
     version = kubernetes_version()
     major, minor = version.lstrip("v").split(".")[:2]
     stamp = "k8s.io/component-base/version"
-    return " ".join(["-s", "-w", f"-X {stamp}.gitVersion={version}", f"-X {stamp}.gitMajor={major}",
-                     f"-X {stamp}.gitMinor={minor}", f"-X {stamp}.gitTreeState=clean"])
+    return " ".join(
+        [
+            "-s",
+            "-w",
+            f"-X {stamp}.gitVersion={version}",
+            f"-X {stamp}.gitMajor={major}",
+            f"-X {stamp}.gitMinor={minor}",
+            f"-X {stamp}.gitTreeState=clean",
+        ]
+    )
 
 
 def binaries() -> dict[str, Path]:
@@ -77,12 +85,14 @@ def binaries() -> dict[str, Path]:
     partial.mkdir(parents=True)
     for name, (module, package) in COMPONENTS.items():  # one Go build cache: the second command only links
         command = [go, "build", "-trimpath", "-ldflags", _ldflags(), "-o", str(partial / name), package]
-        result = subprocess.run(command, cwd=HERE / module, env=_go_env(), capture_output=True, text=True,
-                                timeout=BUILD_TIMEOUT)
+        result = subprocess.run(
+            command, cwd=HERE / module, env=_go_env(), capture_output=True, text=True, timeout=BUILD_TIMEOUT
+        )
         if result.returncode != 0:
-            raise ControlPlaneError(f"building {name} (`go build {package}` in control_plane/{module}) failed:\n"
-                                    + "\n".join(result.stderr.splitlines()[-30:]))
+            raise ControlPlaneError(
+                f"building {name} (`go build {package}` in control_plane/{module}) failed:\n"
+                + "\n".join(result.stderr.splitlines()[-30:])
+            )
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return {name: target / name for name in COMPONENTS}
-

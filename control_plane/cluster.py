@@ -29,13 +29,22 @@ ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 90.0
 # What the tests rely on: namespaces and owners cleaned up, ServiceAccounts and their CA, Deployments making pods,
 # Nodes judged by their Lease (and the not-ready taint lifted from a new Node).
-ALL_CONTROLLERS = ["garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
-               "serviceaccount-token-controller", "root-ca-certificate-publisher-controller", "deployment-controller",
-               "replicaset-controller", "node-lifecycle-controller"]
+ALL_CONTROLLERS = [
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "node-lifecycle-controller",
+]
 
 
 def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _certificates(directory: Path, addresses: list[str]) -> None:
@@ -43,29 +52,50 @@ def _certificates(directory: Path, addresses: list[str]) -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
     name = lambda common: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])  # noqa: E731
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("control-plane-ca")).issuer_name(name("control-plane-ca"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("control-plane-ca"))
+        .issuer_name(name("control-plane-ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
-                                                              "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(n)
+        for n in (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
+    ]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(["127.0.0.1", service_ip, *addresses])]
-    serving = (x509.CertificateBuilder().subject_name(name("kube-apiserver")).issuer_name(ca.subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
-               .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-               .sign(ca_key, hashes.SHA256()))
+    serving = (
+        x509.CertificateBuilder()
+        .subject_name(name("kube-apiserver"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (directory / "apiserver.crt").write_bytes(serving.public_bytes(serialization.Encoding.PEM))
     (directory / "apiserver.key").write_bytes(_pem(key))
     (directory / "sa.key").write_bytes(_pem(signing))
-    (directory / "sa.pub").write_bytes(signing.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (directory / "sa.pub").write_bytes(
+        signing.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 class ControlPlane:
@@ -73,8 +103,14 @@ class ControlPlane:
     network's gateway, where pods reach the API server); `controllers`: those kube-controller-manager runs;
     `scheduler`: whether kube-scheduler runs; `apiserver_flags`: more flags for kube-apiserver."""
 
-    def __init__(self, work: Path, addresses: list[str] | None = None, controllers: list[str] | None = None,
-                 scheduler: bool = True, apiserver_flags: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        addresses: list[str] | None = None,
+        controllers: list[str] | None = None,
+        scheduler: bool = True,
+        apiserver_flags: list[str] | None = None,
+    ) -> None:
         self.work = work
         self.addresses = addresses or []
         self.controllers = ALL_CONTROLLERS if controllers is None else controllers
@@ -103,7 +139,10 @@ class ControlPlane:
             self._spawn("kube-controller-manager", self._flags("kube-controller-manager"))
             if self.scheduler:
                 self._spawn("kube-scheduler", self._flags("kube-scheduler"))
-            self._wait("kube-controller-manager's first work (ServiceAccount default, kube-root-ca.crt)", self._controllers_ready)
+            self._wait(
+                "kube-controller-manager's first work (ServiceAccount default, kube-root-ca.crt)",
+                self._controllers_ready,
+            )
         except BaseException:
             self.stop()
             raise
@@ -129,8 +168,11 @@ class ControlPlane:
 
     def compact(self, revision: int) -> None:
         """etcd's history compacted up to `revision` (a resourceVersion), as kube-apiserver does every 5 minutes."""
-        request = urllib.request.Request(f"{self._etcd_url}/v3/kv/compaction", method="POST",
-                                         data=json.dumps({"revision": str(revision), "physical": True}).encode())
+        request = urllib.request.Request(
+            f"{self._etcd_url}/v3/kv/compaction",
+            method="POST",
+            data=json.dumps({"revision": str(revision), "physical": True}).encode(),
+        )
         with urllib.request.urlopen(request, timeout=10):
             pass
 
@@ -154,8 +196,10 @@ class ControlPlane:
         while True:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise ControlPlaneError(f"control plane: {name} exited ({process.returncode}) while waiting for "
-                                            f"{step}:\n{self.log_tail(name)}")
+                    raise ControlPlaneError(
+                        f"control plane: {name} exited ({process.returncode}) while waiting for "
+                        f"{step}:\n{self.log_tail(name)}"
+                    )
             try:
                 if ready():
                     return
@@ -174,11 +218,28 @@ class ControlPlane:
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
         self._etcd_url = f"http://127.0.0.1:{client}"
-        self._spawn("etcd", ["--name", "default", "--data-dir", str(self.work / "etcd"), "--log-level", "warn",
-                             "--listen-client-urls", self._etcd_url, "--advertise-client-urls", self._etcd_url,
-                             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                             "--initial-cluster", f"default=http://127.0.0.1:{peer}", "--unsafe-no-fsync"])
+        self._spawn(
+            "etcd",
+            [
+                "--name",
+                "default",
+                "--data-dir",
+                str(self.work / "etcd"),
+                "--log-level",
+                "warn",
+                "--listen-client-urls",
+                self._etcd_url,
+                "--advertise-client-urls",
+                self._etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+            ],
+        )
 
         def healthy() -> bool:
             with urllib.request.urlopen(f"{self._etcd_url}/health", timeout=2) as response:
@@ -189,19 +250,60 @@ class ControlPlane:
     def _flags(self, component: str) -> list[str]:
         work = self.work
         if component == "kube-apiserver":
-            return ["--etcd-servers", self._etcd_url, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-                    "--secure-port", str(self.port), "--tls-cert-file", str(work / "apiserver.crt"),
-                    "--tls-private-key-file", str(work / "apiserver.key"), "--client-ca-file", str(work / "ca.crt"),
-                    "--token-auth-file", str(work / "tokens.csv"), "--authorization-mode", "RBAC",
-                    "--service-account-issuer", ISSUER, "--service-account-key-file", str(work / "sa.pub"),
-                    "--service-account-signing-key-file", str(work / "sa.key"),
-                    "--service-cluster-ip-range", SERVICE_CIDR, "--endpoint-reconciler-type", "none",
-                    "--allow-privileged=true", "--profiling=false", "--cert-dir", str(work / "certs"),
-                    *self.apiserver_flags]
-        common = ["--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--secure-port", "0", "--profiling=false"]
+            return [
+                "--etcd-servers",
+                self._etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(work / "apiserver.crt"),
+                "--tls-private-key-file",
+                str(work / "apiserver.key"),
+                "--client-ca-file",
+                str(work / "ca.crt"),
+                "--token-auth-file",
+                str(work / "tokens.csv"),
+                "--authorization-mode",
+                "RBAC",
+                "--service-account-issuer",
+                ISSUER,
+                "--service-account-key-file",
+                str(work / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(work / "sa.key"),
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--endpoint-reconciler-type",
+                "none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--cert-dir",
+                str(work / "certs"),
+                *self.apiserver_flags,
+            ]
+        common = [
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--leader-elect=false",
+            "--secure-port",
+            "0",
+            "--profiling=false",
+        ]
         if component == "kube-controller-manager":
-            return [*common, "--controllers", ",".join(self.controllers), "--use-service-account-credentials",
-                    "--service-account-private-key-file", str(work / "sa.key"), "--root-ca-file", str(work / "ca.crt")]
+            return [
+                *common,
+                "--controllers",
+                ",".join(self.controllers),
+                "--use-service-account-credentials",
+                "--service-account-private-key-file",
+                str(work / "sa.key"),
+                "--root-ca-file",
+                str(work / "ca.crt"),
+            ]
         return common
 
     def _get(self, path: str) -> str:
@@ -216,7 +318,10 @@ class ControlPlane:
     def _controllers_ready(self) -> bool:
         """What the controllers that make objects have made in `default` (the others show no sign of being up)."""
         if "serviceaccount-controller" in self.controllers:
-            if json.loads(self._get("/api/v1/namespaces/default/serviceaccounts/default")).get("kind") != "ServiceAccount":
+            if (
+                json.loads(self._get("/api/v1/namespaces/default/serviceaccounts/default")).get("kind")
+                != "ServiceAccount"
+            ):
                 return False
         if "root-ca-certificate-publisher-controller" in self.controllers:
             root_ca = json.loads(self._get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt"))

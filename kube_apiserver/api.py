@@ -28,8 +28,15 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
-_SYSTEM_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                    "namespace", "name", "generation")
+_SYSTEM_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "namespace",
+    "name",
+    "generation",
+)
 
 
 class Validation:
@@ -70,6 +77,7 @@ class Api:
                 self.create(self.resolve("", "v1", "namespaces"), None, {"metadata": {"name": name}})
         # Imported here: the collector calls back into this Api.
         from kube_apiserver.collector import GarbageCollector
+
         self.collector = GarbageCollector(self)
 
     # Resource types.
@@ -85,13 +93,16 @@ class Api:
     def resolve(self, group: str, version: str, plural: str) -> ResourceType:
         resource_type = self.types.get((group, version, plural))
         if resource_type is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource",
-                           {"group": group, "kind": plural})
+            raise ApiError(
+                404, "NotFound", "the server could not find the requested resource", {"group": group, "kind": plural}
+            )
         return resource_type
 
     def type_of(self, api_version: str, kind: str) -> ResourceType | None:
         group, _, version = api_version.rpartition("/")
-        return next((t for t in self.types.values() if t.group == group and t.version == version and t.kind == kind), None)
+        return next(
+            (t for t in self.types.values() if t.group == group and t.version == version and t.kind == kind), None
+        )
 
     # Reads.
     def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
@@ -112,11 +123,22 @@ class Api:
             raise errors.bad_request(str(error)) from None
         return lambda obj: labels(obj["metadata"].get("labels") or {}) and fields(obj)
 
-    def list(self, rt: ResourceType, namespace: str | None, label_selector: str | None = None,
-             field_selector: str | None = None, limit: int | None = None, continue_token: str | None = None) -> dict[str, Any]:
+    def list(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> dict[str, Any]:
         matches = self._matcher(rt, label_selector, field_selector)
         with self.store.changed:
-            items = [self._present(rt, o) for o in self.store.items(rt.key, namespace if rt.namespaced else None) if matches(o)]
+            items = [
+                self._present(rt, o)
+                for o in self.store.items(rt.key, namespace if rt.namespaced else None)
+                if matches(o)
+            ]
             resource_version = self.store.resource_version
         metadata: dict[str, Any] = {"resourceVersion": str(resource_version)}
         if continue_token:
@@ -126,8 +148,10 @@ class Api:
             except (ValueError, KeyError, TypeError):
                 raise errors.bad_request("continue key is not valid: invalid token") from None
             if token["rv"] < self.store.compacted:
-                raise errors.gone("The provided continue parameter is too old to display a consistent list result. "
-                                  "You can start a new list without the continue parameter.")
+                raise errors.gone(
+                    "The provided continue parameter is too old to display a consistent list result. "
+                    "You can start a new list without the continue parameter."
+                )
             items = [o for o in items if (o["metadata"].get("namespace") or "", o["metadata"]["name"]) > start_after]
             metadata["resourceVersion"] = str(token["rv"])
         if limit and len(items) > limit:
@@ -144,9 +168,16 @@ class Api:
         if ns is None:
             raise errors.not_found("namespaces", namespace)
         if ns["metadata"].get("deletionTimestamp"):
-            raise ApiError(403, "Forbidden", f"unable to create new content in namespace {namespace} because it is being terminated",
-                           {"name": namespace, "kind": "namespaces",
-                            "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]})
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"unable to create new content in namespace {namespace} because it is being terminated",
+                {
+                    "name": namespace,
+                    "kind": "namespaces",
+                    "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}],
+                },
+            )
 
     def _check_crd_open(self, rt: ResourceType) -> None:
         crd = self.store.get(("apiextensions.k8s.io", "customresourcedefinitions"), ("", f"{rt.plural}.{rt.group}"))
@@ -173,13 +204,16 @@ class Api:
         if causes:
             raise errors.invalid(rt.kind, name, rt.group, causes)
 
-    def _builtin_causes(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
-                        validation: Validation) -> list[dict[str, str]]:
+    def _builtin_causes(
+        self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, validation: Validation
+    ) -> list[dict[str, str]]:
         """A built-in object against its Kubernetes schema, then the rules of its kind."""
         findings = core_schemas.check({**obj, "apiVersion": rt.api_version, "kind": rt.kind})
         if findings.type_errors:
-            raise errors.bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                                     + "; ".join(findings.type_errors))
+            raise errors.bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                + "; ".join(findings.type_errors)
+            )
         validation.unknown_fields([core_schemas.path_text(p) for p in findings.unknown])
         for path in findings.unknown:
             core_schemas.remove(obj, path)
@@ -196,27 +230,51 @@ class Api:
         expected = f"{names.get('plural')}.{spec.get('group')}"
         causes = []
         if crd["metadata"]["name"] != expected:
-            causes.append({"reason": "FieldValueInvalid", "field": "metadata.name",
-                           "message": f'metadata.name: Invalid value: "{crd["metadata"]["name"]}": must be spec.names.plural+"."+spec.group'})
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "metadata.name",
+                    "message": f'metadata.name: Invalid value: "{crd["metadata"]["name"]}": '
+                    'must be spec.names.plural+"."+spec.group',
+                }
+            )
         if not spec.get("versions"):
-            causes.append({"reason": "FieldValueRequired", "field": "spec.versions", "message": "spec.versions: Required value"})
+            causes.append(
+                {"reason": "FieldValueRequired", "field": "spec.versions", "message": "spec.versions: Required value"}
+            )
         elif sum(1 for v in spec["versions"] if v.get("storage")) != 1:
-            causes.append({"reason": "FieldValueInvalid", "field": "spec.versions",
-                           "message": "spec.versions: Invalid value: must have exactly one version marked as storage version"})
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec.versions",
+                    "message": "spec.versions: Invalid value: must have exactly one version marked as storage version",
+                }
+            )
         return causes
 
-    def create(self, rt: ResourceType, namespace: str | None, body: dict[str, Any], dry_run: bool = False,
-               validation: Validation | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        body: dict[str, Any],
+        dry_run: bool = False,
+        validation: Validation | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request is not an object")
         obj = copy.deepcopy(body)
         if obj.get("kind") not in (None, rt.kind) or obj.get("apiVersion") not in (None, rt.api_version):
-            raise errors.bad_request(f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version ({rt.api_version})")
+            raise errors.bad_request(
+                f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version "
+                f"({rt.api_version})"
+            )
         metadata = obj.setdefault("metadata", {})
         with self.store.changed:
             if rt.namespaced:
                 if metadata.get("namespace") and metadata["namespace"] != namespace:
-                    raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                    raise errors.bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request"
+                    )
                 metadata["namespace"] = namespace
                 self._check_namespace_open(namespace)
             else:
@@ -227,8 +285,18 @@ class Api:
                 raise errors.bad_request("resourceVersion should not be set on objects to be created")
             if not metadata.get("name"):
                 if not metadata.get("generateName"):
-                    raise errors.invalid(rt.kind, "", rt.group, [{"reason": "FieldValueRequired", "field": "metadata.name",
-                                                                  "message": "metadata.name: Required value: name or generateName is required"}])
+                    raise errors.invalid(
+                        rt.kind,
+                        "",
+                        rt.group,
+                        [
+                            {
+                                "reason": "FieldValueRequired",
+                                "field": "metadata.name",
+                                "message": "metadata.name: Required value: name or generateName is required",
+                            }
+                        ],
+                    )
                 metadata["name"] = self._unused_name(rt, namespace, metadata["generateName"])
             for key in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 metadata.pop(key, None)
@@ -256,7 +324,9 @@ class Api:
             obj.pop("status", None)
         if rt.group != "":
             if rt.kind == "CustomResourceDefinition":
-                obj["metadata"]["finalizers"] = list(dict.fromkeys((obj["metadata"].get("finalizers") or []) + [CRD_CLEANUP_FINALIZER]))
+                obj["metadata"]["finalizers"] = list(
+                    dict.fromkeys((obj["metadata"].get("finalizers") or []) + [CRD_CLEANUP_FINALIZER])
+                )
             return
         if rt.kind == "Namespace":
             obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
@@ -267,8 +337,10 @@ class Api:
             objects.default_pod(obj)
             account = obj["spec"]["serviceAccountName"]
             if self.store.get(("", "serviceaccounts"), (obj["metadata"]["namespace"], account)) is None:
-                raise errors.forbidden(f'pods "{obj["metadata"].get("name")}" is forbidden: error looking up service account '
-                                       f'{obj["metadata"]["namespace"]}/{account}: serviceaccount "{account}" not found')
+                raise errors.forbidden(
+                    f'pods "{obj["metadata"].get("name")}" is forbidden: error looking up service account '
+                    f'{obj["metadata"]["namespace"]}/{account}: serviceaccount "{account}" not found'
+                )
         elif rt.kind == "Service":
             taken = {s.get("spec", {}).get("clusterIP") for s in self.store.items(("", "services"))}
             objects.default_service(obj, self.cluster_ips.allocate(taken))
@@ -283,7 +355,11 @@ class Api:
             self._mark_crd_established(obj)
         elif rt.kind == "Namespace" and rt.group == "" and not obj["metadata"].get("deletionTimestamp"):
             if self.store.get(("", "serviceaccounts"), (obj["metadata"]["name"], "default")) is None:
-                self.create(self.resolve("", "v1", "serviceaccounts"), obj["metadata"]["name"], {"metadata": {"name": "default"}})
+                self.create(
+                    self.resolve("", "v1", "serviceaccounts"),
+                    obj["metadata"]["name"],
+                    {"metadata": {"name": "default"}},
+                )
 
     def _mark_crd_established(self, crd: dict[str, Any]) -> None:
         names = crd["spec"]["names"]
@@ -295,8 +371,20 @@ class Api:
             "acceptedNames": accepted,
             "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")],
             "conditions": [
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": stamp},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": stamp},
+                {
+                    "type": "NamesAccepted",
+                    "status": "True",
+                    "reason": "NoConflicts",
+                    "message": "no conflicts found",
+                    "lastTransitionTime": stamp,
+                },
+                {
+                    "type": "Established",
+                    "status": "True",
+                    "reason": "InitialNamesAccepted",
+                    "message": "the initial names have been accepted",
+                    "lastTransitionTime": stamp,
+                },
             ],
         }
         if crd.get("status", {}).get("acceptedNames") != accepted:
@@ -304,8 +392,16 @@ class Api:
             self.store.put(("apiextensions.k8s.io", "customresourcedefinitions"), crd)
 
     # Update and patch.
-    def update(self, rt: ResourceType, namespace: str | None, name: str, body: dict[str, Any],
-               subresource: str | None = None, dry_run: bool = False, validation: Validation | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: dict[str, Any],
+        subresource: str | None = None,
+        dry_run: bool = False,
+        validation: Validation | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request is not an object")
         with self.store.changed:
@@ -314,20 +410,43 @@ class Api:
                 raise errors.not_found(rt.plural, name, rt.group)
             metadata = body.get("metadata") or {}
             if metadata.get("name") not in (None, name):
-                raise errors.bad_request(f"the name of the object ({metadata.get('name')}) does not match the name on the URL ({name})")
+                raise errors.bad_request(
+                    f"the name of the object ({metadata.get('name')}) does not match the name on the URL ({name})"
+                )
             if metadata.get("resourceVersion"):
                 if metadata["resourceVersion"] != current["metadata"]["resourceVersion"]:
                     raise errors.conflict(rt.plural, name, rt.group)
             elif not rt.allow_unconditional_update:
-                raise errors.invalid(rt.kind, name, rt.group, [{"reason": "FieldValueInvalid", "field": "metadata.resourceVersion",
-                                                               "message": "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"}])
+                raise errors.invalid(
+                    rt.kind,
+                    name,
+                    rt.group,
+                    [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": "metadata.resourceVersion",
+                            "message": "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                        }
+                    ],
+                )
             return self._replace(rt, current, copy.deepcopy(body), subresource, dry_run, validation or Validation())
 
-    def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str, raw: bytes,
-              subresource: str | None = None, field_manager: str | None = None, dry_run: bool = False,
-              validation: Validation | None = None) -> dict[str, Any]:
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        dry_run: bool = False,
+        validation: Validation | None = None,
+    ) -> dict[str, Any]:
         validation = validation or Validation()
-        known = (patches.MERGE_PATCH, patches.JSON_PATCH, patches.APPLY_PATCH) + (() if rt.custom else (patches.STRATEGIC_MERGE_PATCH,))
+        known = (patches.MERGE_PATCH, patches.JSON_PATCH, patches.APPLY_PATCH) + (
+            () if rt.custom else (patches.STRATEGIC_MERGE_PATCH,)
+        )
         if content_type not in known:
             raise errors.unsupported_media_type(content_type)
         try:
@@ -338,8 +457,18 @@ class Api:
             current = self.store.get(rt.key, (namespace or "", name))
             if content_type == patches.APPLY_PATCH:
                 if not field_manager:
-                    raise errors.invalid("PatchOptions", "", "meta.k8s.io", [{"reason": "FieldValueRequired", "field": "fieldManager",
-                                                                               "message": "fieldManager: Required value: is required for apply patch"}])
+                    raise errors.invalid(
+                        "PatchOptions",
+                        "",
+                        "meta.k8s.io",
+                        [
+                            {
+                                "reason": "FieldValueRequired",
+                                "field": "fieldManager",
+                                "message": "fieldManager: Required value: is required for apply patch",
+                            }
+                        ],
+                    )
                 if current is None:
                     if subresource:
                         raise errors.not_found(rt.plural, name, rt.group)
@@ -354,7 +483,9 @@ class Api:
                 try:
                     patched = patches.json_patch(current, body)
                 except ValueError as error:
-                    raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {error}") from None
+                    raise ApiError(
+                        422, "Invalid", f"the server rejected our request due to an error in our request: {error}"
+                    ) from None
             elif content_type == patches.STRATEGIC_MERGE_PATCH:
                 patched = patches.strategic_merge_patch(current, body)
             else:
@@ -366,8 +497,15 @@ class Api:
                 raise errors.conflict(rt.plural, name, rt.group)
             return self._replace(rt, current, patched, subresource, dry_run, validation)
 
-    def _replace(self, rt: ResourceType, current: dict[str, Any], new: dict[str, Any],
-                 subresource: str | None, dry_run: bool, validation: Validation) -> dict[str, Any]:
+    def _replace(
+        self,
+        rt: ResourceType,
+        current: dict[str, Any],
+        new: dict[str, Any],
+        subresource: str | None,
+        dry_run: bool,
+        validation: Validation,
+    ) -> dict[str, Any]:
         """Store `new` in place of `current` with the API's rules; a write that changes nothing is a no-op."""
         if subresource == "status":
             result = copy.deepcopy(current)
@@ -397,8 +535,12 @@ class Api:
                         new_spec.setdefault("clusterIPs", current["spec"]["clusterIPs"])
                 elif new_spec["clusterIP"] != old_ip:
                     changed = f'spec.clusterIPs[0]: Invalid value: ["{new_spec["clusterIP"]}"]: may not change once set'
-                    raise errors.invalid("Service", current["metadata"]["name"], "", [
-                        {"reason": "FieldValueInvalid", "field": "spec.clusterIPs[0]", "message": changed}])
+                    raise errors.invalid(
+                        "Service",
+                        current["metadata"]["name"],
+                        "",
+                        [{"reason": "FieldValueInvalid", "field": "spec.clusterIPs[0]", "message": changed}],
+                    )
             if rt.kind == "Secret" and rt.group == "":
                 objects.normalize_secret(result)
         metadata = result["metadata"]
@@ -406,8 +548,19 @@ class Api:
         if current["metadata"].get("deletionTimestamp"):
             added = set(metadata.get("finalizers") or []) - set(current["metadata"].get("finalizers") or [])
             if added:
-                raise errors.invalid(rt.kind, name, rt.group, [{"reason": "FieldValueForbidden", "field": "metadata.finalizers",
-                                                                "message": f"metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {sorted(added)}"}])
+                raise errors.invalid(
+                    rt.kind,
+                    name,
+                    rt.group,
+                    [
+                        {
+                            "reason": "FieldValueForbidden",
+                            "field": "metadata.finalizers",
+                            "message": "metadata.finalizers: Forbidden: no new finalizers can be added if the "
+                            f"object is being deleted, found new finalizers {sorted(added)}",
+                        }
+                    ],
+                )
         self._admit(rt, result, current, validation)
         if _spec_part(result) != _spec_part(current):
             metadata["generation"] = current["metadata"].get("generation", 1) + 1
@@ -417,7 +570,11 @@ class Api:
             return self._present(rt, current)
         if dry_run:
             return self._present(rt, result)
-        if metadata.get("deletionTimestamp") and not metadata.get("finalizers") and not self._awaits_kubelet(rt, result):
+        if (
+            metadata.get("deletionTimestamp")
+            and not metadata.get("finalizers")
+            and not self._awaits_kubelet(rt, result)
+        ):
             removed = self.store.remove(rt.key, (metadata.get("namespace") or "", name))
             self._after_remove(rt, removed)
             return self._present(rt, removed)
@@ -431,27 +588,43 @@ class Api:
         rt = self.resolve("", "v1", "pods")
         target = (binding.get("target") or {}).get("name")
         if not target:
-            raise errors.invalid("Binding", name, "", [{"reason": "FieldValueRequired", "field": "target.name",
-                                                         "message": "target.name: Required value"}])
+            raise errors.invalid(
+                "Binding",
+                name,
+                "",
+                [{"reason": "FieldValueRequired", "field": "target.name", "message": "target.name: Required value"}],
+            )
         with self.store.changed:
             pod = self.store.get(rt.key, (namespace, name))
             if pod is None:
                 raise errors.not_found("pods", name)
             if pod["spec"].get("nodeName"):
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"')
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to '
+                    f'node "{pod["spec"]["nodeName"]}"',
+                )
             pod["spec"]["nodeName"] = target
             pod.setdefault("status", {}).setdefault("conditions", []).append(
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": objects.now()})
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": objects.now()}
+            )
             self.store.put(rt.key, pod)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # Delete.
     def _awaits_kubelet(self, rt: ResourceType, obj: dict[str, Any]) -> bool:
         """A pod bound to a node stays, terminating, until its kubelet deletes it with grace period 0."""
-        return (rt.kind == "Pod" and rt.group == "" and bool((obj.get("spec") or {}).get("nodeName"))
-                and obj["metadata"].get("deletionGracePeriodSeconds", 0) > 0)
+        return (
+            rt.kind == "Pod"
+            and rt.group == ""
+            and bool((obj.get("spec") or {}).get("nodeName"))
+            and obj["metadata"].get("deletionGracePeriodSeconds", 0) > 0
+        )
 
-    def delete(self, rt: ResourceType, namespace: str | None, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def delete(
+        self, rt: ResourceType, namespace: str | None, name: str, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         options = options or {}
         with self.store.changed:
             key: ObjectKey = (namespace or "" if rt.namespaced else "", name)
@@ -460,8 +633,16 @@ class Api:
                 raise errors.not_found(rt.plural, name, rt.group)
             preconditions = options.get("preconditions") or {}
             if preconditions.get("uid") and preconditions["uid"] != current["metadata"]["uid"]:
-                raise ApiError(409, "Conflict", f'Precondition failed: UID in precondition: {preconditions["uid"]}, UID in object meta: {current["metadata"]["uid"]}')
-            if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != current["metadata"]["resourceVersion"]:
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: "
+                    f"{current['metadata']['uid']}",
+                )
+            if (
+                preconditions.get("resourceVersion")
+                and preconditions["resourceVersion"] != current["metadata"]["resourceVersion"]
+            ):
                 raise errors.conflict(rt.plural, name, rt.group)
             if options.get("dryRun"):
                 return self._present(rt, current)
@@ -514,8 +695,14 @@ class Api:
                 self.store.drop_type(resource_type.key)
         self.collector.kick()
 
-    def delete_collection(self, rt: ResourceType, namespace: str | None, label_selector: str | None,
-                          field_selector: str | None, options: dict[str, Any] | None) -> dict[str, Any]:
+    def delete_collection(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        options: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         listed = self.list(rt, namespace, label_selector, field_selector)
         for item in listed["items"]:
             try:
@@ -523,12 +710,26 @@ class Api:
             except ApiError as error:
                 if error.code != 404:
                     raise
-        return {"apiVersion": rt.api_version, "kind": f"{rt.kind}List", "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": []}
+        return {
+            "apiVersion": rt.api_version,
+            "kind": f"{rt.kind}List",
+            "metadata": {"resourceVersion": str(self.store.resource_version)},
+            "items": [],
+        }
 
     # Watch.
-    def watch(self, rt: ResourceType, namespace: str | None, label_selector: str | None, field_selector: str | None,
-              resource_version: str | None, timeout: float, bookmarks: bool, stopped: Any,
-              send_initial_events: bool = False) -> Iterator[dict[str, Any]]:
+    def watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        resource_version: str | None,
+        timeout: float,
+        bookmarks: bool,
+        stopped: Any,
+        send_initial_events: bool = False,
+    ) -> Iterator[dict[str, Any]]:
         """Watch events as dicts; ends at timeout, when `stopped()` is true, or after a 410 ERROR event.
 
         Without a resourceVersion (or with `sendInitialEvents`, the watch-list
@@ -540,11 +741,28 @@ class Api:
         matches = self._matcher(rt, label_selector, field_selector)
         if resource_version not in (None, "", "0") and not resource_version.isdigit():
             raise errors.bad_request(f'invalid resource version "{resource_version}"')
-        return self._watch_events(rt, namespace if rt.namespaced else None, matches, resource_version, timeout,
-                                  bookmarks, stopped, send_initial_events)
+        return self._watch_events(
+            rt,
+            namespace if rt.namespaced else None,
+            matches,
+            resource_version,
+            timeout,
+            bookmarks,
+            stopped,
+            send_initial_events,
+        )
 
-    def _watch_events(self, rt: ResourceType, scope: str | None, matches: Any, resource_version: str | None,
-                      timeout: float, bookmarks: bool, stopped: Any, send_initial_events: bool) -> Iterator[dict[str, Any]]:
+    def _watch_events(
+        self,
+        rt: ResourceType,
+        scope: str | None,
+        matches: Any,
+        resource_version: str | None,
+        timeout: float,
+        bookmarks: bool,
+        stopped: Any,
+        send_initial_events: bool,
+    ) -> Iterator[dict[str, Any]]:
 
         def in_scope(obj: dict[str, Any]) -> bool:
             return scope is None or obj["metadata"].get("namespace") == scope
@@ -558,9 +776,17 @@ class Api:
                 yield {"type": "ADDED", "object": self._present(rt, obj)}
             last = start
             if send_initial_events:
-                yield {"type": "BOOKMARK", "object": {
-                    "kind": rt.kind, "apiVersion": rt.api_version,
-                    "metadata": {"resourceVersion": str(last), "annotations": {"k8s.io/initial-events-end": "true"}}}}
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": rt.kind,
+                        "apiVersion": rt.api_version,
+                        "metadata": {
+                            "resourceVersion": str(last),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                }
         else:
             last = int(resource_version)
         deadline = time.monotonic() + timeout
@@ -571,8 +797,10 @@ class Api:
                     events = self.store.events_after(last, rt.key)
                     newest = self.store.resource_version
             except Gone:
-                yield {"type": "ERROR", "object": errors.gone(
-                    f"too old resource version: {last} ({self.store.compacted + 1})").status()}
+                yield {
+                    "type": "ERROR",
+                    "object": errors.gone(f"too old resource version: {last} ({self.store.compacted + 1})").status(),
+                }
                 return
             for event in events:
                 obj = event.object
@@ -596,7 +824,13 @@ class Api:
             last = newest
             if bookmarks and time.monotonic() >= next_bookmark:
                 next_bookmark = time.monotonic() + self.bookmark_interval
-                yield {"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version,
-                                                      "metadata": {"resourceVersion": str(last)}}}
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": rt.kind,
+                        "apiVersion": rt.api_version,
+                        "metadata": {"resourceVersion": str(last)},
+                    },
+                }
             if not events:
                 self.store.wait(last, max(0.0, min(deadline - time.monotonic(), next_bookmark - time.monotonic(), 1.0)))

@@ -58,8 +58,13 @@ class Request:
 
 
 # The bootstrap ClusterRole system:basic-user, bound to every authenticated user.
-BASIC_USER_RULES = [{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-                     "verbs": ["create"]}]
+BASIC_USER_RULES = [
+    {
+        "apiGroups": ["authorization.k8s.io"],
+        "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+        "verbs": ["create"],
+    }
+]
 
 
 def unauthorized() -> ApiError:
@@ -78,8 +83,10 @@ class Authenticator:
 
     def issue(self, namespace: str, service_account: str) -> str:
         token = secrets.token_urlsafe(32)
-        user = User(f"system:serviceaccount:{namespace}:{service_account}",
-                    ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"))
+        user = User(
+            f"system:serviceaccount:{namespace}:{service_account}",
+            ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+        )
         with self._lock:
             self._tokens[token] = user
         return token
@@ -91,7 +98,7 @@ class Authenticator:
             return ANONYMOUS
         if not authorization.startswith("Bearer "):
             raise unauthorized()
-        token = authorization[len("Bearer "):].strip()
+        token = authorization[len("Bearer ") :].strip()
         if secrets.compare_digest(token, self.admin_token or ""):
             return ADMIN
         with self._lock:
@@ -108,11 +115,18 @@ def _matches(values: list[str] | None, wanted: str) -> bool:
 def _rule_allows(rule: dict[str, Any], request: Request) -> bool:
     resource = request.resource + (f"/{request.subresource}" if request.subresource else "")
     resources = rule.get("resources") or []
-    resource_ok = "*" in resources or resource in resources or (
-        request.subresource is not None and f"{request.resource}/*" in resources)
+    resource_ok = (
+        "*" in resources
+        or resource in resources
+        or (request.subresource is not None and f"{request.resource}/*" in resources)
+    )
     names = rule.get("resourceNames")
-    return (_matches(rule.get("apiGroups"), request.group) and resource_ok and _matches(rule.get("verbs"), request.verb)
-            and (not names or request.name in names))
+    return (
+        _matches(rule.get("apiGroups"), request.group)
+        and resource_ok
+        and _matches(rule.get("verbs"), request.verb)
+        and (not names or request.name in names)
+    )
 
 
 def _subject_is(subject: dict[str, Any], user: User, binding_namespace: str | None) -> bool:
@@ -139,7 +153,9 @@ class Authorizer:
         return (role or {}).get("rules") or []
 
     def allowed(self, user: User, request: Request) -> bool:
-        if user.is_admin or ("system:authenticated" in user.groups and any(_rule_allows(r, request) for r in BASIC_USER_RULES)):
+        if user.is_admin or (
+            "system:authenticated" in user.groups and any(_rule_allows(r, request) for r in BASIC_USER_RULES)
+        ):
             return True
         for binding in self.api.store.items((RBAC, "clusterrolebindings")):
             if any(_subject_is(s, user, None) for s in binding.get("subjects") or []):
@@ -157,10 +173,13 @@ class Authorizer:
         if self.allowed(user, request):
             return
         qualified = request.resource + (f"/{request.subresource}" if request.subresource else "")
-        target = f'{request.resource}.{request.group}' if request.group else request.resource
+        target = f"{request.resource}.{request.group}" if request.group else request.resource
         named = f' "{request.name}"' if request.name else ""
         where = f' in the namespace "{request.namespace}"' if request.namespace else " at the cluster scope"
-        raise ApiError(403, "Forbidden",
-                       f'{target}{named} is forbidden: User "{user.name}" cannot {request.verb} resource '
-                       f'"{qualified}" in API group "{request.group}"{where}',
-                       {"name": request.name or "", "group": request.group, "kind": request.resource})
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'{target}{named} is forbidden: User "{user.name}" cannot {request.verb} resource '
+            f'"{qualified}" in API group "{request.group}"{where}',
+            {"name": request.name or "", "group": request.group, "kind": request.resource},
+        )

@@ -11,9 +11,12 @@ from typing import Any
 
 import celpy
 
-NOT_CHECKED = {"reason": "FieldValueInvalid", "field": "<nil>",
-               "message": "<nil>: Invalid value: null: some validation rules were not checked because the object was "
-                          "invalid; correct the existing errors to complete validation"}
+NOT_CHECKED = {
+    "reason": "FieldValueInvalid",
+    "field": "<nil>",
+    "message": "<nil>: Invalid value: null: some validation rules were not checked because the object was "
+    "invalid; correct the existing errors to complete validation",
+}
 
 
 @functools.lru_cache(maxsize=256)
@@ -52,7 +55,9 @@ def violations(value: Any, schema: dict[str, Any], path: str) -> list[dict[str, 
         if not ok:
             field = (path + rule.get("fieldPath", "")).lstrip(".")
             message = failure or rule.get("message") or f"failed rule: {rule['rule']}"
-            causes.append({"reason": "FieldValueInvalid", "field": field, "message": f"{field}: Invalid value: {message}"})
+            causes.append(
+                {"reason": "FieldValueInvalid", "field": field, "message": f"{field}: Invalid value: {message}"}
+            )
     if isinstance(value, dict):
         for name, sub in (schema.get("properties") or {}).items():
             causes += violations(value.get(name), sub, f"{path}.{name}")

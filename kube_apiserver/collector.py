@@ -55,6 +55,7 @@ class GarbageCollector:
                     pass
             except Exception:  # noqa: BLE001 - a failed sweep is retried on the next one
                 import logging
+
                 logging.getLogger(__name__).exception("garbage collection sweep failed")
 
     def _all(self) -> list[tuple[Any, dict[str, Any]]]:
@@ -67,14 +68,17 @@ class GarbageCollector:
 
     def _delete(self, resource_type: Any, obj: dict[str, Any], policy: str = "Background") -> bool:
         try:
-            self.api.delete(resource_type, obj["metadata"].get("namespace"), obj["metadata"]["name"],
-                            {"propagationPolicy": policy})
+            self.api.delete(
+                resource_type, obj["metadata"].get("namespace"), obj["metadata"]["name"], {"propagationPolicy": policy}
+            )
             return True
         except ApiError:
             return False
 
     def _remove_finalizer(self, resource_type: Any, obj: dict[str, Any], finalizer: str) -> None:
-        current = self.api.store.get(resource_type.key, (obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+        current = self.api.store.get(
+            resource_type.key, (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        )
         if current is None or finalizer not in (current["metadata"].get("finalizers") or []):
             return
         current["metadata"]["finalizers"] = [f for f in current["metadata"]["finalizers"] if f != finalizer]
@@ -102,8 +106,14 @@ class GarbageCollector:
                     for dep_type, dep in mine:
                         if not dep["metadata"].get("deletionTimestamp"):
                             changed |= self._delete(dep_type, dep, "Foreground")
-                    blocking = [d for _, d in mine if any(r.get("uid") == uid and r.get("blockOwnerDeletion")
-                                                          for r in d["metadata"].get("ownerReferences") or [])]
+                    blocking = [
+                        d
+                        for _, d in mine
+                        if any(
+                            r.get("uid") == uid and r.get("blockOwnerDeletion")
+                            for r in d["metadata"].get("ownerReferences") or []
+                        )
+                    ]
                     if not blocking:
                         self._remove_finalizer(resource_type, obj, "foregroundDeletion")
                         changed = True
@@ -123,11 +133,14 @@ class GarbageCollector:
         return changed
 
     def _disown(self, resource_type: Any, obj: dict[str, Any], owner_uid: str) -> None:
-        current = self.api.store.get(resource_type.key, (obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+        current = self.api.store.get(
+            resource_type.key, (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        )
         if current is None:
             return
-        current["metadata"]["ownerReferences"] = [r for r in current["metadata"].get("ownerReferences") or []
-                                                  if r.get("uid") != owner_uid]
+        current["metadata"]["ownerReferences"] = [
+            r for r in current["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid
+        ]
         if not current["metadata"]["ownerReferences"]:
             del current["metadata"]["ownerReferences"]
         self.api.store.put(resource_type.key, current)

@@ -20,8 +20,10 @@ from referencing import Registry, Resource
 SCHEMA_VERSION = "1.35"
 # metav1.MicroTime fields, which the real server decodes with exactly six fractional digits (the schemas say only
 # "date-time").
-MICRO_TIME_FIELDS = {"Event": (("eventTime",), ("series", "lastObservedTime")),
-                     "Lease": (("spec", "acquireTime"), ("spec", "renewTime"))}
+MICRO_TIME_FIELDS = {
+    "Event": (("eventTime",), ("series", "lastObservedTime")),
+    "Lease": (("spec", "acquireTime"), ("spec", "renewTime")),
+}
 _MICRO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$")
 # resource.Quantity as kube-apiserver decodes it (its error message quotes a looser expression).
 _QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
@@ -39,12 +41,14 @@ def _schema_dir(strict: bool) -> str:
     return f"v{SCHEMA_VERSION}.0-local" + ("-strict" if strict else "")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(kind: str, api_version: str) -> jsonschema.protocols.Validator | None:
     group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
     directory = _schema_dir(strict=True)
     try:
-        schema = schema_contents(f"kubernetes-json-schema/{directory}/{kind.lower()}-{group_version}.json", SCHEMA_VERSION)
+        schema = schema_contents(
+            f"kubernetes-json-schema/{directory}/{kind.lower()}-{group_version}.json", SCHEMA_VERSION
+        )
     except FileNotFoundError:
         return None
     definitions = schema_contents(f"kubernetes-json-schema/{directory}/_definitions.json", SCHEMA_VERSION)
@@ -93,21 +97,27 @@ def check(obj: dict[str, Any]) -> Findings:
     for error in validator.iter_errors(obj):
         where = list(error.absolute_path)
         if error.validator == "additionalProperties":
-            known = set((error.schema.get("properties") or {}))
+            known = set(error.schema.get("properties") or {})
             for name in error.instance:
                 if name not in known:
                     findings.unknown.append(where + [name])
         elif error.validator == "required":
             name = re.match(r"'([^']+)' is a required property", error.message)
             path = _path(where + [name.group(1) if name else "?"])
-            findings.causes.append({"reason": "FieldValueRequired", "field": path, "message": f"{path}: Required value"})
+            findings.causes.append(
+                {"reason": "FieldValueRequired", "field": path, "message": f"{path}: Required value"}
+            )
         elif error.validator in ("type", "oneOf", "anyOf", "format"):
             leaf = _leaves(error)[0]
             path = _path(list(leaf.absolute_path))
-            findings.type_errors.append(f"json: cannot unmarshal {type(leaf.instance).__name__} into field {path}: {leaf.message}")
+            findings.type_errors.append(
+                f"json: cannot unmarshal {type(leaf.instance).__name__} into field {path}: {leaf.message}"
+            )
         else:
             path = _path(where)
-            findings.causes.append({"reason": "FieldValueInvalid", "field": path, "message": f"{path}: Invalid value: {error.message}"})
+            findings.causes.append(
+                {"reason": "FieldValueInvalid", "field": path, "message": f"{path}: Invalid value: {error.message}"}
+            )
     return findings
 
 

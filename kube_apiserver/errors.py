@@ -42,19 +42,25 @@ def _qualified(resource: str, group: str) -> str:
 
 
 def not_found(resource: str, name: str, group: str = "") -> ApiError:
-    return ApiError(404, "NotFound", f'{_qualified(resource, group)} "{name}" not found', _details(resource, name, group))
+    return ApiError(
+        404, "NotFound", f'{_qualified(resource, group)} "{name}" not found', _details(resource, name, group)
+    )
 
 
 def already_exists(resource: str, name: str, group: str = "") -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{_qualified(resource, group)} "{name}" already exists',
-                    _details(resource, name, group))
+    return ApiError(
+        409, "AlreadyExists", f'{_qualified(resource, group)} "{name}" already exists', _details(resource, name, group)
+    )
 
 
 def conflict(resource: str, name: str, group: str = "") -> ApiError:
-    return ApiError(409, "Conflict",
-                    f'Operation cannot be fulfilled on {_qualified(resource, group)} "{name}": the object has been '
-                    "modified; please apply your changes to the latest version and try again",
-                    _details(resource, name, group))
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {_qualified(resource, group)} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        _details(resource, name, group),
+    )
 
 
 def invalid(kind: str, name: str, group: str, causes: list[dict[str, str]]) -> ApiError:
@@ -64,8 +70,11 @@ def invalid(kind: str, name: str, group: str, causes: list[dict[str, str]]) -> A
     text = "; ".join(c["message"] for c in causes)
     if len(causes) > 1:
         text = "[" + ", ".join(c["message"] for c in causes) + "]"
-    details = {"name": name, "kind": kind,
-               "causes": [{**c, "message": c["message"].removeprefix(f'{c["field"]}: ')} for c in causes]}
+    details = {
+        "name": name,
+        "kind": kind,
+        "causes": [{**c, "message": c["message"].removeprefix(f"{c['field']}: ")} for c in causes],
+    }
     if group:
         details["group"] = group
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}', details)
@@ -84,7 +93,13 @@ def forbidden(message: str) -> ApiError:
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got "{content_type}")')
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml "
+        f'(got "{content_type}")',
+    )
 
 
 def method_not_allowed(message: str) -> ApiError:

@@ -8,8 +8,9 @@ from pathlib import Path
 import yaml
 
 
-def kubeconfig(url: str, token: str | None = None, namespace: str = "default", ca_pem: bytes | None = None,
-               name: str = "local") -> dict:
+def kubeconfig(
+    url: str, token: str | None = None, namespace: str = "default", ca_pem: bytes | None = None, name: str = "local"
+) -> dict:
     user: dict = {"token": token} if token else {}
     cluster: dict = {"server": url}
     if ca_pem:
@@ -25,8 +26,9 @@ def kubeconfig(url: str, token: str | None = None, namespace: str = "default", c
     }
 
 
-def write_kubeconfig(path: Path, url: str, token: str | None = None, namespace: str = "default",
-                     ca_pem: bytes | None = None) -> Path:
+def write_kubeconfig(
+    path: Path, url: str, token: str | None = None, namespace: str = "default", ca_pem: bytes | None = None
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(kubeconfig(url, token, namespace, ca_pem), sort_keys=False))
     path.chmod(0o600)

@@ -24,12 +24,16 @@ _DNS1123_LABEL_RE = re.compile(rf"^{_DNS1123_LABEL}$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
-SUBDOMAIN_MESSAGE = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                     "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-                     "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-LABEL_MESSAGE = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-                 "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-                 "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+SUBDOMAIN_MESSAGE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+LABEL_MESSAGE = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
 
 
 def now() -> str:
@@ -50,30 +54,59 @@ def _name_causes(kind: str, name: str) -> list[dict[str, str]]:
     elif kind == "Namespace":
         ok, message = bool(_DNS1123_LABEL_RE.match(name)) and len(name) <= 63, LABEL_MESSAGE
     elif kind == "Service":  # an RFC 1123 label since Kubernetes 1.34 (RelaxedServiceNameValidation): "1svc" is fine
-        ok, message = (False, "must not contain dots") if "." in name else (
-            (False, "must be no more than 63 characters") if len(name) > 63 else (bool(_DNS1123_LABEL_RE.match(name)), LABEL_MESSAGE))
+        ok, message = (
+            (False, "must not contain dots")
+            if "." in name
+            else (
+                (False, "must be no more than 63 characters")
+                if len(name) > 63
+                else (bool(_DNS1123_LABEL_RE.match(name)), LABEL_MESSAGE)
+            )
+        )
     else:
         ok, message = bool(_DNS1123_SUBDOMAIN.match(name)) and len(name) <= 253, SUBDOMAIN_MESSAGE
     if ok:
         return []
-    return [{"reason": "FieldValueInvalid", "field": "metadata.name",
-             "message": f'metadata.name: Invalid value: "{name}": {message}'}]
+    return [
+        {
+            "reason": "FieldValueInvalid",
+            "field": "metadata.name",
+            "message": f'metadata.name: Invalid value: "{name}": {message}',
+        }
+    ]
 
 
 def _label_causes(labels: Any) -> list[dict[str, str]]:
     if labels is None:
         return []
     if not isinstance(labels, dict):
-        return [{"reason": "FieldValueTypeInvalid", "field": "metadata.labels", "message": "metadata.labels: must be a map"}]
+        return [
+            {"reason": "FieldValueTypeInvalid", "field": "metadata.labels", "message": "metadata.labels: must be a map"}
+        ]
     causes = []
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
-        if not (_LABEL_NAME.match(name) and len(name) <= 63) or (prefix and not (_DNS1123_SUBDOMAIN.match(prefix) and len(prefix) <= 253)):
-            causes.append({"reason": "FieldValueInvalid", "field": "metadata.labels",
-                           "message": f'metadata.labels: Invalid value: "{key}": name part must consist of alphanumeric characters, \'-\', \'_\' or \'.\', and must start and end with an alphanumeric character'})
+        if not (_LABEL_NAME.match(name) and len(name) <= 63) or (
+            prefix and not (_DNS1123_SUBDOMAIN.match(prefix) and len(prefix) <= 253)
+        ):
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "metadata.labels",
+                    "message": f'metadata.labels: Invalid value: "{key}": name part must consist of '
+                    "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                }
+            )
         if not isinstance(value, str) or not (_LABEL_VALUE.match(value) and len(value) <= 63):
-            causes.append({"reason": "FieldValueInvalid", "field": "metadata.labels",
-                           "message": f'metadata.labels: Invalid value: "{value}": a valid label must be an empty string or consist of alphanumeric characters, \'-\', \'_\' or \'.\', and must start and end with an alphanumeric character, and be at most 63 characters'})
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "metadata.labels",
+                    "message": f'metadata.labels: Invalid value: "{value}": a valid label must be an empty '
+                    "string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                    "alphanumeric character, and be at most 63 characters",
+                }
+            )
     return causes
 
 
@@ -82,9 +115,16 @@ def check_metadata(kind: str, group: str, obj: dict[str, Any]) -> None:
     metadata = obj["metadata"]
     causes = _name_causes(kind, metadata["name"]) + _label_causes(metadata.get("labels"))
     annotations = metadata.get("annotations")
-    if annotations is not None and (not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values())):
-        causes.append({"reason": "FieldValueTypeInvalid", "field": "metadata.annotations",
-                       "message": "metadata.annotations: values must be strings"})
+    if annotations is not None and (
+        not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values())
+    ):
+        causes.append(
+            {
+                "reason": "FieldValueTypeInvalid",
+                "field": "metadata.annotations",
+                "message": "metadata.annotations: values must be strings",
+            }
+        )
     if causes:
         raise invalid(kind, metadata["name"], group, causes)
 
@@ -131,8 +171,10 @@ def _qos_class(spec: dict[str, Any]) -> str:
     if not any(r.get("requests") or r.get("limits") for r in resources):
         return "BestEffort"
     guaranteed = all(
-        (r.get("limits") or {}).get(k) is not None and (r.get("requests") or {}).get(k, (r.get("limits") or {}).get(k)) == (r.get("limits") or {}).get(k)
-        for r in resources for k in ("cpu", "memory")
+        (r.get("limits") or {}).get(k) is not None
+        and (r.get("requests") or {}).get(k, (r.get("limits") or {}).get(k)) == (r.get("limits") or {}).get(k)
+        for r in resources
+        for k in ("cpu", "memory")
     )
     return "Guaranteed" if guaranteed else "Burstable"
 
@@ -142,17 +184,29 @@ def check_pod(pod: dict[str, Any]) -> list[dict[str, str]]:
     causes = []
     containers = (pod.get("spec") or {}).get("containers")
     if not containers:
-        causes.append({"reason": "FieldValueRequired", "field": "spec.containers", "message": "spec.containers: Required value"})
+        causes.append(
+            {"reason": "FieldValueRequired", "field": "spec.containers", "message": "spec.containers: Required value"}
+        )
     for index, container in enumerate(containers or []):
         if not container.get("image"):
-            causes.append({"reason": "FieldValueRequired", "field": f"spec.containers[{index}].image",
-                           "message": f"spec.containers[{index}].image: Required value"})
+            causes.append(
+                {
+                    "reason": "FieldValueRequired",
+                    "field": f"spec.containers[{index}].image",
+                    "message": f"spec.containers[{index}].image: Required value",
+                }
+            )
         for kind in ("limits", "requests"):
             for name, value in ((container.get("resources") or {}).get(kind) or {}).items():
                 if str(value).lstrip().startswith("-"):
                     field = f"spec.containers[{index}].resources.{kind}[{name}]"
-                    causes.append({"reason": "FieldValueInvalid", "field": field,
-                                   "message": f'{field}: Invalid value: "{value}": must be greater than or equal to 0'})
+                    causes.append(
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": field,
+                            "message": f'{field}: Invalid value: "{value}": must be greater than or equal to 0',
+                        }
+                    )
     return causes
 
 
@@ -166,13 +220,20 @@ def _pod_spec_without_mutable_fields(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_pod_update(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, str]]:
-    if _pod_spec_without_mutable_fields(old.get("spec") or {}) == _pod_spec_without_mutable_fields(new.get("spec") or {}):
+    if _pod_spec_without_mutable_fields(old.get("spec") or {}) == _pod_spec_without_mutable_fields(
+        new.get("spec") or {}
+    ):
         return []
-    return [{"reason": "FieldValueForbidden", "field": "spec",
-             "message": "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
-                        "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
-                        "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
-                        "(allow it to be set to 1 if it was previously negative)"}]
+    return [
+        {
+            "reason": "FieldValueForbidden",
+            "field": "spec",
+            "message": "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+            "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+            "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+            "(allow it to be set to 1 if it was previously negative)",
+        }
+    ]
 
 
 class ClusterIPs:

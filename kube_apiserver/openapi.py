@@ -23,7 +23,9 @@ _PATCH_PARAMETERS = [
 
 
 def group_version_path(resource_type: ResourceType) -> str:
-    return f"apis/{resource_type.group}/{resource_type.version}" if resource_type.group else f"api/{resource_type.version}"
+    return (
+        f"apis/{resource_type.group}/{resource_type.version}" if resource_type.group else f"api/{resource_type.version}"
+    )
 
 
 def _schema_name(resource_type: ResourceType) -> str:
@@ -41,14 +43,24 @@ def document(types: Iterable[ResourceType]) -> dict[str, Any]:
         if resource_type.namespaced:
             base += "/namespaces/{namespace}"
         item = f"{base}/{resource_type.plural}/{{name}}"
-        operation = {"x-kubernetes-group-version-kind": gvk, "parameters": _PATCH_PARAMETERS,
-                     "responses": {"200": {"description": "OK"}}}
-        paths[item] = {"get": {"x-kubernetes-group-version-kind": gvk, "responses": {"200": {"description": "OK"}}},
-                       "patch": operation, "put": operation}
+        operation = {
+            "x-kubernetes-group-version-kind": gvk,
+            "parameters": _PATCH_PARAMETERS,
+            "responses": {"200": {"description": "OK"}},
+        }
+        paths[item] = {
+            "get": {"x-kubernetes-group-version-kind": gvk, "responses": {"200": {"description": "OK"}}},
+            "patch": operation,
+            "put": operation,
+        }
         if resource_type.schema:
             schemas[_schema_name(resource_type)] = {**resource_type.schema, "x-kubernetes-group-version-kind": [gvk]}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.35.0"}, "paths": paths,
-            "components": {"schemas": schemas}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.35.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
 
 
 def root(types: Iterable[ResourceType]) -> dict[str, Any]:

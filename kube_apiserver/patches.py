@@ -71,7 +71,9 @@ def _in_kubernetes_order(merged: list[Any], patch_order: list[Any], original: li
     in_patch = {identity(item): n for n, item in enumerate(patch_order)}
     server = {identity(item): n for n, item in enumerate(original)}
     patched = sorted((m for m in merged if identity(m) in in_patch), key=lambda m: in_patch[identity(m)])
-    server_only = sorted((m for m in merged if identity(m) not in in_patch), key=lambda m: server.get(identity(m), len(server)))
+    server_only = sorted(
+        (m for m in merged if identity(m) not in in_patch), key=lambda m: server.get(identity(m), len(server))
+    )
     result: list[Any] = []
     while server_only or patched:
         left = server.get(identity(server_only[0])) if server_only else None
@@ -101,8 +103,12 @@ def _merge_list(field: str, current: list[Any], patch: list[Any], order: list[An
             result.append(strategic_merge_patch(None, item))
         else:
             result[index] = strategic_merge_patch(result[index], item)
-    return _in_kubernetes_order(result, order or [i for i in patch if i.get("$patch") != "delete"], current,
-                                lambda item: item.get(key) if isinstance(item, dict) else item)
+    return _in_kubernetes_order(
+        result,
+        order or [i for i in patch if i.get("$patch") != "delete"],
+        current,
+        lambda item: item.get(key) if isinstance(item, dict) else item,
+    )
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:

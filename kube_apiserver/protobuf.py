@@ -20,39 +20,85 @@ CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 Schema = dict[int, tuple[str, Any]]
 
 _TYPE_META: Schema = {1: ("apiVersion", "string"), 2: ("kind", "string")}
-_UNKNOWN: Schema = {1: ("typeMeta", _TYPE_META), 2: ("raw", "bytes"), 3: ("contentEncoding", "string"),
-                    4: ("contentType", "string")}
-_TIME: Schema = {1: ("seconds", "int"), 2: ("nanos", "int")}
-_OWNER_REFERENCE: Schema = {1: ("kind", "string"), 3: ("name", "string"), 4: ("uid", "string"),
-                            5: ("apiVersion", "string"), 6: ("controller", "bool"), 7: ("blockOwnerDeletion", "bool")}
-_OBJECT_META: Schema = {
-    1: ("name", "string"), 2: ("generateName", "string"), 3: ("namespace", "string"), 5: ("uid", "string"),
-    6: ("resourceVersion", "string"), 7: ("generation", "int"), 8: ("creationTimestamp", _TIME),
-    11: ("labels", ("map", "string", "string")), 12: ("annotations", ("map", "string", "string")),
-    13: ("ownerReferences", ("repeated", _OWNER_REFERENCE)), 14: ("finalizers", ("repeated", "string")),
+_UNKNOWN: Schema = {
+    1: ("typeMeta", _TYPE_META),
+    2: ("raw", "bytes"),
+    3: ("contentEncoding", "string"),
+    4: ("contentType", "string"),
 }
-_OBJECT_REFERENCE: Schema = {1: ("kind", "string"), 2: ("namespace", "string"), 3: ("name", "string"),
-                             4: ("uid", "string"), 5: ("apiVersion", "string")}
+_TIME: Schema = {1: ("seconds", "int"), 2: ("nanos", "int")}
+_OWNER_REFERENCE: Schema = {
+    1: ("kind", "string"),
+    3: ("name", "string"),
+    4: ("uid", "string"),
+    5: ("apiVersion", "string"),
+    6: ("controller", "bool"),
+    7: ("blockOwnerDeletion", "bool"),
+}
+_OBJECT_META: Schema = {
+    1: ("name", "string"),
+    2: ("generateName", "string"),
+    3: ("namespace", "string"),
+    5: ("uid", "string"),
+    6: ("resourceVersion", "string"),
+    7: ("generation", "int"),
+    8: ("creationTimestamp", _TIME),
+    11: ("labels", ("map", "string", "string")),
+    12: ("annotations", ("map", "string", "string")),
+    13: ("ownerReferences", ("repeated", _OWNER_REFERENCE)),
+    14: ("finalizers", ("repeated", "string")),
+}
+_OBJECT_REFERENCE: Schema = {
+    1: ("kind", "string"),
+    2: ("namespace", "string"),
+    3: ("name", "string"),
+    4: ("uid", "string"),
+    5: ("apiVersion", "string"),
+}
 _LOCAL_OBJECT_REFERENCE: Schema = {1: ("name", "string")}
-_DELETE_OPTIONS: Schema = {1: ("gracePeriodSeconds", "int"), 2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
-                           3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "string"),
-                           5: ("dryRun", ("repeated", "string"))}
-_RESOURCE_ATTRIBUTES: Schema = {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
-                               4: ("version", "string"), 5: ("resource", "string"), 6: ("subresource", "string"),
-                               7: ("name", "string")}
+_DELETE_OPTIONS: Schema = {
+    1: ("gracePeriodSeconds", "int"),
+    2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
+    3: ("orphanDependents", "bool"),
+    4: ("propagationPolicy", "string"),
+    5: ("dryRun", ("repeated", "string")),
+}
+_RESOURCE_ATTRIBUTES: Schema = {
+    1: ("namespace", "string"),
+    2: ("verb", "string"),
+    3: ("group", "string"),
+    4: ("version", "string"),
+    5: ("resource", "string"),
+    6: ("subresource", "string"),
+    7: ("name", "string"),
+}
 MESSAGES: dict[tuple[str, str], Schema] = {
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
-        1: ("metadata", _OBJECT_META), 2: ("spec", {1: ("resourceAttributes", _RESOURCE_ATTRIBUTES)})},
+        1: ("metadata", _OBJECT_META),
+        2: ("spec", {1: ("resourceAttributes", _RESOURCE_ATTRIBUTES)}),
+    },
     ("meta.k8s.io/v1", "DeleteOptions"): _DELETE_OPTIONS,
     ("v1", "DeleteOptions"): _DELETE_OPTIONS,
     ("v1", "Namespace"): {1: ("metadata", _OBJECT_META), 2: ("spec", {1: ("finalizers", ("repeated", "string"))})},
-    ("v1", "ConfigMap"): {1: ("metadata", _OBJECT_META), 2: ("data", ("map", "string", "string")),
-                          3: ("binaryData", ("map", "string", "base64")), 4: ("immutable", "bool")},
-    ("v1", "Secret"): {1: ("metadata", _OBJECT_META), 2: ("data", ("map", "string", "base64")), 3: ("type", "string"),
-                       4: ("stringData", ("map", "string", "string")), 5: ("immutable", "bool")},
-    ("v1", "ServiceAccount"): {1: ("metadata", _OBJECT_META), 2: ("secrets", ("repeated", _OBJECT_REFERENCE)),
-                               3: ("imagePullSecrets", ("repeated", _LOCAL_OBJECT_REFERENCE)),
-                               4: ("automountServiceAccountToken", "bool")},
+    ("v1", "ConfigMap"): {
+        1: ("metadata", _OBJECT_META),
+        2: ("data", ("map", "string", "string")),
+        3: ("binaryData", ("map", "string", "base64")),
+        4: ("immutable", "bool"),
+    },
+    ("v1", "Secret"): {
+        1: ("metadata", _OBJECT_META),
+        2: ("data", ("map", "string", "base64")),
+        3: ("type", "string"),
+        4: ("stringData", ("map", "string", "string")),
+        5: ("immutable", "bool"),
+    },
+    ("v1", "ServiceAccount"): {
+        1: ("metadata", _OBJECT_META),
+        2: ("secrets", ("repeated", _OBJECT_REFERENCE)),
+        3: ("imagePullSecrets", ("repeated", _LOCAL_OBJECT_REFERENCE)),
+        4: ("automountServiceAccountToken", "bool"),
+    },
 }
 
 
@@ -82,11 +128,11 @@ def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
             value, pos = _varint(data, pos)
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
+            value, pos = data[pos : pos + 8], pos + 8
         elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
+            value, pos = data[pos : pos + 4], pos + 4
         else:
             raise UnsupportedProtobuf(f"wire type {wire}")
         fields.append((number, value))
@@ -132,6 +178,7 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
 
 def _timestamp(time: dict[str, Any]) -> str:
     from datetime import datetime, timezone
+
     return datetime.fromtimestamp(time.get("seconds", 0), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -139,7 +186,7 @@ def decode(body: bytes) -> dict[str, Any]:
     """The JSON form of a protobuf-encoded object; raises UnsupportedProtobuf."""
     if not body.startswith(MAGIC):
         raise UnsupportedProtobuf("no k8s protobuf envelope")
-    unknown = decode_message(body[len(MAGIC):], _UNKNOWN)
+    unknown = decode_message(body[len(MAGIC) :], _UNKNOWN)
     type_meta = unknown.get("typeMeta") or {}
     key = (type_meta.get("apiVersion", ""), type_meta.get("kind", ""))
     schema = MESSAGES.get(key)

@@ -62,11 +62,23 @@ class ResourceType:
             entry["categories"] = list(self.categories)
         entries = [entry]
         for sub in self.subresources:
-            sub_verbs = {"status": ["get", "patch", "update"], "log": ["get"], "scale": ["get", "patch", "update"],
-                         "token": ["create"], "binding": ["create"]}[sub]
+            sub_verbs = {
+                "status": ["get", "patch", "update"],
+                "log": ["get"],
+                "scale": ["get", "patch", "update"],
+                "token": ["create"],
+                "binding": ["create"],
+            }[sub]
             sub_kind = {"scale": "Scale", "token": "TokenRequest", "binding": "Binding"}.get(sub, self.kind)
-            entries.append({"name": f"{self.plural}/{sub}", "singularName": "", "namespaced": self.namespaced,
-                            "kind": sub_kind, "verbs": sub_verbs})
+            entries.append(
+                {
+                    "name": f"{self.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": self.namespaced,
+                    "kind": sub_kind,
+                    "verbs": sub_verbs,
+                }
+            )
         return entries
 
 
@@ -75,30 +87,57 @@ def _core(kind: str, plural: str, namespaced: bool = True, **kw: Any) -> Resourc
 
 
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
-    _core("Namespace", "namespaces", False, short_names=("ns",), subresources=("status",),
-          verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
+    _core(
+        "Namespace",
+        "namespaces",
+        False,
+        short_names=("ns",),
+        subresources=("status",),
+        verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
+    ),
     _core("Pod", "pods", short_names=("po",), categories=("all",), subresources=("status", "log", "binding")),
     _core("Service", "services", short_names=("svc",), categories=("all",), subresources=("status",)),
-    _core("ReplicationController", "replicationcontrollers", short_names=("rc",), categories=("all",),
-          subresources=("status", "scale")),
+    _core(
+        "ReplicationController",
+        "replicationcontrollers",
+        short_names=("rc",),
+        categories=("all",),
+        subresources=("status", "scale"),
+    ),
     _core("Endpoints", "endpoints", short_names=("ep",)),
     _core("ConfigMap", "configmaps", short_names=("cm",)),
     _core("Secret", "secrets"),
     _core("ServiceAccount", "serviceaccounts", short_names=("sa",), subresources=("token",)),
     _core("Event", "events", short_names=("ev",)),
     _core("Node", "nodes", False, short_names=("no",), subresources=("status",)),
-    ResourceType("apps", "v1", "Deployment", "deployments", True, short_names=("deploy",),
-                 categories=("all",), subresources=("status", "scale")),
+    ResourceType(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        True,
+        short_names=("deploy",),
+        categories=("all",),
+        subresources=("status", "scale"),
+    ),
     ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
     ResourceType("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("events.k8s.io", "v1", "Event", "events", True, short_names=("ev",)),
-    ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
-                 verbs=("create",)),
-    ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
-                 short_names=("crd", "crds"), subresources=("status",)),
+    ResourceType(
+        "authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False, verbs=("create",)
+    ),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        short_names=("crd", "crds"),
+        subresources=("status",),
+    ),
 )
 
 
@@ -111,18 +150,20 @@ def type_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
         if not version.get("served", True):
             continue
         subresources = version.get("subresources") or {}
-        types.append(ResourceType(
-            group=spec["group"],
-            version=version["name"],
-            kind=names["kind"],
-            plural=names["plural"],
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            short_names=tuple(names.get("shortNames") or ()),
-            categories=tuple(names.get("categories") or ()),
-            subresources=tuple(s for s in ("status", "scale") if s in subresources),
-            allow_unconditional_update=False,
-            schema=(version.get("schema") or {}).get("openAPIV3Schema"),
-            printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
-            custom=True,
-        ))
+        types.append(
+            ResourceType(
+                group=spec["group"],
+                version=version["name"],
+                kind=names["kind"],
+                plural=names["plural"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                subresources=tuple(s for s in ("status", "scale") if s in subresources),
+                allow_unconditional_update=False,
+                schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+                printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
+                custom=True,
+            )
+        )
     return types

@@ -29,7 +29,9 @@ def _type_ok(value: Any, expected: str) -> bool:
     if expected == "boolean":
         return isinstance(value, bool)
     if expected == "integer":
-        return isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, float) and value.is_integer())
+        return (
+            isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, float) and value.is_integer())
+        )
     if expected == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return True
@@ -78,9 +80,14 @@ def prune(value: Any, schema: dict[str, Any], root: bool = False, path: str = ""
 
 
 def _cause(kind: str, path: str, message: str) -> dict[str, str]:
-    reason = {"required": "FieldValueRequired", "type": "FieldValueTypeInvalid",
-              "enum": "FieldValueNotSupported", "duplicate": "FieldValueDuplicate",
-              "toomany": "FieldValueTooMany", "toolong": "FieldValueTooLong"}.get(kind, "FieldValueInvalid")
+    reason = {
+        "required": "FieldValueRequired",
+        "type": "FieldValueTypeInvalid",
+        "enum": "FieldValueNotSupported",
+        "duplicate": "FieldValueDuplicate",
+        "toomany": "FieldValueTooMany",
+        "toolong": "FieldValueTooLong",
+    }.get(kind, "FieldValueInvalid")
     return {"reason": reason, "field": path, "message": message}
 
 
@@ -101,16 +108,34 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[st
     if value is None:
         if not schema.get("nullable"):
             if schema.get("type"):
-                causes.append(_cause("type", here, f'{here}: Invalid value: "null": {here} in body must be of type {schema["type"]}: "null"'))
+                causes.append(
+                    _cause(
+                        "type",
+                        here,
+                        f'{here}: Invalid value: "null": {here} in body must be of type {schema["type"]}: "null"',
+                    )
+                )
         return causes
     if schema.get("x-kubernetes-int-or-string"):
         if not (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
-            causes.append(_cause("type", here, f"{here}: Invalid value: {_show(value)}: {here} in body must be of type integer,string"))
+            causes.append(
+                _cause(
+                    "type",
+                    here,
+                    f"{here}: Invalid value: {_show(value)}: {here} in body must be of type integer,string",
+                )
+            )
         return causes
     expected = schema.get("type")
     if expected and not _type_ok(value, expected):
-        shown = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(type(value), "unknown")
-        causes.append(_cause("type", here, f'{here}: Invalid value: "{shown}": {here} in body must be of type {expected}: "{shown}"'))
+        shown = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(
+            type(value), "unknown"
+        )
+        causes.append(
+            _cause(
+                "type", here, f'{here}: Invalid value: "{shown}": {here} in body must be of type {expected}: "{shown}"'
+            )
+        )
         return causes
     if "enum" in schema and value not in schema["enum"]:
         supported = ", ".join(_show(v) for v in schema["enum"])
@@ -120,24 +145,58 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[st
             low = schema["minimum"]
             if value < low or (schema.get("exclusiveMinimum") and value == low):
                 word = "greater than" if schema.get("exclusiveMinimum") else "greater than or equal to"
-                causes.append(_cause("invalid", here, f"{here}: Invalid value: {_show(value)}: {here} in body should be {word} {low}"))
+                causes.append(
+                    _cause(
+                        "invalid", here, f"{here}: Invalid value: {_show(value)}: {here} in body should be {word} {low}"
+                    )
+                )
         if "maximum" in schema:
             high = schema["maximum"]
             if value > high or (schema.get("exclusiveMaximum") and value == high):
                 word = "less than" if schema.get("exclusiveMaximum") else "less than or equal to"
-                causes.append(_cause("invalid", here, f"{here}: Invalid value: {_show(value)}: {here} in body should be {word} {high}"))
+                causes.append(
+                    _cause(
+                        "invalid",
+                        here,
+                        f"{here}: Invalid value: {_show(value)}: {here} in body should be {word} {high}",
+                    )
+                )
     if isinstance(value, str):
         if "maxLength" in schema and len(value) > schema["maxLength"]:
-            causes.append(_cause("toolong", here, f"{here}: Too long: may not be more than {schema['maxLength']} bytes"))
+            causes.append(
+                _cause("toolong", here, f"{here}: Too long: may not be more than {schema['maxLength']} bytes")
+            )
         if "minLength" in schema and len(value) < schema["minLength"]:
-            causes.append(_cause("invalid", here, f"{here}: Invalid value: {_show(value)}: {here} in body should be at least {schema['minLength']} chars long"))
+            causes.append(
+                _cause(
+                    "invalid",
+                    here,
+                    f"{here}: Invalid value: {_show(value)}: {here} in body should be at least "
+                    f"{schema['minLength']} chars long",
+                )
+            )
         if "pattern" in schema and not re.search(schema["pattern"], value):
-            causes.append(_cause("invalid", here, f"{here}: Invalid value: {_show(value)}: {here} in body should match '{schema['pattern']}'"))
+            causes.append(
+                _cause(
+                    "invalid",
+                    here,
+                    f"{here}: Invalid value: {_show(value)}: {here} in body should match '{schema['pattern']}'",
+                )
+            )
     if isinstance(value, list):
         if "maxItems" in schema and len(value) > schema["maxItems"]:
-            causes.append(_cause("toomany", here, f"{here}: Too many: {len(value)}: must have at most {schema['maxItems']} items"))
+            causes.append(
+                _cause("toomany", here, f"{here}: Too many: {len(value)}: must have at most {schema['maxItems']} items")
+            )
         if "minItems" in schema and len(value) < schema["minItems"]:
-            causes.append(_cause("invalid", here, f"{here}: Invalid value: {len(value)}: {here} in body should have at least {schema['minItems']} items"))
+            causes.append(
+                _cause(
+                    "invalid",
+                    here,
+                    f"{here}: Invalid value: {len(value)}: {here} in body should have at least "
+                    f"{schema['minItems']} items",
+                )
+            )
         causes += _list_type_causes(value, schema, here)
         if isinstance(schema.get("items"), dict):
             for index, item in enumerate(value):
@@ -148,7 +207,13 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[st
                 field = f"{path}.{name}" if path else name
                 causes.append(_cause("required", field, f"{field}: Required value"))
         if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-            causes.append(_cause("toomany", here, f"{here}: Too many: {len(value)}: must have at most {schema['maxProperties']} items"))
+            causes.append(
+                _cause(
+                    "toomany",
+                    here,
+                    f"{here}: Too many: {len(value)}: must have at most {schema['maxProperties']} items",
+                )
+            )
         properties = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
         for name, item in value.items():
@@ -174,10 +239,18 @@ def _list_type_causes(value: list[Any], schema: dict[str, Any], here: str) -> li
             identity = tuple(item.get(k) for k in keys)
             if identity in seen:
                 shown = ",".join(f'"{k}":{_show(item.get(k))}' for k in keys)
-                causes.append(_cause("duplicate", f"{here}[{index}]", f"{here}[{index}]: Duplicate value: map[string]interface {{}}{{{shown}}}"))
+                causes.append(
+                    _cause(
+                        "duplicate",
+                        f"{here}[{index}]",
+                        f"{here}[{index}]: Duplicate value: map[string]interface {{}}{{{shown}}}",
+                    )
+                )
             seen.append(identity)
     elif list_type == "set":
         for index, item in enumerate(value):
             if item in value[:index]:
-                causes.append(_cause("duplicate", f"{here}[{index}]", f"{here}[{index}]: Duplicate value: {_show(item)}"))
+                causes.append(
+                    _cause("duplicate", f"{here}[{index}]", f"{here}[{index}]: Duplicate value: {_show(item)}")
+                )
     return causes

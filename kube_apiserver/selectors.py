@@ -14,12 +14,32 @@ _EXISTS_TERM = re.compile(r"^\s*(!?)([^!=\s()]+)\s*$")
 
 # Fields each kind can be selected by, beyond metadata.name and metadata.namespace.
 SELECTABLE_FIELDS = {
-    "Pod": {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-            "status.phase", "status.podIP", "status.nominatedNodeName"},
-    "Event": {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-              "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-              "reason", "reportingComponent", "source", "type", "regarding.kind", "regarding.name",
-              "regarding.namespace", "regarding.uid"},
+    "Pod": {
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    },
+    "Event": {
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+        "regarding.kind",
+        "regarding.name",
+        "regarding.namespace",
+        "regarding.uid",
+    },
     "Secret": {"type"},
     "Namespace": {"status.phase"},
     "Node": {"spec.unschedulable"},
@@ -53,7 +73,11 @@ def parse_label_selector(text: str | None) -> Matcher:
     checks: list[Matcher] = []
     for term in _split_terms(text):
         if match := _SET_TERM.match(term):
-            key, op, values = match.group(1), match.group(2), {v.strip() for v in match.group(3).split(",") if v.strip()}
+            key, op, values = (
+                match.group(1),
+                match.group(2),
+                {v.strip() for v in match.group(3).split(",") if v.strip()},
+            )
             if op == "in":
                 checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
             else:
@@ -85,7 +109,9 @@ def field_value(obj: Mapping[str, Any], path: str) -> str:
     return str(value)
 
 
-def parse_field_selector(text: str | None, kind: str, extra_fields: set[str] | None = None) -> Callable[[Mapping[str, Any]], bool]:
+def parse_field_selector(
+    text: str | None, kind: str, extra_fields: set[str] | None = None
+) -> Callable[[Mapping[str, Any]], bool]:
     if not text:
         return lambda obj: True
     allowed = {"metadata.name", "metadata.namespace"} | SELECTABLE_FIELDS.get(kind, set()) | (extra_fields or set())
@@ -96,7 +122,9 @@ def parse_field_selector(text: str | None, kind: str, extra_fields: set[str] | N
             raise SelectorError(f"invalid selector: {term.strip()!r}; can't understand {term.strip()!r}")
         path, op, value = match.groups()
         if path not in allowed:
-            if kind in SELECTABLE_FIELDS:  # a kind with field labels of its own says it as kube-apiserver's conversion does
+            if (
+                kind in SELECTABLE_FIELDS
+            ):  # a kind with field labels of its own says it as kube-apiserver's conversion does
                 raise SelectorError(f"field label not supported: {path}")
             known = ", ".join(f'"{name}"' for name in sorted(allowed))
             raise SelectorError(f'"{path}" is not a known field selector: only {known}')

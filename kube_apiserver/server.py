@@ -30,9 +30,17 @@ from kube_apiserver.tls import make_certificates
 
 log = logging.getLogger(__name__)
 
-SERVER_VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "gitCommit": "kube-apiserver-for-tests",
-                  "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
-                  "compiler": "gc", "platform": "linux/amd64"}
+SERVER_VERSION = {
+    "major": "1",
+    "minor": "35",
+    "gitVersion": "v1.35.0",
+    "gitCommit": "kube-apiserver-for-tests",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.25",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 DEFAULT_WATCH_TIMEOUT = 1800.0
 
 
@@ -92,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if content_type == "application/yaml":
                 import yaml
+
                 return yaml.safe_load(raw)
             return json.loads(raw)
         except ValueError as error:
@@ -139,18 +148,28 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/version":
             return self._send(200, SERVER_VERSION)
         self.user = self.server.authenticator.user(self.headers.get("Authorization"))
-        if "system:authenticated" not in self.user.groups and (path in ("/api", "/apis") or path.startswith("/openapi")):
-            raise ApiError(403, "Forbidden", f'forbidden: User "{self.user.name}" cannot get path "{path}"')  # system:discovery
+        if "system:authenticated" not in self.user.groups and (
+            path in ("/api", "/apis") or path.startswith("/openapi")
+        ):
+            raise ApiError(
+                403, "Forbidden", f'forbidden: User "{self.user.name}" cannot get path "{path}"'
+            )  # system:discovery
         if path == "/api":
             host, port = self.server.server_address[:2]
-            return self._send(200, {"kind": "APIVersions", "versions": ["v1"],
-                                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"{host}:{port}"}]})
+            return self._send(
+                200,
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"{host}:{port}"}],
+                },
+            )
         if path == "/apis":
             return self._send(200, self._group_list())
         if path == "/openapi/v3":
             return self._send(200, openapi.root(self.server.api.types.values()))
         if path.startswith("/openapi/v3/"):
-            wanted = path[len("/openapi/v3/"):]
+            wanted = path[len("/openapi/v3/") :]
             members = [t for t in self.server.api.types.values() if openapi.group_version_path(t) == wanted]
             if not members:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -176,14 +195,26 @@ class _Handler(BaseHTTPRequestHandler):
                 versions = groups.setdefault(resource_type.group, [])
                 if resource_type.version not in versions:
                     versions.append(resource_type.version)
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": name, "versions": [{"groupVersion": f"{name}/{v}", "version": v} for v in versions],
-             "preferredVersion": {"groupVersion": f"{name}/{versions[0]}", "version": versions[0]}}
-            for name, versions in sorted(groups.items())]}
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {
+                    "name": name,
+                    "versions": [{"groupVersion": f"{name}/{v}", "version": v} for v in versions],
+                    "preferredVersion": {"groupVersion": f"{name}/{versions[0]}", "version": versions[0]},
+                }
+                for name, versions in sorted(groups.items())
+            ],
+        }
 
     def _resource_list(self, group: str, version: str) -> dict[str, Any]:
-        resources = [entry for t in self.server.api.types.values() if t.group == group and t.version == version
-                     for entry in t.discovery()]
+        resources = [
+            entry
+            for t in self.server.api.types.values()
+            if t.group == group and t.version == version
+            for entry in t.discovery()
+        ]
         if not resources:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         group_version = f"{group}/{version}" if group else version
@@ -209,10 +240,18 @@ class _Handler(BaseHTTPRequestHandler):
             if method in ("GET", "HEAD"):
                 if query.get("watch") in ("true", "1"):
                     return self._watch(rt, namespace, query)
-                listed = api.list(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"),
-                                  int(query["limit"]) if query.get("limit") else None, query.get("continue"))
+                listed = api.list(
+                    rt,
+                    namespace,
+                    query.get("labelSelector"),
+                    query.get("fieldSelector"),
+                    int(query["limit"]) if query.get("limit") else None,
+                    query.get("continue"),
+                )
                 if self._wants_table():
-                    return self._send(200, table(rt, listed["items"], listed["metadata"], query.get("includeObject", "Metadata")))
+                    return self._send(
+                        200, table(rt, listed["items"], listed["metadata"], query.get("includeObject", "Metadata"))
+                    )
                 return self._send(200, listed)
             if method == "POST" and rt.kind == "SelfSubjectAccessReview":
                 return self._send(201, self._access_review(self._json_body() or {}))
@@ -222,19 +261,35 @@ class _Handler(BaseHTTPRequestHandler):
                 created = api.create(rt, namespace, self._json_body(), dry_run, validation)
                 return self._send(201, created, warnings=validation.warnings)
             if method == "DELETE":
-                return self._send(200, api.delete_collection(rt, namespace, query.get("labelSelector"),
-                                                             query.get("fieldSelector"), self._delete_options(query)))
+                return self._send(
+                    200,
+                    api.delete_collection(
+                        rt,
+                        namespace,
+                        query.get("labelSelector"),
+                        query.get("fieldSelector"),
+                        self._delete_options(query),
+                    ),
+                )
             raise errors.method_not_allowed("the server does not allow this method on the requested resource")
         name = route.name
         sub = route.subresource
         if sub == "token" and method == "POST":
             api.get(rt, namespace, name)
             request = self._json_body() or {}
-            return self._send(201, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                    "metadata": {"name": name, "namespace": namespace},
-                                    "spec": request.get("spec") or {},
-                                    "status": {"token": self.server.authenticator.issue(namespace or "", name),
-                                               "expirationTimestamp": "2099-01-01T00:00:00Z"}})
+            return self._send(
+                201,
+                {
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": request.get("spec") or {},
+                    "status": {
+                        "token": self.server.authenticator.issue(namespace or "", name),
+                        "expirationTimestamp": "2099-01-01T00:00:00Z",
+                    },
+                },
+            )
         if sub == "binding" and method == "POST":
             return self._send(201, api.bind(namespace or "", name, self._json_body() or {}))
         if sub == "log":
@@ -242,15 +297,24 @@ class _Handler(BaseHTTPRequestHandler):
         if method in ("GET", "HEAD"):
             obj = api.get(rt, namespace, name)
             if self._wants_table():
-                return self._send(200, table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, query.get("includeObject", "Metadata")))
+                return self._send(
+                    200,
+                    table(
+                        rt,
+                        [obj],
+                        {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                        query.get("includeObject", "Metadata"),
+                    ),
+                )
             return self._send(200, obj)
         if method == "PUT":
             updated = api.update(rt, namespace, name, self._json_body(), sub, dry_run, validation)
             return self._send(200, updated, warnings=validation.warnings)
         if method == "PATCH":
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-            patched = api.patch(rt, namespace, name, content_type, self._body(), sub,
-                                query.get("fieldManager"), dry_run, validation)
+            patched = api.patch(
+                rt, namespace, name, content_type, self._body(), sub, query.get("fieldManager"), dry_run, validation
+            )
             return self._send(200, patched, warnings=validation.warnings)
         if method == "DELETE":
             return self._send(200, api.delete(rt, namespace, name, self._delete_options(query)))
@@ -264,17 +328,32 @@ class _Handler(BaseHTTPRequestHandler):
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "delete")
             if method == "DELETE" and route.name is None:
                 verb = "deletecollection"
-        self.server.authorizer.check(self.user, Request(verb, rt.group, rt.plural, route.subresource,
-                                                        route.namespace if rt.namespaced else None, route.name))
+        self.server.authorizer.check(
+            self.user,
+            Request(
+                verb, rt.group, rt.plural, route.subresource, route.namespace if rt.namespaced else None, route.name
+            ),
+        )
 
     def _access_review(self, review: dict[str, Any]) -> dict[str, Any]:
         """`kubectl auth can-i`: may the caller do what the review describes? Nothing is stored."""
         attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
-        request = Request(attributes.get("verb", ""), attributes.get("group", ""), attributes.get("resource", ""),
-                          attributes.get("subresource") or None, attributes.get("namespace") or None, attributes.get("name") or None)
+        request = Request(
+            attributes.get("verb", ""),
+            attributes.get("group", ""),
+            attributes.get("resource", ""),
+            attributes.get("subresource") or None,
+            attributes.get("namespace") or None,
+            attributes.get("name") or None,
+        )
         allowed = self.server.authorizer.allowed(self.user, request)
-        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "metadata": {},
-                "spec": review.get("spec") or {}, "status": {"allowed": allowed}}
+        return {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "metadata": {},
+            "spec": review.get("spec") or {},
+            "status": {"allowed": allowed},
+        }
 
     def _delete_options(self, query: dict[str, str]) -> dict[str, Any]:
         """DeleteOptions from the body when one is sent, else from the query parameters: never both, as
@@ -294,10 +373,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _watch(self, rt: ResourceType, namespace: str | None, query: dict[str, str]) -> None:
         timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
-        events = self.server.api.watch(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"),
-                                       query.get("resourceVersion"), timeout,
-                                       query.get("allowWatchBookmarks") in ("true", "1"), self.server.stopping.is_set,
-                                       query.get("sendInitialEvents") == "true")
+        events = self.server.api.watch(
+            rt,
+            namespace,
+            query.get("labelSelector"),
+            query.get("fieldSelector"),
+            query.get("resourceVersion"),
+            timeout,
+            query.get("allowWatchBookmarks") in ("true", "1"),
+            self.server.stopping.is_set,
+            query.get("sendInitialEvents") == "true",
+        )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -357,15 +443,22 @@ class _HttpServer(ThreadingHTTPServer):
             return b""
         data = Path(path).read_bytes()
         if query.get("tailLines"):
-            data = b"".join(data.splitlines(keepends=True)[-int(query["tailLines"]):])
+            data = b"".join(data.splitlines(keepends=True)[-int(query["tailLines"]) :])
         return data
 
 
 class ApiServer:
     """A running API server: `url`, `api` (for in-process tests), `stop()`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, data_file: Path | None = None,
-                 history_limit: int = 10000, bookmark_interval: float = 5.0, admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_file: Path | None = None,
+        history_limit: int = 10000,
+        bookmark_interval: float = 5.0,
+        admin_token: str | None = None,
+    ) -> None:
         """`admin_token` turns authentication, RBAC and TLS on; without it every request is the admin's, over HTTP."""
         store = Store(history_limit=history_limit)
         self.data_file = data_file
@@ -387,8 +480,9 @@ class ApiServer:
         self.certificates = make_certificates(host) if admin_token else None
         if self.certificates:
             self._httpd.socket = self.certificates.server_context().wrap_socket(self._httpd.socket, server_side=True)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="kube-apiserver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="kube-apiserver", daemon=True
+        )
 
     def token_for(self, namespace: str, service_account: str) -> str:
         """A token for a ServiceAccount, as the TokenRequest API issues."""
@@ -406,8 +500,13 @@ class ApiServer:
 
     def write_kubeconfig(self, path: Path, token: str | None = None, namespace: str = "default") -> Path:
         """A kubeconfig for this server: the admin's, or for `token` (e.g. a ServiceAccount's)."""
-        return write_kubeconfig(path, self.url, token or self.admin_token, namespace,
-                                self.certificates.ca_pem if self.certificates else None)
+        return write_kubeconfig(
+            path,
+            self.url,
+            token or self.admin_token,
+            namespace,
+            self.certificates.ca_pem if self.certificates else None,
+        )
 
     def start(self) -> ApiServer:
         self._thread.start()

@@ -58,8 +58,9 @@ class Store:
     def items(self, type_key: TypeKey, namespace: str | None = None) -> list[dict[str, Any]]:
         with self.changed:
             objects = self._objects.get(type_key, {})
-            return [copy.deepcopy(obj) for key, obj in sorted(objects.items())
-                    if namespace is None or key[0] == namespace]
+            return [
+                copy.deepcopy(obj) for key, obj in sorted(objects.items()) if namespace is None or key[0] == namespace
+            ]
 
     def type_keys(self) -> list[TypeKey]:
         with self.changed:
@@ -129,8 +130,10 @@ class Store:
     # Persistence across a restart of the server.
     def save(self, path: Path) -> None:
         with self.changed:
-            data = {"resourceVersion": self.resource_version,
-                    "objects": [[list(t), obj] for t, objects in self._objects.items() for obj in objects.values()]}
+            data = {
+                "resourceVersion": self.resource_version,
+                "objects": [[list(t), obj] for t, objects in self._objects.items() for obj in objects.values()],
+            }
             path.write_text(json.dumps(data))
 
     def load(self, path: Path) -> Iterator[tuple[TypeKey, dict[str, Any]]]:

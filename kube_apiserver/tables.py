@@ -14,8 +14,19 @@ from typing import Any
 from kube_apiserver.objects import parse_time
 from kube_apiserver.registry import ResourceType
 
-_NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}
-_AGE_COLUMN = {"name": "Age", "type": "date", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0}
+_NAME_COLUMN = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "description": "Name must be unique within a namespace.",
+    "priority": 0,
+}
+_AGE_COLUMN = {
+    "name": "Age",
+    "type": "date",
+    "description": "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    "priority": 0,
+}
 
 
 def human_duration(seconds: float) -> str:
@@ -75,11 +86,16 @@ def json_path(obj: Any, path: str) -> Any:
             values = [v[index] for v in values if isinstance(v, list) and len(v) > index]
         elif match := _FILTER.match(path):
             field, wanted = match.groups()
-            values = [item for v in values if isinstance(v, list) for item in v
-                      if isinstance(item, dict) and str(json_path(item, "." + field)) == wanted]
+            values = [
+                item
+                for v in values
+                if isinstance(v, list)
+                for item in v
+                if isinstance(item, dict) and str(json_path(item, "." + field)) == wanted
+            ]
         else:
             return None
-        path = path[match.end():]
+        path = path[match.end() :]
         values = [v for v in values if v is not None]
     return values[0] if values else None
 
@@ -93,6 +109,7 @@ def _cell(value: Any, column_type: str) -> Any:
         return int(value)
     if isinstance(value, (dict, list)):
         import json
+
         return json.dumps(value)
     return value
 
@@ -116,39 +133,101 @@ def _pod_row(pod: dict[str, Any]) -> list[Any]:
     return [f"{ready}/{len(containers)}", reason, restarts]
 
 
-def columns_and_rows(resource_type: ResourceType, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+def columns_and_rows(
+    resource_type: ResourceType, items: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     if resource_type.custom and resource_type.printer_columns:
         columns = [dict(_NAME_COLUMN)] + [
-            {"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
-             "description": c.get("description", ""), "priority": c.get("priority", 0)}
+            {
+                "name": c["name"],
+                "type": c.get("type", "string"),
+                "format": c.get("format", ""),
+                "description": c.get("description", ""),
+                "priority": c.get("priority", 0),
+            }
             for c in resource_type.printer_columns
         ]
-        rows = [[item["metadata"]["name"]] + [_cell(json_path(item, c["jsonPath"]), c.get("type", "string"))
-                                              for c in resource_type.printer_columns] for item in items]
+        rows = [
+            [item["metadata"]["name"]]
+            + [_cell(json_path(item, c["jsonPath"]), c.get("type", "string")) for c in resource_type.printer_columns]
+            for item in items
+        ]
         return columns, rows
     if resource_type.kind == "Pod" and resource_type.group == "":
-        columns = [dict(_NAME_COLUMN),
-                   {"name": "Ready", "type": "string", "format": "", "description": "The aggregate readiness state of this pod for accepting traffic.", "priority": 0},
-                   {"name": "Status", "type": "string", "format": "", "description": "The aggregate status of the containers in this pod.", "priority": 0},
-                   {"name": "Restarts", "type": "string", "format": "", "description": "The number of times the containers in this pod have been restarted.", "priority": 0},
-                   dict(_AGE_COLUMN),
-                   {"name": "IP", "type": "string", "format": "", "description": "IP address allocated to the pod.", "priority": 1},
-                   {"name": "Node", "type": "string", "format": "", "description": "Name of the node this pod runs on.", "priority": 1}]
-        rows = [[p["metadata"]["name"], *_pod_row(p), age(p["metadata"].get("creationTimestamp")),
-                 (p.get("status") or {}).get("podIP") or "<none>", (p.get("spec") or {}).get("nodeName") or "<none>"] for p in items]
+        columns = [
+            dict(_NAME_COLUMN),
+            {
+                "name": "Ready",
+                "type": "string",
+                "format": "",
+                "description": "The aggregate readiness state of this pod for accepting traffic.",
+                "priority": 0,
+            },
+            {
+                "name": "Status",
+                "type": "string",
+                "format": "",
+                "description": "The aggregate status of the containers in this pod.",
+                "priority": 0,
+            },
+            {
+                "name": "Restarts",
+                "type": "string",
+                "format": "",
+                "description": "The number of times the containers in this pod have been restarted.",
+                "priority": 0,
+            },
+            dict(_AGE_COLUMN),
+            {
+                "name": "IP",
+                "type": "string",
+                "format": "",
+                "description": "IP address allocated to the pod.",
+                "priority": 1,
+            },
+            {
+                "name": "Node",
+                "type": "string",
+                "format": "",
+                "description": "Name of the node this pod runs on.",
+                "priority": 1,
+            },
+        ]
+        rows = [
+            [
+                p["metadata"]["name"],
+                *_pod_row(p),
+                age(p["metadata"].get("creationTimestamp")),
+                (p.get("status") or {}).get("podIP") or "<none>",
+                (p.get("spec") or {}).get("nodeName") or "<none>",
+            ]
+            for p in items
+        ]
         return columns, rows
     columns = [dict(_NAME_COLUMN), dict(_AGE_COLUMN)]
     return columns, [[i["metadata"]["name"], age(i["metadata"].get("creationTimestamp"))] for i in items]
 
 
-def table(resource_type: ResourceType, items: list[dict[str, Any]], list_metadata: dict[str, Any], include_object: str) -> dict[str, Any]:
+def table(
+    resource_type: ResourceType, items: list[dict[str, Any]], list_metadata: dict[str, Any], include_object: str
+) -> dict[str, Any]:
     columns, cells = columns_and_rows(resource_type, items)
     rows = []
-    for item, row in zip(items, cells):
+    for item, row in zip(items, cells, strict=True):
         entry: dict[str, Any] = {"cells": row}
         if include_object == "Object":
             entry["object"] = item
         elif include_object != "None":
-            entry["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}
+            entry["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": item["metadata"],
+            }
         rows.append(entry)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_metadata, "columnDefinitions": columns, "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_metadata,
+        "columnDefinitions": columns,
+        "rows": rows,
+    }

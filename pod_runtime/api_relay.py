@@ -72,5 +72,9 @@ class ApiRelay:
     def environment(self) -> dict[str, str]:
         """What a kubelet puts in every container's environment for the `kubernetes` Service."""
         address = f"tcp://{self.host}:{self.port}"
-        return {"KUBERNETES_SERVICE_HOST": self.host, "KUBERNETES_SERVICE_PORT": str(self.port),
-                "KUBERNETES_SERVICE_PORT_HTTPS": str(self.port), "KUBERNETES_PORT": address}
+        return {
+            "KUBERNETES_SERVICE_HOST": self.host,
+            "KUBERNETES_SERVICE_PORT": str(self.port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(self.port),
+            "KUBERNETES_PORT": address,
+        }

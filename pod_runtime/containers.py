@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 RAY_IMAGE = re.compile(r"^(docker\.io/)?rayproject/ray(-ml|-llm)?(:|@|$)")
-OPERATOR_IMAGE = re.compile(r"^([^/]+/)*ray-operator(:|@|$)")  # the image the Dockerfile builds: `ray-operator` is installed
+OPERATOR_IMAGE = re.compile(
+    r"^([^/]+/)*ray-operator(:|@|$)"
+)  # the image the Dockerfile builds: `ray-operator` is installed
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -23,6 +25,7 @@ def supported_image(image: str) -> bool:
 
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes' $(VAR) expansion: defined variables are replaced, $$ escapes, the rest stays."""
+
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
@@ -52,11 +55,22 @@ def interpreter_path() -> str:
     folders = [sysconfig.get_path("scripts")]
     try:
         ray = importlib.metadata.distribution("ray")
-        folders += [str(Path(str(ray.locate_file(f))).resolve().parent) for f in ray.files or []
-                    if f.name == "ray" and f.parent.name == "bin"]
+        folders += [
+            str(Path(str(ray.locate_file(f))).resolve().parent)
+            for f in ray.files or []
+            if f.name == "ray" and f.parent.name == "bin"
+        ]
     except importlib.metadata.PackageNotFoundError:
         pass
     return ":".join(dict.fromkeys([*folders, f"{sys.prefix}/bin"]))
+
+
+def dirs_to_keep(paths: list[str]) -> list[str]:
+    """The directories under /tmp among `paths` and this interpreter's installation (a checkout or a venv under
+    /tmp): a pod's private /tmp would hide them, so the pod runtime binds them back into it."""
+    candidates = {Path(p).resolve() for p in [sys.prefix, sys.base_prefix, *interpreter_path().split(":"), *paths]}
+    under_tmp = {c for c in candidates if Path("/tmp") in c.parents and c.is_dir()}
+    return sorted(str(c) for c in under_tmp if not any(other in c.parents for other in under_tmp))
 
 
 def container_env(pod: dict[str, Any], container: dict[str, Any], node: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,7 +9,8 @@ Two kinds, the same interface:
   onto its addresses, so pods can listen on the same ports as in Kubernetes.
 
 Either way each container runs as PID 1 of its own PID, mount and UTS namespaces,
-with a private /tmp and /dev/shm and the pod's name as hostname.
+with a private /tmp and /dev/shm and the pod's name as hostname; host directories under /tmp that the pods'
+commands need (the interpreter's installation) are bound back into the private /tmp.
 """
 
 from __future__ import annotations
@@ -28,14 +29,22 @@ SHIM_SOURCE = Path(__file__).with_name("loopback_shim.c")
 RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 # The pod's volumes (pairs of host directory and mount path, read-only), private /tmp and /dev/shm and hostname,
 # then the container's command. Arguments: hostname, the number of volumes, their pairs, the command.
-_POD_INIT = ('hostname "$1"; n=$2; shift 2; while [ "$n" -gt 0 ]; do mkdir -p "$2" && mount --bind "$1" "$2" '
-             '&& mount -o remount,bind,ro "$2" || { echo "pod-init: cannot mount $1 at $2" >&2; exit 1; }; '
-             'shift 2; n=$((n - 1)); done; mount -t tmpfs -o mode=1777 tmpfs /tmp; mount -t tmpfs tmpfs /dev/shm; exec "$@"')
+_POD_INIT = (
+    'hostname "$1"; n=$2; shift 2; while [ "$n" -gt 0 ]; do mkdir -p "$2" && mount --bind "$1" "$2" '
+    '&& mount -o remount,bind,ro "$2" || { echo "pod-init: cannot mount $1 at $2" >&2; exit 1; }; '
+    "shift 2; n=$((n - 1)); done; "
+    # Host directories under /tmp that the private /tmp would hide: held open, then bound back into it.
+    'k=$1; shift; fds=(); dirs=(); while [ "$k" -gt 0 ]; do exec {fd}<"$1" || exit 1; fds+=("$fd"); dirs+=("$1"); '
+    'shift; k=$((k - 1)); done; mount -t tmpfs -o mode=1777 tmpfs /tmp; for i in "${!dirs[@]}"; do '
+    'mkdir -p "${dirs[$i]}" && mount --no-canonicalize --bind "/proc/self/fd/${fds[$i]}" "${dirs[$i]}" '
+    '|| { echo "pod-init: cannot keep ${dirs[$i]}" >&2; exit 1; }; eval "exec ${fds[$i]}<&-"; done; '
+    'mount -t tmpfs tmpfs /dev/shm; exec "$@"'
+)
 _UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--uts"]
 
 
-def _init_args(hostname: str, volumes: list[tuple[str, str]]) -> list[str]:
-    return [hostname, str(len(volumes)), *(part for volume in volumes for part in volume)]
+def _init_args(hostname: str, volumes: list[tuple[str, str]], keep: list[str]) -> list[str]:
+    return [hostname, str(len(volumes)), *(part for volume in volumes for part in volume), str(len(keep)), *keep]
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,6 +65,7 @@ class PodNetwork:
         self._lock = threading.Lock()
         self._used: dict[str, str] = {}  # ip -> pod name, until the pod's files are gone
         self._live: set[str] = set()  # pods whose hosts file may be written
+        self.keep: list[str] = []  # host directories under /tmp that pods still see (containers.dirs_to_keep)
 
     @classmethod
     def remove_leftovers(cls, prefix: str) -> None:
@@ -176,8 +186,20 @@ class NamespaceNetwork(PodNetwork):
         super().remove_pod(name, address)
 
     def command(self, name: str, hostname: str, argv: list[str], volumes: list[tuple[str, str]] = ()) -> list[str]:
-        return ["ip", "netns", "exec", name, *_UNSHARE, "--", "/bin/bash", "-c", _POD_INIT, "pod-init",
-                *_init_args(hostname, volumes), *argv]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            name,
+            *_UNSHARE,
+            "--",
+            "/bin/bash",
+            "-c",
+            _POD_INIT,
+            "pod-init",
+            *_init_args(hostname, volumes, self.keep),
+            *argv,
+        ]
 
     def teardown(self) -> None:
         super().teardown()
@@ -194,9 +216,17 @@ class LoopbackNetwork(PodNetwork):
     def __init__(self, prefix: str, subnet: str | None = None) -> None:
         super().__init__(prefix, subnet, self.files_dir())
         loopback = ipaddress.ip_network("127.0.0.0/8")
-        localhosts = ipaddress.ip_network(f"{self.localhost_of(str(self.subnet.network_address))}/{self.subnet.prefixlen}")
-        if not (self.subnet.subnet_of(loopback) and localhosts.subnet_of(loopback)) or self.subnet.network_address.packed[1] == 0:
-            raise ValueError(f"a loopback pod network and the subnet above it lie in 127.0.0.0/8, away from 127.0.0.1: not {self.subnet}")
+        localhosts = ipaddress.ip_network(
+            f"{self.localhost_of(str(self.subnet.network_address))}/{self.subnet.prefixlen}"
+        )
+        if (
+            not (self.subnet.subnet_of(loopback) and localhosts.subnet_of(loopback))
+            or self.subnet.network_address.packed[1] == 0
+        ):
+            raise ValueError(
+                f"a loopback pod network and the subnet above it lie in 127.0.0.0/8, away from 127.0.0.1: not "
+                f"{self.subnet}"
+            )
         self.shim = self.files / f"{prefix}-loopback-shim.so"
 
     @staticmethod
@@ -207,15 +237,26 @@ class LoopbackNetwork(PodNetwork):
     def setup(self) -> None:
         super().setup()
         self.files.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, text=True, timeout=30)
+        probe = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, text=True, timeout=30
+        )
         if probe.returncode != 0:
-            raise RuntimeError("the loopback pod network needs unprivileged user namespaces "
-                               f"(sysctl kernel.unprivileged_userns_clone=1, or run as root): {probe.stderr.strip()}")
+            raise RuntimeError(
+                "the loopback pod network needs unprivileged user namespaces "
+                f"(sysctl kernel.unprivileged_userns_clone=1, or run as root): {probe.stderr.strip()}"
+            )
         compiler = shutil.which("cc") or shutil.which("gcc")
         if compiler is None:
-            raise RuntimeError("the loopback pod network compiles a small C shim: install a C compiler (apt-get install gcc)")
-        subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(self.shim), str(SHIM_SOURCE), "-ldl"],
-                       check=True, capture_output=True, text=True, timeout=120)
+            raise RuntimeError(
+                "the loopback pod network compiles a small C shim: install a C compiler (apt-get install gcc)"
+            )
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O2", "-o", str(self.shim), str(SHIM_SOURCE), "-ldl"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def localhost_of(self, address: str) -> str:
         """The pod's private localhost: the pod IP moved one subnet up."""
@@ -223,14 +264,32 @@ class LoopbackNetwork(PodNetwork):
 
     def command(self, name: str, hostname: str, argv: list[str], volumes: list[tuple[str, str]] = ()) -> list[str]:
         files = self.files / name
-        binds = (f'mount --bind "{files}/hosts" /etc/hosts && mount --bind "{files}/resolv.conf" /etc/resolv.conf '
-                 '|| { echo "pod-init: cannot mount the pod\'s hosts file and resolv.conf" >&2; exit 1; }; ')
-        return ["unshare", "--user", "--map-root-user", "--mount", *_UNSHARE[1:], "--",
-                "/bin/bash", "-c", binds + _POD_INIT, "pod-init", *_init_args(hostname, volumes), *argv]
+        binds = (
+            f'mount --bind "{files}/hosts" /etc/hosts && mount --bind "{files}/resolv.conf" /etc/resolv.conf '
+            '|| { echo "pod-init: cannot mount the pod\'s hosts file and resolv.conf" >&2; exit 1; }; '
+        )
+        return [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            *_UNSHARE[1:],
+            "--",
+            "/bin/bash",
+            "-c",
+            binds + _POD_INIT,
+            "pod-init",
+            *_init_args(hostname, volumes, self.keep),
+            *argv,
+        ]
 
     def environment(self, address: str) -> dict[str, str]:
-        return {"HOME": "/tmp", "LD_PRELOAD": str(self.shim), "POD_RUNTIME_IP": address,
-                "POD_RUNTIME_LOCALHOST": self.localhost_of(address)}
+        return {
+            "HOME": "/tmp",
+            "LD_PRELOAD": str(self.shim),
+            "POD_RUNTIME_IP": address,
+            "POD_RUNTIME_LOCALHOST": self.localhost_of(address),
+        }
 
     def teardown(self) -> None:
         super().teardown()

@@ -33,7 +33,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from pod_runtime.api_relay import SERVICE_NAMES, ApiRelay
-from pod_runtime.containers import command_line, container_env, supported_image
+from pod_runtime.containers import command_line, container_env, dirs_to_keep, supported_image
 from pod_runtime.kubelet_server import KubeletServer
 from pod_runtime.network import NETWORKS
 from pod_runtime.volumes import projected_mounts, write_projected
@@ -85,13 +85,23 @@ class Container:
         self.next_start = 0.0
         self.volumes: list[tuple[str, str]] = []  # (host directory, mount path)
 
-    def start(self, pod: dict[str, Any], runtime: PodRuntime, name: str, ip: str, volumes: list[tuple[str, str]]) -> None:
+    def start(
+        self, pod: dict[str, Any], runtime: PodRuntime, name: str, ip: str, volumes: list[tuple[str, str]]
+    ) -> None:
         self.volumes = volumes
         env = container_env(pod, self.spec, {**runtime.relay.environment(), **runtime.network.environment(ip)})
         argv = runtime.network.command(name, pod["metadata"]["name"], command_line(self.spec, env), volumes)
         with open(self.log_path, "ab") as output:
-            self.process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            cwd="/", start_new_session=True, preexec_fn=_die_with_parent)
+            self.process = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd="/",
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self.started_at = _now()
         self.finished = None
 
@@ -120,9 +130,15 @@ class Container:
 
     def status(self, image: str) -> dict[str, Any]:
         running = self.process is not None and self.finished is None  # an exit counts once the pod's worker has seen it
-        status: dict[str, Any] = {"name": self.name, "image": image, "imageID": "local-ray", "restartCount": self.restarts,
-                                  "ready": running, "started": running,
-                                  "containerID": f"local://{self.process.pid}" if self.process else ""}
+        status: dict[str, Any] = {
+            "name": self.name,
+            "image": image,
+            "imageID": "local-ray",
+            "restartCount": self.restarts,
+            "ready": running,
+            "started": running,
+            "containerID": f"local://{self.process.pid}" if self.process else "",
+        }
         if running:
             status["state"] = {"running": {"startedAt": self.started_at}}
         elif self.finished:
@@ -166,35 +182,72 @@ class PodWorker:
 
     def _conditions(self, ready: bool) -> list[dict[str, Any]]:
         stamp = _now()
-        return [{"type": kind, "status": "True" if ok else "False", "lastTransitionTime": stamp}
-                for kind, ok in (("PodScheduled", True), ("Initialized", True), ("ContainersReady", ready), ("Ready", ready))]
+        return [
+            {"type": kind, "status": "True" if ok else "False", "lastTransitionTime": stamp}
+            for kind, ok in (
+                ("PodScheduled", True),
+                ("Initialized", True),
+                ("ContainersReady", ready),
+                ("Ready", ready),
+            )
+        ]
 
     def _report(self) -> None:
         images = {c["name"]: c.get("image", "") for c in self.pod["spec"]["containers"]}
         statuses = [c.status(images[c.name]) for c in self.containers]
         codes = [c.finished["exitCode"] if c.finished else None for c in self.containers]
         restart_policy = self.pod["spec"].get("restartPolicy", "Always")
-        if all(code is not None for code in codes) and (restart_policy == "Never" or (restart_policy == "OnFailure" and not any(codes))):
+        if all(code is not None for code in codes) and (
+            restart_policy == "Never" or (restart_policy == "OnFailure" and not any(codes))
+        ):
             phase = "Succeeded" if not any(codes) else "Failed"
         else:
             phase = "Running"
         ready = phase == "Running" and all(s["ready"] for s in statuses)
-        self._patch_status({"phase": phase, "podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": self.runtime.network.gateway,
-                            "hostIPs": [{"ip": self.runtime.network.gateway}], "startTime": self.pod.get("status", {}).get("startTime") or _now(),
-                            "conditions": self._conditions(ready), "containerStatuses": statuses})
+        self._patch_status(
+            {
+                "phase": phase,
+                "podIP": self.ip,
+                "podIPs": [{"ip": self.ip}],
+                "hostIP": self.runtime.network.gateway,
+                "hostIPs": [{"ip": self.runtime.network.gateway}],
+                "startTime": self.pod.get("status", {}).get("startTime") or _now(),
+                "conditions": self._conditions(ready),
+                "containerStatuses": statuses,
+            }
+        )
         self.runtime.pod_changed(self.uid, phase == "Running" and ready, self.ip)
 
     def _refuse(self, images: list[str]) -> None:
-        message = (f"image {', '.join(images)} cannot run here: this node runs rayproject/ray images only "
-                   "(on the local Ray installation)")
+        message = (
+            f"image {', '.join(images)} cannot run here: this node runs rayproject/ray images only "
+            "(on the local Ray installation)"
+        )
         log.warning("pod %s/%s: %s", self.namespace, self.name, message)
-        self._patch_status({"phase": "Pending", "conditions": self._conditions(False), "containerStatuses": [
-            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "restartCount": 0, "ready": False, "started": False,
-             "state": {"waiting": {"reason": "ErrImagePull", "message": message}}} for c in self.pod["spec"]["containers"]]})
+        self._patch_status(
+            {
+                "phase": "Pending",
+                "conditions": self._conditions(False),
+                "containerStatuses": [
+                    {
+                        "name": c["name"],
+                        "image": c.get("image", ""),
+                        "imageID": "",
+                        "restartCount": 0,
+                        "ready": False,
+                        "started": False,
+                        "state": {"waiting": {"reason": "ErrImagePull", "message": message}},
+                    }
+                    for c in self.pod["spec"]["containers"]
+                ],
+            }
+        )
 
     def _run(self) -> None:
         try:
-            refused = [c.get("image", "") for c in self.pod["spec"]["containers"] if not supported_image(c.get("image", ""))]
+            refused = [
+                c.get("image", "") for c in self.pod["spec"]["containers"] if not supported_image(c.get("image", ""))
+            ]
             if refused:
                 self._refuse(refused)
                 self.deleting.wait()
@@ -216,8 +269,13 @@ class PodWorker:
                     write_projected(self.runtime.core, self.pod, volume, self.volume_dir / volume)
                     break
                 except (ApiException, urllib3.exceptions.HTTPError) as error:
-                    log.warning("pod %s/%s: volume %s not ready (retrying): %s", self.namespace, self.name, volume,
-                                getattr(error, "reason", error))
+                    log.warning(
+                        "pod %s/%s: volume %s not ready (retrying): %s",
+                        self.namespace,
+                        self.name,
+                        volume,
+                        getattr(error, "reason", error),
+                    )
                 if self.deleting.wait(API_RETRY_SECONDS):
                     return None
         return mounts
@@ -234,11 +292,18 @@ class PodWorker:
             log_path = self.runtime.log_path(self.namespace, self.name, spec["name"])
             first_log = first_log or log_path
             container = Container(spec, log_path)
-            container.start(self.pod, self.runtime, self.net_name, self.ip,
-                            [(str(self.volume_dir / volume), path) for volume, path in volumes[spec["name"]]])
+            container.start(
+                self.pod,
+                self.runtime,
+                self.net_name,
+                self.ip,
+                [(str(self.volume_dir / volume), path) for volume, path in volumes[spec["name"]]],
+            )
             self.containers.append(container)
         try:
-            self.runtime.core.patch_namespaced_pod(self.name, self.namespace, {"metadata": {"annotations": {LOG_ANNOTATION: str(first_log)}}})
+            self.runtime.core.patch_namespaced_pod(
+                self.name, self.namespace, {"metadata": {"annotations": {LOG_ANNOTATION: str(first_log)}}}
+            )
         except ApiException:
             pass
         log.info("pod %s/%s running at %s", self.namespace, self.name, self.ip)
@@ -252,11 +317,15 @@ class PodWorker:
                 code = container.exit_code()
                 if code is None or container.finished is not None:
                     continue
-                container.finished = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                      "startedAt": container.started_at, "finishedAt": _now()}
+                container.finished = {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": container.started_at,
+                    "finishedAt": _now(),
+                }
                 changed = True
                 if restart_policy == "Always" or (restart_policy == "OnFailure" and code != 0):
-                    container.next_start = time.monotonic() + min(MAX_RESTART_BACKOFF, 2.0 ** container.restarts)
+                    container.next_start = time.monotonic() + min(MAX_RESTART_BACKOFF, 2.0**container.restarts)
             for container in self.containers:
                 if container.finished is not None and container.next_start and time.monotonic() >= container.next_start:
                     container.restarts += 1
@@ -293,23 +362,39 @@ class PodWorker:
 
 
 class PodRuntime:
-    def __init__(self, client: kubernetes.client.ApiClient, log_dir: Path, node_name: str = "local-node",
-                 prefix: str = "rrt", network: str = "netns", subnet: str | None = None, bind_pods: bool = True,
-                 capacity: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: kubernetes.client.ApiClient,
+        log_dir: Path,
+        node_name: str = "local-node",
+        prefix: str = "rrt",
+        network: str = "netns",
+        subnet: str | None = None,
+        bind_pods: bool = True,
+        capacity: dict[str, str] | None = None,
+        keep: list[str] | None = None,
+    ) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
         self.coordination = kubernetes.client.CoordinationV1Api(client)
         self.node_name = node_name
         self.network = NETWORKS[network](prefix, subnet)
+        self.network.keep = dirs_to_keep(keep or [])
         self.api_url = client.configuration.host
         self.bind_pods = bind_pods
-        self.capacity = {"cpu": str(os.cpu_count()), "memory": f"{psutil.virtual_memory().total // 1024}Ki", "pods": "110",
-                         **(capacity or {})}
+        self.capacity = {
+            "cpu": str(os.cpu_count()),
+            "memory": f"{psutil.virtual_memory().total // 1024}Ki",
+            "pods": "110",
+            **(capacity or {}),
+        }
         self.log_dir = log_dir
         self.volume_dir = log_dir / "volumes"
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
-        self.endpoints: dict[str, tuple[str, str, dict[str, str], str]] = {}  # uid -> (namespace, name, labels, ip) of ready pods
+        self.endpoints: dict[
+            str, tuple[str, str, dict[str, str], str]
+        ] = {}  # uid -> (namespace, name, labels, ip) of ready pods
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
 
@@ -324,9 +409,13 @@ class PodRuntime:
         heartbeat = threading.Thread(target=self._heartbeat, args=(node_uid,), daemon=True, name="node lease")
         heartbeat.start()
         self._threads.append(heartbeat)
-        for target, lister in ((self._on_pod, self.core.list_pod_for_all_namespaces),
-                               (self._on_service, self.core.list_service_for_all_namespaces)):
-            thread = threading.Thread(target=self._watch, args=(lister, target), daemon=True, name=f"watch {target.__name__}")
+        for target, lister in (
+            (self._on_pod, self.core.list_pod_for_all_namespaces),
+            (self._on_service, self.core.list_service_for_all_namespaces),
+        ):
+            thread = threading.Thread(
+                target=self._watch, args=(lister, target), daemon=True, name=f"watch {target.__name__}"
+            )
             thread.start()
             self._threads.append(thread)
         return self
@@ -348,20 +437,44 @@ class PodRuntime:
 
     def _node_status(self) -> dict[str, Any]:
         stamp = _now()
-        return {"addresses": [{"type": "InternalIP", "address": self.network.gateway}],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_server.port}},
-                "capacity": self.capacity, "allocatable": self.capacity,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "pod runtime is ready",
-                                "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}],
-                "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "pod-runtime",
-                             "containerRuntimeVersion": "local://", "kernelVersion": os.uname().release,
-                             "osImage": "local", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}}
+        return {
+            "addresses": [{"type": "InternalIP", "address": self.network.gateway}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_server.port}},
+            "capacity": self.capacity,
+            "allocatable": self.capacity,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "pod runtime is ready",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "pod-runtime",
+                "containerRuntimeVersion": "local://",
+                "kernelVersion": os.uname().release,
+                "osImage": "local",
+                "kubeProxyVersion": "",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        }
 
     def _register_node(self) -> str:
         """The Node, created or (when it exists from an earlier run) its status made current; returns its uid."""
-        node = {"metadata": {"name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name,
-                                                                "kubernetes.io/os": "linux"}},
-                "status": self._node_status()}
+        node = {
+            "metadata": {
+                "name": self.node_name,
+                "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux"},
+            },
+            "status": self._node_status(),
+        }
         try:
             return self.core.create_node(node).metadata.uid
         except ApiException as error:
@@ -380,9 +493,18 @@ class PodRuntime:
                 except ApiException as error:
                     if error.status != 404:
                         raise
-                    self.coordination.create_namespaced_lease(namespace, {"metadata": {
-                        "name": self.node_name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.node_name,
-                                                                      "uid": node_uid}]}, "spec": spec})
+                    self.coordination.create_namespaced_lease(
+                        namespace,
+                        {
+                            "metadata": {
+                                "name": self.node_name,
+                                "ownerReferences": [
+                                    {"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": node_uid}
+                                ],
+                            },
+                            "spec": spec,
+                        },
+                    )
             except (ApiException, urllib3.exceptions.HTTPError) as error:
                 log.warning("node lease not renewed (retrying): %s", getattr(error, "reason", error))
             self.stopping.wait(LEASE_RENEW_SECONDS)
@@ -399,8 +521,12 @@ class PodRuntime:
                 for item in body["items"]:
                     handle("ADDED", item)
                 stream = kubernetes.watch.Watch()
-                for event in stream.stream(lister, resource_version=body["metadata"]["resourceVersion"],
-                                           timeout_seconds=5, allow_watch_bookmarks=True):
+                for event in stream.stream(
+                    lister,
+                    resource_version=body["metadata"]["resourceVersion"],
+                    timeout_seconds=5,
+                    allow_watch_bookmarks=True,
+                ):
                     if self.stopping.is_set():
                         stream.stop()
                         break
@@ -451,9 +577,12 @@ class PodRuntime:
 
     def _bind(self, pod: dict[str, Any]) -> bool:
         try:
-            self.core.create_namespaced_pod_binding(pod["metadata"]["name"], pod["metadata"]["namespace"], {
-                "metadata": {"name": pod["metadata"]["name"]}, "target": {"kind": "Node", "name": self.node_name}},
-                _preload_content=False)
+            self.core.create_namespaced_pod_binding(
+                pod["metadata"]["name"],
+                pod["metadata"]["namespace"],
+                {"metadata": {"name": pod["metadata"]["name"]}, "target": {"kind": "Node", "name": self.node_name}},
+                _preload_content=False,
+            )
         except ApiException:
             return False
         pod["spec"]["nodeName"] = self.node_name
@@ -483,9 +612,18 @@ class PodRuntime:
         with self._lock:
             for (namespace, name), service in sorted(self.services.items()):
                 selector = (service.get("spec") or {}).get("selector") or {}
-                ips = sorted(ip for ns, _, labels, ip in self.endpoints.values() if ns == namespace and _selected(selector, labels))
+                ips = sorted(
+                    ip
+                    for ns, _, labels, ip in self.endpoints.values()
+                    if ns == namespace and _selected(selector, labels)
+                )
                 for ip in ips[:1]:
-                    entries.append((ip, [f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}.svc", f"{name}.{namespace}"]))
+                    entries.append(
+                        (
+                            ip,
+                            [f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}.svc", f"{name}.{namespace}"],
+                        )
+                    )
         return entries
 
     def write_hosts(self, worker: PodWorker) -> None:

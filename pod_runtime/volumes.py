@@ -31,13 +31,15 @@ def write_projected(core: kubernetes.client.CoreV1Api, pod: dict[str, Any], volu
     for source in volume["projected"].get("sources") or []:
         if "serviceAccountToken" in source:
             wanted = source["serviceAccountToken"]
-            spec: dict[str, Any] = {"expirationSeconds": wanted.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS,
-                                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": metadata["name"],
-                                                       "uid": metadata["uid"]}}
+            spec: dict[str, Any] = {
+                "expirationSeconds": wanted.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": metadata["name"], "uid": metadata["uid"]},
+            }
             if wanted.get("audience"):
                 spec["audiences"] = [wanted["audience"]]
             review = core.create_namespaced_service_account_token(
-                pod["spec"].get("serviceAccountName") or "default", metadata["namespace"], {"spec": spec})
+                pod["spec"].get("serviceAccountName") or "default", metadata["namespace"], {"spec": spec}
+            )
             files[wanted["path"]] = review.status.token
         elif "configMap" in source:
             config_map = core.read_namespaced_config_map(source["configMap"]["name"], metadata["namespace"])

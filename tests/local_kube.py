@@ -29,11 +29,28 @@ from control_plane import ControlPlane
 from control_plane.processes import free_port, start, stop
 from kube_apiserver.server import ApiServer
 from pod_runtime.network import NETWORKS
-from tests.conftest import apply_crd, wait_for
+from tests.conftest import ROOT, apply_crd, wait_for
 
-OPERATOR_FLAGS = ["--resync-seconds", "1", "--autoscaler-interval", "1", "--health-port", "0", "--metrics-host", "127.0.0.1",
-                  "--restart-backoff", "1", "--max-restart-backoff", "4", "--stall-rounds", "10", "--max-pending-pods", "2",
-                  "--log-level", "INFO"]
+OPERATOR_FLAGS = [
+    "--resync-seconds",
+    "1",
+    "--autoscaler-interval",
+    "1",
+    "--health-port",
+    "0",
+    "--metrics-host",
+    "127.0.0.1",
+    "--restart-backoff",
+    "1",
+    "--max-restart-backoff",
+    "4",
+    "--stall-rounds",
+    "10",
+    "--max-pending-pods",
+    "2",
+    "--log-level",
+    "INFO",
+]
 
 
 # Ray pods ask for whole CPUs; the node offers more than the machine has, as the project's own server
@@ -47,8 +64,13 @@ def pod_subnet(network: str) -> str:
 
 
 class LocalKube:
-    def __init__(self, work: Path, admin_token: str | None = None, network: str = "netns",
-                 control_plane: ControlPlane | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        admin_token: str | None = None,
+        network: str = "netns",
+        control_plane: ControlPlane | None = None,
+    ) -> None:
         self.work = work
         self.admin_token = admin_token
         self.control_plane = control_plane
@@ -66,7 +88,9 @@ class LocalKube:
 
     # The parts.
     def start_server(self, port: int = 0) -> None:
-        self.server = self.control_plane or ApiServer(port=port, data_file=self.data, admin_token=self.admin_token).start()
+        self.server = (
+            self.control_plane or ApiServer(port=port, data_file=self.data, admin_token=self.admin_token).start()
+        )
         self.server.write_kubeconfig(self.kubeconfig)
 
     def restart_server(self, down_for: float = 0.0) -> None:
@@ -78,12 +102,31 @@ class LocalKube:
         time.sleep(down_for)
         self.start_server(port)
 
-    def start_runtime(self) -> None:
+    def start_runtime(self, *keep: Path) -> None:
+        """The pod runtime; pods also see `keep` and this checkout (the installed operator runs from it) when they
+        lie under /tmp."""
         self.network.remove_leftovers(self.prefix)
         kubelet = ["--scheduler-binds", *(f"--capacity={c}" for c in NODE_CAPACITY)] if self.control_plane else []
-        self.runtime = start([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(self.kubeconfig), "--log-dir",
-                               str(self.work / "pods"), "--prefix", self.prefix, "--network", self.network_kind,
-                               "--subnet", self.subnet, *kubelet], self.work / "runtime.log")
+        kubelet += [f"--keep={path}" for path in (ROOT, *keep)]
+        self.runtime = start(
+            [
+                sys.executable,
+                "-m",
+                "pod_runtime",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--log-dir",
+                str(self.work / "pods"),
+                "--prefix",
+                self.prefix,
+                "--network",
+                self.network_kind,
+                "--subnet",
+                self.subnet,
+                *kubelet,
+            ],
+            self.work / "runtime.log",
+        )
         wait_for(lambda: self._node_exists(), timeout=30, message="the pod runtime's node")
 
     def _node_exists(self) -> bool:
@@ -97,9 +140,23 @@ class LocalKube:
         """`ray-operator run`, as the admin or with the given kubeconfig (e.g. a ServiceAccount's)."""
         metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        operator = start([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig or self.kubeconfig),
-                           "--work-dir", str(self.work / f"operator{len(self.operators)}"), *OPERATOR_FLAGS,
-                           "--metrics-port", str(metrics_port), *flags], self.operator_log)
+        operator = start(
+            [
+                sys.executable,
+                "-m",
+                "ray_operator",
+                "run",
+                "--kubeconfig",
+                str(kubeconfig or self.kubeconfig),
+                "--work-dir",
+                str(self.work / f"operator{len(self.operators)}"),
+                *OPERATOR_FLAGS,
+                "--metrics-port",
+                str(metrics_port),
+                *flags,
+            ],
+            self.operator_log,
+        )
         self.operators.append(operator)
         return operator
 
@@ -107,8 +164,15 @@ class LocalKube:
         """A sample of the newest operator's /metrics, None if it has none with exactly these labels."""
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             text = response.read().decode()
-        return next((sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-                     if sample.name == name and sample.labels == labels), None)
+        return next(
+            (
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == name and sample.labels == labels
+            ),
+            None,
+        )
 
     def stop_operator(self, sig: int = signal.SIGTERM) -> None:
         for operator in self.operators:
@@ -166,7 +230,9 @@ class LocalKube:
         except ApiException:
             return {}
 
-    def wait_phase(self, name: str, namespace: str, phase: str, timeout: float = 120, **expected: Any) -> dict[str, Any]:
+    def wait_phase(
+        self, name: str, namespace: str, phase: str, timeout: float = 120, **expected: Any
+    ) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             status = self.status(name, namespace)
             ok = status.get("phase") == phase and all(status.get(k) == v for k, v in expected.items())
@@ -181,12 +247,18 @@ class LocalKube:
                 self.delete(item["metadata"]["name"], item["metadata"]["namespace"])
             except ApiException:
                 pass
-        wait_for(lambda: not self.core.list_pod_for_all_namespaces(label_selector="ray-cluster-name").items,
-                 timeout=120, message="every Ray pod gone")
+        wait_for(
+            lambda: not self.core.list_pod_for_all_namespaces(label_selector="ray-cluster-name").items,
+            timeout=120,
+            message="every Ray pod gone",
+        )
 
     def pods(self, namespace: str, selector: str = "") -> list[Any]:
-        return [p for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
-                if p.metadata.deletion_timestamp is None]
+        return [
+            p
+            for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
+            if p.metadata.deletion_timestamp is None
+        ]
 
     def workers(self, name: str, namespace: str) -> list[Any]:
         return self.pods(namespace, f"ray-cluster-name={name},ray-node-type=worker")
@@ -198,8 +270,11 @@ class LocalKube:
     def pod_networks(self) -> int:
         """Pod networks of this test's runtime still on the machine: network namespaces, or pods' files."""
         directory = self.network.files_dir()
-        names = {path.name for path in directory.iterdir() if path.is_dir() and path.name.startswith(f"{self.prefix}-")} \
-            if directory.exists() else set()
+        names = (
+            {path.name for path in directory.iterdir() if path.is_dir() and path.name.startswith(f"{self.prefix}-")}
+            if directory.exists()
+            else set()
+        )
         if self.network_kind == "netns":
             listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
             names |= {line.split()[0] for line in listing.splitlines() if line.startswith(f"{self.prefix}-")}
@@ -220,11 +295,19 @@ def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float =
             return None  # the dashboard starts a little after the GCS
 
     client = wait_for(connect, timeout=60, interval=0.5, message="the head's dashboard")
-    script = (f"import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef work(i):\n    time.sleep({seconds})\n    return i\n"
-              f"print('sum', sum(ray.get([work.remote(i) for i in range({tasks})])))\n")
-    job = client.submit_job(entrypoint=f"python -c \"{script}\"", entrypoint_num_cpus=0)
-    status = wait_for(lambda: (lambda s: s if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None)(
-        client.get_job_status(job)), timeout=timeout, interval=0.5, message=f"Ray job {job}")
+    script = (
+        f"import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef work(i):\n    time.sleep({seconds})\n    return i\n"
+        f"print('sum', sum(ray.get([work.remote(i) for i in range({tasks})])))\n"
+    )
+    job = client.submit_job(entrypoint=f'python -c "{script}"', entrypoint_num_cpus=0)
+    status = wait_for(
+        lambda: (lambda s: s if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None)(
+            client.get_job_status(job)
+        ),
+        timeout=timeout,
+        interval=0.5,
+        message=f"Ray job {job}",
+    )
     return str(status)
 
 

@@ -80,40 +80,112 @@ def render(file: Path, name: str, namespace: str | None) -> None:
 
 
 @main.command()
-@click.option("--namespace", envvar="RAY_OPERATOR_POD_NAMESPACE", default=None,
-              help="Manage RayClusters of this namespace only (default: every namespace). "
-                   "Also taken from RAY_OPERATOR_POD_NAMESPACE, as the legacy operator did.")
-@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), envvar="KUBECONFIG", default=None,
-              help="Kubeconfig to use (default: the pod's service account in a cluster, else ~/.kube/config).")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/ray-operator"),
-              show_default=True, help="Where each cluster's autoscaler config and heartbeat are kept.")
-@click.option("--resync-seconds", type=float, default=5.0, show_default=True,
-              help="How often each cluster is reconciled even when nothing changed.")
-@click.option("--autoscaler-interval", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Seconds between two rounds of a cluster's autoscaler (Ray takes whole seconds).")
-@click.option("--stall-rounds", type=int, default=12, show_default=True,
-              help="An autoscaler that made no round for this many intervals is restarted and counted as failed.")
-@click.option("--restart-backoff", type=float, default=2.0, show_default=True,
-              help="Delay before restarting a failed autoscaler; doubles with each failure in a row.")
-@click.option("--max-restart-backoff", type=float, default=60.0, show_default=True,
-              help="Upper bound of that delay.")
-@click.option("--max-pending-pods", type=int, default=10, show_default=True,
-              help="No more pods of a podType are launched while this many of them are Pending.")
-@click.option("--pending-timeout", type=float, default=600.0, show_default=True,
-              help="No more pods of a podType are launched while one has been Pending this long (seconds).")
-@click.option("--monitor-memory-limit", type=int, default=1024, show_default=True,
-              help="An autoscaler process using more memory (MiB) is restarted and counted as failed.")
-@click.option("--health-port", type=int, default=8080, show_default=True,
-              help="Port of the liveness endpoint /healthz (0: none).")
-@click.option("--metrics-port", type=int, default=8081, show_default=True,
-              help="Port of the Prometheus endpoint /metrics (0: none).")
+@click.option(
+    "--namespace",
+    envvar="RAY_OPERATOR_POD_NAMESPACE",
+    default=None,
+    help="Manage RayClusters of this namespace only (default: every namespace). "
+    "Also taken from RAY_OPERATOR_POD_NAMESPACE, as the legacy operator did.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="KUBECONFIG",
+    default=None,
+    help="Kubeconfig to use (default: the pod's service account in a cluster, else ~/.kube/config).",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/tmp/ray-operator"),
+    show_default=True,
+    help="Where each cluster's autoscaler config and heartbeat are kept.",
+)
+@click.option(
+    "--resync-seconds",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="How often each cluster is reconciled even when nothing changed.",
+)
+@click.option(
+    "--autoscaler-interval",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Seconds between two rounds of a cluster's autoscaler (Ray takes whole seconds).",
+)
+@click.option(
+    "--stall-rounds",
+    type=int,
+    default=12,
+    show_default=True,
+    help="An autoscaler that made no round for this many intervals is restarted and counted as failed.",
+)
+@click.option(
+    "--restart-backoff",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Delay before restarting a failed autoscaler; doubles with each failure in a row.",
+)
+@click.option("--max-restart-backoff", type=float, default=60.0, show_default=True, help="Upper bound of that delay.")
+@click.option(
+    "--max-pending-pods",
+    type=int,
+    default=10,
+    show_default=True,
+    help="No more pods of a podType are launched while this many of them are Pending.",
+)
+@click.option(
+    "--pending-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="No more pods of a podType are launched while one has been Pending this long (seconds).",
+)
+@click.option(
+    "--monitor-memory-limit",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="An autoscaler process using more memory (MiB) is restarted and counted as failed.",
+)
+@click.option(
+    "--health-port", type=int, default=8080, show_default=True, help="Port of the liveness endpoint /healthz (0: none)."
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=8081,
+    show_default=True,
+    help="Port of the Prometheus endpoint /metrics (0: none).",
+)
 @click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address the /metrics endpoint listens on.")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              default="INFO", show_default=True, help="Least severity of the lines logged (Ray's autoscaler's too).")
-def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_seconds: float,
-        autoscaler_interval: int, stall_rounds: int, restart_backoff: float, max_restart_backoff: float,
-        max_pending_pods: int, pending_timeout: float, monitor_memory_limit: int, health_port: int,
-        metrics_port: int, metrics_host: str, log_level: str) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Least severity of the lines logged (Ray's autoscaler's too).",
+)
+def run(
+    namespace: str | None,
+    kubeconfig: str | None,
+    work_dir: Path,
+    resync_seconds: float,
+    autoscaler_interval: int,
+    stall_rounds: int,
+    restart_backoff: float,
+    max_restart_backoff: float,
+    max_pending_pods: int,
+    pending_timeout: float,
+    monitor_memory_limit: int,
+    health_port: int,
+    metrics_port: int,
+    metrics_host: str,
+    log_level: str,
+) -> None:
     """Run the operator: one Ray autoscaler per RayCluster, until SIGTERM.
 
     Stopping the operator stops the autoscalers and leaves every Ray pod running;
@@ -129,23 +201,38 @@ def run(namespace: str | None, kubeconfig: str | None, work_dir: Path, resync_se
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     logs.configure(log_level)
-    settings = Settings(namespace=namespace, work_dir=work_dir, resync_seconds=resync_seconds,
-                        autoscaler_interval_seconds=autoscaler_interval, stall_rounds=stall_rounds,
-                        restart_backoff_seconds=restart_backoff, max_restart_backoff_seconds=max_restart_backoff,
-                        max_pending_pods=max_pending_pods, pending_timeout_seconds=pending_timeout,
-                        monitor_memory_limit_mb=monitor_memory_limit, log_level=log_level.upper())
-    for host, port, endpoint, flag in [(metrics_host, metrics_port, "/metrics", "--metrics-port"),
-                                       (HEALTH_HOST, health_port, "/healthz", "--health-port")]:
+    settings = Settings(
+        namespace=namespace,
+        work_dir=work_dir,
+        resync_seconds=resync_seconds,
+        autoscaler_interval_seconds=autoscaler_interval,
+        stall_rounds=stall_rounds,
+        restart_backoff_seconds=restart_backoff,
+        max_restart_backoff_seconds=max_restart_backoff,
+        max_pending_pods=max_pending_pods,
+        pending_timeout_seconds=pending_timeout,
+        monitor_memory_limit_mb=monitor_memory_limit,
+        log_level=log_level.upper(),
+    )
+    for host, port, endpoint, flag in [
+        (metrics_host, metrics_port, "/metrics", "--metrics-port"),
+        (HEALTH_HOST, health_port, "/healthz", "--health-port"),
+    ]:
         if port:
             _check_can_listen(host, port, endpoint, flag)
     manager = ClusterManager(settings)
     if metrics_port:
         metrics.serve(metrics_host, metrics_port, manager.phases)
-    asyncio.run(kopf.operator(
-        registry=registry_for(manager), settings=kopf_settings(), standalone=True,
-        clusterwide=namespace is None, namespaces=[namespace] if namespace else (),
-        liveness_endpoint=f"http://{HEALTH_HOST}:{health_port}/healthz" if health_port else None,
-    ))
+    asyncio.run(
+        kopf.operator(
+            registry=registry_for(manager),
+            settings=kopf_settings(),
+            standalone=True,
+            clusterwide=namespace is None,
+            namespaces=[namespace] if namespace else (),
+            liveness_endpoint=f"http://{HEALTH_HOST}:{health_port}/healthz" if health_port else None,
+        )
+    )
 
 
 def _check_can_listen(host: str, port: int, endpoint: str, flag: str) -> None:
@@ -155,29 +242,66 @@ def _check_can_listen(host: str, port: int, endpoint: str, flag: str) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise click.ClickException(f"cannot serve {endpoint} on {host}:{port}: {error.strerror} "
-                                       f"({flag}: another port, or 0 for none)") from None
+            raise click.ClickException(
+                f"cannot serve {endpoint} on {host}:{port}: {error.strerror} ({flag}: another port, or 0 for none)"
+            ) from None
 
 
 @main.command()
-@click.option("--values", "values_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Helm values file of the example RayCluster (default: values/cpu-only.yaml).")
-@click.option("--kubeconfig-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the kubeconfig for kubectl (default: a file in the work directory, printed at start).")
+@click.option(
+    "--values",
+    "values_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Helm values file of the example RayCluster (default: values/cpu-only.yaml).",
+)
+@click.option(
+    "--kubeconfig-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the kubeconfig for kubectl (default: a file in the work directory, printed at start).",
+)
 @click.option("--name", default="example-cluster", show_default=True, help="Name of the example RayCluster.")
 @click.option("--namespace", default="ray", show_default=True, help="Its namespace.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/ray-operator-sandbox"),
-              show_default=True, help="Logs and state of the sandbox.")
-@click.option("--network", type=click.Choice(["auto", "netns", "loopback"]), default="auto", show_default=True,
-              help="Pod IPs: network namespaces (root) or loopback addresses (any user); auto picks by user.")
-@click.option("--subnet", default=None, help="Addresses of the Ray pods (default 10.244.0.0/16, or 127.244.0.0/16 for loopback).")
-def sandbox(values_file: Path | None, kubeconfig_out: Path | None, name: str, namespace: str, work_dir: Path,
-            network: str, subnet: str | None) -> None:
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/tmp/ray-operator-sandbox"),
+    show_default=True,
+    help="Logs and state of the sandbox.",
+)
+@click.option(
+    "--network",
+    type=click.Choice(["auto", "netns", "loopback"]),
+    default="auto",
+    show_default=True,
+    help="Pod IPs: network namespaces (root) or loopback addresses (any user); auto picks by user.",
+)
+@click.option(
+    "--subnet", default=None, help="Addresses of the Ray pods (default 10.244.0.0/16, or 127.244.0.0/16 for loopback)."
+)
+def sandbox(
+    values_file: Path | None,
+    kubeconfig_out: Path | None,
+    name: str,
+    namespace: str,
+    work_dir: Path,
+    network: str,
+    subnet: str | None,
+) -> None:
     """Run Kubernetes, Ray pods and the operator on this machine, with an example RayCluster.
 
     Ctrl-C stops everything and leaves nothing running.
     """
     from ray_operator.sandbox import DEFAULT_VALUES, run_sandbox
 
-    run_sandbox(values_file or DEFAULT_VALUES, kubeconfig_out or work_dir / "kubeconfig", name, namespace, work_dir,
-                network, subnet, ["--resync-seconds", "2", "--autoscaler-interval", "2"])
+    run_sandbox(
+        values_file or DEFAULT_VALUES,
+        kubeconfig_out or work_dir / "kubeconfig",
+        name,
+        namespace,
+        work_dir,
+        network,
+        subnet,
+        ["--resync-seconds", "2", "--autoscaler-interval", "2"],
+    )

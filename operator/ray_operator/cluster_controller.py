@@ -53,7 +53,9 @@ def _phase_of(pod: dict[str, Any]) -> str:
 
 def _ready(pod: dict[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
-    return _phase_of(pod) == "Running" and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return _phase_of(pod) == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    )
 
 
 def gcs_answers(ip: str, port: int, timeout: float = 1.0) -> bool:
@@ -154,8 +156,9 @@ class ClusterController:
         self.status.event(body, "AutoscalerFailed", f"{reason}; restarting (restart {retries})", warning=True)
         self.status.write(phase=RECOVERING, autoscalerRetries=retries, message=reason)
 
-    def _restart_cluster(self, provider: KubernetesNodeProvider, pods: list[dict[str, Any]], reason: str,
-                         body: dict[str, Any]) -> None:
+    def _restart_cluster(
+        self, provider: KubernetesNodeProvider, pods: list[dict[str, Any]], reason: str, body: dict[str, Any]
+    ) -> None:
         """A new head, and workers with it: every pod of the cluster is deleted."""
         self._stop_monitor()
         self.head_uid = None
@@ -171,7 +174,9 @@ class ClusterController:
         deleted its pods may vanish before the watch says so, and a head pod made then would only be collected."""
         custom = kubernetes.client.CustomObjectsApi(self.calls.client)
         try:
-            live = self.calls(custom.get_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, PLURAL, self.name)
+            live: Any = self.calls(
+                custom.get_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, PLURAL, self.name
+            )
         except ApiException as error:
             if error.status == 404:
                 return True
@@ -210,9 +215,17 @@ class ClusterController:
         head = heads[0] if heads else None
         counts = self._counts(config, workers)
 
-        if head is not None and (head["metadata"].get("labels") or {}).get(TAG_RAY_LAUNCH_CONFIG) != head_tags(config)[TAG_RAY_LAUNCH_CONFIG]:
+        if (
+            head is not None
+            and (head["metadata"].get("labels") or {}).get(TAG_RAY_LAUNCH_CONFIG)
+            != head_tags(config)[TAG_RAY_LAUNCH_CONFIG]
+        ):
             self._restart_cluster(provider, pods, "the head podType's pod template changed", body)
-            self._waiting("restarting the cluster for the head podType's new pod template", observedGeneration=generation, **counts)
+            self._waiting(
+                "restarting the cluster for the head podType's new pod template",
+                observedGeneration=generation,
+                **counts,
+            )
             return
         if head is not None and _phase_of(head) in ("Failed", "Succeeded"):
             self._fail(f"the head pod {head['metadata']['name']} is {_phase_of(head)}", body)
@@ -226,8 +239,12 @@ class ClusterController:
                 self._fail("the head pod is gone", body)
                 self._restart_cluster(provider, pods, "the head pod is gone", body)
             if time.monotonic() < self.restart_not_before:  # the same backoff as the autoscaler's: no head churn
-                self._waiting(f"creating a new head pod in {self.restart_not_before - time.monotonic():.0f}s",
-                              conditions=self._conditions(False, False), observedGeneration=generation, **counts)
+                self._waiting(
+                    f"creating a new head pod in {self.restart_not_before - time.monotonic():.0f}s",
+                    conditions=self._conditions(False, False),
+                    observedGeneration=generation,
+                    **counts,
+                )
                 return
             head = provider.ensure_head_pod(config)
             self.log.info("created head pod %s", head["metadata"]["name"])
@@ -239,13 +256,19 @@ class ClusterController:
         ip = (head.get("status") or {}).get("podIP")
         head_fields = {"headPodIP": ip or "", "observedGeneration": generation, **counts}
         if _phase_of(head) != "Running" or not ip:
-            self._waiting(f"waiting for the head pod {head['metadata']['name']} to run",
-                          conditions=self._conditions(False, False), **head_fields)
+            self._waiting(
+                f"waiting for the head pod {head['metadata']['name']} to run",
+                conditions=self._conditions(False, False),
+                **head_fields,
+            )
             return
         port = gcs_port(config["provider"]["head_start_ray_commands"])
         if not gcs_answers(ip, port):
-            self._waiting(f"waiting for Ray on the head pod (GCS {ip}:{port})",
-                          conditions=self._conditions(False, False), **head_fields)
+            self._waiting(
+                f"waiting for Ray on the head pod (GCS {ip}:{port})",
+                conditions=self._conditions(False, False),
+                **head_fields,
+            )
             return
         if not self._monitor_running(body, generation):
             self._waiting(self._why_no_monitor(), conditions=self._conditions(True, False), **head_fields)
@@ -268,11 +291,17 @@ class ClusterController:
             if code is not None:
                 self.monitor = None
                 self._fail(f"the autoscaler exited with code {code}", body)
-            elif time.time() - self.monitor_started > self._stall_seconds() and monitor.silent_for(time.time()) > self._stall_seconds():
+            elif (
+                time.time() - self.monitor_started > self._stall_seconds()
+                and monitor.silent_for(time.time()) > self._stall_seconds()
+            ):
                 self._fail(f"the autoscaler made no progress for {monitor.silent_for(time.time()):.0f}s", body)
             elif monitor.memory_bytes() > self.settings.monitor_memory_limit_mb * 2**20:
                 used = monitor.memory_bytes() // 2**20
-                self._fail(f"the autoscaler used {used} MiB, over its limit of {self.settings.monitor_memory_limit_mb} MiB", body)
+                self._fail(
+                    f"the autoscaler used {used} MiB, over its limit of {self.settings.monitor_memory_limit_mb} MiB",
+                    body,
+                )
         if self.monitor is None:
             if time.monotonic() < self.restart_not_before:
                 return False
@@ -298,8 +327,11 @@ class ClusterController:
         if not head_ip:
             return
         address = f"{head_ip}:{gcs_port(config['provider']['head_start_ray_commands'])}"
-        self.monitor = MonitorProcess(MonitorSpec(self.name, self.namespace, address, self.config_path,
-                                                  self.dir / "heartbeat", self.settings.log_level))
+        self.monitor = MonitorProcess(
+            MonitorSpec(
+                self.name, self.namespace, address, self.config_path, self.dir / "heartbeat", self.settings.log_level
+            )
+        )
         self.monitor_started = time.time()
         self.log.info("started the autoscaler (pid %s) for GCS %s", self.monitor.pid, address)
 
@@ -308,7 +340,9 @@ class ClusterController:
         assert monitor is not None
         last_round = time.time() - monitor.silent_for(time.time())
         if last_round <= self.monitor_started:
-            self._waiting("waiting for the autoscaler's first round", conditions=self._conditions(True, False), **fields)
+            self._waiting(
+                "waiting for the autoscaler's first round", conditions=self._conditions(True, False), **fields
+            )
             return
         self.failures_in_a_row = 0
         was_recovering, self.recovering = self.recovering, False
@@ -336,9 +370,15 @@ class ClusterController:
         per_type = []
         for type_name in config["available_node_types"]:
             mine = [w for w in workers if (w["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE) == type_name]
-            entry: dict[str, Any] = {"name": type_name, "desired": len(mine), "ready": sum(_ready(w) for w in mine),
-                                     "pending": sum(_phase_of(w) == "Pending" for w in mine)}
-            blocked = pending_pods_block(mine, self.settings.max_pending_pods, self.settings.pending_timeout_seconds, now)
+            entry: dict[str, Any] = {
+                "name": type_name,
+                "desired": len(mine),
+                "ready": sum(_ready(w) for w in mine),
+                "pending": sum(_phase_of(w) == "Pending" for w in mine),
+            }
+            blocked = pending_pods_block(
+                mine, self.settings.max_pending_pods, self.settings.pending_timeout_seconds, now
+            )
             if blocked:
                 entry["message"] = blocked
             per_type.append(entry)
@@ -349,5 +389,7 @@ class ClusterController:
         def condition(kind: str, ok: bool, reason: str) -> dict[str, Any]:
             return {"type": kind, "status": "True" if ok else "False", "reason": reason}
 
-        return [condition("HeadReady", head_ready, "GCSAnswers" if head_ready else "HeadStarting"),
-                condition("AutoscalerHealthy", autoscaler_healthy, "Running" if autoscaler_healthy else "NotRunning")]
+        return [
+            condition("HeadReady", head_ready, "GCSAnswers" if head_ready else "HeadStarting"),
+            condition("AutoscalerHealthy", autoscaler_healthy, "Running" if autoscaler_healthy else "NotRunning"),
+        ]

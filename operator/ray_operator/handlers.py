@@ -27,7 +27,7 @@ def registry_for(manager: ClusterManager) -> kopf.OperatorRegistry:
         return kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    def raycluster_event(event: dict[str, Any], body: Any, **_: Any) -> None:
+    def raycluster_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         metadata = body["metadata"]
         # Being deleted (another controller's finalizer may hold it): stop as for a deleted one, create nothing more.
         if event.get("type") == "DELETED" or metadata.get("deletionTimestamp"):
@@ -47,6 +47,7 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.posting.enabled = False  # Events are posted by ray_operator.status, one per real change
     settings.watching.reconnect_backoff = 1.0
     settings.watching.server_timeout = 300
-    # No watch on CRDs: the RayCluster CRD is installed before the operator, and a namespaced operator may not list CRDs.
+    # No watch on CRDs: the RayCluster CRD is installed before the operator, and a namespaced operator
+    # may not list CRDs.
     settings.scanning.disabled = True
     return settings

@@ -76,9 +76,7 @@ def _pod_config(values: Mapping[str, Any], pod_type: Mapping[str, Any]) -> dict[
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": spec}
 
 
-def raycluster_from_values(
-    values: Mapping[str, Any], name: str, namespace: str | None = None
-) -> dict[str, Any]:
+def raycluster_from_values(values: Mapping[str, Any], name: str, namespace: str | None = None) -> dict[str, Any]:
     """The RayCluster the chart renders for release `name` (in `namespace`) from the values file `values`; a
     required key it removed is a ValueError naming it."""
     values = coalesce(chart_values(), values)

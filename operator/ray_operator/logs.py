@@ -43,7 +43,7 @@ class ClusterPrefixFormatter(logging.Formatter):
 
 class _ClusterAdapter(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(kwargs.get("extra") or {}), "ray_cluster": self.extra["ray_cluster"]}
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), "ray_cluster": (self.extra or {})["ray_cluster"]}
         return msg, kwargs
 
 

@@ -20,8 +20,11 @@ from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING
 
 PHASES = (UPDATING, RUNNING, RECOVERING, ERROR)
 
-AUTOSCALER_RESTARTS = Counter("ray_operator_autoscaler_restarts", "Failures of a cluster's autoscaler, each followed by "
-                              "a restart", ["namespace", "cluster"])
+AUTOSCALER_RESTARTS = Counter(
+    "ray_operator_autoscaler_restarts",
+    "Failures of a cluster's autoscaler, each followed by a restart",
+    ["namespace", "cluster"],
+)
 RECONCILE_SECONDS = Histogram("ray_operator_reconcile_duration_seconds", "Time one reconciliation of a RayCluster took")
 
 

@@ -29,8 +29,12 @@ from ray_operator import logs
 
 # What every monitor imports, imported once in the forkserver. The kubernetes client (37+) imports its API
 # classes and their ~250 models lazily, on first use: named here, or each monitor imports them again.
-PRELOAD = ["ray.autoscaler._private.monitor", "autoscaler_bridge.node_provider", "kubernetes.client.api.core_v1_api",
-           "ray_operator.monitor_process"]
+PRELOAD = [
+    "ray.autoscaler._private.monitor",
+    "autoscaler_bridge.node_provider",
+    "kubernetes.client.api.core_v1_api",
+    "ray_operator.monitor_process",
+]
 EXIT_UNSUPPORTED_RAY = 3
 # Ray versions whose clusters this operator's autoscaler was tested with (major.minor, inclusive).
 SUPPORTED_RAY = ((2, 50), (2, 60))
@@ -69,8 +73,10 @@ def unsupported_ray_version(version: str) -> str | None:
     low, high = SUPPORTED_RAY
     if low <= major_minor <= high:
         return None
-    return (f"the cluster runs Ray {version}; this operator's autoscaler supports Ray "
-            f"{low[0]}.{low[1]} to {high[0]}.{high[1]}: use an image in that range")
+    return (
+        f"the cluster runs Ray {version}; this operator's autoscaler supports Ray "
+        f"{low[0]}.{low[1]} to {high[0]}.{high[1]}: use an image in that range"
+    )
 
 
 def _cluster_ray_version(gcs_address: str, timeout: float = 60.0) -> str | None:
@@ -78,7 +84,7 @@ def _cluster_ray_version(gcs_address: str, timeout: float = 60.0) -> str | None:
     a moment before the head writes it)."""
     import time
 
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a Cython module without stubs
 
     client = GcsClient(address=gcs_address)
     deadline = time.monotonic() + timeout
@@ -145,7 +151,9 @@ class MonitorProcess:
         self.spec = spec
         spec.error_path.unlink(missing_ok=True)
         spec.heartbeat_path.touch()
-        self.process = _mp().Process(target=run_monitor, args=(spec,), name=logs.cluster_prefix(spec.cluster, spec.namespace))
+        self.process = _mp().Process(
+            target=run_monitor, args=(spec,), name=logs.cluster_prefix(spec.cluster, spec.namespace)
+        )
         self.process.start()
 
     @property

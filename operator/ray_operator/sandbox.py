@@ -29,8 +29,9 @@ DEFAULT_VALUES = example("cpu-only.yaml")
 
 def _child(argv: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as output:
-        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -44,8 +45,10 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _apply(client: kubernetes.client.ApiClient, raycluster: dict[str, Any]) -> None:
-    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(crd())
-    core = kubernetes.client.CoreV1Api(client)
+    # The client takes plain dicts as bodies and hands back models (typed as models only).
+    extensions: Any = kubernetes.client.ApiextensionsV1Api(client)
+    extensions.create_custom_resource_definition(crd())
+    core: Any = kubernetes.client.CoreV1Api(client)
     namespace = raycluster["metadata"]["namespace"]
     if namespace not in [n.metadata.name for n in core.list_namespace().items]:
         core.create_namespace({"metadata": {"name": namespace}})
@@ -62,56 +65,112 @@ def _apply(client: kubernetes.client.ApiClient, raycluster: dict[str, Any]) -> N
 
 def _report(client: kubernetes.client.ApiClient, name: str, namespace: str, stop: threading.Event, out: Any) -> None:
     """Say once when the cluster is Running, and where to reach it."""
-    custom = kubernetes.client.CustomObjectsApi(client)
+    custom: Any = kubernetes.client.CustomObjectsApi(client)
     while not stop.wait(1.0):
         try:
-            status = custom.get_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", name).get("status") or {}
+            status = (
+                custom.get_namespaced_custom_object("cluster.ray.io", "v1", namespace, "rayclusters", name).get(
+                    "status"
+                )
+                or {}
+            )
         except kubernetes.client.exceptions.ApiException:
             continue
         if status.get("phase") == "Running":
             ip = status.get("headPodIP")
-            print(f"\nRayCluster {namespace}/{name} is Running; its head is at {ip}.\n"
-                  f"  Dashboard:  http://{ip}:8265\n"
-                  f"  Submit a job that scales it up:\n"
-                  f"    ray job submit --address http://{ip}:8265 --entrypoint-num-cpus 0 -- python -c "
-                  "\"import ray; ray.init(); print(ray.get([ray.remote(lambda: 1).options(num_cpus=1).remote() for _ in range(4)]))\"",
-                  file=out, flush=True)
+            print(
+                f"\nRayCluster {namespace}/{name} is Running; its head is at {ip}.\n"
+                f"  Dashboard:  http://{ip}:8265\n"
+                f"  Submit a job that scales it up:\n"
+                f"    ray job submit --address http://{ip}:8265 --entrypoint-num-cpus 0 -- python -c "
+                '"import ray; ray.init(); print(ray.get([ray.remote(lambda: 1).options(num_cpus=1).remote() for '
+                '_ in range(4)]))"',
+                file=out,
+                flush=True,
+            )
             return
 
 
-def run_sandbox(values_file: Path | Traversable, kubeconfig_out: Path, name: str, namespace: str, work_dir: Path,
-                network: str, subnet: str | None, operator_flags: list[str]) -> None:
+def run_sandbox(
+    values_file: Path | Traversable,
+    kubeconfig_out: Path,
+    name: str,
+    namespace: str,
+    work_dir: Path,
+    network: str,
+    subnet: str | None,
+    operator_flags: list[str],
+) -> None:
     from kube_apiserver.server import ApiServer
 
     work_dir.mkdir(parents=True, exist_ok=True)
     server = ApiServer().start()
     server.write_kubeconfig(kubeconfig_out)
     client = kubernetes.config.new_client_from_config(str(kubeconfig_out))
-    runtime = _child([sys.executable, "-m", "pod_runtime", "--kubeconfig", str(kubeconfig_out), "--log-dir",
-                      str(work_dir / "pods"), "--prefix", "rsbx", "--network", network, *(["--subnet", subnet] if subnet else [])],
-                     work_dir / "pod-runtime.log")
-    operator = _child([sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(kubeconfig_out),
-                       "--work-dir", str(work_dir / "operator"), "--health-port", "0", "--metrics-port", "0", *operator_flags],
-                      work_dir / "operator.log")
+    runtime = _child(
+        [
+            sys.executable,
+            "-m",
+            "pod_runtime",
+            "--kubeconfig",
+            str(kubeconfig_out),
+            "--log-dir",
+            str(work_dir / "pods"),
+            "--prefix",
+            "rsbx",
+            "--network",
+            network,
+            *(["--subnet", subnet] if subnet else []),
+        ],
+        work_dir / "pod-runtime.log",
+    )
+    operator = _child(
+        [
+            sys.executable,
+            "-m",
+            "ray_operator",
+            "run",
+            "--kubeconfig",
+            str(kubeconfig_out),
+            "--work-dir",
+            str(work_dir / "operator"),
+            "--health-port",
+            "0",
+            "--metrics-port",
+            "0",
+            *operator_flags,
+        ],
+        work_dir / "operator.log",
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         raycluster = raycluster_from_values(yaml.safe_load(values_file.read_text()), name, namespace)
         _apply(client, raycluster)
-        print(f"Sandbox up: Kubernetes API at {server.url}, RayCluster {namespace}/{name} from {values_file}.\n"
-              f"  export KUBECONFIG={kubeconfig_out}\n"
-              f"  kubectl -n {namespace} get rayclusters\n"
-              f"  kubectl -n {namespace} get pods -o wide\n"
-              f"Logs: {work_dir}/operator.log (grep '{name},{namespace}'), {work_dir}/pod-runtime.log, {work_dir}/pods/.\n"
-              "Ctrl-C stops everything.", flush=True)
+        print(
+            f"Sandbox up: Kubernetes API at {server.url}, RayCluster {namespace}/{name} from {values_file}.\n"
+            f"  export KUBECONFIG={kubeconfig_out}\n"
+            f"  kubectl -n {namespace} get rayclusters\n"
+            f"  kubectl -n {namespace} get pods -o wide\n"
+            f"Logs: {work_dir}/operator.log (grep '{name},{namespace}'), {work_dir}/pod-runtime.log, "
+            f"{work_dir}/pods/.\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
         reporter = threading.Thread(target=_report, args=(client, name, namespace, stop, sys.stdout), daemon=True)
         reporter.start()
         while not stop.wait(1.0):
-            for part, process, log in (("operator", operator, "operator.log"), ("pod runtime", runtime, "pod-runtime.log")):
+            for part, process, log in (
+                ("operator", operator, "operator.log"),
+                ("pod runtime", runtime, "pod-runtime.log"),
+            ):
                 if process.poll() is not None:
                     last = (work_dir / log).read_text(errors="replace").strip().splitlines()[-1:]
-                    print(f"the {part} exited ({process.returncode}): {' '.join(last)} (see {work_dir / log})", file=sys.stderr)
+                    print(
+                        f"the {part} exited ({process.returncode}): {' '.join(last)} (see {work_dir / log})",
+                        file=sys.stderr,
+                    )
                     stop.set()
     finally:
         print("stopping: operator, Ray pods, API server", flush=True)

@@ -68,8 +68,15 @@ class StatusWriter:
             return False
         changed["lastUpdateTime"] = now()
         try:
-            self.calls(self.custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, self.namespace,
-                       PLURAL, self.name, {"status": changed})
+            self.calls(
+                self.custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                PLURAL,
+                self.name,
+                {"status": changed},
+            )
         except ApiException as error:
             if error.status == 404:
                 return False
@@ -82,12 +89,22 @@ class StatusWriter:
         stamp = now()
         event = {
             "metadata": {"name": f"{self.name}.{uuid.uuid4().hex[:16]}", "namespace": self.namespace},
-            "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": self.name,
-                               "namespace": self.namespace, "uid": metadata.get("uid"),
-                               "resourceVersion": metadata.get("resourceVersion")},
-            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": self.name,
+                "namespace": self.namespace,
+                "uid": metadata.get("uid"),
+                "resourceVersion": metadata.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
         }
         core = kubernetes.client.CoreV1Api(self.calls.client)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,23 @@ def test_nothing_is_left_when_the_runtime_is_killed(kube):
     wait_for(lambda: not sleepers(), timeout=15, message="the pod's processes die with the runtime")
     kube.start_runtime()  # a new runtime removes what the killed one left behind
     assert kube.pod_networks() == 0 or wait_for(lambda: kube.pod_networks() <= 1, timeout=30)
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_a_pods_private_tmp_still_shows_what_it_must_keep(tmp_path, network):
+    """A checkout or venv under /tmp stays visible in a pod (its /tmp is private otherwise)."""
+    kept = tmp_path / "checkout"
+    kept.mkdir()
+    (kept / "marker").write_text("here\n")
+    (tmp_path / "hidden").write_text("not here")
+    (tmp_path / "kube").mkdir()
+    local = LocalKube(tmp_path / "kube", network=network)
+    try:
+        local.start_server()
+        local.start_runtime(kept)
+        local.core.create_namespaced_pod("default", pod("k", f"cat {kept}/marker; ls {tmp_path}; touch /tmp/own"))
+        wait_for(lambda: phase(local, "k") == "Succeeded", timeout=30)
+        assert local.core.read_namespaced_pod_log("k", "default").split() == ["here", "checkout"]
+        assert not (tmp_path.parent / "own").exists() and not Path("/tmp/own").exists()
+    finally:
+        local.close()
