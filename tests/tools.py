@@ -58,6 +58,14 @@ def helm_env(home: Path, kubeconfig: Path) -> dict[str, str]:
             "HELM_DATA_HOME": str(home / "data")}
 
 
+def uninstall_every_release(helm_run) -> None:
+    """`helm uninstall` of every release, whatever a test left (`helm_run(*args)` runs helm, returns stdout)."""
+    import json
+
+    for release in json.loads(helm_run("list", "--all-namespaces", "--output", "json")):
+        helm_run("uninstall", release["name"], "--namespace", release["namespace"])
+
+
 if __name__ == "__main__":
     print(kubectl())
     print(helm())

@@ -13,7 +13,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import ROOT, wait_for
-from tests.tools import helm, helm_env
+from tests.tools import helm, helm_env, uninstall_every_release
 
 CHART = str(ROOT / "charts/ray")
 
@@ -30,8 +30,7 @@ def secured(control_plane, tmp_path):
 
     client = kubernetes.config.new_client_from_config(str(admin))
     yield control_plane, run, client
-    for release in json.loads(run("list", "--all-namespaces", "--output", "json")):
-        run("uninstall", release["name"], "--namespace", release["namespace"])
+    uninstall_every_release(run)
     apps = kubernetes.client.AppsV1Api(client)
     wait_for(lambda: not apps.list_deployment_for_all_namespaces(label_selector="app.kubernetes.io/name=ray").items,
              timeout=60, message="the releases' Deployments gone")

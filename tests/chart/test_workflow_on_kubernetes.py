@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, wait_for
 from tests.local_kube import LocalKube, run_ray_job
-from tests.tools import helm, helm_env, kubectl
+from tests.tools import helm, helm_env, kubectl, uninstall_every_release
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
@@ -24,12 +24,18 @@ FAST_IDLE = ["--set-json", "idleTimeoutMinutes=0.2"]  # --set would make 0.2 a s
 
 @pytest.fixture
 def node(control_plane, tmp_path) -> Iterator[LocalKube]:
-    """The control plane with a node (the pod runtime) and no operator process: the chart brings the operator."""
+    """The control plane with a node (the pod runtime) and no operator process: the chart brings the operator.
+    Whatever a test installed is uninstalled after it, and its pods stopped, while the node still runs them: an
+    operator Deployment left behind would run on a later test's node."""
     kube = LocalKube(tmp_path, control_plane=control_plane)
     try:
         kube.start_server()
         kube.start_runtime()
         yield kube
+        uninstall_every_release(Cli(kube, tmp_path).helm)
+        wait_for(lambda: not kube.core.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/name=ray").items
+                 and not kube.core.list_pod_for_all_namespaces(label_selector="ray-cluster-name").items,
+                 timeout=180, interval=1, message="every pod of the releases gone")
     finally:
         kube.close()
 
