@@ -1,0 +1,57 @@
+"""What the shipped code imports against what setup.cfg declares, and the one-way rule: the operator never
+imports the local Kubernetes (the API server and pod runtime of the sandbox), except inside `ray-operator sandbox`."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import importlib.metadata
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+SHIPPED = {"ray_operator": ROOT / "operator/ray_operator", "autoscaler_bridge": ROOT / "autoscaler_bridge",
+           "kube_apiserver": ROOT / "kube_apiserver", "pod_runtime": ROOT / "pod_runtime"}
+LOCAL_KUBERNETES = ("kube_apiserver", "pod_runtime")
+
+
+def declared() -> set[str]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    lines = config["options"]["install_requires"].strip().splitlines()
+    return {re.split(r"[\[<>=~! ;]", line.strip(), maxsplit=1)[0].lower().replace("_", "-") for line in lines}
+
+
+def imported_top_levels() -> set[str]:
+    """Top-level modules the shipped code imports, outside the standard library and itself."""
+    names = set()
+    for package in SHIPPED.values():
+        for path in package.glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - set(SHIPPED) - {"__future__"}
+
+
+def test_every_import_is_declared_and_every_declaration_imported():
+    providers = importlib.metadata.packages_distributions()
+    used = {dist.lower().replace("_", "-") for name in imported_top_levels() for dist in providers.get(name, [name])}
+    assert used - declared() == set(), "imported but not declared in setup.cfg"
+    assert declared() - used == set(), "declared in setup.cfg but imported nowhere"
+
+
+def test_the_operator_never_imports_the_local_kubernetes():
+    """Every module of the operator and its bridge imported, and nothing of the sandbox's API server or pod runtime
+    with them (`ray-operator sandbox` imports them only when it runs)."""
+    modules = [f"{package}.{path.stem}" for package in ("ray_operator", "autoscaler_bridge")
+               for path in SHIPPED[package].glob("*.py") if path.stem not in ("__init__", "__main__")]
+    script = f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint(' '.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300,
+                            cwd=ROOT).stdout.split()
+    assert "ray_operator.sandbox" in loaded
+    assert [m for m in loaded if m.split(".")[0] in (*LOCAL_KUBERNETES, "control_plane", "tests")] == []
