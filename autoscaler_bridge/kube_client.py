@@ -9,6 +9,7 @@ when running in a pod, else the kubeconfig (`KUBECONFIG`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,6 +29,18 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, ApiException):
         return error.status in (0, 429) or error.status >= 500
     return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
+
+
+def namespace_terminating(error: BaseException) -> bool:
+    """A create refused because its namespace is being deleted (403 with the cause NamespaceTerminating): the
+    cluster is on its way out with the namespace, which is no failure of it."""
+    if not isinstance(error, ApiException) or error.status != 403:
+        return False
+    try:
+        causes = (json.loads(error.body or "{}").get("details") or {}).get("causes") or []
+    except ValueError:
+        return False
+    return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
 
 
 def api_client() -> kubernetes.client.ApiClient:

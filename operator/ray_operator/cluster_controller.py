@@ -33,7 +33,7 @@ from ray.autoscaler._private.util import hash_launch_conf
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_LAUNCH_CONFIG, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
 
 from autoscaler_bridge.cluster_config import autoscaler_config
-from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
 from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags, pending_pods_block
 from autoscaler_bridge.ray_start import gcs_port
@@ -110,17 +110,27 @@ class ClusterController:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                with RECONCILE_SECONDS.time():
-                    self.reconcile()
-            except Exception as error:  # noqa: BLE001 - one cluster's failure must not end its reconciliation
-                self.log.exception("reconciling failed")
-                try:
-                    self.status.write(phase=ERROR, message=f"unexpected failure: {error}")
-                except Exception:  # noqa: BLE001
-                    self.log.exception("writing the Error status failed")
+            self.reconcile_once()
             self._wake.wait(self.settings.resync_seconds)
             self._wake.clear()
+
+    def reconcile_once(self) -> None:
+        """One reconciliation; a failure is logged and written to status, and never ends the next one. In a
+        namespace being deleted the cluster is let go quietly: nothing more is made for it, nothing is an error."""
+        try:
+            with RECONCILE_SECONDS.time():
+                self.reconcile()
+        except Exception as error:  # noqa: BLE001 - one cluster's failure must not end its reconciliation
+            if namespace_terminating(error):
+                self.log.info("its namespace is being deleted: nothing more is created for it")
+                self._stopping.set()
+                self._stop_monitor()
+                return
+            self.log.exception("reconciling failed")
+            try:
+                self.status.write(phase=ERROR, message=f"unexpected failure: {error}")
+            except Exception:  # noqa: BLE001
+                self.log.exception("writing the Error status failed")
 
     # Helpers.
     def _stop_monitor(self) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import kubernetes
 
 from autoscaler_bridge.kube_client import KubeCalls
 from ray_operator.cluster_controller import ClusterController
 from ray_operator.helm_values import raycluster_from_values
 from ray_operator.settings import Settings
-from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml
+from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
 
 
 def controller_for(kube, tmp_path, name: str) -> tuple[ClusterController, dict]:
@@ -30,3 +32,18 @@ def test_no_head_pod_for_a_raycluster_deleted_before_the_watch_says_so(kube, cor
     kubernetes.client.CustomObjectsApi(kube).delete_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", "deleted")
     deleted.reconcile()  # still holding the body the watch last delivered
     assert head_pods(core) == []
+
+
+def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(kube, core, tmp_path, caplog):
+    """Its creates come back 403 NamespaceTerminating: no Error, no traceback, nothing more created."""
+    caplog.set_level(logging.INFO)
+    apply_crd(kube)
+    controller, _ = controller_for(kube, tmp_path, "doomed")
+    core.create_namespaced_config_map("ray", {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+    core.delete_namespace("ray")  # Terminating while the held ConfigMap stays; its RayCluster is deleted
+    wait_for(lambda: not kubernetes.client.CustomObjectsApi(kube).list_namespaced_custom_object(
+        "cluster.ray.io", "v1", "ray", "rayclusters")["items"], message="the RayCluster deleted with its namespace")
+    controller.reconcile_once()  # still holding the RayCluster the watch last delivered
+    assert head_pods(core) == [] and core.list_namespaced_service("ray").items == []
+    assert "its namespace is being deleted" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
