@@ -5,6 +5,9 @@ ARG RAY_VERSION=2.60.0
 WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY operator ./operator
+# ray_operator/chart and ray_operator/examples link to these: the wheel ships the chart's defaults and CRD.
+COPY charts ./charts
+COPY values ./values
 COPY autoscaler_bridge ./autoscaler_bridge
 COPY kube_apiserver ./kube_apiserver
 COPY pod_runtime ./pod_runtime
