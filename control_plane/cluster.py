@@ -135,7 +135,7 @@ class ControlPlane:
             (self.work / "tokens.csv").write_text(f'{self.admin_token},admin,admin,"system:masters"\n')
             self.write_kubeconfig(self.kubeconfig)
             self._start_etcd()
-            self.start_apiserver()
+            self._start_apiserver()
             self._spawn("kube-controller-manager", self._flags("kube-controller-manager"))
             if self.scheduler:
                 self._spawn("kube-scheduler", self._flags("kube-scheduler"))
@@ -156,9 +156,9 @@ class ControlPlane:
         """Stop kube-apiserver (clients see their connections drop), wait `down_for` s, start it on the same port."""
         self._stop("kube-apiserver")
         time.sleep(down_for)
-        self.start_apiserver()
+        self._start_apiserver()
 
-    def start_apiserver(self) -> None:
+    def _start_apiserver(self) -> None:
         self._spawn("kube-apiserver", self._flags("kube-apiserver"))
         self._wait("kube-apiserver /readyz", lambda: self._get("/readyz") == "ok")
 
@@ -176,14 +176,6 @@ class ControlPlane:
         with urllib.request.urlopen(request, timeout=10):
             pass
 
-    def request_count(self) -> int:
-        """Requests the API server has served, all verbs and resources (apiserver_request_total)."""
-        total = 0.0
-        for line in self._get("/metrics").splitlines():
-            if line.startswith("apiserver_request_total{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return int(total)
-
     # Processes.
     def _spawn(self, name: str, flags: list[str]) -> None:
         self.processes[name] = start([str(self._binaries[name]), *flags], self.work / f"{name}.log")
@@ -198,7 +190,7 @@ class ControlPlane:
                 if process.poll() is not None:
                     raise ControlPlaneError(
                         f"control plane: {name} exited ({process.returncode}) while waiting for "
-                        f"{step}:\n{self.log_tail(name)}"
+                        f"{step}:\n{self._log_tail(name)}"
                     )
             try:
                 if ready():
@@ -206,11 +198,11 @@ class ControlPlane:
             except (OSError, ValueError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {name}\n{self.log_tail(name)}" for name in self.processes)
+                logs = "\n".join(f"--- {name}\n{self._log_tail(name)}" for name in self.processes)
                 raise ControlPlaneError(f"control plane: {step} not ready after {timeout:.0f} s\n{logs}")
             time.sleep(0.2)
 
-    def log_tail(self, name: str, lines: int = 20) -> str:
+    def _log_tail(self, name: str, lines: int = 20) -> str:
         path = self.work / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
