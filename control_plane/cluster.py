@@ -4,7 +4,6 @@ log in the work directory. A step that fails raises one ControlPlaneError naming
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import json
 import secrets
@@ -15,14 +14,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from control_plane.build import ControlPlaneError, binaries
 from control_plane.processes import free_port, start, stop
 from kube_apiserver.kubeconfig import write_kubeconfig
+from kube_apiserver.tls import make_certificates
 
 SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are allocated from it; no traffic goes there
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -41,58 +39,20 @@ ALL_CONTROLLERS = [
 ]
 
 
-def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _certificates(directory: Path, addresses: list[str]) -> None:
-    """ca.crt, apiserver.crt/.key (for loopback, the in-cluster names and `addresses`), sa.key/sa.pub."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    name = lambda common: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])  # noqa: E731
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("control-plane-ca"))
-        .issuer_name(name("control-plane-ca"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
+    """ca.crt, apiserver.crt/.key (for loopback, the in-cluster names, the `kubernetes` Service's IP and
+    `addresses`), and the ServiceAccount signing key sa.key/sa.pub."""
     service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-    sans: list[x509.GeneralName] = [
-        x509.DNSName(n)
-        for n in (
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        )
-    ]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(["127.0.0.1", service_ip, *addresses])]
-    serving = (
-        x509.CertificateBuilder()
-        .subject_name(name("kube-apiserver"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    certificates = make_certificates("127.0.0.1", service_ip, *addresses)
+    (directory / "ca.crt").write_bytes(certificates.ca_pem)
+    (directory / "apiserver.crt").write_bytes(certificates.cert_pem)
+    (directory / "apiserver.key").write_bytes(certificates.key_pem)
     signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "apiserver.crt").write_bytes(serving.public_bytes(serialization.Encoding.PEM))
-    (directory / "apiserver.key").write_bytes(_pem(key))
-    (directory / "sa.key").write_bytes(_pem(signing))
+    (directory / "sa.key").write_bytes(
+        signing.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     (directory / "sa.pub").write_bytes(
         signing.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )

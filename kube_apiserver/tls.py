@@ -35,11 +35,22 @@ class Certificates:
         return context
 
 
+IN_CLUSTER_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_certificates(host: str) -> Certificates:
+def make_certificates(*hosts: str) -> Certificates:
+    """A CA, and a serving certificate it signs for `hosts` (IPs or DNS names) and the names an API server
+    answers to in a cluster (localhost, kubernetes.default.svc, …)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -68,11 +79,12 @@ def make_certificates(host: str) -> Certificates:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc")]
-    try:
-        names.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        names.append(x509.DNSName(host))
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in IN_CLUSTER_NAMES]
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("kube-apiserver"))
