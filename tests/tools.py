@@ -69,3 +69,29 @@ def uninstall_every_release(helm_run) -> None:
 if __name__ == "__main__":
     print(kubectl())
     print(helm())
+
+
+def build_wheels(dest: Path) -> dict[str, Path]:
+    """The operator's wheel and the sandbox's (./sandbox), by distribution: what `pip install '.[sandbox]'` builds."""
+    for source in (ROOT, ROOT / "sandbox"):
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dest), str(source)],
+                       check=True, timeout=300, capture_output=True)
+    return {wheel.name.split("-")[0]: wheel for wheel in dest.glob("*.whl")}
+
+
+def venv_with(path: Path, wheels: list[Path], system_site_packages: bool = True) -> Path:
+    """A venv holding these wheels (their dependencies come from this machine's site-packages, as in a venv made
+    with --system-site-packages); its python. Without system site packages, the machine's libraries are still seen
+    but not this checkout's editable installs, whose import hooks are .pth files that a path added by a .pth never
+    runs."""
+    subprocess.run([sys.executable, "-m", "venv", *(["--system-site-packages"] if system_site_packages else []),
+                    str(path)], check=True, timeout=120)
+    python = path / "bin" / "python"
+    if not system_site_packages:
+        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        machine = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+        (Path(site) / "machine-libraries.pth").write_text("\n".join(sorted(machine)) + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", *map(str, wheels)], check=True,
+                   timeout=300, capture_output=True)
+    return python

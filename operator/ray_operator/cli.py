@@ -293,8 +293,13 @@ def sandbox(
 
     Ctrl-C stops everything and leaves nothing running.
     """
-    from ray_operator.sandbox import DEFAULT_VALUES, run_sandbox
+    from ray_operator.sandbox import DEFAULT_VALUES, missing_parts, run_sandbox
 
+    if missing := missing_parts():
+        raise click.ClickException(
+            f"the sandbox's {' and '.join(missing)} are not installed: they come with "
+            "pip install 'ray-operator[sandbox]' (from a checkout: pip install '.[sandbox]')"
+        )
     run_sandbox(
         values_file or DEFAULT_VALUES,
         kubeconfig_out or work_dir / "kubeconfig",

@@ -9,6 +9,7 @@ only place the product uses the test API server and the pod runtime.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -25,6 +26,13 @@ from ray_operator.bundled import crd, example
 from ray_operator.helm_values import raycluster_from_values
 
 DEFAULT_VALUES = example("cpu-only.yaml")
+# The local Kubernetes of the sandbox: the distribution ray-operator-sandbox, the `sandbox` extra.
+LOCAL_KUBERNETES = {"kube_apiserver": "API server", "pod_runtime": "pod runtime"}
+
+
+def missing_parts() -> list[str]:
+    """The parts of the local Kubernetes this installation lacks (the operator alone lacks both)."""
+    return [part for module, part in LOCAL_KUBERNETES.items() if importlib.util.find_spec(module) is None]
 
 
 def _child(argv: list[str], log: Path) -> subprocess.Popen:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -17,7 +16,7 @@ from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
 from tests.local_kube import run_ray_job
 from tests.operator.test_operator import delete_and_wait_gone
-from tests.tools import kubectl
+from tests.tools import build_wheels, kubectl, venv_with
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
@@ -101,11 +100,15 @@ def test_two_clusters_in_two_namespaces(kube, steps):
 
 
 def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
-    """`ray-operator sandbox`, then kubectl against it, a job that scales it up, and Ctrl-C."""
+    """`pip install '.[sandbox]' && ray-operator sandbox` (the two wheels, in a venv made with
+    --system-site-packages, where Ray is the machine's), then kubectl against it, a job that scales it up, and
+    Ctrl-C."""
+    python = venv_with(tmp_path / "venv", list(build_wheels(tmp_path / "dist").values()))
     config = tmp_path / "kubeconfig"
-    sandbox = subprocess.Popen([sys.executable, "-m", "ray_operator", "sandbox", "--kubeconfig-out", str(config),
+    sandbox = subprocess.Popen([str(python.parent / "ray-operator"), "sandbox", "--kubeconfig-out", str(config),
                                 "--work-dir", str(tmp_path / "sandbox"), "--subnet", "10.199.0.0/16"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     try:
         def get() -> str:
             if not config.exists():

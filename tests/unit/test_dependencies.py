@@ -1,5 +1,6 @@
-"""What the shipped code imports against what setup.cfg declares, and the one-way rule: the operator never
-imports the local Kubernetes (the API server and pod runtime of the sandbox), except inside `ray-operator sandbox`."""
+"""What the shipped code imports against what each distribution's setup.cfg declares (the operator's, and the
+sandbox's in sandbox/), and the one-way rule: the operator never imports the local Kubernetes (the API server and pod
+runtime of the sandbox), except inside `ray-operator sandbox`."""
 
 from __future__ import annotations
 
@@ -9,27 +10,30 @@ import importlib.metadata
 import re
 import subprocess
 import sys
-from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
 SHIPPED = {"ray_operator": ROOT / "operator/ray_operator", "autoscaler_bridge": ROOT / "autoscaler_bridge",
            "kube_apiserver": ROOT / "kube_apiserver", "pod_runtime": ROOT / "pod_runtime"}
 LOCAL_KUBERNETES = ("kube_apiserver", "pod_runtime")
+# Each distribution's setup.cfg and the packages it ships: the operator alone, and the sandbox's local Kubernetes.
+DISTRIBUTIONS = {"setup.cfg": ("ray_operator", "autoscaler_bridge"), "sandbox/setup.cfg": LOCAL_KUBERNETES}
 
 
-def declared() -> set[str]:
+def declared(setup_cfg: str) -> set[str]:
     config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
+    config.read(ROOT / setup_cfg)
     lines = config["options"]["install_requires"].strip().splitlines()
     return {re.split(r"[\[<>=~! ;]", line.strip(), maxsplit=1)[0].lower().replace("_", "-") for line in lines}
 
 
-def imported_top_levels() -> set[str]:
-    """Top-level modules the shipped code imports, outside the standard library and itself."""
+def imported_top_levels(packages: tuple[str, ...]) -> set[str]:
+    """Top-level modules these packages import, outside the standard library and the project."""
     names = set()
-    for package in SHIPPED.values():
-        for path in package.glob("*.py"):
+    for package in packages:
+        for path in SHIPPED[package].glob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     names |= {alias.name.split(".")[0] for alias in node.names}
@@ -38,11 +42,17 @@ def imported_top_levels() -> set[str]:
     return names - set(sys.stdlib_module_names) - set(SHIPPED) - {"__future__"}
 
 
-def test_every_import_is_declared_and_every_declaration_imported():
+@pytest.mark.parametrize("setup_cfg", DISTRIBUTIONS)
+def test_every_import_is_declared_and_every_declaration_imported(setup_cfg):
     providers = importlib.metadata.packages_distributions()
-    used = {dist.lower().replace("_", "-") for name in imported_top_levels() for dist in providers.get(name, [name])}
-    assert used - declared() == set(), "imported but not declared in setup.cfg"
-    assert declared() - used == set(), "declared in setup.cfg but imported nowhere"
+    imported = imported_top_levels(DISTRIBUTIONS[setup_cfg])
+    used = {dist.lower().replace("_", "-") for name in imported for dist in providers.get(name, [name])}
+    assert used - declared(setup_cfg) == set(), f"imported but not declared in {setup_cfg}"
+    assert declared(setup_cfg) - used == set(), f"declared in {setup_cfg} but imported nowhere"
+
+
+def test_the_operator_does_not_declare_what_only_the_sandbox_needs():
+    assert declared("setup.cfg").isdisjoint({"cryptography", "kubernetes-validate", "cel-python", "jsonschema"})
 
 
 def test_the_operator_never_imports_the_local_kubernetes():
