@@ -17,8 +17,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from autoscaler_bridge import names
-from autoscaler_bridge.pod_resources import pod_type_resources
+from autoscaler_bridge import names, ray_auth
+from autoscaler_bridge.pod_resources import pod_type_resources, ray_container_index
 from autoscaler_bridge.validation import InvalidRayCluster, validate_raycluster
 
 # Keys StandardAutoscaler reads unconditionally; they stay empty because no
@@ -42,9 +42,18 @@ def setup_commands(pod_type: Mapping[str, Any]) -> list[str]:
     return list(pod_type.get("workerSetupCommands") or pod_type.get("setupCommands") or [])
 
 
-def _node_type(pod_type: Mapping[str, Any]) -> dict[str, Any]:
+def _node_config(pod_type: Mapping[str, Any], mode: str, cluster_name: str) -> dict[str, Any]:
+    """The podType's pod template with the Ray authentication variables in its Ray container: part of the
+    template, so that changing the mode restarts the cluster (the head's launch config changes)."""
+    node_config = copy.deepcopy(dict(pod_type["podConfig"]))
+    container = node_config["spec"]["containers"][ray_container_index(node_config)]
+    container["env"] = list(container.get("env") or []) + ray_auth.auth_env(mode, cluster_name, node_config)
+    return node_config
+
+
+def _node_type(pod_type: Mapping[str, Any], mode: str, cluster_name: str) -> dict[str, Any]:
     return {
-        "node_config": copy.deepcopy(dict(pod_type["podConfig"])),
+        "node_config": _node_config(pod_type, mode, cluster_name),
         "resources": pod_type_resources(pod_type),
         "min_workers": pod_type.get("minWorkers", 0),
         "max_workers": pod_type.get("maxWorkers", 0),
@@ -71,6 +80,8 @@ def autoscaler_config(raycluster: Mapping[str, Any]) -> dict[str, Any]:
     pod_types = spec["podTypes"]
     head_commands = list(spec.get("headStartRayCommands") or names.DEFAULT_HEAD_START_RAY_COMMANDS)
     worker_commands = list(spec.get("workerStartRayCommands") or names.DEFAULT_WORKER_START_RAY_COMMANDS)
+    mode = ray_auth.spec_mode(raycluster)
+    head = next(p for p in pod_types if p["name"] == spec["headPodType"])
     max_workers = spec.get("maxWorkers")
     if max_workers is None:
         max_workers = sum(p.get("maxWorkers", 0) for p in pod_types)
@@ -80,7 +91,7 @@ def autoscaler_config(raycluster: Mapping[str, Any]) -> dict[str, Any]:
         "upscaling_speed": spec.get("upscalingSpeed", names.DEFAULT_UPSCALING_SPEED),
         "idle_timeout_minutes": spec.get("idleTimeoutMinutes", names.DEFAULT_IDLE_TIMEOUT_MINUTES),
         "head_node_type": spec["headPodType"],
-        "available_node_types": {p["name"]: _node_type(p) for p in pod_types},
+        "available_node_types": {p["name"]: _node_type(p, mode, metadata["name"]) for p in pod_types},
         "provider": {
             "type": "external",
             "module": names.PROVIDER_CLASS,
@@ -93,6 +104,8 @@ def autoscaler_config(raycluster: Mapping[str, Any]) -> dict[str, Any]:
             "worker_start_ray_commands": worker_commands,
             "setup_commands": {p["name"]: setup_commands(p) for p in pod_types if setup_commands(p)},
             "head_service_ports": copy.deepcopy(list(spec.get("headServicePorts") or [])),
+            # How the autoscaler authenticates to the head: the mode the head's Ray runs in.
+            "ray_auth_mode": ray_auth.pod_mode(mode, head["podConfig"]),
         },
         **copy.deepcopy(_NO_UPDATER_FIELDS),
     }

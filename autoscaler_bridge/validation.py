@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from autoscaler_bridge import ray_start
+from autoscaler_bridge.ray_auth import AUTH_MODES, AUTH_TOKEN
 from autoscaler_bridge.names import (
     API_GROUP,
     API_VERSION,
@@ -149,6 +150,9 @@ class _Checker:
         self.start_commands(spec.get("headStartRayCommands"), "spec.headStartRayCommands", head=True)
         self.start_commands(spec.get("workerStartRayCommands"), "spec.workerStartRayCommands", head=False)
         self.service_ports(spec.get("headServicePorts"))
+        mode = spec.get("rayAuthentication", AUTH_TOKEN)
+        if mode not in AUTH_MODES:
+            self.add("spec.rayAuthentication", f"{mode!r} is not one of {', '.join(AUTH_MODES)}")
         names = self.pod_types(spec.get("podTypes"))
 
         head = spec.get("headPodType")

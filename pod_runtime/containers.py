@@ -73,9 +73,31 @@ def dirs_to_keep(paths: list[str]) -> list[str]:
     return sorted(str(c) for c in under_tmp if not any(other in c.parents for other in under_tmp))
 
 
-def container_env(pod: dict[str, Any], container: dict[str, Any], node: dict[str, str] | None = None) -> dict[str, str]:
+# An env entry's value from an object: (kind of object, its name, the key) -> the value, read by the runtime.
+Reference = tuple[str, str, str]
+_REFERENCE_KINDS = {"secretKeyRef": "secret", "configMapKeyRef": "configmap"}
+
+
+def env_references(pod: dict[str, Any]) -> list[tuple[Reference, bool]]:
+    """The Secret and ConfigMap keys the pod's containers take env values from, each with whether it is optional."""
+    found = []
+    for container in pod["spec"]["containers"]:
+        for entry in container.get("env") or []:
+            for field, kind in _REFERENCE_KINDS.items():
+                source = (entry.get("valueFrom") or {}).get(field)
+                if source:
+                    found.append(((kind, source["name"], source["key"]), bool(source.get("optional"))))
+    return found
+
+
+def container_env(
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    node: dict[str, str] | None = None,
+    referenced: dict[Reference, str] | None = None,
+) -> dict[str, str]:
     """The container's environment: a minimal base, what the node adds (`node`), then the container's env
-    with downward API fields and $(VAR)s resolved."""
+    with downward API fields, Secret and ConfigMap keys (`referenced`, read beforehand) and $(VAR)s resolved."""
     env = {
         "PATH": f"{interpreter_path()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",
@@ -90,7 +112,11 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], node: dict[str
         elif ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath"):
             env[name] = field_value(pod, entry["valueFrom"]["fieldRef"]["fieldPath"])
         else:
-            env[name] = ""
+            sources = [(kind, (entry.get("valueFrom") or {}).get(field)) for field, kind in _REFERENCE_KINDS.items()]
+            found = [(referenced or {}).get((kind, s["name"], s["key"])) for kind, s in sources if s]
+            if found and found[0] is None:
+                continue  # an optional key that is not there: no variable, as a kubelet does
+            env[name] = found[0] if found else ""
     return env
 
 

@@ -33,10 +33,10 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from pod_runtime.api_relay import SERVICE_NAMES, ApiRelay
-from pod_runtime.containers import command_line, container_env, dirs_to_keep, supported_image
+from pod_runtime.containers import Reference, command_line, container_env, dirs_to_keep, supported_image
 from pod_runtime.kubelet_server import KubeletServer
 from pod_runtime.network import NETWORKS
-from pod_runtime.volumes import projected_mounts, write_projected
+from pod_runtime.volumes import MissingReference, projected_mounts, read_references, write_projected
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,17 @@ class Container:
         self.volumes: list[tuple[str, str]] = []  # (host directory, mount path)
 
     def start(
-        self, pod: dict[str, Any], runtime: PodRuntime, name: str, ip: str, volumes: list[tuple[str, str]]
+        self,
+        pod: dict[str, Any],
+        runtime: PodRuntime,
+        name: str,
+        ip: str,
+        volumes: list[tuple[str, str]],
+        referenced: dict[Reference, str],
     ) -> None:
         self.volumes = volumes
-        env = container_env(pod, self.spec, {**runtime.relay.environment(), **runtime.network.environment(ip)})
+        node = {**runtime.relay.environment(), **runtime.network.environment(ip)}
+        env = container_env(pod, self.spec, node, referenced)
         argv = runtime.network.command(name, pod["metadata"]["name"], command_line(self.spec, env), volumes)
         with open(self.log_path, "ab") as output:
             self.process = subprocess.Popen(
@@ -224,6 +231,10 @@ class PodWorker:
             "(on the local Ray installation)"
         )
         log.warning("pod %s/%s: %s", self.namespace, self.name, message)
+        self._waiting("ErrImagePull", message)
+
+    def _waiting(self, reason: str, message: str) -> None:
+        """Pending, every container waiting for `reason`."""
         self._patch_status(
             {
                 "phase": "Pending",
@@ -236,7 +247,7 @@ class PodWorker:
                         "restartCount": 0,
                         "ready": False,
                         "started": False,
-                        "state": {"waiting": {"reason": "ErrImagePull", "message": message}},
+                        "state": {"waiting": {"reason": reason, "message": message}},
                     }
                     for c in self.pod["spec"]["containers"]
                 ],
@@ -280,10 +291,25 @@ class PodWorker:
                     return None
         return mounts
 
+    def _read_references(self) -> dict[Reference, str] | None:
+        """The Secret and ConfigMap keys the containers' env takes; while one is missing the containers wait in
+        CreateContainerConfigError, as a kubelet's do. None: deleted meanwhile."""
+        while True:
+            try:
+                return read_references(self.runtime.core, self.pod)
+            except MissingReference as missing:
+                log.warning("pod %s/%s: %s (retrying)", self.namespace, self.name, missing)
+                self._waiting("CreateContainerConfigError", str(missing))
+            except (ApiException, urllib3.exceptions.HTTPError) as error:
+                log.warning("pod %s/%s: env not readable (retrying): %s", self.namespace, self.name, error)
+            if self.deleting.wait(API_RETRY_SECONDS):
+                return None
+
     def _start(self) -> None:
         volumes = self._write_volumes()
-        if volumes is None:
-            return  # deleted before its volumes could be made
+        referenced = self._read_references() if volumes is not None else None
+        if volumes is None or referenced is None:
+            return  # deleted before its volumes or env could be made
         self.net_name, self.ip = self.runtime.network.add_pod(self.uid[:13])
         self.pod.setdefault("status", {})["podIP"] = self.ip
         self.runtime.write_hosts(self)
@@ -298,6 +324,7 @@ class PodWorker:
                 self.net_name,
                 self.ip,
                 [(str(self.volume_dir / volume), path) for volume, path in volumes[spec["name"]]],
+                referenced,
             )
             self.containers.append(container)
         try:

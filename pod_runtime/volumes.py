@@ -1,17 +1,19 @@
 """Where a pod's projected volumes become files, as a kubelet makes them: the ServiceAccount token (a
 TokenRequest bound to the pod), ConfigMap keys (the cluster's CA in `kube-root-ca.crt`) and downward API fields
 (the namespace) — what the API server's ServiceAccount admission mounts at
-/var/run/secrets/kubernetes.io/serviceaccount. Other volume kinds are not mounted."""
+/var/run/secrets/kubernetes.io/serviceaccount. Other volume kinds are not mounted. And the other things a
+kubelet reads from the API before it starts containers: the Secret and ConfigMap keys their env takes."""
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-from pod_runtime.containers import field_value
+from pod_runtime.containers import Reference, env_references, field_value
 
 DEFAULT_TOKEN_SECONDS = 3607  # what the ServiceAccount admission asks for
 
@@ -55,3 +57,34 @@ def write_projected(core: kubernetes.client.CoreV1Api, pod: dict[str, Any], volu
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
         os.chmod(target, 0o644)
+
+
+class MissingReference(Exception):
+    """A Secret or ConfigMap key a container needs is not there: the container cannot be configured yet."""
+
+
+def read_references(core: kubernetes.client.CoreV1Api, pod: dict[str, Any]) -> dict[Reference, str]:
+    """The values of the Secret and ConfigMap keys the pod's env takes; raises MissingReference with the kubelet's
+    words for one that is required and not there."""
+    namespace = pod["metadata"]["namespace"]
+    values: dict[Reference, str] = {}
+    for (kind, name, key), optional in env_references(pod):
+        try:
+            if kind == "secret":
+                data = {
+                    k: base64.b64decode(v).decode()
+                    for k, v in (core.read_namespaced_secret(name, namespace).data or {}).items()
+                }
+            else:
+                data = dict(core.read_namespaced_config_map(name, namespace).data or {})
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status != 404:
+                raise
+            if optional:
+                continue
+            raise MissingReference(f'{kind} "{name}" not found') from error
+        if key in data:
+            values[(kind, name, key)] = data[key]
+        elif not optional:
+            raise MissingReference(f"couldn't find key {key} in {kind.capitalize()} {namespace}/{name}")
+    return values

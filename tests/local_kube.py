@@ -9,6 +9,7 @@ run left behind; a control plane given from outside is left running for its owne
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -267,6 +268,20 @@ class LocalKube:
         heads = self.pods(namespace, f"ray-cluster-name={name},ray-node-type=head")
         return heads[0] if heads else None
 
+    def ray_token(self, name: str, namespace: str) -> str | None:
+        """The cluster's Ray token, from its Secret; None without one (rayAuthentication disabled)."""
+        try:
+            secret = self.core.read_namespaced_secret(f"{name}-ray-auth", namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return base64.b64decode(secret.data["token"]).decode()
+
+    def run_job(self, name: str, namespace: str, tasks: int, seconds: float = 2.0) -> str:
+        """A job of `tasks` 1-CPU tasks on the cluster, submitted with its token (if it has one); its end status."""
+        return run_ray_job(self.head(name, namespace).status.pod_ip, tasks, seconds, token=self.ray_token(name, namespace))
+
     def pod_networks(self) -> int:
         """Pod networks of this test's runtime still on the machine: network namespaces, or pods' files."""
         directory = self.network.files_dir()
@@ -284,13 +299,16 @@ class LocalKube:
         return self.operator_log.read_text(errors="replace").splitlines() if self.operator_log.exists() else []
 
 
-def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float = 240) -> str:
-    """Submit a job of `tasks` 1-CPU tasks through the head's dashboard and wait for its end; returns its status."""
+def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float = 240, token: str | None = None) -> str:
+    """Submit a job of `tasks` 1-CPU tasks through the head's dashboard (with the cluster's token, if given) and
+    wait for its end; returns its status."""
     from ray.job_submission import JobStatus, JobSubmissionClient
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
 
     def connect() -> JobSubmissionClient | None:
         try:
-            return JobSubmissionClient(f"http://{head_ip}:8265")
+            return JobSubmissionClient(f"http://{head_ip}:8265", headers=headers)
         except ConnectionError:
             return None  # the dashboard starts a little after the GCS
 

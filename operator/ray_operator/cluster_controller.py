@@ -32,15 +32,17 @@ from kubernetes.client.exceptions import ApiException
 from ray.autoscaler._private.util import hash_launch_conf
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_LAUNCH_CONFIG, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
 
+from autoscaler_bridge import ray_auth
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
 from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags, pending_pods_block
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import validate_raycluster
+from ray_operator.auth_secret import TokenSecretError, ensure_token, read_token
 from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
-from ray_operator.monitor_process import EXIT_UNSUPPORTED_RAY, MonitorProcess, MonitorSpec
+from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY, MonitorProcess, MonitorSpec
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING, StatusWriter
 
@@ -126,9 +128,16 @@ class ClusterController:
                 self._stopping.set()
                 self._stop_monitor()
                 return
-            self.log.exception("reconciling failed")
+            if isinstance(error, TokenSecretError):  # the user's Secret: theirs to fix, no failure of the operator
+                message = str(error)
+                self.log.error("%s", message)
+            else:
+                message = f"unexpected failure: {error}"
+                self.log.exception("reconciling failed")
             try:
-                self.status.write(phase=ERROR, message=f"unexpected failure: {error}")
+                if isinstance(error, TokenSecretError) and self.status.current.get("message") != message:
+                    self.status.event(self._body, "InvalidTokenSecret", message, warning=True)
+                self.status.write(phase=ERROR, message=message)
             except Exception:  # noqa: BLE001
                 self.log.exception("writing the Error status failed")
 
@@ -179,6 +188,14 @@ class ClusterController:
             if self._is_head(pod):
                 provider.delete_pod(pod["metadata"]["name"])
 
+    def _ensure_token(self, body: dict[str, Any], config: dict[str, Any]) -> None:
+        """The cluster's token Secret, made before its first head pod (whose Ray reads it)."""
+        _, made = ensure_token(self.calls, self.name, config["provider"])
+        if made:
+            name = ray_auth.secret_name(self.name)
+            self.log.info("made the Secret %s with the cluster's Ray token", name)
+            self.status.event(body, "TokenCreated", f"made the Secret {name} with the cluster's Ray token")
+
     def _being_deleted(self, body: dict[str, Any]) -> bool:
         """Whether the RayCluster is gone or being deleted, asked of the API server itself: when a RayCluster is
         deleted its pods may vanish before the watch says so, and a head pod made then would only be collected."""
@@ -223,7 +240,8 @@ class ClusterController:
         heads = [p for p in pods if self._is_head(p)]
         workers = [p for p in pods if not self._is_head(p)]
         head = heads[0] if heads else None
-        counts = self._counts(config, workers)
+        auth = ray_auth.status(body)
+        counts = {**self._counts(config, workers), "rayAuthentication": auth}
 
         if (
             head is not None
@@ -256,6 +274,8 @@ class ClusterController:
                     **counts,
                 )
                 return
+            if "secretName" in auth:
+                self._ensure_token(body, config)
             head = provider.ensure_head_pod(config)
             self.log.info("created head pod %s", head["metadata"]["name"])
             self.status.event(body, "HeadCreated", f"created head pod {head['metadata']['name']}")
@@ -281,7 +301,8 @@ class ClusterController:
             )
             return
         if not self._monitor_running(body, generation):
-            self._waiting(self._why_no_monitor(), conditions=self._conditions(True, False), **head_fields)
+            if not self.unsupported:  # an unsupported Ray's Error stands
+                self._waiting(self._why_no_monitor(), conditions=self._conditions(True, False), **head_fields)
             return
         self._report_running(config, workers, head_fields)
 
@@ -290,12 +311,15 @@ class ClusterController:
         monitor = self.monitor
         if monitor is not None:
             code = monitor.exit_code()
-            if code == EXIT_UNSUPPORTED_RAY:
+            if code in (EXIT_UNSUPPORTED_RAY, EXIT_NO_TOKEN_AUTH):
                 why = monitor.error() or "the cluster's Ray version is not supported"
                 self.monitor = None
                 self.unsupported = (generation or 0, why)
                 self.log.error("%s", why)
                 self.status.event(body, "UnsupportedRayVersion", why, warning=True)
+                if code == EXIT_NO_TOKEN_AUTH:  # a head that runs anyone's jobs is not left running
+                    provider = KubernetesNodeProvider(self._config(body)["provider"], self.name, self.calls)
+                    self._restart_cluster(provider, provider.pods(), why, body)
                 self.status.write(phase=ERROR, message=why)
                 return False
             if code is not None:
@@ -337,9 +361,24 @@ class ClusterController:
         if not head_ip:
             return
         address = f"{head_ip}:{gcs_port(config['provider']['head_start_ray_commands'])}"
+        mode = config["provider"]["ray_auth_mode"]
+        token = None
+        if mode == ray_auth.AUTH_TOKEN:
+            token = ray_auth.head_token(body) or read_token(self.calls, self.name, config["provider"])
+            if token is None:
+                why = f"the Secret {ray_auth.secret_name(self.name)} with the cluster's token is gone"
+                self._restart_cluster(provider, provider.pods(), f"{why}: a new head gets a new token", body)
+                return
         self.monitor = MonitorProcess(
             MonitorSpec(
-                self.name, self.namespace, address, self.config_path, self.dir / "heartbeat", self.settings.log_level
+                self.name,
+                self.namespace,
+                address,
+                self.config_path,
+                self.dir / "heartbeat",
+                self.settings.log_level,
+                auth_mode=mode,
+                auth_token=token,
             )
         )
         self.monitor_started = time.time()

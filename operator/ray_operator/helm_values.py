@@ -110,6 +110,7 @@ def raycluster_from_values(values: Mapping[str, Any], name: str, namespace: str 
             "maxWorkers": max_workers,
             "upscalingSpeed": values.get("upscalingSpeed", 1.0),
             "idleTimeoutMinutes": values.get("idleTimeoutMinutes", 5),
+            "rayAuthentication": values.get("rayAuthentication", "token"),
             "headPodType": values["headPodType"],
             "podTypes": pod_types,
         },

@@ -19,12 +19,13 @@ import json
 import multiprocessing
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from autoscaler_bridge.ray_auth import AUTH_DISABLED, AUTH_TOKEN, FIRST_RAY_WITH_TOKEN_AUTH, ray_lacks_token_auth
 from ray_operator import logs
 
 # What every monitor imports, imported once in the forkserver. The kubernetes client (37+) imports its API
@@ -36,6 +37,7 @@ PRELOAD = [
     "ray_operator.monitor_process",
 ]
 EXIT_UNSUPPORTED_RAY = 3
+EXIT_NO_TOKEN_AUTH = 4  # the cluster asks for token authentication; its Ray has none
 # Ray versions whose clusters this operator's autoscaler was tested with (major.minor, inclusive).
 SUPPORTED_RAY = ((2, 50), (2, 60))
 
@@ -58,25 +60,60 @@ class MonitorSpec:
     config_path: Path
     heartbeat_path: Path
     log_level: str = "INFO"
+    auth_mode: str = AUTH_DISABLED  # the head's Ray authentication mode
+    auth_token: str | None = field(default=None, repr=False)
 
     @property
     def error_path(self) -> Path:
         return self.heartbeat_path.with_suffix(".error")
 
 
+def _major_minor(version: str) -> tuple[int, int] | None:
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None
+    return major, minor
+
+
 def unsupported_ray_version(version: str) -> str | None:
     """Why a cluster's Ray version cannot be autoscaled by this operator, or None."""
-    try:
-        major_minor = tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
+    found = _major_minor(version)
+    if found is None:
         return f"the cluster runs Ray {version!r}, which this operator cannot read"
     low, high = SUPPORTED_RAY
-    if low <= major_minor <= high:
+    if low <= found <= high:
         return None
     return (
         f"the cluster runs Ray {version}; this operator's autoscaler supports Ray "
         f"{low[0]}.{low[1]} to {high[0]}.{high[1]}: use an image in that range"
     )
+
+
+def missing_token_auth(version: str, auth_mode: str) -> str | None:
+    """Why a cluster that asks for token authentication cannot have it with its Ray version, or None."""
+    found = _major_minor(version)
+    if auth_mode != AUTH_TOKEN or found is None or not ray_lacks_token_auth(found):
+        return None
+    first = ".".join(map(str, FIRST_RAY_WITH_TOKEN_AUTH))
+    return (
+        f"the cluster runs Ray {version}, which has no token authentication (first in Ray {first}): its head would "
+        f"run anyone's jobs, so its pods are removed. Use an image with Ray {first} or newer, or set "
+        "rayAuthentication: disabled"
+    )
+
+
+def _authenticate_as(spec: MonitorSpec) -> None:
+    """Ray's authentication for this process, set explicitly from the spec: never from a ~/.ray/auth_token that
+    happens to be on the machine. Ray's config is read again, as Ray does when it turns token mode on itself."""
+    from ray._raylet import Config  # type: ignore[attr-defined]  # a Cython module without stubs
+
+    os.environ["RAY_AUTH_MODE"] = spec.auth_mode
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    if spec.auth_token:
+        os.environ["RAY_AUTH_TOKEN"] = spec.auth_token
+    Config.initialize("")
 
 
 def _cluster_ray_version(gcs_address: str, timeout: float = 60.0) -> str | None:
@@ -122,15 +159,19 @@ def run_monitor(spec: MonitorSpec) -> None:
     ray_logger.handlers.clear()
     ray_logger.propagate = True
     log = logging.getLogger("ray_operator.monitor")
+    _authenticate_as(spec)
     version = _cluster_ray_version(spec.gcs_address)
     if version is None:
         log.error("the head's GCS has no cluster metadata: not a healthy Ray head")
         os._exit(1)  # an ordinary failure: counted, and retried with backoff
-    reason = unsupported_ray_version(version)
-    if reason:
-        log.error("not autoscaling: %s", reason)
-        spec.error_path.write_text(reason)
-        os._exit(EXIT_UNSUPPORTED_RAY)
+    for reason, code in (
+        (unsupported_ray_version(version), EXIT_UNSUPPORTED_RAY),
+        (missing_token_auth(version, spec.auth_mode), EXIT_NO_TOKEN_AUTH),
+    ):
+        if reason:
+            log.error("not autoscaling: %s", reason)
+            spec.error_path.write_text(reason)
+            os._exit(code)
 
     def read_config() -> dict[str, Any]:
         return json.loads(spec.config_path.read_text())

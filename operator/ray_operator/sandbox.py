@@ -22,6 +22,7 @@ from typing import Any
 import kubernetes
 import yaml
 
+from autoscaler_bridge.ray_auth import AUTH_TOKEN, submit_command
 from ray_operator.bundled import crd, example
 from ray_operator.helm_values import raycluster_from_values
 
@@ -86,13 +87,23 @@ def _report(client: kubernetes.client.ApiClient, name: str, namespace: str, stop
             continue
         if status.get("phase") == "Running":
             ip = status.get("headPodIP")
+            job = (
+                "--entrypoint-num-cpus 0 -- python -c "
+                '"import ray; ray.init(); print(ray.get([ray.remote(lambda: 1).options(num_cpus=1).remote() for '
+                '_ in range(4)]))"'
+            )
+            address = f"http://{ip}:8265"
+            if (status.get("rayAuthentication") or {}).get("mode") == AUTH_TOKEN:
+                how = "with the cluster's token (Ray refuses jobs without it)"
+                submit = submit_command(name, namespace, address, job)
+            else:
+                how = "(rayAuthentication: disabled, so no token)"
+                submit = f"ray job submit --address {address} {job}"
             print(
                 f"\nRayCluster {namespace}/{name} is Running; its head is at {ip}.\n"
-                f"  Dashboard:  http://{ip}:8265\n"
-                f"  Submit a job that scales it up:\n"
-                f"    ray job submit --address http://{ip}:8265 --entrypoint-num-cpus 0 -- python -c "
-                '"import ray; ray.init(); print(ray.get([ray.remote(lambda: 1).options(num_cpus=1).remote() for '
-                '_ in range(4)]))"',
+                f"  Dashboard:  {address}\n"
+                f"  Submit a job that scales it up, {how}:\n"
+                f"    {submit}",
                 file=out,
                 flush=True,
             )

@@ -40,6 +40,14 @@ def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> li
     return merged
 
 
+def merge_patch_of(old: Any, new: Any) -> Any:
+    """What a JSON merge patch must say to turn `old` into `new`: an object's keys that went are sent as null (an
+    object in a merge patch is merged into the one stored, not put in its place)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**{k: None for k in old if k not in new}, **{k: merge_patch_of(old.get(k), v) for k, v in new.items()}}
+    return new
+
+
 class StatusWriter:
     """Writes one RayCluster's status and Events."""
 
@@ -67,6 +75,7 @@ class StatusWriter:
         if not changed:
             return False
         changed["lastUpdateTime"] = now()
+        patch = {k: merge_patch_of(self.written.get(k), v) for k, v in changed.items()}
         try:
             self.calls(
                 self.custom.patch_namespaced_custom_object_status,
@@ -75,7 +84,7 @@ class StatusWriter:
                 self.namespace,
                 PLURAL,
                 self.name,
-                {"status": changed},
+                {"status": patch},
             )
         except ApiException as error:
             if error.status == 404:

@@ -89,6 +89,7 @@ def test_rbac_is_exactly_what_the_operator_uses():
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "create", "patch", "delete"]},
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]},
     ]
 
 

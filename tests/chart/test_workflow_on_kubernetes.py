@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ROOT, wait_for
-from tests.local_kube import LocalKube, run_ray_job
+from tests.local_kube import LocalKube
 from tests.tools import helm, helm_env, kubectl, uninstall_every_release
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
@@ -88,9 +88,8 @@ def test_helm_install_scale_operator_restart_and_uninstall(node, tmp_path):
     wait_for(lambda: cli.rayclusters("ray") == running, timeout=240, interval=1, message="both clusters Running, 0 restarts")
     wait_for(lambda: len(node.workers("example-cluster", "ray")) == 2, timeout=120, message="example-cluster's 2 minWorkers")
 
-    head_ip = cli.kubectl("-n", "ray", "get", "raycluster", "example-cluster", "-o", "jsonpath={.status.headPodIP}")
     job: list[str] = []
-    submitted = threading.Thread(target=lambda: job.append(run_ray_job(head_ip, tasks=8, seconds=6)))
+    submitted = threading.Thread(target=lambda: job.append(node.run_job("example-cluster", "ray", tasks=8, seconds=6)))
     submitted.start()  # 8 tasks of 1 CPU: more than the head and 2 workers hold
     wait_for(lambda: len(node.workers("example-cluster", "ray")) == 3, timeout=120, message="scaled up to maxWorkers 3")
     submitted.join(timeout=300)
@@ -124,7 +123,7 @@ def test_a_namespaced_operator_runs_a_cluster_with_nothing_but_the_charts_rbac(n
                       .replace("memory: 1Gi", "memory: 512Mi"))
     cli.helm("-n", "team-x", "install", "team", CHART, "--create-namespace", "-f", str(values))
     wait_for(lambda: cli.rayclusters("team-x") == {"team": ["Running", "0"]}, timeout=240, interval=1, message="team Running")
-    assert run_ray_job(node.head("team", "team-x").status.pod_ip, tasks=3) == "SUCCEEDED"
+    assert node.run_job("team", "team-x", tasks=3) == "SUCCEEDED"
     wait_for(lambda: not node.workers("team", "team-x"), timeout=120, message="idle workers removed")
     logs = cli.kubectl("-n", "team-x", "logs", "deploy/team-ray-operator").splitlines()
     assert [line for line in logs if line.startswith("team,team-x ")]

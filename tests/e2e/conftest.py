@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,23 @@ def steps(request) -> Steps:
 
 
 kube, no_cluster_left = stack_fixtures("e2e")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stray_ray_token():
+    """A ~/.ray/auth_token, as any earlier `ray.init()` leaves on a machine (the operator's, and the pods' home):
+    Ray turns token authentication on by itself when it finds one and no mode is set, so every suite here runs with
+    one present, and nothing but the explicit mode decides. Removed afterwards unless it was there before."""
+    made = []
+    for home in {Path.home(), Path("/root")}:
+        path = home / ".ray" / "auth_token"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            made.append(path)
+    yield
+    for path in made:
+        path.unlink()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -14,7 +14,6 @@ import pytest
 
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import run_ray_job
 from tests.operator.test_operator import delete_and_wait_gone
 from tests.tools import build_wheels, kubectl, venv_with
 
@@ -38,7 +37,7 @@ def test_lifecycle_of_the_cpu_example(kube, steps):
         kube.wait_phase("example-cluster", "ray", "Running", timeout=120)
         wait_for(lambda: kube.status("example-cluster", "ray").get("readyWorkers") == min_workers, timeout=90)
     with steps("job needing more CPUs than the head -> workers, done"):
-        assert run_ray_job(kube.head("example-cluster", "ray").status.pod_ip, tasks=4) == "SUCCEEDED"
+        assert kube.run_job("example-cluster", "ray", tasks=4) == "SUCCEEDED"
         assert len(kube.workers("example-cluster", "ray")) > min_workers
     with steps("idle -> back to minWorkers"):
         wait_for(lambda: len(kube.workers("example-cluster", "ray")) == min_workers, timeout=120)
@@ -59,13 +58,26 @@ def test_lifecycle_of_the_cpu_example(kube, steps):
         wait_for(lambda: kube.pod_networks() == 0, timeout=60)
 
 
+def test_a_disabled_cluster_takes_jobs_without_a_token(kube, steps):
+    """rayAuthentication: disabled, with a stray ~/.ray/auth_token on the machine (the stray_ray_token fixture):
+    the explicit mode keeps Ray from turning token authentication on by itself."""
+    with steps("disabled -> Running, no Secret, a job without a token runs"):
+        kube.create(example("cpu-only.yaml", "open", "ray", rayAuthentication="disabled"))
+        kube.wait_phase("open", "ray", "Running", timeout=120)
+        assert kube.status("open", "ray")["rayAuthentication"] == {"mode": "disabled"}
+        assert kube.ray_token("open", "ray") is None
+        assert kube.run_job("open", "ray", tasks=2) == "SUCCEEDED"
+    delete_and_wait_gone(kube, "open", "ray")
+
+
 def test_operator_killed_mid_scale_up(kube, steps):
     rc = example("namespaced-operator.yaml", "killed", "ray")
     max_workers = rc["spec"]["podTypes"][1]["maxWorkers"]
     kube.create(rc)
     kube.wait_phase("killed", "ray", "Running", timeout=120)
+    token, head = kube.ray_token("killed", "ray"), kube.head("killed", "ray").metadata.uid
     result: list[str] = []
-    job = threading.Thread(target=lambda: result.append(run_ray_job(kube.head("killed", "ray").status.pod_ip, tasks=4)))
+    job = threading.Thread(target=lambda: result.append(kube.run_job("killed", "ray", tasks=4)))
     with steps("job submitted -> first worker pod"):
         job.start()
         wait_for(lambda: kube.workers("killed", "ray"), timeout=120)
@@ -74,6 +86,7 @@ def test_operator_killed_mid_scale_up(kube, steps):
         kube.start_operator()
         job.join(timeout=300)
         assert result == ["SUCCEEDED"]
+        assert kube.ray_token("killed", "ray") == token and kube.head("killed", "ray").metadata.uid == head  # kept
     workers = kube.workers("killed", "ray")
     assert 0 < len(workers) <= max_workers  # no duplicates
     assert all(w.status.phase == "Running" for w in workers)  # no orphans: every pod is a node of the cluster
@@ -101,14 +114,16 @@ def test_two_clusters_in_two_namespaces(kube, steps):
 
 def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
     """`pip install '.[sandbox]' && ray-operator sandbox` (the two wheels, in a venv made with
-    --system-site-packages, where Ray is the machine's), then kubectl against it, a job that scales it up, and
-    Ctrl-C."""
+    --system-site-packages, where Ray is the machine's), then kubectl against it, the job command it prints (with
+    the cluster's token; refused without it), which scales it up, and Ctrl-C."""
     python = venv_with(tmp_path / "venv", list(build_wheels(tmp_path / "dist").values()))
     config = tmp_path / "kubeconfig"
-    sandbox = subprocess.Popen([str(python.parent / "ray-operator"), "sandbox", "--kubeconfig-out", str(config),
-                                "--work-dir", str(tmp_path / "sandbox"), "--subnet", "10.199.0.0/16"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    output = tmp_path / "sandbox.out"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with open(output, "w") as out:
+        sandbox = subprocess.Popen([str(python.parent / "ray-operator"), "sandbox", "--kubeconfig-out", str(config),
+                                    "--work-dir", str(tmp_path / "sandbox"), "--subnet", "10.199.0.0/16"],
+                                   stdout=out, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
     try:
         def get() -> str:
             if not config.exists():
@@ -120,19 +135,24 @@ def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
             table = wait_for(lambda: (lambda out: out if "Running" in out else None)(get()), timeout=180)
             header, row = table.splitlines()
             assert header.split()[:3] == ["NAME", "STATUS", "RESTARTS"] and row.split()[:3] == ["example-cluster", "Running", "0"]
-        with steps("a job scales it up"):
-            head_ip = subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "raycluster",
-                                      "example-cluster", "-o", "jsonpath={.status.headPodIP}"],
-                                     capture_output=True, text=True, timeout=30).stdout
-            assert run_ray_job(head_ip, tasks=4) == "SUCCEEDED"
+        with steps("the printed job command: refused without the token, scales it up with it"):
+            printed = wait_for(lambda: [line.strip() for line in output.read_text().splitlines()
+                                        if line.strip().startswith("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl")],
+                               timeout=30, message="the job command, printed")[0]
+            shell_env = {**env, "KUBECONFIG": str(config), "PATH": f"{kubectl().parent}:{env['PATH']}"}
+            without = subprocess.run(["bash", "-c", printed.split(") ", 1)[1]], env=shell_env, capture_output=True,
+                                     text=True, timeout=120)
+            assert without.returncode != 0 and "Unauthorized" in without.stdout + without.stderr
+            submitted = subprocess.run(["bash", "-c", printed], env=shell_env, capture_output=True, text=True, timeout=300)
+            assert submitted.returncode == 0 and "succeeded" in submitted.stdout + submitted.stderr, submitted.stderr
             desired = subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "pods", "-l",
                                       "ray-node-type=worker", "-o", "name"], capture_output=True, text=True, timeout=30).stdout
             assert len(desired.split()) > 1  # more than the example's one minWorker
         with steps("Ctrl-C -> everything stopped"):
             sandbox.send_signal(signal.SIGINT)
-            output, _ = sandbox.communicate(timeout=120)
-            assert sandbox.returncode == 0, output
-            assert "stopped; nothing is left running" in output
+            sandbox.wait(timeout=120)
+            assert sandbox.returncode == 0, output.read_text()
+            assert "stopped; nothing is left running" in output.read_text()
             assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("rsbx-") == 0
     finally:
         if sandbox.poll() is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.conftest import wait_for
 from tests.e2e.test_e2e import example
-from tests.local_kube import run_ray_job, stack_fixtures
+from tests.local_kube import stack_fixtures
 from tests.operator.test_operator import delete_and_wait_gone
 
 
@@ -23,7 +23,7 @@ def test_two_clusters_on_loopback_addresses(kube, steps):
         assert len(set(heads)) == 2 and all(ip.startswith(kube.subnet.split("0.0/")[0]) for ip in heads)
     with steps("job needing more CPUs than the head -> workers, done"):
         min_workers = kube.get("loop-a", "ray")["spec"]["podTypes"][1]["minWorkers"]
-        assert run_ray_job(heads[0], tasks=4) == "SUCCEEDED"
+        assert kube.run_job("loop-a", "ray", tasks=4) == "SUCCEEDED"
         assert len(kube.workers("loop-a", "ray")) > min_workers
         assert kube.status("loop-b", "other")["phase"] == "Running"
     with steps("both deleted -> no pods, nothing of theirs left"):

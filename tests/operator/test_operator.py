@@ -5,9 +5,12 @@ One environment for the module; each test makes its own RayCluster and deletes i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -64,8 +67,9 @@ class Phases:
 def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str) -> None:
     kube.delete(name, namespace)
     wait_for(lambda: not kube.pods(namespace, f"ray-cluster-name={name}")
-             and not [s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"],
-             timeout=90, message=f"{name}'s pods and Service deleted")
+             and not [s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"]
+             and kube.ray_token(name, namespace) is None,
+             timeout=90, message=f"{name}'s pods, Service and token Secret deleted")
     wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"ray-cluster-name={name}").items,
              timeout=90, message=f"{name}'s pods stopped by the kubelet")
 
@@ -105,7 +109,7 @@ def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    status = run_ray_job(kube.head("scale", "ray").status.pod_ip, tasks=3)
+    status = kube.run_job("scale", "ray", tasks=3)
     sampler_stop.set()
     sampler.join()
     assert status == "SUCCEEDED"
@@ -274,7 +278,7 @@ def test_an_api_server_restart_does_not_end_scaling(kube):
     kube.create(raycluster("outage", max_workers=1))
     kube.wait_phase("outage", "ray", "Running")
     kube.restart_server(down_for=3)
-    assert run_ray_job(kube.head("outage", "ray").status.pod_ip, tasks=2) == "SUCCEEDED"
+    assert kube.run_job("outage", "ray", tasks=2) == "SUCCEEDED"
     assert kube.status("outage", "ray")["autoscalerRetries"] == 0
     delete_and_wait_gone(kube, "outage", "ray")
 
@@ -319,3 +323,60 @@ def test_a_namespaced_operator_ignores_other_namespaces(kube):
     kube.delete("theirs", "team-b")
     kube.stop_operator()
     kube.start_operator()
+
+
+def test_token_authentication_locks_the_cluster_and_disabled_opens_it(kube):
+    """By default a job without the cluster's token is refused and one with it runs; the token reaches the pods
+    only through a secretKeyRef; rayAuthentication: disabled restarts the cluster open, as clusters were before."""
+    from ray.exceptions import AuthenticationError
+
+    kube.create(raycluster("locked"))
+    kube.wait_phase("locked", "ray", "Running")
+    auth = kube.status("locked", "ray")["rayAuthentication"]
+    assert auth["mode"] == "token" and auth["secretName"] == "locked-ray-auth"
+    assert auth["submitJob"].startswith("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret locked-ray-auth")
+    token = kube.ray_token("locked", "ray")
+    head = kube.head("locked", "ray")
+    env = {e.name: e for e in head.spec.containers[0].env}
+    assert env["RAY_AUTH_MODE"].value == "token" and env["RAY_AUTH_TOKEN"].value_from.secret_key_ref.name == "locked-ray-auth"
+    assert len(token) == 64 and token not in json.dumps(kube.client.sanitize_for_serialization(head))
+    with pytest.raises(AuthenticationError, match="Unauthorized"):
+        run_ray_job(head.status.pod_ip, tasks=1)
+    assert kube.run_job("locked", "ray", tasks=1) == "SUCCEEDED"
+
+    kube.patch("locked", "ray", {"spec": {"rayAuthentication": "disabled"}})
+    wait_for(lambda: (lambda h: h is not None and h.metadata.uid != head.metadata.uid)(kube.head("locked", "ray")),
+             timeout=60, message="the head restarted for the new mode")
+    kube.wait_phase("locked", "ray", "Running")
+    assert kube.status("locked", "ray")["rayAuthentication"] == {"mode": "disabled"}
+    assert run_ray_job(kube.head("locked", "ray").status.pod_ip, tasks=1) == "SUCCEEDED"  # no token needed
+    delete_and_wait_gone(kube, "locked", "ray")
+
+
+# What the head of an outdated Ray image writes into its GCS, written over the real head's: a Ray before tokens.
+CLAIM_RAY_2_51 = """
+import json, sys
+from ray._raylet import GcsClient
+client = GcsClient(address=sys.argv[1])
+metadata = json.loads(client.internal_kv_get(b"CLUSTER_METADATA", b"cluster"))
+client.internal_kv_put(b"CLUSTER_METADATA", json.dumps({**metadata, "ray_version": "2.51.0"}).encode(), True, b"cluster")
+"""
+
+
+def test_a_cluster_whose_ray_has_no_token_authentication_errors_and_its_pods_go(kube):
+    kube.create(raycluster("old"))
+    kube.wait_phase("old", "ray", "Running")
+    token = kube.ray_token("old", "ray")
+    subprocess.run([sys.executable, "-c", CLAIM_RAY_2_51, f"{kube.head('old', 'ray').status.pod_ip}:6379"], check=True,
+                   timeout=60, env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    os.kill(monitor_pid(kube, "old", "ray"), signal.SIGKILL)  # its next autoscaler reads the version again
+    kube.wait_phase("old", "ray", "Error", timeout=120)
+    message = kube.status("old", "ray")["message"]
+    assert "Ray 2.51.0, which has no token authentication (first in Ray 2.52)" in message
+    assert "Use an image with Ray 2.52 or newer, or set rayAuthentication: disabled" in message
+    wait_for(lambda: not kube.pods("ray", "ray-cluster-name=old"), timeout=60, message="its open head removed")
+    retries = kube.status("old", "ray")["autoscalerRetries"]
+    time.sleep(5)  # no crash loop: five resyncs later, still no pod and no restart counted
+    assert not kube.pods("ray", "ray-cluster-name=old") and kube.status("old", "ray")["autoscalerRetries"] == retries
+    assert kube.status("old", "ray")["phase"] == "Error"
+    delete_and_wait_gone(kube, "old", "ray")

@@ -1,6 +1,6 @@
 """What a container runs: image mapping, environment with the downward API, $(VAR) expansion."""
 
-from pod_runtime.containers import command_line, container_env, expand, supported_image
+from pod_runtime.containers import command_line, container_env, env_references, expand, supported_image
 
 
 def test_only_ray_and_operator_images_run():
@@ -52,3 +52,16 @@ def test_pods_find_ray_from_a_venv_with_system_site_packages(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
     assert path.split(":")[0] == str(tmp_path / "venv" / "bin")  # the venv's python first
     assert shutil.which("ray", path=path)
+
+
+def test_env_from_secret_and_config_map_keys():
+    container = {"env": [
+        {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+        {"name": "C", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": True}}},
+        {"name": "D", "value": "$(A)-$(B)"}]}
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [container]}}
+    assert env_references(pod) == [(("secret", "s", "k"), False), (("configmap", "c", "k"), False),
+                                   (("secret", "gone", "k"), True)]
+    env = container_env(pod, container, referenced={("secret", "s", "k"): "x", ("configmap", "c", "k"): "y"})
+    assert (env["A"], env["B"], "C" in env, env["D"]) == ("x", "y", False, "x-y")

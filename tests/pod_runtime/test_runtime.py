@@ -148,3 +148,20 @@ def test_a_pods_private_tmp_still_shows_what_it_must_keep(tmp_path, network):
         assert not (tmp_path.parent / "own").exists() and not Path("/tmp/own").exists()
     finally:
         local.close()
+
+
+def test_env_from_a_secret_waits_for_the_secret_as_a_kubelets_does(kube):
+    """A required secretKeyRef whose Secret does not exist yet: Pending in CreateContainerConfigError, then the
+    container starts with the key's value once the Secret is there; an optional one that is missing sets nothing."""
+    spec = pod("s", 'echo "token=$RAY_AUTH_TOKEN optional=${EXTRA-unset}"; sleep 30')
+    spec["spec"]["containers"][0]["env"] += [
+        {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "auth", "key": "token"}}},
+        {"name": "EXTRA", "valueFrom": {"secretKeyRef": {"name": "other", "key": "x", "optional": True}}}]
+    kube.core.create_namespaced_pod("default", spec)
+    waiting = wait_for(lambda: (lambda s: s and s[0].state.waiting)(kube.core.read_namespaced_pod("s", "default").status.container_statuses),
+                       timeout=30, message="the container waiting for its Secret")
+    assert (waiting.reason, waiting.message) == ("CreateContainerConfigError", 'secret "auth" not found')
+    kube.core.create_namespaced_secret("default", {"metadata": {"name": "auth"}, "data": {"token": "czNjcmV0"}})
+    wait_for(lambda: phase(kube, "s") == "Running", timeout=30)
+    log = wait_for(lambda: kube.core.read_namespaced_pod_log("s", "default"), timeout=10)
+    assert log.strip() == "token=s3cret optional=unset"

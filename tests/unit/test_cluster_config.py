@@ -74,6 +74,10 @@ def test_every_field_maps():
     assert config["upscaling_speed"] == 2.5
     assert config["idle_timeout_minutes"] == 0.5
     assert config["head_node_type"] == "head"
+    token_env = [{"name": "RAY_AUTH_MODE", "value": "token"},
+                 {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "demo-ray-auth", "key": "token"}}}]
+    for pod_type in rc["spec"]["podTypes"]:  # the template, with Ray's authentication (rayAuthentication: token)
+        pod_type["podConfig"]["spec"]["containers"][0]["env"] = token_env
     assert config["available_node_types"] == {
         "head": {
             "node_config": rc["spec"]["podTypes"][0]["podConfig"],
@@ -100,6 +104,7 @@ def test_every_field_maps():
         "worker_start_ray_commands": ["ray start --address=$RAY_HEAD_IP:6380"],
         "setup_commands": {"gpu": ["pip install torch"]},
         "head_service_ports": [{"name": "serve", "port": 8000, "targetPort": 8000}],
+        "ray_auth_mode": "token",
     }
     # Ray runs no commands itself: the pods do (see the provider section).
     for key in ("setup_commands", "head_setup_commands", "worker_setup_commands",
