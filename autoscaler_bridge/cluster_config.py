@@ -71,8 +71,13 @@ def _owner(metadata: Mapping[str, Any]) -> dict[str, str]:
     return owner
 
 
-def autoscaler_config(raycluster: Mapping[str, Any]) -> dict[str, Any]:
-    """The Ray autoscaler cluster config for a RayCluster; raises InvalidRayCluster."""
+def autoscaler_config(
+    raycluster: Mapping[str, Any],
+    max_pending_pods: int = names.DEFAULT_MAX_PENDING_PODS,
+    pending_timeout_seconds: float = names.DEFAULT_PENDING_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """The Ray autoscaler cluster config for a RayCluster, with the operator's bound on Pending pods; raises
+    InvalidRayCluster. Exactly what the operator writes for the cluster's autoscaler."""
     problems = validate_raycluster(raycluster)
     if problems:
         raise InvalidRayCluster(problems)
@@ -106,6 +111,9 @@ def autoscaler_config(raycluster: Mapping[str, Any]) -> dict[str, Any]:
             "head_service_ports": copy.deepcopy(list(spec.get("headServicePorts") or [])),
             # How the autoscaler authenticates to the head: the mode the head's Ray runs in.
             "ray_auth_mode": ray_auth.pod_mode(mode, head["podConfig"]),
+            # Launches held back past this many Pending pods of a podType, or one Pending this long (the node provider).
+            "max_pending_pods": max_pending_pods,
+            "pending_timeout_seconds": pending_timeout_seconds,
         },
         **copy.deepcopy(_NO_UPDATER_FIELDS),
     }

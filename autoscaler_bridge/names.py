@@ -21,6 +21,9 @@ DEFAULT_WORKER_START_RAY_COMMANDS = [
 ]
 DEFAULT_UPSCALING_SPEED = 1.0
 DEFAULT_IDLE_TIMEOUT_MINUTES = 5
+# The operator's bound on Pending pods per podType (`ray-operator run --max-pending-pods`, `--pending-timeout`).
+DEFAULT_MAX_PENDING_PODS = 10
+DEFAULT_PENDING_TIMEOUT_SECONDS = 600.0
 
 RAY_CONTAINER_NAME = "ray-node"
 GCS_PORT = 6379

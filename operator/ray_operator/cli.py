@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import click
 import yaml
 
 from autoscaler_bridge.cluster_config import autoscaler_config
+from autoscaler_bridge.names import DEFAULT_MAX_PENDING_PODS, DEFAULT_PENDING_TIMEOUT_SECONDS
 from autoscaler_bridge.validation import InvalidRayCluster
 from ray_operator import __version__
 from ray_operator.helm_values import is_values_file, raycluster_from_values
@@ -39,6 +40,24 @@ def _rayclusters(path: Path, name: str, namespace: str | None) -> Iterator[dict[
         raise ValueError("no RayCluster in it (nor a Helm values file with a podTypes map)")
 
 
+def pending_bound_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The bound on Pending pods, a knob of `run` and of `render` (which prints what `run` writes)."""
+    command = click.option(
+        "--pending-timeout",
+        type=float,
+        default=DEFAULT_PENDING_TIMEOUT_SECONDS,
+        show_default=True,
+        help="No more pods of a podType are launched while one has been Pending this long (seconds).",
+    )(command)
+    return click.option(
+        "--max-pending-pods",
+        type=int,
+        default=DEFAULT_MAX_PENDING_PODS,
+        show_default=True,
+        help="No more pods of a podType are launched while this many of them are Pending.",
+    )(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ray-operator")
 def main() -> None:
@@ -54,8 +73,10 @@ def main() -> None:
     help="Release name to render a Helm values file as (the RayCluster is named after it).",
 )
 @click.option("--namespace", default=None, help="Namespace to render the RayCluster(s) in.")
-def render(file: Path, name: str, namespace: str | None) -> None:
-    """Print the Ray autoscaler config a RayCluster manifest (or a Helm values file) becomes.
+@pending_bound_options
+def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, pending_timeout: float) -> None:
+    """Print the Ray autoscaler config a RayCluster manifest (or a Helm values file) becomes: what `ray-operator
+    run` (with the same knobs) writes for its autoscaler.
 
     Exits 2 listing every problem when a RayCluster cannot be run.
     """
@@ -68,7 +89,7 @@ def render(file: Path, name: str, namespace: str | None) -> None:
     for raycluster in rayclusters:
         label = (raycluster.get("metadata") or {}).get("name", "<unnamed>")
         try:
-            configs.append(autoscaler_config(raycluster))
+            configs.append(autoscaler_config(raycluster, max_pending_pods, pending_timeout))
         except InvalidRayCluster as invalid:
             failed = True
             click.echo(f"{file}: RayCluster {label} is invalid:", err=True)
@@ -130,20 +151,7 @@ def render(file: Path, name: str, namespace: str | None) -> None:
     help="Delay before restarting a failed autoscaler; doubles with each failure in a row.",
 )
 @click.option("--max-restart-backoff", type=float, default=60.0, show_default=True, help="Upper bound of that delay.")
-@click.option(
-    "--max-pending-pods",
-    type=int,
-    default=10,
-    show_default=True,
-    help="No more pods of a podType are launched while this many of them are Pending.",
-)
-@click.option(
-    "--pending-timeout",
-    type=float,
-    default=600.0,
-    show_default=True,
-    help="No more pods of a podType are launched while one has been Pending this long (seconds).",
-)
+@pending_bound_options
 @click.option(
     "--monitor-memory-limit",
     type=int,

@@ -148,10 +148,7 @@ class ClusterController:
             self.monitor = None
 
     def _config(self, body: dict[str, Any]) -> dict[str, Any]:
-        config = autoscaler_config(body)
-        config["provider"]["max_pending_pods"] = self.settings.max_pending_pods
-        config["provider"]["pending_timeout_seconds"] = self.settings.pending_timeout_seconds
-        return config
+        return autoscaler_config(body, self.settings.max_pending_pods, self.settings.pending_timeout_seconds)
 
     def _write_config(self, config: dict[str, Any]) -> None:
         text = json.dumps(config, sort_keys=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoscaler_bridge.names import DEFAULT_MAX_PENDING_PODS, DEFAULT_PENDING_TIMEOUT_SECONDS
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -16,8 +18,8 @@ class Settings:
     restart_backoff_seconds: float = 2.0
     max_restart_backoff_seconds: float = 60.0
     head_start_timeout_seconds: float = 600.0
-    max_pending_pods: int = 10
-    pending_timeout_seconds: float = 600.0
+    max_pending_pods: int = DEFAULT_MAX_PENDING_PODS
+    pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
     monitor_memory_limit_mb: int = 1024
     log_level: str = "INFO"
 

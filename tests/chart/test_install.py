@@ -48,12 +48,15 @@ def test_install_every_combination(secured):
 
     notes = run("install", "demo", CHART, "--namespace", "ray", "--create-namespace")
     assert "kubectl -n ray get rayclusters demo" in notes and "grep 'demo,ray'" in notes
+    assert ("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret demo-ray-auth -o jsonpath='{.data.token}' "
+            "| base64 -d) ray job submit --address http://demo-ray-head.ray.svc.cluster.local:8265 -- <command>") in notes
     assert names(rayclusters("ray")) == ["demo"]
     assert names(apps.list_namespaced_deployment("default").items) == ["demo-ray-operator"]
     assert "demo-ray-operator" in names(rbac.list_cluster_role().items)
     assert core.read_namespaced_service_account("demo-ray-operator", "default")
 
-    run("install", "second", CHART, "--namespace", "ray", "--set", "clusterOnly=true")
+    notes = run("install", "second", CHART, "--namespace", "ray", "--set", "clusterOnly=true", "--set", "rayAuthentication=disabled")
+    assert "no authentication (rayAuthentication: disabled)" in notes and "RAY_AUTH_TOKEN" not in notes
     assert names(rayclusters("ray")) == ["demo", "second"]
     assert names(apps.list_namespaced_deployment("default").items) == ["demo-ray-operator"]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 
 import kubernetes
+import yaml
 
 from autoscaler_bridge.kube_client import KubeCalls
 from ray_operator.cluster_controller import ClusterController
@@ -47,3 +51,17 @@ def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(kube, core
     assert head_pods(core) == [] and core.list_namespaced_service("ray").items == []
     assert "its namespace is being deleted" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, tmp_path):
+    apply_crd(kube)
+    body = create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "same", "ray"))
+    controller = ClusterController(body, Settings(work_dir=tmp_path, max_pending_pods=3, pending_timeout_seconds=42.0),
+                                   KubeCalls(kube))
+    controller.reconcile()
+    manifest = tmp_path / "same.yaml"
+    manifest.write_text(yaml.safe_dump(body))
+    rendered = subprocess.run([sys.executable, "-m", "ray_operator", "render", str(manifest), "--max-pending-pods", "3",
+                               "--pending-timeout", "42"], capture_output=True, text=True, check=True, timeout=120).stdout
+    written = json.loads(controller.config_path.read_text())
+    assert yaml.safe_load(rendered) == written and written["provider"]["max_pending_pods"] == 3

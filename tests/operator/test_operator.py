@@ -20,6 +20,7 @@ import pytest
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
 from tests.local_kube import LocalKube, run_ray_job, stack_fixtures
+from tests.tools import kubectl
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
@@ -335,6 +336,10 @@ def test_token_authentication_locks_the_cluster_and_disabled_opens_it(kube):
     auth = kube.status("locked", "ray")["rayAuthentication"]
     assert auth["mode"] == "token" and auth["secretName"] == "locked-ray-auth"
     assert auth["submitJob"].startswith("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret locked-ray-auth")
+    described = subprocess.run([str(kubectl()), "--kubeconfig", str(kube.kubeconfig), "-n", "ray", "describe",
+                                "raycluster", "locked"], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert re.search(r"Secret Name:\s+locked-ray-auth\n", described)
+    assert re.search(r"Submit Job:\s+" + re.escape(auth["submitJob"]) + "\n", described)
     token = kube.ray_token("locked", "ray")
     head = kube.head("locked", "ray")
     env = {e.name: e for e in head.spec.containers[0].env}

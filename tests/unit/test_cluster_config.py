@@ -105,6 +105,8 @@ def test_every_field_maps():
         "setup_commands": {"gpu": ["pip install torch"]},
         "head_service_ports": [{"name": "serve", "port": 8000, "targetPort": 8000}],
         "ray_auth_mode": "token",
+        "max_pending_pods": 10,
+        "pending_timeout_seconds": 600.0,
     }
     # Ray runs no commands itself: the pods do (see the provider section).
     for key in ("setup_commands", "head_setup_commands", "worker_setup_commands",
