@@ -84,6 +84,7 @@ class Container:
         self.finished: dict[str, Any] | None = None
         self.next_start = 0.0
         self.volumes: list[tuple[str, str]] = []  # (host directory, mount path)
+        self.referenced: dict[Reference, str] = {}  # the Secret and ConfigMap keys its env takes
 
     def start(
         self,
@@ -94,7 +95,7 @@ class Container:
         volumes: list[tuple[str, str]],
         referenced: dict[Reference, str],
     ) -> None:
-        self.volumes = volumes
+        self.volumes, self.referenced = volumes, referenced
         node = {**runtime.relay.environment(), **runtime.network.environment(ip)}
         env = container_env(pod, self.spec, node, referenced)
         argv = runtime.network.command(name, pod["metadata"]["name"], command_line(self.spec, env), volumes)
@@ -357,7 +358,9 @@ class PodWorker:
                 if container.finished is not None and container.next_start and time.monotonic() >= container.next_start:
                     container.restarts += 1
                     container.next_start = 0.0
-                    container.start(self.pod, self.runtime, self.net_name, self.ip, container.volumes)
+                    container.start(
+                        self.pod, self.runtime, self.net_name, self.ip, container.volumes, container.referenced
+                    )
                     changed = True
             if changed or (self.report_again_at and time.monotonic() >= self.report_again_at):
                 self._report()

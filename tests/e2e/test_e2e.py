@@ -140,9 +140,13 @@ def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
                                         if line.strip().startswith("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl")],
                                timeout=30, message="the job command, printed")[0]
             shell_env = {**env, "KUBECONFIG": str(config), "PATH": f"{kubectl().parent}:{env['PATH']}"}
-            without = subprocess.run(["bash", "-c", printed.split(") ", 1)[1]], env=shell_env, capture_output=True,
-                                     text=True, timeout=120)
-            assert without.returncode != 0 and "Unauthorized" in without.stdout + without.stderr
+            def refused() -> bool:  # the dashboard answers a moment after the cluster is Running
+                without = subprocess.run(["bash", "-c", printed.split(") ", 1)[1]], env=shell_env, capture_output=True,
+                                         text=True, timeout=120)
+                assert "Failed to connect to Ray" in without.stderr or "Unauthorized" in without.stderr, without.stderr
+                return without.returncode != 0 and "Unauthorized" in without.stderr
+
+            wait_for(refused, timeout=60, interval=1, message="the job without the token refused")
             submitted = subprocess.run(["bash", "-c", printed], env=shell_env, capture_output=True, text=True, timeout=300)
             assert submitted.returncode == 0 and "succeeded" in submitted.stdout + submitted.stderr, submitted.stderr
             desired = subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "pods", "-l",
