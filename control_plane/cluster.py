@@ -120,7 +120,7 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         self._spawn("kube-apiserver", self._flags("kube-apiserver"))
-        self._wait("kube-apiserver /readyz", lambda: self._get("/readyz") == "ok")
+        self._wait("kube-apiserver /readyz", lambda: self.get("/readyz") == "ok")
 
     def write_kubeconfig(self, path: Path, token: str | None = None, namespace: str = "default") -> Path:
         """A kubeconfig for this control plane: the admin's (system:masters), or for `token`."""
@@ -258,7 +258,8 @@ class ControlPlane:
             ]
         return common
 
-    def _get(self, path: str) -> str:
+    def get(self, path: str) -> str:
+        """GET `path` of kube-apiserver as the admin: its body (an error's too)."""
         context = ssl.create_default_context(cadata=self.ca_pem.decode())
         request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.admin_token}"})
         try:
@@ -271,11 +272,11 @@ class ControlPlane:
         """What the controllers that make objects have made in `default` (the others show no sign of being up)."""
         if "serviceaccount-controller" in self.controllers:
             if (
-                json.loads(self._get("/api/v1/namespaces/default/serviceaccounts/default")).get("kind")
+                json.loads(self.get("/api/v1/namespaces/default/serviceaccounts/default")).get("kind")
                 != "ServiceAccount"
             ):
                 return False
         if "root-ca-certificate-publisher-controller" in self.controllers:
-            root_ca = json.loads(self._get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt"))
+            root_ca = json.loads(self.get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt"))
             return "ca.crt" in (root_ca.get("data") or {})
         return True

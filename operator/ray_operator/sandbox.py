@@ -36,10 +36,23 @@ def missing_parts() -> list[str]:
     return [part for module, part in LOCAL_KUBERNETES.items() if importlib.util.find_spec(module) is None]
 
 
+def _die_with_the_sandbox() -> None:
+    """In a child before exec: SIGTERM when the sandbox dies, even by SIGKILL (no pod runtime or operator of a
+    dead sandbox lingers, holding its pod network's addresses)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _child(argv: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as output:
         return subprocess.Popen(
-            argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            argv,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_the_sandbox,
         )
 
 
@@ -87,10 +100,11 @@ def _report(client: kubernetes.client.ApiClient, name: str, namespace: str, stop
             continue
         if status.get("phase") == "Running":
             ip = status.get("headPodIP")
+            # Four 1-CPU tasks of 5 s: more than the head and the one minWorker hold, so workers are added.
             job = (
                 "--entrypoint-num-cpus 0 -- python -c "
-                '"import ray; ray.init(); print(ray.get([ray.remote(lambda: 1).options(num_cpus=1).remote() for '
-                '_ in range(4)]))"'
+                '"import ray, time; ray.init(); print(len(ray.get([ray.remote(lambda: time.sleep(5)).options('
+                'num_cpus=1).remote() for _ in range(4)])), \'tasks done\')"'
             )
             address = f"http://{ip}:8265"
             if (status.get("rayAuthentication") or {}).get("mode") == AUTH_TOKEN:

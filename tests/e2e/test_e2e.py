@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -112,17 +113,28 @@ def test_two_clusters_in_two_namespaces(kube, steps):
         wait_for(lambda: kube.pod_networks() == 0, timeout=60)
 
 
-def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
-    """`pip install '.[sandbox]' && ray-operator sandbox` (the two wheels, in a venv made with
-    --system-site-packages, where Ray is the machine's), then kubectl against it, the job command it prints (with
-    the cluster's token; refused without it), which scales it up, and Ctrl-C."""
-    python = venv_with(tmp_path / "venv", list(build_wheels(tmp_path / "dist").values()))
+@pytest.fixture(scope="module")
+def sandbox_venv(tmp_path_factory) -> Path:
+    """`pip install '.[sandbox]'`: the two wheels, in a venv made with --system-site-packages (Ray is the
+    machine's); its python."""
+    work = tmp_path_factory.mktemp("sandbox-venv")
+    return venv_with(work / "venv", list(build_wheels(work / "dist").values()))
+
+
+@pytest.mark.parametrize("mode", ["token", "disabled"])
+def test_the_sandbox_as_the_readme_runs_it(sandbox_venv, tmp_path, steps, mode):
+    """`ray-operator sandbox` from the installed wheels, then kubectl against it, the job command it prints (with
+    the cluster's token, refused without it; or, with rayAuthentication: disabled, no token), which scales it up,
+    and Ctrl-C. A stray ~/.ray/auth_token is on the machine all along (the stray_ray_token fixture)."""
     config = tmp_path / "kubeconfig"
     output = tmp_path / "sandbox.out"
+    values = tmp_path / "values.yaml"
+    values.write_text((ROOT / "values/cpu-only.yaml").read_text() + f"rayAuthentication: {mode}\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with open(output, "w") as out:
-        sandbox = subprocess.Popen([str(python.parent / "ray-operator"), "sandbox", "--kubeconfig-out", str(config),
-                                    "--work-dir", str(tmp_path / "sandbox"), "--subnet", "10.199.0.0/16"],
+        sandbox = subprocess.Popen([str(sandbox_venv.parent / "ray-operator"), "sandbox", "--values", str(values),
+                                    "--kubeconfig-out", str(config), "--work-dir", str(tmp_path / "sandbox"),
+                                    "--subnet", "10.199.0.0/16"],
                                    stdout=out, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
     try:
         def get() -> str:
@@ -135,20 +147,22 @@ def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
             table = wait_for(lambda: (lambda out: out if "Running" in out else None)(get()), timeout=180)
             header, row = table.splitlines()
             assert header.split()[:3] == ["NAME", "STATUS", "RESTARTS"] and row.split()[:3] == ["example-cluster", "Running", "0"]
-        with steps("the printed job command: refused without the token, scales it up with it"):
+        with steps("the printed job command (refused without the token) -> scaled up"):
+            start = {"token": "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl", "disabled": "ray job submit --address"}[mode]
             printed = wait_for(lambda: [line.strip() for line in output.read_text().splitlines()
-                                        if line.strip().startswith("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl")],
-                               timeout=30, message="the job command, printed")[0]
+                                        if line.strip().startswith(start)], timeout=30, message="the job command")[0]
             shell_env = {**env, "KUBECONFIG": str(config), "PATH": f"{kubectl().parent}:{env['PATH']}"}
-            def refused() -> bool:  # the dashboard answers a moment after the cluster is Running
-                without = subprocess.run(["bash", "-c", printed.split(") ", 1)[1]], env=shell_env, capture_output=True,
-                                         text=True, timeout=120)
-                assert "Failed to connect to Ray" in without.stderr or "Unauthorized" in without.stderr, without.stderr
-                return without.returncode != 0 and "Unauthorized" in without.stderr
 
-            wait_for(refused, timeout=60, interval=1, message="the job without the token refused")
-            submitted = subprocess.run(["bash", "-c", printed], env=shell_env, capture_output=True, text=True, timeout=300)
-            assert submitted.returncode == 0 and "succeeded" in submitted.stdout + submitted.stderr, submitted.stderr
+            def submit(command: str) -> subprocess.CompletedProcess | None:
+                """The command's outcome once the dashboard answers (a moment after the cluster is Running)."""
+                done = subprocess.run(["bash", "-c", command], env=shell_env, capture_output=True, text=True, timeout=300)
+                return None if "Failed to connect to Ray" in done.stderr else done
+
+            if mode == "token":
+                without = wait_for(lambda: submit(printed.split(") ", 1)[1]), timeout=60, interval=1)
+                assert without.returncode != 0 and "Unauthorized" in without.stderr, without.stderr
+            submitted = wait_for(lambda: submit(printed), timeout=60, interval=1)
+            assert submitted.returncode == 0 and "4 tasks done" in submitted.stdout, submitted.stderr
             desired = subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "pods", "-l",
                                       "ray-node-type=worker", "-o", "name"], capture_output=True, text=True, timeout=30).stdout
             assert len(desired.split()) > 1  # more than the example's one minWorker
@@ -159,6 +173,10 @@ def test_the_sandbox_as_the_readme_runs_it(tmp_path, steps):
             assert "stopped; nothing is left running" in output.read_text()
             assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("rsbx-") == 0
     finally:
-        if sandbox.poll() is None:
-            sandbox.kill()
-            sandbox.wait()
+        if sandbox.poll() is None:  # a failed step: stopped as a user would, then killed (its children die with it)
+            sandbox.send_signal(signal.SIGINT)
+            try:
+                sandbox.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                sandbox.kill()
+                sandbox.wait()
