@@ -104,7 +104,7 @@ def _report(client: kubernetes.client.ApiClient, name: str, namespace: str, stop
             job = (
                 "--entrypoint-num-cpus 0 -- python -c "
                 '"import ray, time; ray.init(); print(len(ray.get([ray.remote(lambda: time.sleep(5)).options('
-                'num_cpus=1).remote() for _ in range(4)])), \'tasks done\')"'
+                "num_cpus=1).remote() for _ in range(4)])), 'tasks done')\""
             )
             address = f"http://{ip}:8265"
             if (status.get("rayAuthentication") or {}).get("mode") == AUTH_TOKEN:
