@@ -227,8 +227,10 @@ class ClusterController:
                 self.status.event(body, "InvalidSpec", message, warning=True)
             self.status.write(phase=ERROR, message=message, observedGeneration=generation)
             return
-        if self.unsupported and self.unsupported[0] == generation:
-            return
+        if self.unsupported:
+            if self.unsupported[0] == generation:
+                return
+            self.unsupported = None  # a new spec (e.g. a newer image): tried afresh
         config = self._config(body)
         self._write_config(config)
         provider = KubernetesNodeProvider(config["provider"], self.name, self.calls)
