@@ -1,4 +1,4 @@
-"""The memory benchmark still runs and prints its figures (what it measures is read off its output, not asserted)."""
+"""The benchmarks still run and print their figures (what they measure is read off their output, not asserted)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,17 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_the_memory_benchmark_prints_a_row_per_step():
+def run_benchmark(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """`python -m bench.<module> args` from the repository; it must succeed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run([sys.executable, "-m", "bench.monitor_memory", "--steps", "1", "--window", "2"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", f"bench.{module}", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def test_the_memory_benchmark_prints_a_row_per_step():
+    run = run_benchmark("monitor_memory", "--steps", "1", "--window", "2", timeout=300)
     row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s", run.stdout, re.MULTILINE)
     assert row, run.stdout
     monitor_uss = float(row.group(5))
@@ -22,10 +28,7 @@ def test_the_memory_benchmark_prints_a_row_per_step():
 
 
 def test_the_scale_benchmark_prints_a_row_per_size():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run([sys.executable, "-m", "bench.scale", "--clusters", "2", "--window", "5"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_benchmark("scale", "--clusters", "2", "--window", "5", timeout=600)
     row = re.search(r"^\s+2\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)
     assert row, run.stdout
     assert float(row.group(3)) > 0  # the operator's requests were counted
