@@ -92,7 +92,11 @@ class PodNetwork:
         with self._lock:
             address = next(str(a) for a in self.subnet.hosts() if str(a) != self.gateway and str(a) not in self._used)
             self._used[address] = name
-        self._create(name, address)
+        try:
+            self._create(name, address)
+        except BaseException:
+            self.remove_pod(name, address)  # nothing half-made stays behind
+            raise
         (self.files / name).mkdir(parents=True, exist_ok=True)
         (self.files / name / "resolv.conf").write_text(RESOLV_CONF)
         with self._lock:
@@ -148,7 +152,6 @@ class NamespaceNetwork(PodNetwork):
             raise RuntimeError("the pod runtime needs iproute2 (apt-get install iproute2)")
         super().__init__(prefix, subnet, NETNS_ETC)
         self.bridge = f"{prefix}br"
-        self._next_veth = 0
 
     @staticmethod
     def files_dir() -> Path:
@@ -169,10 +172,14 @@ class NamespaceNetwork(PodNetwork):
         _ip("addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
+    def host_veth(self, name: str) -> str:
+        """The host end of pod `name`'s veth pair: named after the pod, not after a count, since runtimes of one
+        prefix follow each other (a test run's suites, sandbox after sandbox) and the kernel removes a deleted
+        namespace's veth a little later, not at once."""
+        return f"{self.prefix[:6]}v{name.removeprefix(self.prefix + '-').replace('-', '')}"[:15]
+
     def _create(self, name: str, address: str) -> None:
-        with self._lock:
-            self._next_veth += 1
-            veth = f"{self.prefix}v{self._next_veth:x}"[:15]
+        veth = self.host_veth(name)
         _ip("netns", "add", name)
         _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
         _ip("link", "set", veth, "master", self.bridge, "up")

@@ -264,12 +264,27 @@ class PodWorker:
                 self._refuse(refused)
                 self.deleting.wait()
                 return
-            self._start()
-            self._supervise()
+            if self._start_until_started():
+                self._supervise()
         except Exception:  # noqa: BLE001 - one pod's failure must not take the runtime down
             log.exception("pod %s/%s failed", self.namespace, self.name)
         finally:
             self._finish()
+
+    def _start_until_started(self) -> bool:
+        """Start the pod; a start that fails (its network could not be made, say) is undone, reported as a kubelet
+        reports CreateContainerError, and tried again with backoff. False: the pod was deleted first."""
+        delay = 1.0
+        while True:
+            try:
+                return self._start()
+            except Exception as error:  # noqa: BLE001 - retried, as a kubelet retries
+                log.exception("pod %s/%s: could not start (retrying in %.0fs)", self.namespace, self.name, delay)
+                self._release(0.0)
+                self._waiting("CreateContainerError", str(error))
+            if self.deleting.wait(delay):
+                return False
+            delay = min(delay * 2, MAX_RESTART_BACKOFF)
 
     def _write_volumes(self) -> dict[str, list[tuple[str, str]]] | None:
         """Each container's projected volumes (volume name, mount path), their files written; the API calls
@@ -306,11 +321,12 @@ class PodWorker:
             if self.deleting.wait(API_RETRY_SECONDS):
                 return None
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """The pod's network and containers; False: deleted before its volumes or env could be made."""
         volumes = self._write_volumes()
         referenced = self._read_references() if volumes is not None else None
         if volumes is None or referenced is None:
-            return  # deleted before its volumes or env could be made
+            return False
         self.net_name, self.ip = self.runtime.network.add_pod(self.uid[:13])
         self.pod.setdefault("status", {})["podIP"] = self.ip
         self.runtime.write_hosts(self)
@@ -336,6 +352,7 @@ class PodWorker:
             pass
         log.info("pod %s/%s running at %s", self.namespace, self.name, self.ip)
         self._report()
+        return True
 
     def _supervise(self) -> None:
         restart_policy = self.pod["spec"].get("restartPolicy", "Always")
@@ -366,12 +383,19 @@ class PodWorker:
                 self._report()
             self.deleting.wait(POLL_SECONDS)
 
-    def _finish(self) -> None:
-        grace = 0.0 if self.gone.is_set() else self.grace
+    def _release(self, grace: float) -> None:
+        """Stop the containers and remove the pod's network: what a start made."""
         for container in self.containers:
-            container.stop(grace)
+            try:
+                container.stop(grace)
+            except Exception:  # noqa: BLE001 - the network and the pod object must still go
+                log.exception("pod %s/%s: stopping container %s failed", self.namespace, self.name, container.name)
         if self.net_name and self.ip:
             self.runtime.network.remove_pod(self.net_name, self.ip)
+        self.containers, self.net_name, self.ip = [], None, None
+
+    def _finish(self) -> None:
+        self._release(0.0 if self.gone.is_set() else self.grace)
         shutil.rmtree(self.volume_dir, ignore_errors=True)
         self.runtime.pod_changed(self.uid, False, None)
         if self.deleting.is_set():
@@ -579,10 +603,11 @@ class PodRuntime:
                     self.workers.pop(uid, None)
                 return
             if metadata.get("deletionTimestamp"):
-                if worker is not None:
+                if worker is not None and worker.thread.is_alive():
                     worker.delete(float(metadata.get("deletionGracePeriodSeconds") or 0))
                 elif (pod.get("spec") or {}).get("nodeName") == self.node_name:
-                    self._finalize(pod)  # nothing of it runs here (e.g. bound while no runtime ran): only the delete
+                    # Nothing of it runs here (bound while no runtime ran, or its worker ended): only the delete.
+                    self._finalize(pod)
                 return
             if worker is not None or self.stopping.is_set():
                 return

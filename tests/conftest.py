@@ -41,8 +41,9 @@ import kubernetes  # noqa: E402
 from kube_apiserver.server import ApiServer  # noqa: E402
 
 
-def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
-    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, message: str = "condition", state=None):
+    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds, the failure saying what
+    `state()` (if given) describes then: a run whose log shows only the summary line still says what was seen."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -51,7 +52,8 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, message: 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            seen = f" (seen: {state()})" if state else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}{seen}")
         time.sleep(interval)
 
 

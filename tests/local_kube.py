@@ -239,7 +239,13 @@ class LocalKube:
             ok = status.get("phase") == phase and all(status.get(k) == v for k, v in expected.items())
             return status if ok else None
 
-        return wait_for(reached, timeout=timeout, interval=0.2, message=f"{namespace}/{name} {phase} {expected or ''}")
+        return wait_for(
+            reached,
+            timeout=timeout,
+            interval=0.2,
+            message=f"{namespace}/{name} {phase} {expected or ''}",
+            state=lambda: f"status {self.status(name, namespace)}; {self.describe(namespace)}",
+        )
 
     def delete_every_raycluster(self) -> None:
         """What a test left: every RayCluster deleted, and waited for until its pods are gone."""
@@ -252,6 +258,7 @@ class LocalKube:
             lambda: not self.core.list_pod_for_all_namespaces(label_selector="ray-cluster-name").items,
             timeout=120,
             message="every Ray pod gone",
+            state=self.describe,
         )
 
     def pods(self, namespace: str, selector: str = "") -> list[Any]:
@@ -294,6 +301,32 @@ class LocalKube:
             listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
             names |= {line.split()[0] for line in listing.splitlines() if line.startswith(f"{self.prefix}-")}
         return len(names)
+
+    def describe(self, namespace: str | None = None) -> str:
+        """One line of what a failed wait needs: the Ray pods (phase, deleting), the last warnings of the pod runtime
+        and of the operator."""
+        try:
+            listed = (
+                self.core.list_namespaced_pod(namespace, label_selector="ray-cluster-name")
+                if namespace
+                else self.core.list_pod_for_all_namespaces(label_selector="ray-cluster-name")
+            ).items
+            pods = ", ".join(
+                f"{p.metadata.namespace}/{p.metadata.name} {p.status.phase}"
+                + (f" deleting since {p.metadata.deletion_timestamp:%H:%M:%S}" if p.metadata.deletion_timestamp else "")
+                for p in listed
+            )
+        except Exception as error:  # noqa: BLE001 - a description must not fail the report
+            pods = f"not listed: {error}"
+
+        def warnings(path: Path) -> str:
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+            return " | ".join([line[:200] for line in lines if " WARNING " in line or " ERROR " in line][-3:])
+
+        return (
+            f"pods [{pods or 'none'}]; runtime [{warnings(self.work / 'runtime.log')}]; "
+            f"operator [{warnings(self.operator_log)}]"
+        )
 
     def operator_lines(self) -> list[str]:
         return self.operator_log.read_text(errors="replace").splitlines() if self.operator_log.exists() else []

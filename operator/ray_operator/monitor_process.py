@@ -135,9 +135,18 @@ def _cluster_ray_version(gcs_address: str, timeout: float = 60.0) -> str | None:
 
 def _die_with_parent() -> None:
     """SIGKILL when the forkserver dies, which it does when the operator dies (even by SIGKILL):
-    a monitor must never outlive its operator and autoscale beside the next one's."""
-    import ctypes
+    a monitor must never outlive its operator and autoscale beside the next one's.
 
+    The forkserver learns of its operator's death as the end of a pipe, whose write end multiprocessing hands to
+    every child too (for children that start processes of their own): while a monitor held it, the forkserver, and
+    so every monitor, outlived a killed operator. A monitor starts no processes: it closes its copy."""
+    import ctypes
+    from multiprocessing import forkserver
+
+    server: Any = getattr(forkserver, "_forkserver")  # noqa: B009 - multiprocessing's private state
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:
         os._exit(1)

@@ -11,11 +11,12 @@ import subprocess
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
-from tests.operator.test_operator import delete_and_wait_gone
+from tests.operator.test_operator import delete_and_wait_gone, monitor_pid
 from tests.tools import build_wheels, kubectl, venv_with
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
@@ -28,6 +29,14 @@ def example(values_file: str, name: str, namespace: str, **overrides) -> dict:
         pod_type["memory"] = "512Mi"
     values.update(overrides)
     return raycluster_from_values(values, name, namespace)
+
+
+def ended(pid: int) -> bool:
+    """Whether the process is gone or a zombie (this machine's init may not reap the orphans it inherits)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_lifecycle_of_the_cpu_example(kube, steps):
@@ -83,7 +92,9 @@ def test_operator_killed_mid_scale_up(kube, steps):
         job.start()
         wait_for(lambda: kube.workers("killed", "ray"), timeout=120)
     with steps("operator SIGKILLed and restarted -> job done"):
+        monitor = monitor_pid(kube, "killed", "ray")
         kube.stop_operator(signal.SIGKILL)
+        wait_for(lambda: ended(monitor), timeout=10, message="the killed operator's autoscaler gone")
         kube.start_operator()
         job.join(timeout=300)
         assert result == ["SUCCEEDED"]

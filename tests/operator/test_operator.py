@@ -70,9 +70,10 @@ def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str) -> None:
     wait_for(lambda: not kube.pods(namespace, f"ray-cluster-name={name}")
              and not [s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"]
              and kube.ray_token(name, namespace) is None,
-             timeout=90, message=f"{name}'s pods, Service and token Secret deleted")
+             timeout=90, message=f"{name}'s pods, Service and token Secret deleted",
+             state=lambda: kube.describe(namespace))
     wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"ray-cluster-name={name}").items,
-             timeout=90, message=f"{name}'s pods stopped by the kubelet")
+             timeout=90, message=f"{name}'s pods stopped by the kubelet", state=lambda: kube.describe(namespace))
 
 
 def monitor_pid(kube: LocalKube, name: str, namespace: str) -> int:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import uuid
+
 import pytest
 
 from pod_runtime import network
-from pod_runtime.network import LoopbackNetwork, network_kind
+from pod_runtime.network import NETNS_RUN, LoopbackNetwork, NamespaceNetwork, network_kind
 
 
 @pytest.mark.parametrize("euid, has_ip, kind", [(0, True, "netns"), (0, False, "loopback"), (1000, True, "loopback")])
@@ -39,3 +43,27 @@ def test_a_removed_pod_gets_no_hosts_file_back(tmp_path, monkeypatch):
     net.remove_pod(name, ip)
     net.write_hosts(name, [(ip, ["p"])])
     assert not (net.files / name).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_a_pod_network_that_cannot_be_made_leaves_nothing_and_the_next_pod_gets_its_address():
+    """Host veths are named after their pods: a runtime whose prefix a previous runtime had (a sandbox after a
+    sandbox) met the veth the kernel had not yet removed with its namespace, and the pod never started."""
+    net = NamespaceNetwork("tnet", "10.198.0.0/16")
+    net.setup()
+    try:
+        first, second = uuid.uuid4().hex[:13], uuid.uuid4().hex[:13]
+        assert net.host_veth(f"tnet-{first}") != net.host_veth(f"tnet-{second}")
+        taken = net.host_veth(f"tnet-{first}")
+        subprocess.run(["ip", "link", "add", taken, "type", "bridge"], check=True)  # any link of the name
+        with pytest.raises(subprocess.CalledProcessError):
+            net.add_pod(first)
+        assert not (NETNS_RUN / f"tnet-{first}").exists() and not (net.files / f"tnet-{first}").exists()
+        subprocess.run(["ip", "link", "del", taken], check=True)
+        name, ip = net.add_pod(second)
+        assert ip == "10.198.0.2"  # the failed pod's address was given back
+        assert subprocess.run(["ip", "netns", "exec", name, "ip", "-br", "addr", "show", "eth0"], capture_output=True,
+                              text=True, check=True).stdout.split()[2] == "10.198.0.2/16"
+    finally:
+        net.teardown()
+        NamespaceNetwork.remove_leftovers("tnet")
