@@ -1,9 +1,11 @@
-"""Where a RayCluster becomes the Ray autoscaler cluster config that runs it.
+"""Where a RayCluster becomes the Ray autoscaler cluster config that runs it, and where a pod is checked against it.
 
 `autoscaler_config()` is a pure function: RayCluster dict in, config dict out,
 or `InvalidRayCluster` listing every problem. The config is complete as
 `StandardAutoscaler` reads it (Ray does not fill in defaults for a monitor's
-config), and it passes Ray's own `validate_config`.
+config), and it passes Ray's own `validate_config`. Beside it, the launch-config
+hash every pod carries (`ray-launch-config`, as Ray's autoscaler computes it):
+a pod whose hash differs from its podType's in the config is outdated.
 
 Ray itself runs no commands on our nodes (`disable_node_updaters`): each pod
 starts Ray by itself. The commands it runs and the cluster's identity
@@ -16,6 +18,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from typing import Any
+
+from ray.autoscaler._private.util import hash_launch_conf
+from ray.autoscaler.tags import (
+    NODE_KIND_HEAD,
+    STATUS_UNINITIALIZED,
+    TAG_RAY_LAUNCH_CONFIG,
+    TAG_RAY_NODE_KIND,
+    TAG_RAY_NODE_NAME,
+    TAG_RAY_NODE_STATUS,
+    TAG_RAY_USER_NODE_TYPE,
+)
 
 from autoscaler_bridge import names, ray_auth
 from autoscaler_bridge.pod_resources import pod_type_resources, ray_container_index
@@ -117,3 +130,29 @@ def autoscaler_config(
         },
         **copy.deepcopy(_NO_UPDATER_FIELDS),
     }
+
+
+def launch_hash(config: Mapping[str, Any], node_type: str) -> str:
+    """The launch-config hash of a podType's pods, as Ray's autoscaler computes it for the pods it launches."""
+    return hash_launch_conf(config["available_node_types"][node_type]["node_config"], config.get("auth", {}))
+
+
+def head_tags(config: Mapping[str, Any]) -> dict[str, str]:
+    """The autoscaler's tags (the pod's labels) for the head pod of a cluster config."""
+    head_type = config["head_node_type"]
+    return {
+        TAG_RAY_NODE_KIND: NODE_KIND_HEAD,
+        TAG_RAY_USER_NODE_TYPE: head_type,
+        TAG_RAY_NODE_NAME: f"ray-{config['cluster_name']}-head",
+        TAG_RAY_NODE_STATUS: STATUS_UNINITIALIZED,
+        TAG_RAY_LAUNCH_CONFIG: launch_hash(config, head_type),
+    }
+
+
+def outdated(config: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    """Whether a pod was made from another config than this one for its podType (or its podType is gone)."""
+    labels = pod["metadata"].get("labels") or {}
+    node_type = labels.get(TAG_RAY_USER_NODE_TYPE)
+    if not isinstance(node_type, str) or node_type not in config["available_node_types"]:
+        return True
+    return bool(labels.get(TAG_RAY_LAUNCH_CONFIG) != launch_hash(config, node_type))

@@ -1,4 +1,4 @@
-"""Where Ray pods are created and deleted: the Ray autoscaler's NodeProvider for Kubernetes.
+"""Where Ray worker pods are created and deleted: the Ray autoscaler's NodeProvider for Kubernetes.
 
 Loaded by the autoscaler through `provider: {type: external, module:
 autoscaler_bridge.node_provider.KubernetesNodeProvider}` for one RayCluster in
@@ -6,12 +6,13 @@ one namespace. A node is a pod; its id is the pod's name; the autoscaler's
 tags are the pod's labels, set when the pod is created, so no pod ever exists
 without them.
 
-Cost: each `non_terminated_nodes` call is one LIST of the cluster's pods (by
-label), and every per-node question of the same round (tags, IP, state) is
-answered from that LIST, so the requests per autoscaler round do not grow
-with the number of pods.
-
-The operator uses the same class to create the head Service and head pod.
+Cost: nothing is polled. The cluster's pods come from a watch-fed cache (one
+watch per autoscaler process, reopened every few minutes), so an autoscaler
+round makes no API request unless it launches, tags or deletes pods; what it
+launched or deleted is in the cache at once. While the cache cannot know (its
+first LIST or a failed watch), listing raises instead of reading as "no pods".
+The head pod and Service are the operator's (ray_operator.head); the
+autoscaler never deletes the head.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from ray.autoscaler._private.util import hash_launch_conf
 from ray.autoscaler.node_launch_exception import NodeLaunchException
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
@@ -33,33 +33,39 @@ from ray.autoscaler.tags import (
     STATUS_UP_TO_DATE,
     STATUS_UPDATE_FAILED,
     TAG_RAY_CLUSTER_NAME,
-    TAG_RAY_LAUNCH_CONFIG,
     TAG_RAY_NODE_KIND,
-    TAG_RAY_NODE_NAME,
     TAG_RAY_NODE_STATUS,
     TAG_RAY_USER_NODE_TYPE,
 )
 
 from autoscaler_bridge.kube_client import KubeCalls
-from autoscaler_bridge.ray_pod import build_head_service, build_ray_pod, head_selector
+from autoscaler_bridge.ray_pod import build_ray_pod
+from autoscaler_bridge.watch_cache import NotSynced, WatchCache
 
 log = logging.getLogger(__name__)
 
 TERMINATE_CONCURRENCY = 8
+SYNC_SECONDS = 30.0  # how long a listing waits for the cache's first LIST before it raises NotSynced
 _TAG_PREFIX = "ray-"
 
+_caches: dict[tuple[str, str, str], WatchCache] = {}
+_caches_lock = threading.Lock()
 
-def head_tags(config: dict[str, Any]) -> dict[str, str]:
-    """The autoscaler's tags for the head pod of a cluster config."""
-    head_type = config["head_node_type"]
-    node_config = config["available_node_types"][head_type]["node_config"]
-    return {
-        TAG_RAY_NODE_KIND: NODE_KIND_HEAD,
-        TAG_RAY_USER_NODE_TYPE: head_type,
-        TAG_RAY_NODE_NAME: f"ray-{config['cluster_name']}-head",
-        TAG_RAY_NODE_STATUS: STATUS_UNINITIALIZED,
-        TAG_RAY_LAUNCH_CONFIG: hash_launch_conf(node_config, config.get("auth", {})),
-    }
+
+def cluster_pods(calls: KubeCalls, namespace: str, cluster_name: str) -> WatchCache:
+    """The process's watch-fed cache of one cluster's pods, started on first use and shared by every provider of
+    the cluster (the autoscaler makes a new provider when the provider config changes)."""
+    key = (calls.client.configuration.host, namespace, cluster_name)
+    with _caches_lock:
+        cache = _caches.get(key)
+        if cache is None:
+            cache = _caches[key] = WatchCache(
+                calls.core.list_namespaced_pod,
+                namespace,
+                label_selector=f"{TAG_RAY_CLUSTER_NAME}={cluster_name}",
+                name=f"{cluster_name},{namespace} pods",
+            ).start()
+    return cache
 
 
 def _pending(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,29 +121,19 @@ class KubernetesNodeProvider(NodeProvider):
         super().__init__(provider_config, cluster_name)
         self.namespace = provider_config["namespace"]
         self.calls = calls or KubeCalls()
-        self._lock = threading.RLock()
-        self._pods: dict[str, dict[str, Any]] = {}
+        self._cache = cluster_pods(self.calls, self.namespace, cluster_name)
 
-    # Listing: one LIST per call, the cache answers the rest of the round.
-    def _list_pods(self, tag_filters: dict[str, str]) -> list[dict[str, Any]]:
-        selector = ",".join(f"{k}={v}" for k, v in {**tag_filters, TAG_RAY_CLUSTER_NAME: self.cluster_name}.items())
-        listed: Any = self.calls(
-            self.calls.core.list_namespaced_pod, self.namespace, label_selector=selector, _preload_content=False
-        )  # the raw response: JSON, not models
-        return json.loads(listed.data)["items"]
-
+    # Listing: from the cache, no request.
     def pods(self, label_filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """The cluster's pods that are not being deleted (one LIST); they also refresh the cache."""
-        label_filters = label_filters or {}
-        pods = [p for p in self._list_pods(label_filters) if not p["metadata"].get("deletionTimestamp")]
-        with self._lock:
-            for pod in pods:
-                self._pods[pod["metadata"]["name"]] = pod
-            if not label_filters:
-                listed = {p["metadata"]["name"] for p in pods}
-                for name in [n for n in self._pods if n not in listed]:
-                    del self._pods[name]
-        return pods
+        """The cluster's pods that are not being deleted, matching `label_filters`; raises NotSynced while the
+        cache cannot know them."""
+        self._cache.wait_synced(SYNC_SECONDS)
+        wanted = (label_filters or {}).items()
+        return [
+            p
+            for p in self._cache.items()
+            if not p["metadata"].get("deletionTimestamp") and wanted <= (p["metadata"].get("labels") or {}).items()
+        ]
 
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
         status_filter = tag_filters.get(TAG_RAY_NODE_STATUS)
@@ -147,8 +143,7 @@ class KubernetesNodeProvider(NodeProvider):
         return [p["metadata"]["name"] for p in pods]
 
     def _pod(self, node_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self._pods.get(node_id)
+        return self._cache.get(self.namespace, node_id)
 
     def is_running(self, node_id: str) -> bool:
         pod = self._pod(node_id)
@@ -177,25 +172,21 @@ class KubernetesNodeProvider(NodeProvider):
     def set_node_tags(self, node_id: str, tags: dict[str, str]) -> None:
         try:
             patched: Any = self.calls(
-                self.calls.core.patch_namespaced_pod, node_id, self.namespace, {"metadata": {"labels": dict(tags)}}
+                self.calls.core.patch_namespaced_pod,
+                node_id,
+                self.namespace,
+                {"metadata": {"labels": dict(tags)}},
+                _preload_content=False,
             )
         except ApiException as error:
             if error.status == 404:
                 log.info("%s,%s: pod %s is gone; its tags were not set", self.cluster_name, self.namespace, node_id)
+                self._cache.discard(self.namespace, node_id)
                 return
             raise
-        with self._lock:
-            if node_id in self._pods:
-                self._pods[node_id]["metadata"]["labels"] = dict(patched.metadata.labels or {})
+        self._cache.put(json.loads(patched.data))
 
     # Creating pods.
-    def _create_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
-        created: Any = self.calls(self.calls.core.create_namespaced_pod, self.namespace, pod, _preload_content=False)
-        body = json.loads(created.data)
-        with self._lock:
-            self._pods[body["metadata"]["name"]] = body
-        return body
-
     def create_node_with_resources_and_labels(
         self,
         node_config: dict[str, Any],
@@ -206,12 +197,10 @@ class KubernetesNodeProvider(NodeProvider):
     ) -> dict[str, Any]:
         """Create `count` pods of the tagged podType; raises NodeLaunchException if any could not be made."""
         pod_type = tags.get(TAG_RAY_USER_NODE_TYPE)
-        with self._lock:
-            same_type = [
-                p
-                for p in self._pods.values()
-                if (p["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE) == pod_type
-            ]
+        try:
+            same_type = self.pods({TAG_RAY_USER_NODE_TYPE: pod_type} if pod_type else {})
+        except NotSynced as error:
+            raise NodeLaunchException("Pods unknown", str(error), src_exc_info=None) from error
         blocked = pending_pods_block(
             same_type,
             self.provider_config.get("max_pending_pods"),
@@ -242,18 +231,22 @@ class KubernetesNodeProvider(NodeProvider):
         created: dict[str, Any] = {}
         for _ in range(count):
             try:
-                body = self._create_pod(pod)
+                response: Any = self.calls(
+                    self.calls.core.create_namespaced_pod, self.namespace, pod, _preload_content=False
+                )
             except Exception as error:
                 log.error(
                     "%s,%s: creating a %s pod failed after %d of %d: %s",
                     self.cluster_name,
                     self.namespace,
-                    tags.get(TAG_RAY_USER_NODE_TYPE),
+                    pod_type,
                     len(created),
                     count,
                     error,
                 )
                 raise NodeLaunchException("Failed to create pod", str(error), src_exc_info=None) from error
+            body = json.loads(response.data)
+            self._cache.put(body)
             created[body["metadata"]["name"]] = body
         return created
 
@@ -271,47 +264,16 @@ class KubernetesNodeProvider(NodeProvider):
                 node_id,
             )
             return
-        self.delete_pod(node_id)
-
-    def delete_pod(self, node_id: str) -> None:
-        """Delete a pod of the cluster, head included; one already gone is no error."""
         try:
-            self.calls(self.calls.core.delete_namespaced_pod, node_id, self.namespace)
+            self.calls(self.calls.core.delete_namespaced_pod, node_id, self.namespace, _preload_content=False)
         except ApiException as error:
             if error.status != 404:
                 raise
             log.info("%s,%s: pod %s was already deleted", self.cluster_name, self.namespace, node_id)
-        with self._lock:
-            self._pods.pop(node_id, None)
+        self._cache.discard(self.namespace, node_id)  # terminated from now on; the watch says the rest
 
     def terminate_nodes(self, node_ids: list[str]) -> None:
         if not node_ids:
             return
         with ThreadPoolExecutor(max_workers=min(TERMINATE_CONCURRENCY, len(node_ids))) as pool:
             list(pool.map(self.terminate_node, node_ids))
-
-    # The head, for the operator.
-    def ensure_head_service(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The head Service, created if missing (creating it twice is a no-op)."""
-        head_config = config["available_node_types"][config["head_node_type"]]["node_config"]
-        service = build_head_service(self.provider_config, self.cluster_name, head_config)
-        try:
-            return self.calls(self.calls.core.create_namespaced_service, self.namespace, service).to_dict()
-        except ApiException as error:
-            if error.status != 409:
-                raise
-        return self.calls(
-            self.calls.core.read_namespaced_service, service["metadata"]["name"], self.namespace
-        ).to_dict()
-
-    def ensure_head_pod(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The head pod, created if the cluster has none (found by its labels, so creating twice is a no-op)."""
-        existing = self.pods(head_selector(self.cluster_name))
-        if existing:
-            return existing[0]
-        head_type = config["head_node_type"]
-        node_type = config["available_node_types"][head_type]
-        pod = build_ray_pod(
-            self.provider_config, self.cluster_name, node_type["node_config"], head_tags(config), node_type["resources"]
-        )
-        return self._create_pod(pod)

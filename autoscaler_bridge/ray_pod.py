@@ -199,6 +199,8 @@ def build_ray_pod(
     setup = (provider_config.get("setup_commands") or {}).get(pod_type, [])
     container["command"] = list(RAY_COMMAND)
     container["args"] = [ray_script(setup, start, head, resources)]
+    # A failed Ray container's last log lines become its termination message, which the operator quotes.
+    container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
     env = container.setdefault("env", [])
     user_names = {e.get("name") for e in env}
     env.extend(e for e in _env(cluster_name, namespace, pod_type) if e["name"] not in user_names)

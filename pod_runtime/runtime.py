@@ -44,6 +44,7 @@ LOG_ANNOTATION = "pod-runtime.local/log-file"
 POLL_SECONDS = 0.2
 MAX_RESTART_BACKOFF = 30.0
 API_RETRY_SECONDS = 1.0  # a status or final delete the API server did not take is sent again this often
+TERMINATION_MESSAGE_BYTES, TERMINATION_MESSAGE_LINES = 2048, 80  # a kubelet's bounds on a message from logs
 LEASE_SECONDS = 40  # a kubelet's node lease duration, renewed every quarter of it
 LEASE_RENEW_SECONDS = 10.0
 
@@ -115,6 +116,14 @@ class Container:
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
+
+    def log_tail(self) -> str:
+        """The end of the container's log as a kubelet takes it for a termination message (FallbackToLogsOnError):
+        the last 80 lines or 2048 bytes, whichever is less."""
+        with open(self.log_path, "rb") as log_file:
+            log_file.seek(max(0, self.log_path.stat().st_size - TERMINATION_MESSAGE_BYTES))
+            data = log_file.read()
+        return b"".join(data.splitlines(keepends=True)[-TERMINATION_MESSAGE_LINES:]).decode(errors="replace")
 
     def stop(self, grace: float) -> None:
         """SIGTERM to the container's PID 1 (as a container runtime sends it: the container's other processes are
@@ -368,6 +377,8 @@ class PodWorker:
                     "startedAt": container.started_at,
                     "finishedAt": _now(),
                 }
+                if code != 0 and container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+                    container.finished["message"] = container.log_tail()
                 changed = True
                 if restart_policy == "Always" or (restart_policy == "OnFailure" and code != 0):
                     container.next_start = time.monotonic() + min(MAX_RESTART_BACKOFF, 2.0**container.restarts)

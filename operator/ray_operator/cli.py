@@ -130,6 +130,13 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     help="How often each cluster is reconciled even when nothing changed.",
 )
 @click.option(
+    "--reconcile-workers",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Threads reconciling clusters, however many clusters there are (one cluster is never on two at once).",
+)
+@click.option(
     "--autoscaler-interval",
     type=click.IntRange(min=1),
     default=5,
@@ -182,6 +189,7 @@ def run(
     kubeconfig: str | None,
     work_dir: Path,
     resync_seconds: float,
+    reconcile_workers: int,
     autoscaler_interval: int,
     stall_rounds: int,
     restart_backoff: float,
@@ -213,6 +221,7 @@ def run(
         namespace=namespace,
         work_dir=work_dir,
         resync_seconds=resync_seconds,
+        reconcile_workers=reconcile_workers,
         autoscaler_interval_seconds=autoscaler_interval,
         stall_rounds=stall_rounds,
         restart_backoff_seconds=restart_backoff,

@@ -1,7 +1,11 @@
 """Where one RayCluster is reconciled: its head Service and head pod, its autoscaler process, its phase.
 
-Each RayCluster has a controller thread that reconciles on every change of the
-RayCluster or of its pods, and every `resync_seconds` anyway:
+Each RayCluster has a controller, reconciled by the operator's worker pool
+(ray_operator.work_queue) on every change of the RayCluster, of its pods or of
+its head Service (seen through the operator's watches: a reconciliation makes
+no API request unless something must change), and every `resync_seconds`
+anyway, for what only time shows (the autoscaler's health, backoffs, the
+head's GCS starting to answer):
 
 - invalid spec: phase Error, the problems in `status.message`, an Event; nothing is created;
 - the head podType's pod template changed: the whole cluster restarts (Updating);
@@ -29,20 +33,23 @@ from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
-from ray.autoscaler._private.util import hash_launch_conf
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_LAUNCH_CONFIG, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
 
 from autoscaler_bridge import ray_auth
-from autoscaler_bridge.cluster_config import autoscaler_config
+from autoscaler_bridge.cluster_config import autoscaler_config, head_tags, outdated
 from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
-from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags, pending_pods_block
+from autoscaler_bridge.node_provider import pending_pods_block
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import validate_raycluster
+from autoscaler_bridge.watch_cache import NotSynced
 from ray_operator.auth_secret import TokenSecretError, ensure_token, read_token
+from ray_operator.cluster_objects import ClusterObjects
+from ray_operator.head import create_head_pod, create_head_service, delete_pods
 from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
 from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY, MonitorProcess, MonitorSpec
+from ray_operator.pod_failures import why_stopped
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING, StatusWriter
 
@@ -69,10 +76,10 @@ def gcs_answers(ip: str, port: int, timeout: float = 1.0) -> bool:
 
 
 class ClusterController:
-    def __init__(self, body: dict[str, Any], settings: Settings, calls: KubeCalls) -> None:
+    def __init__(self, body: dict[str, Any], settings: Settings, calls: KubeCalls, objects: ClusterObjects) -> None:
         self.name = body["metadata"]["name"]
         self.namespace = body["metadata"]["namespace"]
-        self.settings, self.calls = settings, calls
+        self.settings, self.calls, self.objects = settings, calls, objects
         self.log = cluster_logger(log, self.name, self.namespace)
         self.status = StatusWriter(calls, self.name, self.namespace)
         self.status.adopt(body.get("status"))
@@ -88,46 +95,48 @@ class ClusterController:
         self.head_uid: str | None = None
         self.unsupported: tuple[int, str] | None = None  # (generation, why) the cluster's Ray cannot be autoscaled
         self._body = body
-        self._wake = threading.Event()
+        self._derived_from: tuple[Any, list[Any], dict[str, Any] | None] | None = None
+        self._config_text: str | None = None  # the autoscaler config file's content, as last written
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"{self.name},{self.namespace}", daemon=True)
+        self._reconciling = threading.Lock()
 
     # Lifecycle, driven by the manager.
-    def start(self) -> None:
-        self._thread.start()
-
     def observe(self, body: dict[str, Any]) -> None:
         self._body = body
-        self._wake.set()
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self) -> None:
-        """Stop reconciling and stop the autoscaler; pods are left as they are."""
+        """Stop reconciling (a reconciliation under way ends first) and stop the autoscaler; pods are left as they
+        are."""
         self._stopping.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
+        if self._reconciling.acquire(timeout=30):
+            self._reconciling.release()
         self._stop_monitor()
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self.reconcile_once()
-            self._wake.wait(self.settings.resync_seconds)
-            self._wake.clear()
+    def reconcile_once(self) -> bool:
+        """One reconciliation; whether it got through. A failure is logged and written to status, and never ends
+        the next one. In a namespace being deleted the cluster is let go quietly: nothing more is made for it,
+        nothing is an error."""
+        with self._reconciling:
+            return self._stopping.is_set() or self._reconcile_logged()
 
-    def reconcile_once(self) -> None:
-        """One reconciliation; a failure is logged and written to status, and never ends the next one. In a
-        namespace being deleted the cluster is let go quietly: nothing more is made for it, nothing is an error."""
+    def _reconcile_logged(self) -> bool:
         try:
             with RECONCILE_SECONDS.time():
                 self.reconcile()
+            return True
+        except NotSynced as unknown:  # the operator's watches cannot say what exists: nothing is decided
+            self.log.info("%s", unknown)
+            return False
         except Exception as error:  # noqa: BLE001 - one cluster's failure must not end its reconciliation
             if namespace_terminating(error):
                 self.log.info("its namespace is being deleted: nothing more is created for it")
                 self._stopping.set()
                 self._stop_monitor()
-                return
+                return True
             if isinstance(error, TokenSecretError):  # the user's Secret: theirs to fix, no failure of the operator
                 message = str(error)
                 self.log.error("%s", message)
@@ -140,6 +149,7 @@ class ClusterController:
                 self.status.write(phase=ERROR, message=message)
             except Exception:  # noqa: BLE001
                 self.log.exception("writing the Error status failed")
+            return False
 
     # Helpers.
     def _stop_monitor(self) -> None:
@@ -147,20 +157,36 @@ class ClusterController:
             self.monitor.stop()
             self.monitor = None
 
-    def _config(self, body: dict[str, Any]) -> dict[str, Any]:
-        return autoscaler_config(body, self.settings.max_pending_pods, self.settings.pending_timeout_seconds)
+    def _derived(self, body: dict[str, Any]) -> tuple[list[Any], dict[str, Any] | None]:
+        """The spec's problems and, when it has none, its autoscaler config: computed once per version of the
+        RayCluster, not on every resync."""
+        version = (body["metadata"].get("uid"), body["metadata"].get("resourceVersion"))
+        if self._derived_from is None or self._derived_from[0] != version:
+            problems = validate_raycluster(body)
+            config = (
+                None
+                if problems
+                else autoscaler_config(body, self.settings.max_pending_pods, self.settings.pending_timeout_seconds)
+            )
+            self._derived_from = (version, problems, config)
+        return self._derived_from[1], self._derived_from[2]
 
     def _write_config(self, config: dict[str, Any]) -> None:
         text = json.dumps(config, sort_keys=True)
-        if self.config_path.exists() and self.config_path.read_text() == text:
+        if self._config_text is None and self.config_path.exists():
+            self._config_text = self.config_path.read_text()
+        if self._config_text == text:
             return
         partial = self.config_path.with_suffix(".tmp")
         partial.write_text(text)
         os.replace(partial, self.config_path)
+        self._config_text = text
         self.config_written = time.time()
 
-    def _fail(self, reason: str, body: dict[str, Any]) -> None:
-        """A failure of the cluster's autoscaling: counted, then recovered from with backoff."""
+    def _fail(self, reason: str, body: dict[str, Any], cause: str | None = None) -> None:
+        """A failure of the cluster's autoscaling: counted, then recovered from with backoff. `cause`: the reason
+        without what changes from one failure to the next (a pod's name), so that failures of one cause make one
+        Event with a count."""
         self._stop_monitor()
         self.failures_in_a_row += 1
         self.recovering = True
@@ -169,21 +195,18 @@ class ClusterController:
         retries = int(self.status.current.get("autoscalerRetries") or 0) + 1
         AUTOSCALER_RESTARTS.labels(self.namespace, self.name).inc()
         self.log.warning("%s: recovering (restart %d), autoscaler restarts in %.0fs", reason, retries, delay)
-        self.status.event(body, "AutoscalerFailed", f"{reason}; restarting (restart {retries})", warning=True)
-        self.status.write(phase=RECOVERING, autoscalerRetries=retries, message=reason)
+        self.status.event(body, "AutoscalerFailed", f"{cause or reason}; restarting", warning=True)
+        times = f" ({self.failures_in_a_row} times in a row)" if self.failures_in_a_row > 1 else ""
+        self.status.write(phase=RECOVERING, autoscalerRetries=retries, message=f"{reason}{times}")
 
-    def _restart_cluster(
-        self, provider: KubernetesNodeProvider, pods: list[dict[str, Any]], reason: str, body: dict[str, Any]
-    ) -> None:
+    def _restart_cluster(self, reason: str, body: dict[str, Any]) -> None:
         """A new head, and workers with it: every pod of the cluster is deleted."""
         self._stop_monitor()
         self.head_uid = None
         self.log.info("restarting the cluster: %s", reason)
         self.status.event(body, "ClusterRestarting", reason)
-        provider.terminate_nodes([p["metadata"]["name"] for p in pods if not self._is_head(p)])
-        for pod in pods:
-            if self._is_head(pod):
-                provider.delete_pod(pod["metadata"]["name"])
+        pods = self.objects.pods(self.namespace, self.name)
+        delete_pods(self.calls, self.namespace, [p["metadata"]["name"] for p in pods], self.objects.pod_cache)
 
     def _ensure_token(self, body: dict[str, Any], config: dict[str, Any]) -> None:
         """The cluster's token Secret, made before its first head pod (whose Ray reads it)."""
@@ -218,7 +241,7 @@ class ClusterController:
     def reconcile(self) -> None:
         body = self._body
         generation = body["metadata"].get("generation")
-        problems = validate_raycluster(body)
+        problems, derived = self._derived(body)
         if problems:
             self._stop_monitor()
             message = "invalid RayCluster: " + "; ".join(str(p) for p in problems)
@@ -231,11 +254,12 @@ class ClusterController:
             if self.unsupported[0] == generation:
                 return
             self.unsupported = None  # a new spec (e.g. a newer image): tried afresh
-        config = self._config(body)
+        config = derived
+        assert config is not None  # a spec without problems has a config
         self._write_config(config)
-        provider = KubernetesNodeProvider(config["provider"], self.name, self.calls)
-        provider.ensure_head_service(config)
-        pods = provider.pods()
+        if self.objects.head_service(self.namespace, self.name) is None:
+            create_head_service(self.calls, config, self.objects.service_cache)
+        pods = self.objects.pods(self.namespace, self.name)
         heads = [p for p in pods if self._is_head(p)]
         workers = [p for p in pods if not self._is_head(p)]
         head = heads[0] if heads else None
@@ -247,7 +271,7 @@ class ClusterController:
             and (head["metadata"].get("labels") or {}).get(TAG_RAY_LAUNCH_CONFIG)
             != head_tags(config)[TAG_RAY_LAUNCH_CONFIG]
         ):
-            self._restart_cluster(provider, pods, "the head podType's pod template changed", body)
+            self._restart_cluster("the head podType's pod template changed", body)
             self._waiting(
                 "restarting the cluster for the head podType's new pod template",
                 observedGeneration=generation,
@@ -255,8 +279,9 @@ class ClusterController:
             )
             return
         if head is not None and _phase_of(head) in ("Failed", "Succeeded"):
-            self._fail(f"the head pod {head['metadata']['name']} is {_phase_of(head)}", body)
-            self._restart_cluster(provider, pods, "the head pod stopped", body)
+            why = f"{_phase_of(head)}: {why_stopped(head)}"
+            self._fail(f"the head pod {head['metadata']['name']} is {why}", body, cause=f"the head pod is {why}")
+            self._restart_cluster("the head pod stopped", body)
             return
         if head is None:
             if self._being_deleted(body):
@@ -264,7 +289,7 @@ class ClusterController:
                 return
             if self.head_uid is not None or self.status.current.get("phase") == RUNNING:
                 self._fail("the head pod is gone", body)
-                self._restart_cluster(provider, pods, "the head pod is gone", body)
+                self._restart_cluster("the head pod is gone", body)
             if time.monotonic() < self.restart_not_before:  # the same backoff as the autoscaler's: no head churn
                 self._waiting(
                     f"creating a new head pod in {self.restart_not_before - time.monotonic():.0f}s",
@@ -275,7 +300,7 @@ class ClusterController:
                 return
             if "secretName" in auth:
                 self._ensure_token(body, config)
-            head = provider.ensure_head_pod(config)
+            head = create_head_pod(self.calls, config, self.objects.pod_cache)
             self.log.info("created head pod %s", head["metadata"]["name"])
             self.status.event(body, "HeadCreated", f"created head pod {head['metadata']['name']}")
         if head["metadata"]["uid"] != self.head_uid:
@@ -317,13 +342,13 @@ class ClusterController:
                 self.log.error("%s", why)
                 self.status.event(body, "UnsupportedRayVersion", why, warning=True)
                 if code == EXIT_NO_TOKEN_AUTH:  # a head that runs anyone's jobs is not left running
-                    provider = KubernetesNodeProvider(self._config(body)["provider"], self.name, self.calls)
-                    self._restart_cluster(provider, provider.pods(), why, body)
+                    self._restart_cluster(why, body)
                 self.status.write(phase=ERROR, message=why)
                 return False
             if code is not None:
                 self.monitor = None
-                self._fail(f"the autoscaler exited with code {code}", body)
+                error = monitor.error()
+                self._fail(f"the autoscaler exited with code {code}" + (f": {error}" if error else ""), body)
             elif (
                 time.time() - self.monitor_started > self._stall_seconds()
                 and monitor.silent_for(time.time()) > self._stall_seconds()
@@ -353,8 +378,7 @@ class ClusterController:
     def _start_monitor(self, body: dict[str, Any]) -> None:
         head_ip = None
         config = json.loads(self.config_path.read_text())
-        provider = KubernetesNodeProvider(config["provider"], self.name, self.calls)
-        for pod in provider.pods():
+        for pod in self.objects.pods(self.namespace, self.name):
             if self._is_head(pod):
                 head_ip = (pod.get("status") or {}).get("podIP")
         if not head_ip:
@@ -366,7 +390,7 @@ class ClusterController:
             token = ray_auth.head_token(body) or read_token(self.calls, self.name, config["provider"])
             if token is None:
                 why = f"the Secret {ray_auth.secret_name(self.name)} with the cluster's token is gone"
-                self._restart_cluster(provider, provider.pods(), f"{why}: a new head gets a new token", body)
+                self._restart_cluster(f"{why}: a new head gets a new token", body)
                 return
         self.monitor = MonitorProcess(
             MonitorSpec(
@@ -394,9 +418,9 @@ class ClusterController:
             return
         self.failures_in_a_row = 0
         was_recovering, self.recovering = self.recovering, False
-        outdated = [w for w in workers if self._outdated(config, w)]
-        if outdated:
-            phase, message = UPDATING, f"replacing {len(outdated)} workers of changed podTypes"
+        replaced = [w for w in workers if outdated(config, w)]
+        if replaced:
+            phase, message = UPDATING, f"replacing {len(replaced)} workers of changed podTypes"
         elif last_round <= self.config_written:
             phase, message = UPDATING, "applying the new spec"
         else:
@@ -404,14 +428,6 @@ class ClusterController:
         if phase == RUNNING and (self.status.current.get("phase") != RUNNING or was_recovering):
             self.log.info("running")
         self.status.write(phase=phase, message=message, conditions=self._conditions(True, True), **fields)
-
-    @staticmethod
-    def _outdated(config: dict[str, Any], worker: dict[str, Any]) -> bool:
-        labels = worker["metadata"].get("labels") or {}
-        node_type = config["available_node_types"].get(labels.get(TAG_RAY_USER_NODE_TYPE))
-        if node_type is None:
-            return True
-        return labels.get(TAG_RAY_LAUNCH_CONFIG) != hash_launch_conf(node_type["node_config"], config.get("auth", {}))
 
     def _counts(self, config: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
         now = datetime.now(timezone.utc)

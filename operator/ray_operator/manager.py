@@ -1,4 +1,6 @@
-"""The operator's clusters: one controller per RayCluster, created, fed and stopped as RayClusters come and go."""
+"""The operator's clusters: one controller per RayCluster, created, fed and stopped as RayClusters come and go;
+reconciled by a bounded pool of workers when the RayCluster, one of its pods or its head Service changes (the watches
+of ray_operator.cluster_objects), and every `resync_seconds`."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from typing import Any
 
 from autoscaler_bridge.kube_client import KubeCalls
 from ray_operator.cluster_controller import ClusterController
+from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.metrics import AUTOSCALER_RESTARTS
 from ray_operator.settings import Settings
+from ray_operator.work_queue import WorkerPool, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +26,9 @@ class ClusterManager:
         self.calls = calls or KubeCalls()
         self._controllers: dict[tuple[str, str], ClusterController] = {}
         self._lock = threading.Lock()
+        self.queue = WorkQueue()
+        self.pool = WorkerPool(self.queue, self._reconcile, settings.reconcile_workers).start()
+        self.objects = ClusterObjects(self.calls, settings.namespace, self.wake).start()
         # Read by Ray's autoscaler when its modules are imported, i.e. in the monitors' forkserver.
         os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] = str(settings.autoscaler_interval_seconds)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -32,10 +39,26 @@ class ClusterManager:
         with self._lock:
             controller = self._controllers.get(key)
             if controller is None:
-                controller = self._controllers[key] = ClusterController(body, self.settings, self.calls)
-                controller.start()
-                return
-        controller.observe(body)
+                self._controllers[key] = ClusterController(body, self.settings, self.calls, self.objects)
+            else:
+                controller.observe(body)
+        self.queue.add(key)
+
+    def wake(self, namespace: str, name: str) -> None:
+        """One of the cluster's pods or its head Service changed: reconcile it soon."""
+        self.queue.add((namespace, name))
+
+    def _reconcile(self, key: Any) -> None:
+        with self._lock:
+            controller = self._controllers.get(key)
+        if controller is None or controller.stopped:
+            return
+        if controller.reconcile_once():
+            self.queue.forget_failures(key)
+            if not controller.stopped:
+                self.queue.add_after(key, self.settings.resync_seconds)
+        else:
+            self.queue.add_after_failure(key)
 
     def forget(self, namespace: str, name: str) -> None:
         """A RayCluster was deleted: stop its autoscaler (Kubernetes removes its pods through ownerReferences)."""
@@ -56,7 +79,9 @@ class ClusterManager:
         with self._lock:
             controllers = list(self._controllers.values())
             self._controllers.clear()
+        self.pool.stop()
         if controllers:
             with ThreadPoolExecutor(max_workers=min(16, len(controllers))) as pool:
                 list(pool.map(lambda c: c.stop(), controllers))
+        self.objects.stop()
         log.info("stopped %d cluster autoscalers; pods left running", len(controllers))

@@ -38,6 +38,7 @@ PRELOAD = [
 ]
 EXIT_UNSUPPORTED_RAY = 3
 EXIT_NO_TOKEN_AUTH = 4  # the cluster asks for token authentication; its Ray has none
+MAX_ERROR = 500  # characters of a failed autoscaler's exception kept for the RayCluster's status
 # Ray versions whose clusters this operator's autoscaler was tested with (major.minor, inclusive).
 SUPPORTED_RAY = ((2, 50), (2, 60))
 
@@ -191,7 +192,11 @@ def run_monitor(spec: MonitorSpec) -> None:
             spec.heartbeat_path.touch()
 
     log.info("autoscaler starting for GCS %s", spec.gcs_address)
-    HeartbeatMonitor(spec.gcs_address, read_config, prefix_cluster_info=True, retry_on_failure=False).run()
+    try:
+        HeartbeatMonitor(spec.gcs_address, read_config, prefix_cluster_info=True, retry_on_failure=False).run()
+    except Exception as error:
+        spec.error_path.write_text(f"{type(error).__name__}: {error}"[:MAX_ERROR])  # the operator quotes it
+        raise
 
 
 class MonitorProcess:

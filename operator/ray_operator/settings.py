@@ -13,6 +13,7 @@ class Settings:
     namespace: str | None = None  # None: every namespace
     work_dir: Path = Path("/tmp/ray-operator")
     resync_seconds: float = 5.0
+    reconcile_workers: int = 16  # threads reconciling clusters, however many there are (their work is mostly I/O)
     autoscaler_interval_seconds: int = 5  # Ray reads it as whole seconds
     stall_rounds: int = 12
     restart_backoff_seconds: float = 2.0

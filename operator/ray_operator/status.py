@@ -2,13 +2,17 @@
 
 Status goes through the status subresource as a merge patch, only when it
 changed; conditions keep their lastTransitionTime while their status holds.
-Events are core/v1 Events about the RayCluster, as `kubectl describe` shows.
+Events are core/v1 Events about the RayCluster, as `kubectl describe` shows;
+one that repeats (same reason, type and message) updates the Event already
+made, its count and lastTimestamp, as Kubernetes' own event recorder does, so a
+cluster that fails over and over does not flood etcd.
 """
 
 from __future__ import annotations
 
 import copy
 import uuid
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,6 +27,7 @@ RUNNING = "Running"
 RECOVERING = "AutoscalingExceptionRecovery"
 ERROR = "Error"
 COMPONENT = "ray-operator"
+REMEMBERED_EVENTS = 32  # distinct Events per RayCluster whose repeats update them instead of making new ones
 
 
 def now() -> str:
@@ -56,6 +61,7 @@ class StatusWriter:
         self.custom = kubernetes.client.CustomObjectsApi(calls.client)
         self.name, self.namespace = name, namespace
         self.written: dict[str, Any] = {}
+        self._events: OrderedDict[tuple[str, str, bool], tuple[str, int]] = OrderedDict()  # -> (Event name, count)
 
     def adopt(self, status: dict[str, Any] | None) -> None:
         """Start from the status the RayCluster already has (after an operator restart)."""
@@ -94,10 +100,26 @@ class StatusWriter:
         return True
 
     def event(self, body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
-        metadata = body["metadata"]
+        """Post an Event about the RayCluster, or count one more of the same Event."""
+        core = kubernetes.client.CoreV1Api(self.calls.client)
         stamp = now()
+        key = (reason, message[:1024], warning)
+        seen = self._events.get(key)
+        if seen is not None:
+            name, count = seen
+            try:
+                self.calls(
+                    core.patch_namespaced_event, name, self.namespace, {"count": count + 1, "lastTimestamp": stamp}
+                )
+                self._events[key] = (name, count + 1)
+                self._events.move_to_end(key)
+                return
+            except ApiException:
+                pass  # gone (Events expire): a new one is made
+        metadata = body["metadata"]
+        name = f"{self.name}.{uuid.uuid4().hex[:16]}"
         event = {
-            "metadata": {"name": f"{self.name}.{uuid.uuid4().hex[:16]}", "namespace": self.namespace},
+            "metadata": {"name": name, "namespace": self.namespace},
             "involvedObject": {
                 "apiVersion": f"{API_GROUP}/{API_VERSION}",
                 "kind": KIND,
@@ -115,8 +137,10 @@ class StatusWriter:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        core = kubernetes.client.CoreV1Api(self.calls.client)
         try:
             self.calls(core.create_namespaced_event, self.namespace, event)
         except ApiException:
-            pass  # an Event is a courtesy: its loss must not stop the cluster's reconciliation
+            return  # an Event is a courtesy: its loss must not stop the cluster's reconciliation
+        self._events[key] = (name, 1)
+        if len(self._events) > REMEMBERED_EVENTS:
+            self._events.popitem(last=False)

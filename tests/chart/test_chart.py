@@ -86,9 +86,9 @@ def test_rbac_is_exactly_what_the_operator_uses():
     assert role["rules"] == [
         {"apiGroups": ["cluster.ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["cluster.ray.io"], "resources": ["rayclusters/status"], "verbs": ["patch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "create", "patch", "delete"]},
-        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]},
     ]
 

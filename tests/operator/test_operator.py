@@ -219,7 +219,16 @@ def test_a_head_that_fails_at_once_is_recreated_with_backoff(kube):
                if line.startswith("broken,ray ") and "created head pod" in line]
     gaps = [(later - earlier).total_seconds() for earlier, later in zip(created, created[1:])]
     assert len(gaps) >= 4 and all(gap >= min(4, 2 ** i) for i, gap in enumerate(gaps)), gaps
-    assert kube.status("broken", "ray")["phase"] == "AutoscalingExceptionRecovery"
+    status = kube.status("broken", "ray")
+    assert status["phase"] == "AutoscalingExceptionRecovery"
+    # The cause, quoted from the head container's last log line with its exit code, and how often in a row.
+    assert re.search(r"the head pod broken-\S+ is Failed: container ray-node exited with code 2: .*"
+                     r"No such option '--no-such-flag'.* \(\d+ times in a row\)$", status["message"]), status["message"]
+    # One Warning Event for the repeated cause, counted, not one per failure.
+    failed = [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=broken").items
+              if e.reason == "AutoscalerFailed"]
+    assert len(failed) == 1 and failed[0].count >= 5 and failed[0].type == "Warning", failed
+    assert "No such option '--no-such-flag'" in failed[0].message
     delete_and_wait_gone(kube, "broken", "ray")
 
 

@@ -57,10 +57,23 @@ def test_exit_codes_and_restart_policies(kube):
     kube.core.create_namespaced_pod("default", pod("again", "exit 1", restart="Always"))
     wait_for(lambda: phase(kube, "ok") == "Succeeded" and phase(kube, "bad") == "Failed", timeout=30)
     terminated = kube.core.read_namespaced_pod("bad", "default").status.container_statuses[0].state.terminated
-    assert (terminated.exit_code, terminated.reason) == (3, "Error")
+    assert (terminated.exit_code, terminated.reason, terminated.message) == (3, "Error", None)
     wait_for(lambda: kube.core.read_namespaced_pod("again", "default").status.container_statuses[0].restart_count >= 2,
              timeout=30, message="restarts")
     assert phase(kube, "again") == "Running"
+
+
+def test_a_failed_container_s_log_tail_is_its_termination_message_when_asked(kube):
+    """terminationMessagePolicy: FallbackToLogsOnError, as a kubelet does it: the last 80 lines (2048 bytes at most)
+    of a container that failed."""
+    failing = pod("fails", "seq 1 100; echo 'ray: command not found' >&2; exit 127")
+    failing["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    kube.core.create_namespaced_pod("default", failing)
+    wait_for(lambda: phase(kube, "fails") == "Failed", timeout=30)
+    terminated = kube.core.read_namespaced_pod("fails", "default").status.container_statuses[0].state.terminated
+    lines = terminated.message.splitlines()
+    assert terminated.exit_code == 127 and len(lines) == 80
+    assert lines[-1] == "ray: command not found" and lines[0] == "22"
 
 
 def test_service_names_resolve_to_ready_pods(kube):

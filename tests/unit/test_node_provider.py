@@ -1,4 +1,5 @@
-"""The Kubernetes node provider against the project's API server on loopback."""
+"""The Kubernetes node provider against the project's API server on loopback: what it makes and deletes, and what
+its watch-fed cache tells the autoscaler."""
 
 import threading
 
@@ -9,10 +10,10 @@ from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_
 
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.kube_client import KubeCalls
-from autoscaler_bridge.node_provider import KubernetesNodeProvider, head_tags
+from autoscaler_bridge.node_provider import KubernetesNodeProvider
 from kube_apiserver.server import ApiServer
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml
+from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
 
 
 @pytest.fixture
@@ -80,7 +81,8 @@ def test_listing_tags_state_and_ips_follow_the_pods(provider, cluster, kube):
 
     set_phase(kube, first, "Running", "10.1.0.7")
     set_phase(kube, second, "Failed")
-    provider.non_terminated_nodes({})
+    wait_for(lambda: provider.is_running(first) and provider.non_terminated_nodes({TAG_RAY_NODE_STATUS: "update-failed"}),
+             message="the watch's word on both pods")
     assert provider.is_running(first) and provider.internal_ip(first) == "10.1.0.7"
     assert provider.external_ip(first) == "10.1.0.7"
     assert provider.node_tags(first)[TAG_RAY_NODE_STATUS] == "up-to-date"
@@ -97,33 +99,29 @@ def test_listing_tags_state_and_ips_follow_the_pods(provider, cluster, kube):
 def test_terminate_deletes_pods_and_tolerates_pods_deleted_by_hand(provider, cluster, kube):
     _, config = cluster
     names = list(launch(provider, config, 3))
-    provider.non_terminated_nodes({})
     kubernetes.client.CoreV1Api(kube).delete_namespaced_pod(names[0], "ray")
     provider.terminate_nodes(names)
+    assert provider.non_terminated_nodes({}) == []  # seen at once, before any event
     assert pods(kube) == []
     provider.terminate_node(names[1])  # already gone: no error
     provider.set_node_tags(names[1], {"x": "y"})  # likewise
     assert provider.non_terminated_nodes({}) == []
 
 
-def test_head_service_and_pod_are_idempotent_and_the_head_is_never_terminated(provider, cluster, kube):
+def test_the_head_is_never_terminated(provider, cluster, kube):
+    from autoscaler_bridge.cluster_config import head_tags
+    from autoscaler_bridge.ray_pod import build_ray_pod
+
     _, config = cluster
-    service = provider.ensure_head_service(config)
-    assert provider.ensure_head_service(config)["metadata"]["uid"] == service["metadata"]["uid"]
-    head = provider.ensure_head_pod(config)
-    assert provider.ensure_head_pod(config)["metadata"]["uid"] == head["metadata"]["uid"]
-    [pod] = pods(kube)
-    assert pod.metadata.labels[TAG_RAY_NODE_KIND] == "head"
-    assert pod.metadata.labels["ray-launch-config"] == head_tags(config)["ray-launch-config"]
-    assert "--head" in pod.spec.containers[0].args[0] and "--no-monitor" in pod.spec.containers[0].args[0]
-    svc = kubernetes.client.CoreV1Api(kube).read_namespaced_service("demo-ray-head", "ray")
-    assert svc.spec.selector == {"ray-cluster-name": "demo", "ray-node-type": "head"}
-    provider.non_terminated_nodes({})
-    provider.terminate_node(pod.metadata.name)
+    head_type = config["available_node_types"]["rayHeadType"]
+    head = build_ray_pod(config["provider"], "demo", head_type["node_config"], head_tags(config), head_type["resources"])
+    name = kubernetes.client.CoreV1Api(kube).create_namespaced_pod("ray", head).metadata.name
+    wait_for(lambda: provider.non_terminated_nodes({}) == [name], message="the head in the provider's view")
+    provider.terminate_node(name)
     assert len(pods(kube)) == 1
 
 
-def test_requests_per_round_do_not_grow_with_pods(provider, cluster, kube, api_server):
+def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api_server):
     _, config = cluster
 
     def one_round():
@@ -134,10 +132,30 @@ def test_requests_per_round_do_not_grow_with_pods(provider, cluster, kube, api_s
         return len(api_server.request_log) - before
 
     launch(provider, config, 2)
+    assert len(provider.non_terminated_nodes({})) == 2  # launches are seen at once
     with_two = one_round()
     launch(provider, config, 20)
     with_twenty_two = one_round()
-    assert with_two == with_twenty_two == 2
+    assert with_two == with_twenty_two == 0
+
+
+def test_pods_unknown_are_never_no_pods(cluster, tmp_path):
+    """While its watch cannot list (the API is down), the provider raises instead of answering "no pods" (Ray issue
+    58933: the autoscaler then terminated every node)."""
+    from autoscaler_bridge import node_provider
+    from autoscaler_bridge.watch_cache import NotSynced
+
+    _, config = cluster
+    server = ApiServer().start()
+    client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=server.url))
+    server.stop()
+    provider = KubernetesNodeProvider(config["provider"], "demo", KubeCalls(client))
+    original, node_provider.SYNC_SECONDS = node_provider.SYNC_SECONDS, 1.0
+    try:
+        with pytest.raises(NotSynced):
+            provider.non_terminated_nodes({})
+    finally:
+        node_provider.SYNC_SECONDS = original
 
 
 def test_transient_api_outage_is_retried(cluster, kube, tmp_path, monkeypatch):
@@ -198,15 +216,14 @@ def test_launches_stop_while_too_many_pods_are_pending(cluster, kube):
     _, config = cluster
     config["provider"]["max_pending_pods"] = 3
     provider = KubernetesNodeProvider(config["provider"], config["cluster_name"], KubeCalls(kube))
-    provider.non_terminated_nodes({})
     assert len(launch(provider, config, 5)) == 3  # a batch is cut to the bound
-    provider.non_terminated_nodes({})
     with pytest.raises(NodeLaunchException) as raised:
         launch(provider, config, 1)
     assert "3 pods are Pending (the bound is 3)" in raised.value.description
     assert len(pods(kube)) == 3
-    set_phase(kube, pods(kube)[0].metadata.name, "Running", "10.0.0.9")
-    provider.non_terminated_nodes({})
+    started = pods(kube)[0].metadata.name
+    set_phase(kube, started, "Running", "10.0.0.9")
+    wait_for(lambda: provider.is_running(started), message="the started pod in the provider's view")
     assert len(launch(provider, config, 1)) == 1  # one started, so one more may be Pending
 
 

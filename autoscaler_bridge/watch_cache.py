@@ -1,0 +1,192 @@
+"""Where Kubernetes objects are seen without polling: a watch-fed cache of one kind (a reflector, as client-go's
+informers have), used by the operator for every Ray pod and head Service, and by each autoscaler for its
+cluster's pods.
+
+It LISTs once, then WATCHes from that resourceVersion; each event updates the cache and calls `on_change` with the
+object. A watch the server ends (its timeout) is reopened from the last resourceVersion seen, which bookmarks keep
+recent; one that expired (410) or failed is replaced by a fresh LIST, after a backoff when it failed. Until the
+first LIST, and from a failure until the next LIST succeeds, `items()` raises `NotSynced`: an API that does not
+answer never reads as "no pods" (Ray issue 58933: the autoscaler terminated every node after a list-pods timeout).
+
+What this process itself just created or deleted is put into the cache at once (`put`), so an autoscaler round sees
+its own launches and deletions without waiting for their events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from autoscaler_bridge.kube_client import REQUEST_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 300  # how long the server keeps one watch open; reopening costs one request
+RETRY_SECONDS = (0.5, 10.0)  # backoff after a failed LIST or watch: first, most
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class NotSynced(Exception):
+    """The cache cannot say what exists: no LIST has succeeded since it started or since its watch failed."""
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    return obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
+
+
+class WatchCache:
+    """Objects listed by `lister` (a client method such as `CoreV1Api.list_namespaced_pod`, with `args` before its
+    keyword arguments) whose labels match `label_selector`, kept current by a watch in a background thread."""
+
+    def __init__(
+        self,
+        lister: Callable[..., Any],
+        *args: Any,
+        label_selector: str,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        watch_seconds: int = WATCH_SECONDS,
+        name: str = "objects",
+    ) -> None:
+        self._lister, self._args = lister, args
+        self.label_selector = label_selector
+        self._on_change = on_change
+        self.watch_seconds = watch_seconds
+        self.name = name
+        self._items: dict[Key, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch {name}", daemon=True)
+        self._response: Any = None
+
+    # Lifecycle.
+    def start(self) -> WatchCache:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        response = self._response
+        if response is not None:
+            response.shutdown()  # wakes the thread blocked reading the watch's next event
+        self._thread.join(timeout=10)
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._synced.wait(timeout)
+
+    # Reading and writing.
+    def items(self) -> list[dict[str, Any]]:
+        """Every object the cache holds; raises NotSynced while it cannot know."""
+        if not self._synced.is_set():
+            raise NotSynced(f"the {self.name} watch has not listed yet or failed since; retried")
+        with self._lock:
+            return list(self._items.values())
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object as the cache last saw it (whether synced or not), or None."""
+        with self._lock:
+            return self._items.get((namespace, name))
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """An object as this process just received it from the API (created, patched, being deleted)."""
+        with self._lock:
+            self._items[key_of(obj)] = obj
+
+    def discard(self, namespace: str, name: str) -> None:
+        """An object this process found gone (404)."""
+        with self._lock:
+            self._items.pop((namespace, name), None)
+
+    # The reflector.
+    def _run(self) -> None:
+        backoff = RETRY_SECONDS[0]
+        version: str | None = None
+        while not self._stopping.is_set():
+            try:
+                if version is None:
+                    version = self._relist()
+                version = self._watch(version)
+                backoff = RETRY_SECONDS[0]
+            except Exception as error:  # noqa: BLE001 - a failed LIST or watch is retried, never fatal
+                if self._stopping.is_set():
+                    return
+                expired = isinstance(error, ApiException) and error.status == 410
+                version = None
+                if not expired:
+                    self._synced.clear()
+                    log.warning("%s watch failed (listing again in %.1fs): %s", self.name, backoff, error)
+                    if self._stopping.wait(backoff):
+                        return
+                    backoff = min(backoff * 2, RETRY_SECONDS[1])
+
+    def _relist(self) -> str:
+        response = self._lister(
+            *self._args,
+            label_selector=self.label_selector,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        body = json.loads(response.data)
+        listed = {key_of(obj): obj for obj in body["items"]}
+        with self._lock:
+            gone = [obj for key, obj in self._items.items() if key not in listed]
+            changed = [obj for key, obj in listed.items() if self._items.get(key) != obj]
+            self._items = listed
+        self._synced.set()
+        for obj in changed + gone:
+            self._notify(obj)
+        return str(body["metadata"]["resourceVersion"])
+
+    def _watch(self, version: str) -> str | None:
+        """Follow one watch from `version` until the server ends it; the last resourceVersion seen, or None when
+        the watch expired (410) and a fresh LIST is due."""
+        self._response = self._lister(
+            *self._args,
+            label_selector=self.label_selector,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_seconds,
+            _preload_content=False,
+            _request_timeout=(REQUEST_TIMEOUT[0], self.watch_seconds + REQUEST_TIMEOUT[1]),
+        )
+        try:
+            for line in iter_resp_lines(self._response):
+                if self._stopping.is_set():
+                    return version
+                if not line:
+                    continue
+                event = json.loads(line)
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    if obj.get("code") == 410:
+                        return None
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = obj["metadata"]["resourceVersion"]
+                if event["type"] == "BOOKMARK":
+                    continue
+                with self._lock:
+                    if event["type"] == "DELETED":
+                        self._items.pop(key_of(obj), None)
+                    else:
+                        self._items[key_of(obj)] = obj
+                self._notify(obj)
+        finally:
+            self._response.release_conn()
+            self._response = None
+        return version
+
+    def _notify(self, obj: dict[str, Any]) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(obj)
+        except Exception:  # noqa: BLE001 - a listener's failure must not end the watch
+            log.exception("%s watch: handling a change failed", self.name)

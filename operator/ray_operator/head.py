@@ -1,0 +1,60 @@
+"""Where the operator makes a cluster's head Service and head pod, and deletes a cluster's pods when it restarts
+the cluster. Workers are the autoscaler's (autoscaler_bridge.node_provider); only this module makes heads."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from autoscaler_bridge.cluster_config import head_tags
+from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.ray_pod import build_head_service, build_ray_pod
+from autoscaler_bridge.watch_cache import WatchCache
+
+DELETE_CONCURRENCY = 8
+
+
+def create_head_service(calls: KubeCalls, config: dict[str, Any], services: WatchCache) -> None:
+    """The head Service of a cluster the cache shows without one (one made meanwhile is no error)."""
+    head = config["available_node_types"][config["head_node_type"]]["node_config"]
+    service = build_head_service(config["provider"], config["cluster_name"], head)
+    try:
+        created: Any = calls(
+            calls.core.create_namespaced_service, config["provider"]["namespace"], service, _preload_content=False
+        )
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        return
+    services.put(json.loads(created.data))
+
+
+def create_head_pod(calls: KubeCalls, config: dict[str, Any], pods: WatchCache) -> dict[str, Any]:
+    """A head pod for a cluster the cache shows without one."""
+    node_type = config["available_node_types"][config["head_node_type"]]
+    pod = build_ray_pod(
+        config["provider"], config["cluster_name"], node_type["node_config"], head_tags(config), node_type["resources"]
+    )
+    created: Any = calls(calls.core.create_namespaced_pod, config["provider"]["namespace"], pod, _preload_content=False)
+    body: dict[str, Any] = json.loads(created.data)
+    pods.put(body)
+    return body
+
+
+def delete_pods(calls: KubeCalls, namespace: str, names: list[str], pods: WatchCache) -> None:
+    """Delete these pods (the head too); one already gone is no error."""
+
+    def delete(name: str) -> None:
+        try:
+            calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        pods.discard(namespace, name)
+
+    if names:
+        with ThreadPoolExecutor(max_workers=min(DELETE_CONCURRENCY, len(names))) as pool:
+            list(pool.map(delete, names))

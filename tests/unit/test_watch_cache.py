@@ -1,0 +1,94 @@
+"""The watch-fed cache against the project's API server on loopback: what it lists and hears, how it says that it
+cannot know, and how it recovers."""
+
+from __future__ import annotations
+
+import kubernetes
+import pytest
+
+from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.watch_cache import NotSynced, WatchCache
+from kube_apiserver.server import ApiServer
+from tests.conftest import wait_for
+
+
+def pod(name: str, cluster: str = "demo") -> dict:
+    return {
+        "metadata": {"name": name, "labels": {"ray-cluster-name": cluster}},
+        "spec": {"containers": [{"name": "ray", "image": "rayproject/ray:2.60.0"}]},
+    }
+
+
+@pytest.fixture
+def core(kube):
+    api = kubernetes.client.CoreV1Api(kube)
+    api.create_namespace({"metadata": {"name": "ray"}})
+    return api
+
+
+def names(cache: WatchCache) -> list[str]:
+    return sorted(obj["metadata"]["name"] for obj in cache.items())
+
+
+def test_it_lists_then_hears_creates_changes_and_deletes_of_its_selection(core):
+    core.create_namespaced_pod("ray", pod("before"))
+    core.create_namespaced_pod("ray", pod("other", cluster="else"))
+    changed: list[str] = []
+    cache = WatchCache(
+        core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo",
+        on_change=lambda obj: changed.append(obj["metadata"]["name"]), name="pods",
+    ).start()
+    try:
+        assert cache.wait_synced(10)
+        assert names(cache) == ["before"] and changed == ["before"]
+        core.create_namespaced_pod("ray", pod("after"))
+        wait_for(lambda: names(cache) == ["after", "before"], message="the created pod in the cache")
+        core.patch_namespaced_pod("after", "ray", {"metadata": {"annotations": {"seen": "yes"}}})
+        wait_for(lambda: any((p["metadata"].get("annotations") or {}).get("seen") for p in cache.items()),
+                 message="the change in the cache")
+        core.delete_namespaced_pod("before", "ray", grace_period_seconds=0)
+        wait_for(lambda: names(cache) == ["after"], message="the deleted pod gone from the cache")
+        assert "other" not in changed and changed.count("after") == 2
+    finally:
+        cache.stop()
+
+
+def test_it_cannot_know_before_its_first_list_nor_while_the_api_is_down_and_then_catches_up(tmp_path):
+    data = tmp_path / "store.json"
+    server = ApiServer(data_file=data).start()
+    port = int(server.url.rsplit(":", 1)[1])
+    client = kubernetes.config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+    core = KubeCalls(client).core
+    core.create_namespace({"metadata": {"name": "ray"}})
+    core.create_namespaced_pod("ray", pod("one"))
+    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo", watch_seconds=1)
+    with pytest.raises(NotSynced):
+        cache.items()  # not started: never "no pods"
+    cache.start()
+    try:
+        assert cache.wait_synced(10) and names(cache) == ["one"]
+        server.stop()
+        wait_for(lambda: not cache.wait_synced(0), timeout=15, message="the cache to say it cannot know")
+        with pytest.raises(NotSynced):
+            cache.items()
+        server = ApiServer(port=port, data_file=data).start()
+        core.create_namespaced_pod("ray", pod("two"))
+        wait_for(lambda: cache.wait_synced(0) and names(cache) == ["one", "two"], timeout=30,
+                 message="the cache listed again")
+    finally:
+        cache.stop()
+        server.stop()
+
+
+def test_what_this_process_made_or_found_gone_is_seen_at_once_and_the_watch_has_the_last_word(core):
+    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo").start()
+    try:
+        assert cache.wait_synced(10)
+        created = core.api_client.sanitize_for_serialization(core.create_namespaced_pod("ray", pod("mine")))
+        cache.put(created)
+        assert names(cache) == ["mine"]
+        cache.discard("ray", "mine")
+        assert names(cache) == []
+        wait_for(lambda: names(cache) == ["mine"], message="the watch's own word on the pod")
+    finally:
+        cache.stop()
