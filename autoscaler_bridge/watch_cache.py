@@ -41,6 +41,17 @@ def key_of(obj: dict[str, Any]) -> Key:
     return obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
 
 
+def _later(held: dict[str, Any], obj: dict[str, Any]) -> bool:
+    """Whether `held` is a later version of the same object than `obj`. resourceVersions are opaque to clients, but
+    etcd's (and the project's API server's) are increasing integers; anything else is taken as not later."""
+    if held["metadata"].get("uid") != obj["metadata"].get("uid"):
+        return False
+    try:
+        return int(held["metadata"]["resourceVersion"]) > int(obj["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 class WatchCache:
     """Objects listed by `lister` (a client method such as `CoreV1Api.list_namespaced_pod`, with `args` before its
     keyword arguments) whose labels match `label_selector`, kept current by a watch in a background thread."""
@@ -75,7 +86,10 @@ class WatchCache:
         self._stopping.set()
         response = self._response
         if response is not None:
-            response.shutdown()  # wakes the thread blocked reading the watch's next event
+            try:
+                response.shutdown()  # wakes the thread blocked reading the watch's next event
+            except (ValueError, OSError):
+                pass  # the watch is not reading (between two, or already ended)
         self._thread.join(timeout=10)
 
     def wait_synced(self, timeout: float) -> bool:
@@ -95,9 +109,12 @@ class WatchCache:
             return self._items.get((namespace, name))
 
     def put(self, obj: dict[str, Any]) -> None:
-        """An object as this process just received it from the API (created, patched, being deleted)."""
+        """An object as this process just received it from the API (created, patched). The watch may have seen a
+        later version already (the response and the events race): the later one stays."""
         with self._lock:
-            self._items[key_of(obj)] = obj
+            held = self._items.get(key_of(obj))
+            if held is None or not _later(held, obj):
+                self._items[key_of(obj)] = obj
 
     def discard(self, namespace: str, name: str) -> None:
         """An object this process found gone (404)."""

@@ -124,7 +124,7 @@ def measure(size: int, window: float, work: Path) -> dict[str, float]:
             "head_p50": statistics.median(latencies),
             "head_p99": percentile(latencies, 0.99),
             "requests": steady / size / (elapsed / 60),
-            "cpu": (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed,
+            "cpu": max(0.0, (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)) / elapsed,
             "rss_mb": process.memory_info().rss / 2**20,
             "threads": process.num_threads(),
         }

@@ -49,6 +49,8 @@ OPERATOR_FLAGS = [
     "10",
     "--max-pending-pods",
     "2",
+    "--autoscaler-status-interval",
+    "1",
     "--log-level",
     "INFO",
 ]
@@ -332,10 +334,9 @@ class LocalKube:
         return self.operator_log.read_text(errors="replace").splitlines() if self.operator_log.exists() else []
 
 
-def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float = 240, token: str | None = None) -> str:
-    """Submit a job of `tasks` 1-CPU tasks through the head's dashboard (with the cluster's token, if given) and
-    wait for its end; returns its status."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def job_client(head_ip: str, token: str | None = None) -> Any:
+    """A JobSubmissionClient of the head's dashboard (with the cluster's token, if given), once it answers."""
+    from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
 
@@ -345,10 +346,18 @@ def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float =
         except ConnectionError:
             return None  # the dashboard starts a little after the GCS
 
-    client = wait_for(connect, timeout=60, interval=0.5, message="the head's dashboard")
+    return wait_for(connect, timeout=60, interval=0.5, message="the head's dashboard")
+
+
+def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float = 240, token: str | None = None) -> str:
+    """Submit a job of `tasks` 1-CPU tasks through the head's dashboard (with the cluster's token, if given) and
+    wait for its end; returns its status."""
+    from ray.job_submission import JobStatus
+
+    client = job_client(head_ip, token)
     script = (
-        f"import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef work(i):\n    time.sleep({seconds})\n    return i\n"
-        f"print('sum', sum(ray.get([work.remote(i) for i in range({tasks})])))\n"
+        f"import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef work(i):\n    time.sleep({seconds})\n"
+        f"    return i\nprint('sum', sum(ray.get([work.remote(i) for i in range({tasks})])))\n"
     )
     job = client.submit_job(entrypoint=f'python -c "{script}"', entrypoint_num_cpus=0)
     status = wait_for(

@@ -144,6 +144,13 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     help="Seconds between two rounds of a cluster's autoscaler (Ray takes whole seconds).",
 )
 @click.option(
+    "--autoscaler-status-interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between two writes of a busy cluster's status.autoscaler (a steady cluster's is not rewritten).",
+)
+@click.option(
     "--stall-rounds",
     type=int,
     default=12,
@@ -191,6 +198,7 @@ def run(
     resync_seconds: float,
     reconcile_workers: int,
     autoscaler_interval: int,
+    autoscaler_status_interval: float,
     stall_rounds: int,
     restart_backoff: float,
     max_restart_backoff: float,
@@ -223,6 +231,7 @@ def run(
         resync_seconds=resync_seconds,
         reconcile_workers=reconcile_workers,
         autoscaler_interval_seconds=autoscaler_interval,
+        autoscaler_status_seconds=autoscaler_status_interval,
         stall_rounds=stall_rounds,
         restart_backoff_seconds=restart_backoff,
         max_restart_backoff_seconds=max_restart_backoff,
@@ -239,7 +248,7 @@ def run(
             _check_can_listen(host, port, endpoint, flag)
     manager = ClusterManager(settings)
     if metrics_port:
-        metrics.serve(metrics_host, metrics_port, manager.phases)
+        metrics.serve(metrics_host, metrics_port, manager.statuses)
     asyncio.run(
         kopf.operator(
             registry=registry_for(manager),

@@ -44,6 +44,7 @@ from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import validate_raycluster
 from autoscaler_bridge.watch_cache import NotSynced
 from ray_operator.auth_secret import TokenSecretError, ensure_token, read_token
+from ray_operator.autoscaler_view import autoscaler_status, decision_event
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.head import create_head_pod, create_head_service, delete_pods
 from ray_operator.logs import cluster_logger
@@ -91,8 +92,10 @@ class ClusterController:
         self.config_written = 0.0
         self.failures_in_a_row = 0
         self.recovering = False
+        self.failure = ""  # the last failure's reason, kept in status.message while recovering from it
         self.restart_not_before = 0.0
         self.head_uid: str | None = None
+        self.view_written_at = 0.0  # when status.autoscaler was last written (monotonic)
         self.unsupported: tuple[int, str] | None = None  # (generation, why) the cluster's Ray cannot be autoscaled
         self._body = body
         self._derived_from: tuple[Any, list[Any], dict[str, Any] | None] | None = None
@@ -197,7 +200,8 @@ class ClusterController:
         self.log.warning("%s: recovering (restart %d), autoscaler restarts in %.0fs", reason, retries, delay)
         self.status.event(body, "AutoscalerFailed", f"{cause or reason}; restarting", warning=True)
         times = f" ({self.failures_in_a_row} times in a row)" if self.failures_in_a_row > 1 else ""
-        self.status.write(phase=RECOVERING, autoscalerRetries=retries, message=f"{reason}{times}")
+        self.failure = f"{reason}{times}"
+        self.status.write(phase=RECOVERING, autoscalerRetries=retries, message=self.failure)
 
     def _restart_cluster(self, reason: str, body: dict[str, Any]) -> None:
         """A new head, and workers with it: every pod of the cluster is deleted."""
@@ -235,7 +239,12 @@ class ClusterController:
         return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
 
     def _waiting(self, message: str, **fields: Any) -> None:
-        self.status.write(phase=RECOVERING if self.recovering else UPDATING, message=message, **fields)
+        """Updating, or while recovering from a failure, AutoscalingExceptionRecovery with the failure's reason
+        before what is awaited."""
+        if self.recovering:
+            self.status.write(phase=RECOVERING, message=f"{self.failure}; {message}", **fields)
+        else:
+            self.status.write(phase=UPDATING, message=message, **fields)
 
     # The reconciliation.
     def reconcile(self) -> None:
@@ -427,7 +436,27 @@ class ClusterController:
             phase, message = RUNNING, ""
         if phase == RUNNING and (self.status.current.get("phase") != RUNNING or was_recovering):
             self.log.info("running")
+        fields.update(self._autoscaler_view(monitor, config))
+        if phase == RUNNING:  # Running, but with demand no podType can hold: the message says so
+            message = (fields.get("autoscaler") or self.status.current.get("autoscaler") or {}).get("message", "")
         self.status.write(phase=phase, message=message, conditions=self._conditions(True, True), **fields)
+
+    def _autoscaler_view(self, monitor: MonitorProcess, config: dict[str, Any]) -> dict[str, Any]:
+        """`status.autoscaler` when the autoscaler's view changed (at most every `autoscaler_status_seconds` once
+        written: a busy cluster's usage changes every round), and an Event for each decision it made since."""
+        current = self.status.current.get("autoscaler")
+        view = monitor.view()
+        autoscaler = autoscaler_status(view, config) if view is not None else current
+        fields = {}
+        if autoscaler != current and (
+            current is None or time.monotonic() - self.view_written_at >= self.settings.autoscaler_status_seconds
+        ):
+            fields["autoscaler"] = autoscaler
+            self.view_written_at = time.monotonic()
+        for made in monitor.decisions():
+            reason, message, warning = decision_event(made["decision"], made["demand"])
+            self.status.event(self._body, reason, message, warning=warning)
+        return fields
 
     def _counts(self, config: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
         now = datetime.now(timezone.utc)

@@ -69,10 +69,10 @@ class ClusterManager:
             AUTOSCALER_RESTARTS.remove(namespace, name)
             controller.log.info("stopped: the RayCluster was deleted")
 
-    def phases(self) -> list[str | None]:
-        """The `status.phase` of every managed RayCluster (None: none written yet)."""
+    def statuses(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(namespace, name, status as last written) of every managed RayCluster."""
         with self._lock:
-            return [controller.status.current.get("phase") for controller in self._controllers.values()]
+            return [(ns, name, dict(controller.status.current)) for (ns, name), controller in self._controllers.items()]
 
     def shutdown(self) -> None:
         """Stop every autoscaler, leaving every pod as it is (the operator is stopping)."""

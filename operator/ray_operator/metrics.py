@@ -1,6 +1,9 @@
 """The operator's Prometheus metrics and the endpoint that serves them (`ray-operator run --metrics-port`).
 
 - `ray_operator_clusters{phase}`: managed RayClusters by `status.phase`, read from the controllers when scraped;
+- `ray_operator_pending_demand{namespace,cluster}`: resource shapes a cluster's Ray work waits for (its
+  `status.autoscaler.pendingDemand`), and `ray_operator_workers{namespace,cluster,pod_type,state}`: its worker pods
+  per podType, ready and pending (its `status.podTypes`), read likewise;
 - `ray_operator_autoscaler_restarts_total{namespace,cluster}`: failures of a cluster's autoscaler since the
   operator started (each one counted in `status.autoscalerRetries` too, which outlives an operator restart);
 - `ray_operator_reconcile_duration_seconds`: how long one reconciliation of a RayCluster takes;
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -28,21 +32,43 @@ AUTOSCALER_RESTARTS = Counter(
 RECONCILE_SECONDS = Histogram("ray_operator_reconcile_duration_seconds", "Time one reconciliation of a RayCluster took")
 
 
-class PhaseCollector(Collector):
-    """Managed RayClusters by phase, counted when scraped; every phase is present, 0 when no cluster has it."""
+Statuses = Callable[[], Iterable[tuple[str, str, dict[str, Any]]]]  # (namespace, name, status) of each cluster
 
-    def __init__(self, phases: Callable[[], Iterable[str | None]]) -> None:
-        self.phases = phases
+
+class ClusterCollector(Collector):
+    """Gauges read from the managed RayClusters' status when scraped: clusters by phase (every phase present, 0 when
+    no cluster has it), each cluster's pending demand and its workers per podType and state. A deleted cluster's
+    series go with it."""
+
+    def __init__(self, statuses: Statuses) -> None:
+        self.statuses = statuses
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        tally = Tally(self.phases())
-        family = GaugeMetricFamily("ray_operator_clusters", "Managed RayClusters by status.phase", labels=["phase"])
+        listed = list(self.statuses())
+        tally = Tally(status.get("phase") for _, _, status in listed)
+        phases = GaugeMetricFamily("ray_operator_clusters", "Managed RayClusters by status.phase", labels=["phase"])
         for phase in PHASES:
-            family.add_metric([phase], tally[phase])
-        yield family
+            phases.add_metric([phase], tally[phase])
+        demand = GaugeMetricFamily(
+            "ray_operator_pending_demand",
+            "Resource shapes a cluster's Ray tasks, actors and placement groups wait for",
+            labels=["namespace", "cluster"],
+        )
+        workers = GaugeMetricFamily(
+            "ray_operator_workers",
+            "Ray worker pods of a cluster per podType and state",
+            labels=["namespace", "cluster", "pod_type", "state"],
+        )
+        for namespace, name, status in listed:
+            pending = (status.get("autoscaler") or {}).get("pendingDemand") or []
+            demand.add_metric([namespace, name], sum(entry["count"] for entry in pending))
+            for pod_type in status.get("podTypes") or []:
+                for state in ("ready", "pending"):
+                    workers.add_metric([namespace, name, pod_type["name"], state], pod_type.get(state, 0))
+        yield from (phases, demand, workers)
 
 
-def serve(host: str, port: int, phases: Callable[[], Iterable[str | None]]) -> None:
+def serve(host: str, port: int, statuses: Statuses) -> None:
     """Serve /metrics on host:port from a daemon thread; OSError if it cannot listen there."""
     start_http_server(port, addr=host)
-    REGISTRY.register(PhaseCollector(phases))
+    REGISTRY.register(ClusterCollector(statuses))

@@ -5,7 +5,10 @@ cluster's config file, re-read every round, so a spec change that only
 reconfigures the autoscaler needs no restart. It never retries a failed round
 itself (`retry_on_failure=False`): a failure ends the process and the operator
 counts and restarts it. Every round it touches a heartbeat file, so a monitor
-that stops making progress is seen too.
+that stops making progress is seen too, and writes what it sees (resource usage,
+pending demand, pending and failed launches) and the decisions it made (Ray's
+event summaries: nodes added, removed, launches failed) to two files beside it,
+which the operator turns into the RayCluster's status.autoscaler and Events.
 
 Children are forked from a forkserver that has already imported Ray's
 autoscaler and the node provider: each costs a few MiB instead of a fresh
@@ -67,6 +70,16 @@ class MonitorSpec:
     @property
     def error_path(self) -> Path:
         return self.heartbeat_path.with_suffix(".error")
+
+    @property
+    def view_path(self) -> Path:
+        """The last round's view: JSON {usage, demand, pending_launches, failed_nodes}."""
+        return self.heartbeat_path.with_suffix(".view.json")
+
+    @property
+    def events_path(self) -> Path:
+        """Every round's decisions with that round's demand, one JSON object per line, appended."""
+        return self.heartbeat_path.with_suffix(".events.jsonl")
 
 
 def _major_minor(version: str) -> tuple[int, int] | None:
@@ -134,6 +147,24 @@ def _cluster_ray_version(gcs_address: str, timeout: float = 60.0) -> str | None:
     return None
 
 
+def _write_view(spec: MonitorSpec, load: Any, autoscaler: Any, decisions: list[str]) -> None:
+    view = {
+        "usage": {name: list(pair) for name, pair in load.usage.items()},
+        "demand": [[shape, count] for shape, count in [*load.resource_demand, *load.pg_demand, *load.request_demand]],
+        "pending_launches": dict(autoscaler.pending_launches) if autoscaler else {},
+        "failed_nodes": [list(node) for node in autoscaler.failed_nodes] if autoscaler else [],
+    }
+    partial = spec.view_path.with_suffix(".tmp")
+    partial.write_text(json.dumps(view, sort_keys=True, default=str))
+    os.replace(partial, spec.view_path)
+    if decisions:
+        with open(spec.events_path, "a") as events:
+            events.writelines(
+                json.dumps({"decision": decision, "demand": view["demand"]}, default=str) + "\n"
+                for decision in decisions
+            )
+
+
 def _die_with_parent() -> None:
     """SIGKILL when the forkserver dies, which it does when the operator dies (even by SIGKILL):
     a monitor must never outlive its operator and autoscale beside the next one's.
@@ -191,6 +222,12 @@ def run_monitor(spec: MonitorSpec) -> None:
             super().update_load_metrics()
             spec.heartbeat_path.touch()
 
+        def emit_metrics(self, load_metrics_summary: Any, autoscaler_summary: Any, node_types: Any) -> None:
+            """Called by each round once the autoscaler has updated, with its summaries and before its event
+            summary is logged and cleared: the moment to hand the operator what it saw and decided."""
+            super().emit_metrics(load_metrics_summary, autoscaler_summary, node_types)
+            _write_view(spec, load_metrics_summary, autoscaler_summary, self.event_summarizer.summary())
+
     log.info("autoscaler starting for GCS %s", spec.gcs_address)
     try:
         HeartbeatMonitor(spec.gcs_address, read_config, prefix_cluster_info=True, retry_on_failure=False).run()
@@ -204,7 +241,9 @@ class MonitorProcess:
 
     def __init__(self, spec: MonitorSpec) -> None:
         self.spec = spec
-        spec.error_path.unlink(missing_ok=True)
+        for path in (spec.error_path, spec.view_path, spec.events_path):
+            path.unlink(missing_ok=True)
+        self._decisions_read = 0
         spec.heartbeat_path.touch()
         self.process = _mp().Process(
             target=run_monitor, args=(spec,), name=logs.cluster_prefix(spec.cluster, spec.namespace)
@@ -221,6 +260,27 @@ class MonitorProcess:
 
     def error(self) -> str | None:
         return self.spec.error_path.read_text() if self.spec.error_path.exists() else None
+
+    def view(self) -> dict[str, Any] | None:
+        """What the monitor saw in its last round, or None before its first."""
+        try:
+            view: dict[str, Any] = json.loads(self.spec.view_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return view
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The decisions the monitor wrote since the last call: {decision: Ray's event summary ("Adding 2 node(s) of
+        type rayWorkerType.", …), demand: the demand of that round}."""
+        try:
+            with open(self.spec.events_path, "rb") as events:
+                events.seek(self._decisions_read)
+                data = events.read()
+        except OSError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
+        self._decisions_read += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def silent_for(self, now: float) -> float:
         """Seconds since the monitor's last round."""

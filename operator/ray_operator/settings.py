@@ -15,6 +15,7 @@ class Settings:
     resync_seconds: float = 5.0
     reconcile_workers: int = 16  # threads reconciling clusters, however many there are (their work is mostly I/O)
     autoscaler_interval_seconds: int = 5  # Ray reads it as whole seconds
+    autoscaler_status_seconds: float = 30.0  # status.autoscaler of a busy cluster is written at most this often
     stall_rounds: int = 12
     restart_backoff_seconds: float = 2.0
     max_restart_backoff_seconds: float = 60.0

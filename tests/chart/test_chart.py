@@ -162,7 +162,7 @@ def exported_metric_names() -> set[str]:
 
     from ray_operator import metrics
 
-    families = [*REGISTRY.collect(), *metrics.PhaseCollector(lambda: []).collect()]
+    families = [*REGISTRY.collect(), *metrics.ClusterCollector(lambda: []).collect()]
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
     return {family.name + suffix for family in families for suffix in suffixes.get(family.type, [""])}
 

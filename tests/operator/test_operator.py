@@ -19,7 +19,7 @@ import pytest
 
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, run_ray_job, stack_fixtures
+from tests.local_kube import LocalKube, job_client, run_ray_job, stack_fixtures
 from tests.tools import kubectl
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
@@ -118,7 +118,46 @@ def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
     assert max(most) == 2  # the podType's maxWorkers, not more
     wait_for(lambda: not kube.workers("scale", "ray"), timeout=90, message="idle workers removed")
     assert kube.status("scale", "ray")["phase"] == "Running"
+    # Each decision of the autoscaler is an Event with its reason; the view is back to the head alone.
+    events = wait_for(lambda: (lambda got: got if {"ScaledUp", "ScaledDown"} <= set(got) else None)(
+        {e.reason: e.message for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=scale").items}),
+        timeout=30, message="the scaling Events")
+    assert re.fullmatch(r"Adding \d node\(s\) of type rayWorkerType\. Pending demand: \d+x \{CPU: 1\}\.", events["ScaledUp"])
+    assert re.match(r"Removing \d nodes of type rayWorkerType \(idle", events["ScaledDown"]), events["ScaledDown"]
+    wait_for(lambda: (kube.status("scale", "ray").get("autoscaler") or {}).get("usage", {}).get("CPU") == "0/1",
+             timeout=30, message="the head's CPU alone in status.autoscaler")
     delete_and_wait_gone(kube, "scale", "ray")
+
+
+def test_demand_no_podtype_can_hold_is_named_in_status_an_event_and_kubectl(kube):
+    """A task asking for 100 CPUs: no podType has them, so no worker can help. The RayCluster says so plainly (status,
+    a Warning Event, `kubectl get -o wide`, `kubectl describe`), and stays Running."""
+    kube.create(raycluster("toobig", max_workers=1))
+    kube.wait_phase("toobig", "ray", "Running")
+    client = job_client(kube.head("toobig", "ray").status.pod_ip, kube.ray_token("toobig", "ray"))
+    script = "import ray\nray.init()\nray.get(ray.remote(num_cpus=100)(lambda: 1).remote())\n"
+    job = client.submit_job(entrypoint=f'python -c "{script}"', entrypoint_num_cpus=0)
+    try:
+        status = wait_for(lambda: (lambda s: s if (s.get("autoscaler") or {}).get("infeasibleDemand") else None)(
+            kube.status("toobig", "ray")), timeout=90, message="infeasible demand in status")
+        assert status["autoscaler"]["infeasibleDemand"] == [{"resources": {"CPU": 100.0}, "count": 1}]
+        assert status["phase"] == "Running" and "no podType can hold {CPU: 100}" in status["message"]
+        wait_for(lambda: [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=toobig").items
+                          if e.reason == "InfeasibleDemand" and e.type == "Warning"], timeout=60,
+                 message="the InfeasibleDemand Event")
+        wide = kubectl_output(kube, "get", "rayclusters", "toobig", "-o", "wide")
+        assert "USAGE" in wide and "DEMAND" in wide and "1x {CPU: 100}" in wide and "CPU 0/1" in wide, wide
+        described = kubectl_output(kube, "describe", "raycluster", "toobig")
+        assert "Infeasible Demand" in described and "InfeasibleDemand" in described, described
+        assert not kube.workers("toobig", "ray")  # nothing launched in vain
+    finally:
+        client.stop_job(job)
+    delete_and_wait_gone(kube, "toobig", "ray")
+
+
+def kubectl_output(kube: LocalKube, *args: str) -> str:
+    return subprocess.run([str(kubectl()), "--kubeconfig", str(kube.kubeconfig), "-n", "ray", *args],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def test_a_killed_autoscaler_is_counted_in_status_and_metrics_and_restarted_without_touching_other_clusters(kube):
@@ -223,7 +262,7 @@ def test_a_head_that_fails_at_once_is_recreated_with_backoff(kube):
     assert status["phase"] == "AutoscalingExceptionRecovery"
     # The cause, quoted from the head container's last log line with its exit code, and how often in a row.
     assert re.search(r"the head pod broken-\S+ is Failed: container ray-node exited with code 2: .*"
-                     r"No such option '--no-such-flag'.* \(\d+ times in a row\)$", status["message"]), status["message"]
+                     r"No such option '--no-such-flag'.* \(\d+ times in a row\)", status["message"]), status["message"]
     # One Warning Event for the repeated cause, counted, not one per failure.
     failed = [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=broken").items
               if e.reason == "AutoscalerFailed"]

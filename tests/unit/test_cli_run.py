@@ -10,19 +10,27 @@ from prometheus_client import CollectorRegistry
 
 from kube_apiserver.kubeconfig import write_kubeconfig
 from ray_operator.cli import run
-from ray_operator.metrics import PhaseCollector
+from ray_operator.metrics import ClusterCollector
 
 
 def test_every_flag_of_run_is_documented():
     assert [p.name for p in run.params if isinstance(p, click.Option) and not p.help] == []
 
 
-def test_clusters_are_counted_by_phase_and_every_phase_is_present():
+def test_clusters_are_counted_by_phase_with_their_demand_and_workers():
     registry = CollectorRegistry()
-    registry.register(PhaseCollector(lambda: ["Running", "Running", "Error", None]))
+    busy = {"phase": "Running", "podTypes": [{"name": "rayWorkerType", "ready": 2, "pending": 1}],
+            "autoscaler": {"pendingDemand": [{"resources": {"CPU": 1}, "count": 3}, {"resources": {"GPU": 1}, "count": 1}]}}
+    registry.register(ClusterCollector(lambda: [("ray", "busy", busy), ("ray", "calm", {"phase": "Running"}),
+                                                ("ray", "bad", {"phase": "Error"}), ("ray", "new", {})]))
     counts = {phase: registry.get_sample_value("ray_operator_clusters", {"phase": phase})
               for phase in ("Updating", "Running", "AutoscalingExceptionRecovery", "Error")}
     assert counts == {"Updating": 0, "Running": 2, "AutoscalingExceptionRecovery": 0, "Error": 1}
+    assert registry.get_sample_value("ray_operator_pending_demand", {"namespace": "ray", "cluster": "busy"}) == 4
+    assert registry.get_sample_value("ray_operator_pending_demand", {"namespace": "ray", "cluster": "calm"}) == 0
+    workers = {"namespace": "ray", "cluster": "busy", "pod_type": "rayWorkerType"}
+    assert registry.get_sample_value("ray_operator_workers", {**workers, "state": "ready"}) == 2
+    assert registry.get_sample_value("ray_operator_workers", {**workers, "state": "pending"}) == 1
 
 
 @pytest.mark.parametrize("endpoint,flag", [("/metrics", "--metrics-port"), ("/healthz", "--health-port")])

@@ -92,3 +92,18 @@ def test_what_this_process_made_or_found_gone_is_seen_at_once_and_the_watch_has_
         wait_for(lambda: names(cache) == ["mine"], message="the watch's own word on the pod")
     finally:
         cache.stop()
+
+
+def test_a_response_older_than_what_the_watch_saw_does_not_turn_the_cache_back(core):
+    """The create's response and the watch's events race (a kubelet may mark the pod Running before the creator
+    puts its response into the cache): the later version stays."""
+    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo").start()
+    try:
+        assert cache.wait_synced(10)
+        created = core.api_client.sanitize_for_serialization(core.create_namespaced_pod("ray", pod("raced")))
+        core.patch_namespaced_pod_status("raced", "ray", {"status": {"phase": "Running", "podIP": "10.0.0.7"}})
+        wait_for(lambda: (cache.get("ray", "raced") or {}).get("status", {}).get("podIP"), message="the watch's Running")
+        cache.put(created)
+        assert cache.get("ray", "raced")["status"]["podIP"] == "10.0.0.7"
+    finally:
+        cache.stop()

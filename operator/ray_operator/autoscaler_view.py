@@ -1,0 +1,99 @@
+"""Where the autoscaler's view becomes the RayCluster's `status.autoscaler`, and its decisions become Events: pure
+functions of what the cluster's monitor wrote in its last round (ray_operator.monitor_process) and of the cluster's
+autoscaler config.
+
+- usage: Ray resources used of total ("CPU": "3/4", "memory": "1.5/4.0 GiB"); Ray's per-node resources left out;
+- pendingDemand: the resource shapes tasks, actors and placement groups wait for, with counts;
+- infeasibleDemand: those no podType can ever hold (said plainly: more of them will not help);
+- pendingLaunches / failedLaunches: per podType;
+- usageSummary / demandSummary: one short line each, for `kubectl get rayclusters -o wide`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MEMORY_RESOURCES = ("memory", "object_store_memory")
+_PER_NODE_PREFIXES = ("node:", "accelerator_type:")
+_DECISIONS = (  # Ray's event summary → Event reason, warning
+    ("Adding", "ScaledUp", False),
+    ("Removing", "ScaledDown", False),
+    ("Resized", "Resized", False),
+    ("Restarting", "NodeRestarted", True),
+    ("Failed to launch", "LaunchFailed", True),
+    ("Error: No available node types", "InfeasibleDemand", True),
+)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _usage(name: str, used: float, total: float) -> str:
+    if name in MEMORY_RESOURCES:
+        return f"{used / 2**30:.1f}/{total / 2**30:.1f} GiB"
+    return f"{_number(used)}/{_number(total)}"
+
+
+def _shape(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {_number(v)}" for k, v in sorted(resources.items())) + "}"
+
+
+def fits(shape: dict[str, float], resources: dict[str, float]) -> bool:
+    return all(resources.get(name, 0) >= amount for name, amount in shape.items())
+
+
+def pending_demand(shapes: list[list[Any]]) -> list[dict[str, Any]]:
+    """Ray's demand ([shape, count] pairs, a shape listed more than once) as one entry per shape."""
+    counts: dict[str, tuple[dict[str, float], int]] = {}
+    for shape, count in shapes:
+        key = _shape(shape)
+        counts[key] = (shape, counts.get(key, (shape, 0))[1] + count)
+    return [{"resources": shape, "count": count} for _, (shape, count) in sorted(counts.items())]
+
+
+def demand_summary(demand: list[dict[str, Any]]) -> str:
+    """One line: "4x {CPU: 1}, 2x {CPU: 2, GPU: 1}"."""
+    return ", ".join(f"{d['count']}x {_shape(d['resources'])}" for d in demand)
+
+
+def autoscaler_status(view: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """`status.autoscaler` from the monitor's last view of the cluster and its config."""
+    usage = {
+        name: _usage(name, used, total)
+        for name, (used, total) in sorted(view.get("usage", {}).items())
+        if total and not name.startswith(_PER_NODE_PREFIXES)
+    }
+    demand = pending_demand(view.get("demand", []))
+    capacities = [node_type["resources"] for node_type in config["available_node_types"].values()]
+    infeasible = [d for d in demand if not any(fits(d["resources"], capacity) for capacity in capacities)]
+    failed: dict[str, int] = {}
+    for _, node_type in view.get("failed_nodes", []):
+        failed[node_type] = failed.get(node_type, 0) + 1
+    status: dict[str, Any] = {
+        "usage": usage,
+        "usageSummary": ", ".join(f"{name} {value}" for name, value in usage.items() if name not in MEMORY_RESOURCES),
+        "pendingDemand": demand,
+        "demandSummary": demand_summary(demand),
+        "pendingLaunches": {k: v for k, v in sorted(view.get("pending_launches", {}).items()) if v},
+        "failedLaunches": dict(sorted(failed.items())),
+    }
+    if infeasible:
+        status["infeasibleDemand"] = infeasible
+        status["message"] = (
+            "no podType can hold " + ", ".join(_shape(d["resources"]) for d in infeasible) + ": add a podType "
+            "with enough resources, or ask for less"
+        )
+    return status
+
+
+def decision_event(decision: str, demand: list[list[Any]]) -> tuple[str, str, bool]:
+    """The Event (reason, message, warning) for one of the autoscaler's decisions and the demand of the round it was
+    made in; a scale-up names the demand it answers."""
+    reason, warning = next(
+        ((r, w) for prefix, r, w in _DECISIONS if decision.startswith(prefix)), ("Autoscaler", False)
+    )
+    summary = demand_summary(pending_demand(demand))
+    if reason == "ScaledUp" and summary:
+        decision = f"{decision} Pending demand: {summary}."
+    return reason, decision, warning
