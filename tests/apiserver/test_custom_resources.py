@@ -115,5 +115,5 @@ def test_kubectl_get_shows_the_printer_columns(crd, custom, kubectl):
     assert header.split() == ["NAME", "STATUS", "RESTARTS", "WORKERS", "DESIRED", "AGE"]
     assert row.split()[:5] == ["c1", "Running", "2", "1", "3"]
     wide = kubectl("get", "rayc", "-o", "wide").stdout.splitlines()[0].split()
-    assert wide[-1] == "MESSAGE"
+    assert wide[-3:] == ["USAGE", "DEMAND", "MESSAGE"]  # the long one last
     assert kubectl("get", "raycluster", "c1", "-o", "jsonpath={.status.phase}").stdout == "Running"
