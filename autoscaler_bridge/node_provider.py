@@ -40,12 +40,11 @@ from ray.autoscaler.tags import (
 
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.ray_pod import build_ray_pod
-from autoscaler_bridge.watch_cache import NotSynced, WatchCache
+from autoscaler_bridge.watch_cache import SYNC_SECONDS, NotSynced, WatchCache
 
 log = logging.getLogger(__name__)
 
-TERMINATE_CONCURRENCY = 8
-SYNC_SECONDS = 30.0  # how long a listing waits for the cache's first LIST before it raises NotSynced
+DELETE_CONCURRENCY = 8
 _TAG_PREFIX = "ray-"
 
 _caches: dict[tuple[str, str, str], WatchCache] = {}
@@ -104,6 +103,27 @@ def _created(pod: dict[str, Any]) -> datetime:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
+def delete_pods(calls: KubeCalls, namespace: str, names: list[str], pods: WatchCache) -> list[str]:
+    """Delete these pods (the autoscaler's workers, or every pod of a cluster the operator restarts), a few at a
+    time; they leave the cache at once and the watch says the rest. Returns those that were gone already."""
+
+    def delete(name: str) -> bool:
+        try:
+            calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False)
+            existed = True
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            existed = False
+        pods.discard(namespace, name)
+        return existed
+
+    if not names:
+        return []
+    with ThreadPoolExecutor(max_workers=min(DELETE_CONCURRENCY, len(names))) as pool:
+        return [name for name, existed in zip(names, pool.map(delete, names), strict=True) if not existed]
+
+
 def node_status(pod: dict[str, Any]) -> str:
     """`ray-node-status` as the autoscaler must see it: no updater runs, so the pod's phase says it."""
     phase = (pod.get("status") or {}).get("phase")
@@ -127,11 +147,10 @@ class KubernetesNodeProvider(NodeProvider):
     def pods(self, label_filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """The cluster's pods that are not being deleted, matching `label_filters`; raises NotSynced while the
         cache cannot know them."""
-        self._cache.wait_synced(SYNC_SECONDS)
         wanted = (label_filters or {}).items()
         return [
             p
-            for p in self._cache.items()
+            for p in self._cache.items(wait=SYNC_SECONDS)
             if not p["metadata"].get("deletionTimestamp") and wanted <= (p["metadata"].get("labels") or {}).items()
         ]
 
@@ -254,26 +273,22 @@ class KubernetesNodeProvider(NodeProvider):
         return self.create_node_with_resources_and_labels(node_config, tags, count, {}, {})
 
     # Deleting pods.
-    def terminate_node(self, node_id: str) -> None:
+    def _refused_head(self, node_id: str) -> bool:
         pod = self._pod(node_id)
-        if pod is not None and (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
-            log.warning(
-                "%s,%s: refusing to terminate the head pod %s (the operator manages it)",
-                self.cluster_name,
-                self.namespace,
-                node_id,
-            )
-            return
-        try:
-            self.calls(self.calls.core.delete_namespaced_pod, node_id, self.namespace, _preload_content=False)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            log.info("%s,%s: pod %s was already deleted", self.cluster_name, self.namespace, node_id)
-        self._cache.discard(self.namespace, node_id)  # terminated from now on; the watch says the rest
+        if pod is None or (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD:
+            return False
+        log.warning(
+            "%s,%s: refusing to terminate the head pod %s (the operator manages it)",
+            self.cluster_name,
+            self.namespace,
+            node_id,
+        )
+        return True
+
+    def terminate_node(self, node_id: str) -> None:
+        self.terminate_nodes([node_id])
 
     def terminate_nodes(self, node_ids: list[str]) -> None:
-        if not node_ids:
-            return
-        with ThreadPoolExecutor(max_workers=min(TERMINATE_CONCURRENCY, len(node_ids))) as pool:
-            list(pool.map(self.terminate_node, node_ids))
+        workers = [node_id for node_id in node_ids if not self._refused_head(node_id)]
+        for gone in delete_pods(self.calls, self.namespace, workers, self._cache):
+            log.info("%s,%s: pod %s was already deleted", self.cluster_name, self.namespace, gone)

@@ -28,6 +28,7 @@ from autoscaler_bridge.kube_client import REQUEST_TIMEOUT
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 300  # how long the server keeps one watch open; reopening costs one request
+SYNC_SECONDS = 30.0  # how long a reader waits for the first LIST (or the one after a failure) before NotSynced
 RETRY_SECONDS = (0.5, 10.0)  # backoff after a failed LIST or watch: first, most
 
 Key = tuple[str, str]  # (namespace, name)
@@ -96,9 +97,10 @@ class WatchCache:
         return self._synced.wait(timeout)
 
     # Reading and writing.
-    def items(self) -> list[dict[str, Any]]:
-        """Every object the cache holds; raises NotSynced while it cannot know."""
-        if not self._synced.is_set():
+    def items(self, wait: float = 0.0) -> list[dict[str, Any]]:
+        """Every object the cache holds; raises NotSynced if it still cannot know after `wait` seconds (a reader
+        that starts with the process waits for the first LIST: SYNC_SECONDS)."""
+        if not self._synced.wait(wait):
             raise NotSynced(f"the {self.name} watch has not listed yet or failed since; retried")
         with self._lock:
             return list(self._items.values())

@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pod_runtime.api_relay import SERVICE_NAMES, ApiRelay
 from pod_runtime.containers import Reference, command_line, container_env, dirs_to_keep, supported_image
-from pod_runtime.kubelet_server import KubeletServer
+from pod_runtime.kubelet_server import KubeletServer, tail
 from pod_runtime.network import NETWORKS
 from pod_runtime.volumes import MissingReference, projected_mounts, read_references, write_projected
 
@@ -123,7 +123,7 @@ class Container:
         with open(self.log_path, "rb") as log_file:
             log_file.seek(max(0, self.log_path.stat().st_size - TERMINATION_MESSAGE_BYTES))
             data = log_file.read()
-        return b"".join(data.splitlines(keepends=True)[-TERMINATION_MESSAGE_LINES:]).decode(errors="replace")
+        return tail(data, TERMINATION_MESSAGE_LINES, None).decode(errors="replace")
 
     def stop(self, grace: float) -> None:
         """SIGTERM to the container's PID 1 (as a container runtime sends it: the container's other processes are

@@ -39,14 +39,14 @@ from autoscaler_bridge import ray_auth
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags, outdated
 from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
-from autoscaler_bridge.node_provider import pending_pods_block
+from autoscaler_bridge.node_provider import delete_pods, pending_pods_block
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import validate_raycluster
 from autoscaler_bridge.watch_cache import NotSynced
 from ray_operator.auth_secret import TokenSecretError, ensure_token, read_token
 from ray_operator.autoscaler_view import autoscaler_status, decision_event
 from ray_operator.cluster_objects import ClusterObjects
-from ray_operator.head import create_head_pod, create_head_service, delete_pods
+from ray_operator.head import create_head_pod, create_head_service
 from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
 from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY, MonitorProcess, MonitorSpec

@@ -12,9 +12,7 @@ from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import head_service_name
-from autoscaler_bridge.watch_cache import WatchCache
-
-SYNC_SECONDS = 30.0  # how long a reader waits for a cache's first LIST before it raises NotSynced
+from autoscaler_bridge.watch_cache import SYNC_SECONDS, WatchCache
 
 
 class ClusterObjects:
@@ -47,10 +45,9 @@ class ClusterObjects:
 
     def pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         """The cluster's pods that are not being deleted; raises NotSynced while the cache cannot know."""
-        self.pod_cache.wait_synced(SYNC_SECONDS)
         return [
             p
-            for p in self.pod_cache.items()
+            for p in self.pod_cache.items(wait=SYNC_SECONDS)
             if p["metadata"]["namespace"] == namespace
             and (p["metadata"].get("labels") or {}).get(TAG_RAY_CLUSTER_NAME) == cluster
             and not p["metadata"].get("deletionTimestamp")
@@ -58,6 +55,5 @@ class ClusterObjects:
 
     def head_service(self, namespace: str, cluster: str) -> dict[str, Any] | None:
         """The cluster's head Service; raises NotSynced while the cache cannot know."""
-        self.service_cache.wait_synced(SYNC_SECONDS)
-        self.service_cache.items()  # raises NotSynced
+        self.service_cache.items(wait=SYNC_SECONDS)  # raises NotSynced
         return self.service_cache.get(namespace, head_service_name(cluster))

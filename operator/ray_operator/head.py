@@ -1,10 +1,10 @@
-"""Where the operator makes a cluster's head Service and head pod, and deletes a cluster's pods when it restarts
-the cluster. Workers are the autoscaler's (autoscaler_bridge.node_provider); only this module makes heads."""
+"""Where the operator makes a cluster's head Service and head pod. Workers are the autoscaler's
+(autoscaler_bridge.node_provider, whose delete_pods the operator also uses when it restarts a cluster); only this
+module makes heads."""
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -13,8 +13,6 @@ from autoscaler_bridge.cluster_config import head_tags
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.ray_pod import build_head_service, build_ray_pod
 from autoscaler_bridge.watch_cache import WatchCache
-
-DELETE_CONCURRENCY = 8
 
 
 def create_head_service(calls: KubeCalls, config: dict[str, Any], services: WatchCache) -> None:
@@ -42,19 +40,3 @@ def create_head_pod(calls: KubeCalls, config: dict[str, Any], pods: WatchCache) 
     body: dict[str, Any] = json.loads(created.data)
     pods.put(body)
     return body
-
-
-def delete_pods(calls: KubeCalls, namespace: str, names: list[str], pods: WatchCache) -> None:
-    """Delete these pods (the head too); one already gone is no error."""
-
-    def delete(name: str) -> None:
-        try:
-            calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-        pods.discard(namespace, name)
-
-    if names:
-        with ThreadPoolExecutor(max_workers=min(DELETE_CONCURRENCY, len(names))) as pool:
-            list(pool.map(delete, names))
