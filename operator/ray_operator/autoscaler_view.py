@@ -11,15 +11,17 @@ autoscaler config.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MEMORY_RESOURCES = ("memory", "object_store_memory")
 _PER_NODE_PREFIXES = ("node:", "accelerator_type:")
-_DECISIONS = (  # Ray's event summary → Event reason, warning
+_DECISIONS = (  # Ray's event summary (its start) → Event reason, warning
     ("Adding", "ScaledUp", False),
     ("Removing", "ScaledDown", False),
     ("Resized", "Resized", False),
     ("Restarting", "NodeRestarted", True),
+    (re.compile(r"Failed to launch .*\(Pending pods\)"), "LaunchesHeldBack", True),  # the node provider's bound
     ("Failed to launch", "LaunchFailed", True),
     ("Error: No available node types", "InfeasibleDemand", True),
 )
@@ -91,7 +93,12 @@ def decision_event(decision: str, demand: list[list[Any]]) -> tuple[str, str, bo
     """The Event (reason, message, warning) for one of the autoscaler's decisions and the demand of the round it was
     made in; a scale-up names the demand it answers."""
     reason, warning = next(
-        ((r, w) for prefix, r, w in _DECISIONS if decision.startswith(prefix)), ("Autoscaler", False)
+        (
+            (r, w)
+            for start, r, w in _DECISIONS
+            if (decision.startswith(start) if isinstance(start, str) else start.match(decision))
+        ),
+        ("Autoscaler", False),
     )
     summary = demand_summary(pending_demand(demand))
     if reason == "ScaledUp" and summary:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -191,20 +192,26 @@ def run_monitor(spec: MonitorSpec) -> None:
     gc.freeze()
     _die_with_parent()
     logs.configure(spec.log_level, fixed_prefix=logs.cluster_prefix(spec.cluster, spec.namespace))
-    import logging
-
-    from ray.autoscaler._private.monitor import Monitor
-
     # Ray gives its loggers a handler of their own: route them through ours, so each line has the prefix.
     ray_logger = logging.getLogger("ray")
     ray_logger.handlers.clear()
     ray_logger.propagate = True
     log = logging.getLogger("ray_operator.monitor")
-    _authenticate_as(spec)
+    try:
+        _authenticate_as(spec)
+        _autoscale(spec, log)
+    except Exception as error:  # e.g. the head refused its token, or cannot be reached: the operator quotes it
+        spec.error_path.write_text(f"{type(error).__name__}: {error}"[:MAX_ERROR])
+        raise
+
+
+def _autoscale(spec: MonitorSpec, log: Any) -> None:
+    """Check the cluster's Ray, then run Ray's Monitor on the cluster's config until it fails or is stopped."""
+    from ray.autoscaler._private.monitor import Monitor
+
     version = _cluster_ray_version(spec.gcs_address)
-    if version is None:
-        log.error("the head's GCS has no cluster metadata: not a healthy Ray head")
-        os._exit(1)  # an ordinary failure: counted, and retried with backoff
+    if version is None:  # an ordinary failure: counted, and retried with backoff
+        raise RuntimeError("the head's GCS has no cluster metadata: not a healthy Ray head")
     for reason, code in (
         (unsupported_ray_version(version), EXIT_UNSUPPORTED_RAY),
         (missing_token_auth(version, spec.auth_mode), EXIT_NO_TOKEN_AUTH),
@@ -229,11 +236,7 @@ def run_monitor(spec: MonitorSpec) -> None:
             _write_view(spec, load_metrics_summary, autoscaler_summary, self.event_summarizer.summary())
 
     log.info("autoscaler starting for GCS %s", spec.gcs_address)
-    try:
-        HeartbeatMonitor(spec.gcs_address, read_config, prefix_cluster_info=True, retry_on_failure=False).run()
-    except Exception as error:
-        spec.error_path.write_text(f"{type(error).__name__}: {error}"[:MAX_ERROR])  # the operator quotes it
-        raise
+    HeartbeatMonitor(spec.gcs_address, read_config, prefix_cluster_info=True, retry_on_failure=False).run()
 
 
 class MonitorProcess:

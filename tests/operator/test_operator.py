@@ -5,6 +5,7 @@ One environment for the module; each test makes its own RayCluster and deletes i
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -216,7 +217,15 @@ def test_pending_pods_do_not_run_away(kube):
     [worker_type] = [t for t in status["podTypes"] if t["name"] == "rayWorkerType"]
     assert worker_type["pending"] == 2 and worker_type["ready"] == 0
     assert worker_type["message"] == "2 pods are Pending (the bound is 2): no more are launched until they start"
-    time.sleep(5)  # several autoscaler rounds
+    # The autoscaler keeps trying to launch the other two, and the bound holds them back: one Warning, counted.
+    [held] = wait_for(lambda: [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=stuck").items
+                               if e.reason == "LaunchesHeldBack" and e.count >= 2], timeout=90,
+                      message="a LaunchesHeldBack Event repeated",
+                      state=lambda: [(e.reason, e.count, e.message) for e in kube.core.list_namespaced_event(
+                          "ray", field_selector="involvedObject.name=stuck").items])
+    assert held.type == "Warning" and held.message == (
+        "Failed to launch 2 node(s) of type rayWorkerType. (Pending pods): 2 pods are Pending (the bound is 2): "
+        "no more are launched until they start.")
     assert len(kube.workers("stuck", "ray")) == 2
     delete_and_wait_gone(kube, "stuck", "ray")
 
@@ -405,6 +414,31 @@ def test_token_authentication_locks_the_cluster_and_disabled_opens_it(kube):
     assert kube.status("locked", "ray")["rayAuthentication"] == {"mode": "disabled"}
     assert run_ray_job(kube.head("locked", "ray").status.pod_ip, tasks=1) == "SUCCEEDED"  # no token needed
     delete_and_wait_gone(kube, "locked", "ray")
+
+
+def test_an_autoscaler_the_head_refuses_says_why_and_recovers_once_it_can_authenticate(kube):
+    """The token Secret overwritten with another token: the next autoscaler is refused by the head, and the RayCluster
+    quotes the head's answer (status, Event) instead of a bare exit code; the Secret put back, it runs again."""
+    kube.create(raycluster("refused"))
+    kube.wait_phase("refused", "ray", "Running")
+    head_uid = kube.head("refused", "ray").metadata.uid
+    secret = kube.core.read_namespaced_secret("refused-ray-auth", "ray")
+    kube.core.patch_namespaced_secret("refused-ray-auth", "ray", {"data": {"token": base64.b64encode(b"f" * 64).decode()}})
+    os.kill(monitor_pid(kube, "refused", "ray"), signal.SIGKILL)
+    status = wait_for(lambda: (lambda s: s if "AuthenticationError" in s.get("message", "") else None)(
+        kube.status("refused", "ray")), timeout=90, message="the head's refusal in status.message",
+        state=lambda: kube.status("refused", "ray"))
+    assert status["phase"] == "AutoscalingExceptionRecovery"
+    assert re.match(r"the autoscaler exited with code 1: AuthenticationError: .*InvalidAuthToken: Authentication token is "
+                    r"missing or incorrect", status["message"]), status["message"]
+    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=refused,reason=AutoscalerFailed").items
+    assert any("InvalidAuthToken" in e.message for e in events), [e.message for e in events]
+    kube.core.patch_namespaced_secret("refused-ray-auth", "ray", {"data": secret.data})
+    status = wait_for(lambda: (lambda s: s if s.get("phase") == "Running" and s["autoscalerRetries"] >= 2 else None)(
+        kube.status("refused", "ray")), timeout=120, message="Running again with the right token",
+        state=lambda: kube.status("refused", "ray"))
+    assert status["message"] == "" and kube.head("refused", "ray").metadata.uid == head_uid
+    delete_and_wait_gone(kube, "refused", "ray")
 
 
 # What the head of an outdated Ray image writes into its GCS, written over the real head's: a Ray before tokens.

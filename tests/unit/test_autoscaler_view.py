@@ -46,7 +46,11 @@ def test_a_steady_cluster_has_a_steady_view():
     ("Adding 2 node(s) of type rayWorkerType.", "ScaledUp", False),
     ("Removing 1 nodes of type rayWorkerType (idle).", "ScaledDown", False),
     ("Resized to 4 CPUs.", "Resized", False),
-    ("Failed to launch 1 node(s) of type rayWorkerType. (Pending pods): 2 pods are Pending", "LaunchFailed", True),
+    ("Failed to launch 2 node(s) of type rayWorkerType. (Pending pods): 2 pods are Pending (the bound is 2): no more "
+     "are launched until they start", "LaunchesHeldBack", True),
+    ("Failed to launch 1 node(s) of type rayWorkerType. (Pods unknown): the watch of pods is not synced",
+     "LaunchFailed", True),
+    ("Failed to launch 1 node(s) of type rayWorkerType.", "LaunchFailed", True),
     ("Error: No available node types can fulfill resource request {'CPU': 100.0}. Add suitable node types to this "
      "cluster to resolve this issue.", "InfeasibleDemand", True),
     ("Restarting 1 nodes of type rayWorkerType (lost contact with raylet).", "NodeRestarted", True),
