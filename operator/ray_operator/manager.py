@@ -41,7 +41,7 @@ class ClusterManager:
             if controller is None:
                 self._controllers[key] = ClusterController(body, self.settings, self.calls, self.objects)
             else:
-                controller.observe(body)
+                controller.update(body)
         self.queue.add(key)
 
     def wake(self, namespace: str, name: str) -> None:

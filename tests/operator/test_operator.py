@@ -127,6 +127,19 @@ def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
     assert re.match(r"Removing \d nodes of type rayWorkerType \(idle", events["ScaledDown"]), events["ScaledDown"]
     wait_for(lambda: (kube.status("scale", "ray").get("autoscaler") or {}).get("usage", {}).get("CPU") == "0/1",
              timeout=30, message="the head's CPU alone in status.autoscaler")
+    # `kubectl describe` tells the story: where the cluster is and why, per podType, the autoscaler's view, its decisions.
+    described = kubectl_output(kube, "describe", "raycluster", "scale")
+    for told in (
+        r"Conditions:\n\s+Last Transition Time:.*\n\s+Message:\s+Ray's GCS answers at [\d.]+:6379\n\s+Reason:\s+GCSAnswers\n"
+        r"\s+Status:\s+True\n\s+Type:\s+HeadReady\n",
+        r"\s+Message:\s+the autoscaler makes its rounds\n\s+Reason:\s+Running\n\s+Status:\s+True\n\s+Type:\s+AutoscalerHealthy\n",
+        r"\s+Phase:\s+Running\n",
+        r"Pod Types:\n(?:.*\n)*?\s+Desired:\s+0\n\s+Name:\s+rayWorkerType\n\s+Pending:\s+0\n\s+Ready:\s+0\n",
+        r"Autoscaler:\n(?:.*\n)*?\s+Usage:\n\s+CPU:\s+0/1\n",
+        r"Events:\n(?:.*\n)*?\s+Normal\s+ScaledUp\s+.*Adding \d node\(s\) of type rayWorkerType\. Pending demand: \d+x \{CPU: 1\}",
+        r"Events:\n(?:.*\n)*?\s+Normal\s+ScaledDown\s+.*Removing \d nodes of type rayWorkerType \(idle",
+    ):
+        assert re.search(told, described), f"{told!r} not in:\n{described}"
     delete_and_wait_gone(kube, "scale", "ray")
 
 

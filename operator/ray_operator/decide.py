@@ -1,0 +1,127 @@
+"""Where a RayCluster's next step is decided: a pure function of one observation (ray_operator.observation).
+
+One step per reconciliation, the first that applies, each with its reason:
+
+1. the spec is invalid → Error; nothing is made;
+2. the spec's generation runs a Ray the operator cannot autoscale → hold (nothing until the spec changes);
+3. the head pod comes from an older head podType template → restart the cluster;
+4. the head pod stopped, or is gone after the cluster ran → a counted failure, and the cluster restarts;
+5. no head pod → wait out the backoff of earlier failures, then create one;
+6. the head pod not running yet, then its GCS not answering → wait;
+7. no autoscaler → wait out the backoff, then start one;
+8. the autoscaler exited, hung or grew past its memory limit → a counted failure (for an unsupported Ray: Error);
+9. the autoscaler made no round yet → wait; workers of changed podTypes → replace them; a new spec not yet
+   read by a round → apply it; else Running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY
+from ray_operator.observation import Observation, pod_phase
+from ray_operator.pod_failures import why_stopped
+from ray_operator.settings import Settings
+from ray_operator.status import RUNNING
+
+
+class Action(Enum):
+    INVALID_SPEC = "InvalidSpec"
+    HOLD = "Hold"  # nothing to do, nothing to write
+    RESTART_CLUSTER = "RestartCluster"
+    HEAD_FAILED = "HeadFailed"
+    HEAD_GONE = "HeadGone"
+    WAIT_HEAD_BACKOFF = "WaitHeadBackoff"
+    CREATE_HEAD = "CreateHead"
+    WAIT_HEAD = "WaitHead"
+    WAIT_GCS = "WaitGCS"
+    WAIT_AUTOSCALER_BACKOFF = "WaitAutoscalerBackoff"
+    START_AUTOSCALER = "StartAutoscaler"
+    UNSUPPORTED_RAY = "UnsupportedRay"
+    NO_TOKEN_AUTH = "NoTokenAuth"  # Error, and the open head's pods are removed
+    AUTOSCALER_FAILED = "AutoscalerFailed"
+    WAIT_FIRST_ROUND = "WaitFirstRound"
+    REPLACE_WORKERS = "ReplaceWorkers"
+    APPLY_SPEC = "ApplySpec"
+    RUN = "Run"
+
+
+FAILURES = frozenset({Action.HEAD_FAILED, Action.HEAD_GONE, Action.AUTOSCALER_FAILED})
+ERRORS = frozenset({Action.INVALID_SPEC, Action.UNSUPPORTED_RAY, Action.NO_TOKEN_AUTH})
+AUTOSCALING = frozenset({Action.RUN, Action.REPLACE_WORKERS, Action.APPLY_SPEC})
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    message: str  # why, or what is awaited: status.message says it
+    cause: str = ""  # a failure's reason without what changes from one failure to the next (a pod's name)
+
+
+def decide(obs: Observation, settings: Settings) -> Step:
+    """The one next step for the cluster."""
+    memory = obs.memory
+    if obs.problems:
+        return Step(Action.INVALID_SPEC, "invalid RayCluster: " + "; ".join(obs.problems))
+    if memory.unsupported:
+        return Step(Action.HOLD, memory.unsupported)
+    head = obs.head
+    if head is not None and obs.head_outdated:
+        return Step(
+            Action.RESTART_CLUSTER,
+            "restarting the cluster for the head podType's new pod template",
+            cause="the head podType's pod template changed",
+        )
+    if head is not None and pod_phase(head) in ("Failed", "Succeeded"):
+        why = f"{pod_phase(head)}: {why_stopped(head)}"
+        return Step(Action.HEAD_FAILED, f"the head pod {obs.head_name} is {why}", cause=f"the head pod is {why}")
+    if head is None:
+        if memory.head_uid is not None or memory.phase == RUNNING:
+            return Step(Action.HEAD_GONE, "the head pod is gone")
+        if memory.backoff_seconds > 0:  # the same backoff as the autoscaler's: no head churn
+            return Step(Action.WAIT_HEAD_BACKOFF, f"creating a new head pod in {memory.backoff_seconds:.0f}s")
+        return Step(Action.CREATE_HEAD, "creating the head pod")
+    if pod_phase(head) != "Running" or not obs.head_ip:
+        return Step(Action.WAIT_HEAD, f"waiting for the head pod {obs.head_name} to run")
+    if not obs.gcs_answers:
+        return Step(Action.WAIT_GCS, f"waiting for Ray on the head pod (GCS {obs.gcs_address})")
+    return _autoscaler_step(obs, settings)
+
+
+def _autoscaler_step(obs: Observation, settings: Settings) -> Step:
+    monitor = obs.monitor
+    if monitor is None:
+        if obs.memory.backoff_seconds > 0:
+            return Step(
+                Action.WAIT_AUTOSCALER_BACKOFF, f"restarting the autoscaler in {obs.memory.backoff_seconds:.0f}s"
+            )
+        return Step(Action.START_AUTOSCALER, "starting the autoscaler")
+    if monitor.exit_code == EXIT_UNSUPPORTED_RAY:
+        return Step(Action.UNSUPPORTED_RAY, monitor.error or "the cluster's Ray version is not supported")
+    if monitor.exit_code == EXIT_NO_TOKEN_AUTH:
+        return Step(Action.NO_TOKEN_AUTH, monitor.error or "the cluster's Ray has no token authentication")
+    if monitor.exit_code is not None:
+        error = f": {monitor.error}" if monitor.error else ""
+        return Step(Action.AUTOSCALER_FAILED, f"the autoscaler exited with code {monitor.exit_code}{error}")
+    stall = float(settings.stall_rounds * settings.autoscaler_interval_seconds)
+    if monitor.running_seconds > stall and monitor.silent_seconds > stall:
+        return Step(Action.AUTOSCALER_FAILED, f"the autoscaler made no progress for {monitor.silent_seconds:.0f}s")
+    if monitor.memory_bytes > settings.monitor_memory_limit_mb * 2**20:
+        return Step(
+            Action.AUTOSCALER_FAILED,
+            f"the autoscaler used {monitor.memory_bytes // 2**20} MiB, over its limit of "
+            f"{settings.monitor_memory_limit_mb} MiB",
+        )
+    if not monitor.made_a_round:
+        return Step(Action.WAIT_FIRST_ROUND, "waiting for the autoscaler's first round")
+    if obs.outdated_workers:
+        return Step(Action.REPLACE_WORKERS, f"replacing {obs.outdated_workers} workers of changed podTypes")
+    if not monitor.round_since_config:
+        return Step(Action.APPLY_SPEC, "applying the new spec")
+    return Step(Action.RUN, "")
+
+
+def failure_reason(step: Step, failures_in_a_row: int) -> str:
+    """A failure's reason, with how many times in a row it happened."""
+    return step.message + (f" ({failures_in_a_row} times in a row)" if failures_in_a_row > 1 else "")

@@ -1,0 +1,85 @@
+"""The next step for a RayCluster, decided from observations made by hand: no Ray, no API server, no root."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ray_operator.decide import Action, Step, decide, failure_reason
+from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY
+from ray_operator.observation import Memory, MonitorState, Observation
+from ray_operator.settings import Settings
+
+SETTINGS = Settings(stall_rounds=3, autoscaler_interval_seconds=5, monitor_memory_limit_mb=100)
+CONFIG = {"available_node_types": {"head": {"resources": {"CPU": 1}}, "worker": {"resources": {"CPU": 2}}}}
+
+
+def pod(name: str, kind: str = "head", phase: str = "Running", ip: str = "10.0.0.2", **status: object) -> dict:
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}", "labels": {"ray-node-type": kind, "ray-user-node-type": kind}},
+        "status": {"phase": phase, **({"podIP": ip} if ip else {}), **status},
+    }
+
+
+HEALTHY = MonitorState(running_seconds=60, silent_seconds=1, memory_bytes=50 * 2**20, made_a_round=True,
+                       round_since_config=True)
+RUNNING = Observation(1, config=CONFIG, service_exists=True, head=pod("h"), gcs_address="10.0.0.2:6379",
+                      gcs_answers=True, monitor=HEALTHY, memory=Memory(phase="Running", head_uid="uid-h"))
+STOPPED_HEAD = pod("h", phase="Failed", containerStatuses=[
+    {"name": "ray-node", "state": {"terminated": {"exitCode": 127, "message": "bash: ray: command not found\n"}}}])
+
+
+@pytest.mark.parametrize("observation, action, message", [
+    (replace(RUNNING, problems=("podTypes[0].name: required", "headPodType: no such podType")), Action.INVALID_SPEC,
+     "invalid RayCluster: podTypes[0].name: required; headPodType: no such podType"),
+    (replace(RUNNING, memory=Memory(unsupported="the cluster runs Ray 2.40.0")), Action.HOLD,
+     "the cluster runs Ray 2.40.0"),
+    (replace(RUNNING, head_outdated=True), Action.RESTART_CLUSTER,
+     "restarting the cluster for the head podType's new pod template"),
+    (replace(RUNNING, head=STOPPED_HEAD), Action.HEAD_FAILED,
+     "the head pod h is Failed: container ray-node exited with code 127: bash: ray: command not found"),
+    (replace(RUNNING, head=None), Action.HEAD_GONE, "the head pod is gone"),
+    (replace(RUNNING, head=None, memory=Memory(phase="Running")), Action.HEAD_GONE, "the head pod is gone"),
+    (replace(RUNNING, head=None, memory=Memory(phase="AutoscalingExceptionRecovery", backoff_seconds=3.4)),
+     Action.WAIT_HEAD_BACKOFF, "creating a new head pod in 3s"),
+    (replace(RUNNING, head=None, memory=Memory()), Action.CREATE_HEAD, "creating the head pod"),
+    (replace(RUNNING, head=pod("h", phase="Pending", ip="")), Action.WAIT_HEAD, "waiting for the head pod h to run"),
+    (replace(RUNNING, head=pod("h", ip="")), Action.WAIT_HEAD, "waiting for the head pod h to run"),
+    (replace(RUNNING, gcs_answers=False), Action.WAIT_GCS, "waiting for Ray on the head pod (GCS 10.0.0.2:6379)"),
+    (replace(RUNNING, monitor=None, memory=Memory(head_uid="uid-h", backoff_seconds=8)),
+     Action.WAIT_AUTOSCALER_BACKOFF, "restarting the autoscaler in 8s"),
+    (replace(RUNNING, monitor=None), Action.START_AUTOSCALER, "starting the autoscaler"),
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=EXIT_UNSUPPORTED_RAY, error="the cluster runs Ray 2.40.0")),
+     Action.UNSUPPORTED_RAY, "the cluster runs Ray 2.40.0"),
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=EXIT_NO_TOKEN_AUTH, error="Ray 2.51.0 has no tokens")),
+     Action.NO_TOKEN_AUTH, "Ray 2.51.0 has no tokens"),
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=1, error="AuthenticationError: InvalidAuthToken")),
+     Action.AUTOSCALER_FAILED, "the autoscaler exited with code 1: AuthenticationError: InvalidAuthToken"),
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=-9)), Action.AUTOSCALER_FAILED,
+     "the autoscaler exited with code -9"),
+    (replace(RUNNING, monitor=replace(HEALTHY, silent_seconds=16)), Action.AUTOSCALER_FAILED,
+     "the autoscaler made no progress for 16s"),
+    (replace(RUNNING, monitor=replace(HEALTHY, silent_seconds=16, running_seconds=14, made_a_round=False)),
+     Action.WAIT_FIRST_ROUND, "waiting for the autoscaler's first round"),  # not yet stalled: it only just started
+    (replace(RUNNING, monitor=replace(HEALTHY, memory_bytes=101 * 2**20)), Action.AUTOSCALER_FAILED,
+     "the autoscaler used 101 MiB, over its limit of 100 MiB"),
+    (replace(RUNNING, outdated_workers=2), Action.REPLACE_WORKERS, "replacing 2 workers of changed podTypes"),
+    (replace(RUNNING, monitor=replace(HEALTHY, round_since_config=False)), Action.APPLY_SPEC, "applying the new spec"),
+    (RUNNING, Action.RUN, ""),
+])
+def test_the_first_step_that_applies_is_taken_with_its_reason(observation, action, message):
+    step = decide(observation, SETTINGS)
+    assert (step.action, step.message) == (action, message)
+
+
+def test_a_failure_whose_message_names_a_pod_has_a_cause_without_it():
+    """Failures of one cause make one Event with a count: the pod's name, new each time, stays out of it."""
+    step = decide(replace(RUNNING, head=STOPPED_HEAD), SETTINGS)
+    assert step.cause == "the head pod is Failed: container ray-node exited with code 127: bash: ray: command not found"
+
+
+def test_a_failure_repeated_says_how_many_times_in_a_row():
+    step = Step(Action.HEAD_GONE, "the head pod is gone")
+    assert failure_reason(step, 1) == "the head pod is gone"
+    assert failure_reason(step, 3) == "the head pod is gone (3 times in a row)"
