@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import kubernetes
@@ -81,57 +84,76 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def measure(size: int, window: float, work: Path) -> dict[str, float]:
+@contextmanager
+def bench_control_plane(work: Path) -> Iterator[tuple[ControlPlane, kubernetes.client.ApiClient]]:
+    """A fresh control plane without scheduler or kubelet, with the CRD and the namespace; stopped on exit."""
     plane = ControlPlane(work / "control-plane", controllers=CONTROLLERS, scheduler=False).start()
-    operator = None
     try:
         client = kubernetes.config.new_client_from_config(str(plane.kubeconfig))
         apply_crd(client)
         kubernetes.client.CoreV1Api(client).create_namespace({"metadata": {"name": NAMESPACE}})
+        yield plane, client
+    finally:
+        plane.stop()
+
+
+@contextmanager
+def running_operator(plane: ControlPlane, work: Path) -> Iterator[subprocess.Popen]:
+    """`ray-operator run` with its default knobs; stopped on exit."""
+    operator = start(
+        [sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(plane.kubeconfig),
+         "--work-dir", str(work / "operator"), "--health-port", "0", "--metrics-port", "0"],
+        work / "operator.log",
+    )
+    try:
+        yield operator
+    finally:
+        stop(operator)
+
+
+def create_clusters(client: kubernetes.client.ApiClient, size: int) -> dict[str, float]:
+    """N RayClusters of values/cpu-only.yaml, created at once; when each create call returned (monotonic)."""
+    custom = kubernetes.client.CustomObjectsApi(client)
+    values = load_yaml(ROOT / "values/cpu-only.yaml")
+    created: dict[str, float] = {}
+    for index in range(size):
+        name = f"c{index:04d}"
+        custom.create_namespaced_custom_object(
+            "cluster.ray.io", "v1", NAMESPACE, "rayclusters", raycluster_from_values(values, name, NAMESPACE)
+        )
+        created[name] = time.monotonic()
+    return created
+
+
+def measure(size: int, window: float, work: Path) -> dict[str, float]:
+    with bench_control_plane(work) as (plane, client):
         time.sleep(5)  # the control plane's start-up traffic settles
         before = requests_served(plane)
         time.sleep(window)
         baseline = requests_served(plane) - before
+        with running_operator(plane, work) as operator:
+            heads = HeadWatch(client)
+            created = create_clusters(client, size)
+            wait_for(lambda: len(heads.seen) >= size, timeout=max(120.0, size * 1.0), interval=0.5,
+                     message=f"{size} head pods")
+            heads.stop()
+            latencies = [heads.seen[name] - created[name] for name in created]
 
-        operator = start(
-            [sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(plane.kubeconfig),
-             "--work-dir", str(work / "operator"), "--health-port", "0", "--metrics-port", "0"],
-            work / "operator.log",
-        )
-        heads = HeadWatch(client)
-        custom = kubernetes.client.CustomObjectsApi(client)
-        values = load_yaml(ROOT / "values/cpu-only.yaml")
-        created: dict[str, float] = {}
-        for index in range(size):
-            name = f"c{index:04d}"
-            custom.create_namespaced_custom_object(
-                "cluster.ray.io", "v1", NAMESPACE, "rayclusters", raycluster_from_values(values, name, NAMESPACE)
-            )
-            created[name] = time.monotonic()
-        wait_for(lambda: len(heads.seen) >= size, timeout=max(120.0, size * 1.0), interval=0.5,
-                 message=f"{size} head pods")
-        heads.stop()
-        latencies = [heads.seen[name] - created[name] for name in created]
-
-        time.sleep(10)  # past the creations: steady state
-        process = psutil.Process(operator.pid)
-        cpu_before, served_before, began = process.cpu_times(), requests_served(plane), time.monotonic()
-        time.sleep(window)
-        cpu_after, served_after, elapsed = process.cpu_times(), requests_served(plane), time.monotonic() - began
-        steady = (served_after - served_before) - baseline * elapsed / window
-        return {
-            "clusters": size,
-            "head_p50": statistics.median(latencies),
-            "head_p99": percentile(latencies, 0.99),
-            "requests": steady / size / (elapsed / 60),
-            "cpu": max(0.0, (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)) / elapsed,
-            "rss_mb": process.memory_info().rss / 2**20,
-            "threads": process.num_threads(),
-        }
-    finally:
-        if operator is not None:
-            stop(operator)
-        plane.stop()
+            time.sleep(10)  # past the creations: steady state
+            process = psutil.Process(operator.pid)
+            cpu_before, served_before, began = process.cpu_times(), requests_served(plane), time.monotonic()
+            time.sleep(window)
+            cpu_after, served_after, elapsed = process.cpu_times(), requests_served(plane), time.monotonic() - began
+            steady = (served_after - served_before) - baseline * elapsed / window
+            return {
+                "clusters": size,
+                "head_p50": statistics.median(latencies),
+                "head_p99": percentile(latencies, 0.99),
+                "requests": steady / size / (elapsed / 60),
+                "cpu": max(0.0, (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)) / elapsed,
+                "rss_mb": process.memory_info().rss / 2**20,
+                "threads": process.num_threads(),
+            }
 
 
 def main() -> None:

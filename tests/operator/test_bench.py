@@ -32,3 +32,16 @@ def test_the_scale_benchmark_prints_a_row_per_size():
     row = re.search(r"^\s+2\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)
     assert row, run.stdout
     assert float(row.group(1)) > 0  # the heads were created and timed (steady requests are ~0 by design now)
+
+
+def test_the_scale_up_benchmark_prints_a_row_per_run():
+    run = run_benchmark("scale_up", "--repeat", "1", "--interval", "1", timeout=600)
+    row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", run.stdout, re.MULTILINE)
+    assert row, run.stdout
+    assert 0 < float(row.group(1)) <= float(row.group(3)), run.stdout  # the pod is made before its Ray node joins
+
+
+def test_the_reconcile_latency_benchmark_prints_a_row_per_size():
+    run = run_benchmark("reconcile_latency", "--clusters", "1,2", "--changes", "4", "--gap", "0.2", timeout=600)
+    rows = re.findall(r"^\s+([12])\s+4\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)
+    assert [size for size, _, _ in rows] == ["1", "2"], run.stdout
