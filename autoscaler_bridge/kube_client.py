@@ -21,6 +21,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 
 T = TypeVar("T")
 
+USER_AGENT = "ray-operator"  # the operator's and its autoscalers' requests, as the API server's audit log names them
 REQUEST_TIMEOUT = (5, 30)  # seconds to connect, to read
 RETRY_FOR_SECONDS = 20.0
 
@@ -51,7 +52,9 @@ def api_client() -> kubernetes.client.ApiClient:
     else:
         # The client reads KUBECONFIG only when imported: pass it as it is now.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+    client = kubernetes.client.ApiClient(configuration)
+    client.user_agent = USER_AGENT
+    return client
 
 
 class KubeCalls:

@@ -7,6 +7,9 @@ monitor per cluster. The Ray pods are not the operator's cost and are not counte
 peak, the extra over the operator with no cluster divided by the number of clusters, and the mean monitor.
 The first cluster also starts the forkserver, whose memory every monitor shares: the extra per cluster falls
 as clusters are added, and PSS (shared pages split between their users) is the fair figure; USS undercounts it.
+Over the same window it counts the API requests of the operator and its autoscalers (User-Agent ray-operator: the
+pod runtime's own are not the operator's), per RayCluster per minute: the steady state with autoscalers running
+(target: ≤ 1).
 
     python -m bench.monitor_memory            (from the repository, after `pip install -e '.[test]'`)
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from autoscaler_bridge.kube_client import USER_AGENT
 from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
@@ -85,6 +89,14 @@ def peak_over(kube: LocalKube, seconds: float) -> Sample:
     return max(samples, key=lambda sample: sample.uss)
 
 
+def operator_requests(kube: LocalKube) -> int:
+    """Requests of the operator and its autoscalers in the API server's log (which keeps the latest 100,000)."""
+    log = kube.server.request_log
+    if len(log) == log.maxlen:
+        raise RuntimeError("the API server's request log is full: the count would be short")
+    return sum(agent == USER_AGENT for _, _, agent in list(log))
+
+
 def all_running(kube: LocalKube, names: list[str], monitors: int) -> bool:
     phases_ok = all(kube.status(name, NAMESPACE).get("phase") == "Running" for name in names)
     return phases_ok and len(operator_tree(kube).monitors_uss) == monitors
@@ -103,7 +115,8 @@ def main() -> None:
         base = peak_over(kube, args.window)
         print(f"operator tree with no cluster: USS {base.uss / MB:.1f} MB, PSS {base.pss / MB:.1f} MB", flush=True)
         print(f"{'clusters':>8} {'tree USS':>9} {'tree PSS':>9} {'extra USS/cluster':>18} {'extra PSS/cluster':>18} "
-              f"{'monitor USS (mean)':>19}   (MB = 10^6 bytes; target ≤ {TARGET_MB} MB extra per cluster)", flush=True)
+              f"{'monitor USS (mean)':>19} {'req/RC/min':>10}   (MB = 10^6 bytes; target ≤ {TARGET_MB} MB extra per "
+              "cluster, ≤ 1 request per RayCluster per minute)", flush=True)
         names: list[str] = []
         for count in steps:
             while len(names) < count:
@@ -112,10 +125,13 @@ def main() -> None:
             started = time.monotonic()
             wait_for(lambda: all_running(kube, names, count), timeout=120 + 60 * count, interval=1,
                      message=f"{count} clusters Running, each with its autoscaler")
+            requests, began = operator_requests(kube), time.monotonic()
             peak = peak_over(kube, args.window)
+            per_minute = (operator_requests(kube) - requests) / count / ((time.monotonic() - began) / 60)
             extra_uss, extra_pss = (peak.uss - base.uss) / count / MB, (peak.pss - base.pss) / count / MB
             print(f"{count:>8} {peak.uss / MB:>8.1f}  {peak.pss / MB:>8.1f}  {extra_uss:>17.1f}  {extra_pss:>17.1f}  "
-                  f"{statistics.mean(peak.monitors_uss) / MB:>18.1f}   ({time.monotonic() - started:.0f} s to Running)",
+                  f"{statistics.mean(peak.monitors_uss) / MB:>18.1f}  {per_minute:>10.2f}   "
+                  f"({time.monotonic() - started:.0f} s to Running)",
                   flush=True)
         kube.delete_every_raycluster()
 

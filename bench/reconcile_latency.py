@@ -67,6 +67,7 @@ def measure(size: int, changes: int, gap: float, work: Path) -> list[float]:
         names = list(create_clusters(client, size))
         wait_for(lambda: all(watch.when(name, 1, 0.0) for name in names), timeout=max(120.0, size * 2.0),
                  interval=0.5, message=f"{size} RayClusters reconciled once")
+        time.sleep(10)  # past the creations (each head's ADDED event, its status): steady state
         custom = kubernetes.client.CustomObjectsApi(client)
         patched: list[tuple[str, int, float]] = []
         for index in range(changes):
@@ -86,7 +87,7 @@ def measure(size: int, changes: int, gap: float, work: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clusters", default="1,50", help="sizes N, comma-separated, ascending")
-    parser.add_argument("--changes", type=int, default=100, help="spec changes per size")
+    parser.add_argument("--changes", type=int, default=200, help="spec changes per size")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between two changes")
     args = parser.parse_args()
     print(f"{'RayClusters':>11} {'changes':>7} {'p50 ms':>7} {'p99 ms':>7}", flush=True)

@@ -122,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(error.code, error.status())
 
     def _dispatch(self) -> None:
-        self.server.request_log.append((self.command, urlsplit(self.path).path))
+        self.server.request_log.append((self.command, urlsplit(self.path).path, self.headers.get("User-Agent", "")))
         # Read the whole body first: an early error answer must not leave it on the kept-alive connection.
         length = int(self.headers.get("Content-Length") or 0)
         self._raw_body = self.rfile.read(length) if length else b""
@@ -432,7 +432,7 @@ class _HttpServer(ThreadingHTTPServer):
 
     api: Api
     stopping: threading.Event
-    request_log: deque[tuple[str, str]]
+    request_log: deque[tuple[str, str, str]]  # method, path, User-Agent
     authenticator: Authenticator
     authorizer: Authorizer
 
@@ -489,8 +489,8 @@ class ApiServer:
         return self._httpd.authenticator.issue(namespace, service_account)
 
     @property
-    def request_log(self) -> deque[tuple[str, str]]:
-        """(method, path) of the latest requests, for tests that count them."""
+    def request_log(self) -> deque[tuple[str, str, str]]:
+        """(method, path, User-Agent) of the latest requests, for tests and benchmarks that count them."""
         return self._httpd.request_log
 
     @property

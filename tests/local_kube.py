@@ -32,9 +32,7 @@ from kube_apiserver.server import ApiServer
 from pod_runtime.network import NETWORKS
 from tests.conftest import ROOT, apply_crd, wait_for
 
-OPERATOR_FLAGS = [
-    "--resync-seconds",
-    "1",
+OPERATOR_FLAGS = [  # no --resync-seconds: the tests see the operator woken by watches and due checks alone
     "--autoscaler-interval",
     "1",
     "--health-port",

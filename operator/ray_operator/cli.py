@@ -125,9 +125,10 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
 @click.option(
     "--resync-seconds",
     type=float,
-    default=5.0,
+    default=300.0,
     show_default=True,
-    help="How often each cluster is reconciled even when nothing changed.",
+    help="How often each cluster is reconciled though nothing it watches changed (what only time shows, such as "
+    "backoffs and the autoscaler's health, is looked at when due).",
 )
 @click.option(
     "--reconcile-workers",
@@ -334,5 +335,5 @@ def sandbox(
         work_dir,
         network,
         subnet,
-        ["--resync-seconds", "2", "--autoscaler-interval", "2"],
+        ["--autoscaler-interval", "2"],
     )

@@ -3,9 +3,11 @@
 Each RayCluster has a controller, reconciled by the operator's worker pool
 (ray_operator.work_queue) on every change of the RayCluster, of its pods or of
 its head Service (seen through the operator's watches: a reconciliation makes
-no API request unless something must change), and every `resync_seconds`
-anyway, for what only time shows (the autoscaler's health, backoffs, the
-head's GCS starting to answer). Each reconciliation is four steps:
+no API request unless something must change), on its autoscaler's exit, when
+what only time shows is due (a backoff's end, the head's GCS starting to
+answer, the autoscaler's rounds and health: decide.recheck_seconds), and every
+`resync_seconds` (minutes) for what the watches missed. Each reconciliation is
+four steps:
 
 - observe: a frozen Observation (ray_operator.observation) of the spec, the
   cluster's pods and head Service, the head's GCS, the autoscaler process, and
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -48,7 +51,7 @@ from ray_operator.auth_secret import TokenSecretError, ensure_token, read_token
 from ray_operator.autoscaler_view import autoscaler_status, decision_event
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.cluster_status import status_for
-from ray_operator.decide import AUTOSCALING, FAILURES, Action, Step, decide, failure_reason
+from ray_operator.decide import AUTOSCALING, FAILURES, Action, Step, decide, failure_reason, recheck_seconds
 from ray_operator.head import create_head_pod, create_head_service
 from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
@@ -58,6 +61,12 @@ from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RUNNING, StatusWriter
 
 log = logging.getLogger(__name__)
+
+
+def _spec_version(body: dict[str, Any]) -> tuple[Any, Any]:
+    """What changes with the spec of a RayCluster and not with its status (a status subresource's writes leave the
+    generation as it is)."""
+    return body["metadata"].get("uid"), body["metadata"].get("generation")
 
 
 def gcs_answers(ip: str, port: int, timeout: float = 1.0) -> bool:
@@ -96,9 +105,11 @@ class ClusterController:
         self._reconciling = threading.Lock()
 
     # Lifecycle, driven by the manager.
-    def update(self, body: dict[str, Any]) -> None:
-        """The RayCluster as the watch last delivered it."""
-        self._body = body
+    def update(self, body: dict[str, Any]) -> bool:
+        """The RayCluster as the watch last delivered it; whether it is another spec (or another RayCluster of the
+        same name) than before, rather than the same with another status."""
+        before, self._body = self._body, body
+        return _spec_version(before) != _spec_version(body)
 
     @property
     def stopped(self) -> bool:
@@ -112,27 +123,28 @@ class ClusterController:
             self._reconciling.release()
         self._stop_monitor()
 
-    def reconcile_once(self) -> bool:
-        """One reconciliation; whether it got through. A failure is logged and written to status, and never ends
-        the next one. In a namespace being deleted the cluster is let go quietly: nothing more is made for it,
-        nothing is an error."""
+    def reconcile_once(self) -> float | None:
+        """One reconciliation: the seconds until the cluster must be looked at again though nothing changes
+        (math.inf: on a change alone), or None if it did not get through. A failure is logged and written to
+        status, and never ends the next one. In a namespace being deleted the cluster is let go quietly: nothing
+        more is made for it, nothing is an error."""
         with self._reconciling:
-            return self._stopping.is_set() or self._reconcile_logged()
+            return math.inf if self._stopping.is_set() else self._reconcile_logged()
 
-    def _reconcile_logged(self) -> bool:
+    def _reconcile_logged(self) -> float | None:
         try:
             with RECONCILE_SECONDS.time():
-                self.reconcile()
-            return True
+                recheck = self.reconcile()
+            return math.inf if recheck is None else recheck
         except NotSynced as unknown:  # the operator's watches cannot say what exists: nothing is decided
             self.log.info("%s", unknown)
-            return False
+            return None
         except Exception as error:  # noqa: BLE001 - one cluster's failure must not end its reconciliation
             if namespace_terminating(error):
                 self.log.info("its namespace is being deleted: nothing more is created for it")
                 self._stopping.set()
                 self._stop_monitor()
-                return True
+                return math.inf
             if isinstance(error, TokenSecretError):  # the user's Secret: theirs to fix, no failure of the operator
                 message = str(error)
                 self.log.error("%s", message)
@@ -145,7 +157,7 @@ class ClusterController:
                 self.status.write(phase=ERROR, message=message)
             except Exception:  # noqa: BLE001
                 self.log.exception("writing the Error status failed")
-            return False
+            return None
 
     # Helpers.
     def _stop_monitor(self) -> None:
@@ -154,9 +166,9 @@ class ClusterController:
             self.monitor = None
 
     def _derived(self, body: dict[str, Any]) -> tuple[list[Any], dict[str, Any] | None]:
-        """The spec's problems and, when it has none, its autoscaler config: computed once per version of the
-        RayCluster, not on every resync."""
-        version = (body["metadata"].get("uid"), body["metadata"].get("resourceVersion"))
+        """The spec's problems and, when it has none, its autoscaler config: computed once per spec, not on every
+        resync or status write."""
+        version = _spec_version(body)
         if self._derived_from is None or self._derived_from[0] != version:
             problems = validate_raycluster(body)
             config = (
@@ -211,12 +223,19 @@ class ClusterController:
         return live["metadata"]["uid"] != body["metadata"]["uid"] or bool(live["metadata"].get("deletionTimestamp"))
 
     # The reconciliation: observe → decide → act → status.
-    def reconcile(self) -> None:
+    def reconcile(self) -> float | None:
+        """One pass; returns when the cluster must be looked at again though nothing changes (None: on a change)."""
         observation = self.observe()
         step = self.act(observation, decide(observation, self.settings))
         fields = status_for(observation, step, self.settings)
         if fields is not None and self.status.write(**fields) and "autoscaler" in fields:
             self.autoscaler_written_at = time.monotonic()
+        return recheck_seconds(step, observation, self.settings)
+
+    def autoscaler_exited(self) -> bool:
+        """Whether the cluster's autoscaler process has ended and its controller has not yet seen it."""
+        monitor = self.monitor
+        return monitor is not None and monitor.ended()
 
     def observe(self) -> Observation:
         """The cluster as the operator's watches, the autoscaler process and the head's GCS show it now; the only

@@ -122,6 +122,26 @@ def _autoscaler_step(obs: Observation, settings: Settings) -> Step:
     return Step(Action.RUN, "")
 
 
+def recheck_seconds(step: Step, obs: Observation, settings: Settings) -> float | None:
+    """When the cluster must be looked at again though nothing the operator watches changes (only time shows it:
+    a backoff's end, the GCS answering, the autoscaler's rounds and health); None: on a change alone (and the slow
+    resync). An autoscaler's exit wakes its cluster too (ClusterManager)."""
+    action = step.action
+    if action in FAILURES:
+        return settings.restart_delay(obs.memory.failures_in_a_row + 1)
+    if action in (Action.WAIT_HEAD_BACKOFF, Action.WAIT_AUTOSCALER_BACKOFF):
+        return obs.memory.backoff_seconds
+    if action is Action.WAIT_GCS:
+        return 1.0
+    if action in (Action.START_AUTOSCALER, Action.WAIT_FIRST_ROUND):
+        return float(settings.autoscaler_interval_seconds)
+    if action in AUTOSCALING:  # its view and decisions, its heartbeat and memory
+        return min(
+            settings.autoscaler_status_seconds, float(settings.stall_rounds * settings.autoscaler_interval_seconds)
+        )
+    return None  # the spec, the pods and the Service are watched
+
+
 def failure_reason(step: Step, failures_in_a_row: int) -> str:
     """A failure's reason, with how many times in a row it happened."""
     return step.message + (f" ({failures_in_a_row} times in a row)" if failures_in_a_row > 1 else "")

@@ -1,6 +1,7 @@
 """The operator's clusters: one controller per RayCluster, created, fed and stopped as RayClusters come and go;
 reconciled by a bounded pool of workers when the RayCluster, one of its pods or its head Service changes (the watches
-of ray_operator.cluster_objects), and every `resync_seconds`."""
+of ray_operator.cluster_objects), when its autoscaler process ends, when its last reconciliation said to look again
+(ray_operator.decide.recheck_seconds), and every `resync_seconds`."""
 
 from __future__ import annotations
 
@@ -29,20 +30,26 @@ class ClusterManager:
         self.queue = WorkQueue()
         self.pool = WorkerPool(self.queue, self._reconcile, settings.reconcile_workers).start()
         self.objects = ClusterObjects(self.calls, settings.namespace, self.wake).start()
+        self._stopped = threading.Event()
+        self._exits = threading.Thread(target=self._wake_on_autoscaler_exit, daemon=True, name="autoscaler exits")
+        self._exits.start()
         # Read by Ray's autoscaler when its modules are imported, i.e. in the monitors' forkserver.
         os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] = str(settings.autoscaler_interval_seconds)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
 
     def observe(self, body: dict[str, Any]) -> None:
-        """A RayCluster was seen (listed, created or changed): reconcile it."""
+        """A RayCluster was seen (listed, created or changed): reconcile it, unless only its status changed (the
+        operator's own status writes come back this way)."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self._lock:
             controller = self._controllers.get(key)
             if controller is None:
                 self._controllers[key] = ClusterController(body, self.settings, self.calls, self.objects)
+                changed = True
             else:
-                controller.update(body)
-        self.queue.add(key)
+                changed = controller.update(body)
+        if changed:
+            self.queue.add(key)
 
     def wake(self, namespace: str, name: str) -> None:
         """One of the cluster's pods or its head Service changed: reconcile it soon."""
@@ -53,12 +60,23 @@ class ClusterManager:
             controller = self._controllers.get(key)
         if controller is None or controller.stopped:
             return
-        if controller.reconcile_once():
-            self.queue.forget_failures(key)
-            if not controller.stopped:
-                self.queue.add_after(key, self.settings.resync_seconds)
-        else:
+        recheck = controller.reconcile_once()
+        if recheck is None:
             self.queue.add_after_failure(key)
+            return
+        self.queue.forget_failures(key)
+        if not controller.stopped:
+            self.queue.add_after(key, min(recheck, self.settings.resync_seconds))
+
+    def _wake_on_autoscaler_exit(self) -> None:
+        """An autoscaler's exit wakes its cluster at once: every second, each running one is asked (a local check of
+        the process, no request)."""
+        while not self._stopped.wait(1.0):
+            with self._lock:
+                controllers = list(self._controllers.items())
+            for key, controller in controllers:
+                if controller.autoscaler_exited():
+                    self.queue.add(key)
 
     def forget(self, namespace: str, name: str) -> None:
         """A RayCluster was deleted: stop its autoscaler (Kubernetes removes its pods through ownerReferences)."""
@@ -79,6 +97,7 @@ class ClusterManager:
         with self._lock:
             controllers = list(self._controllers.values())
             self._controllers.clear()
+        self._stopped.set()
         self.pool.stop()
         if controllers:
             with ThreadPoolExecutor(max_workers=min(16, len(controllers))) as pool:

@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 from dataclasses import dataclass, field
@@ -260,6 +261,11 @@ class MonitorProcess:
     def exit_code(self) -> int | None:
         """None while running."""
         return self.process.exitcode
+
+    def ended(self) -> bool:
+        """Whether the process has ended; unlike exit_code(), safe beside it in another thread (it reads nothing
+        from the forkserver's pipe: the exit code is read once, by exit_code())."""
+        return bool(multiprocessing.connection.wait([self.process.sentinel], timeout=0))
 
     def error(self) -> str | None:
         return self.spec.error_path.read_text() if self.spec.error_path.exists() else None

@@ -12,14 +12,13 @@ from autoscaler_bridge.names import DEFAULT_MAX_PENDING_PODS, DEFAULT_PENDING_TI
 class Settings:
     namespace: str | None = None  # None: every namespace
     work_dir: Path = Path("/tmp/ray-operator")
-    resync_seconds: float = 5.0
+    resync_seconds: float = 300.0  # every cluster looked at again, for what the watches missed
     reconcile_workers: int = 16  # threads reconciling clusters, however many there are (their work is mostly I/O)
     autoscaler_interval_seconds: int = 5  # Ray reads it as whole seconds
     autoscaler_status_seconds: float = 30.0  # status.autoscaler of a busy cluster is written at most this often
     stall_rounds: int = 12
     restart_backoff_seconds: float = 2.0
     max_restart_backoff_seconds: float = 60.0
-    head_start_timeout_seconds: float = 600.0
     max_pending_pods: int = DEFAULT_MAX_PENDING_PODS
     pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
     monitor_memory_limit_mb: int = 1024

@@ -21,7 +21,9 @@ def run_benchmark(module: str, *args: str, timeout: float) -> subprocess.Complet
 
 def test_the_memory_benchmark_prints_a_row_per_step():
     run = run_benchmark("monitor_memory", "--steps", "1", "--window", "2", timeout=300)
-    row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s", run.stdout, re.MULTILINE)
+    # clusters, tree USS, tree PSS, extra USS and PSS per cluster, monitor USS, requests per RayCluster per minute
+    row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+([\d.]+)\s", run.stdout,
+                    re.MULTILINE)
     assert row, run.stdout
     monitor_uss = float(row.group(5))
     assert monitor_uss > 0  # one monitor was found and measured

@@ -89,3 +89,13 @@ def test_a_reconciliation_with_nothing_to_change_makes_no_request(kube, objects,
     for _ in range(5):
         controller.reconcile()
     assert list(api_server.request_log)[before:] == []
+
+
+def test_only_a_new_spec_or_another_raycluster_of_the_name_is_a_change(kube, objects, tmp_path):
+    """The operator's own status writes come back through the watch: they must not wake the cluster again."""
+    apply_crd(kube)
+    controller, body = controller_for(kube, objects, tmp_path, "echo")
+    with_status = {**body, "metadata": {**body["metadata"], "resourceVersion": "999"}, "status": {"phase": "Updating"}}
+    assert not controller.update(with_status)
+    assert controller.update({**with_status, "metadata": {**with_status["metadata"], "generation": 2}})
+    assert controller.update({**with_status, "metadata": {**with_status["metadata"], "generation": 2, "uid": "another"}})

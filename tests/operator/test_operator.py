@@ -477,7 +477,7 @@ def test_a_cluster_whose_ray_has_no_token_authentication_errors_and_its_pods_go(
     assert "Use an image with Ray 2.52 or newer, or set rayAuthentication: disabled" in message
     wait_for(lambda: not kube.pods("ray", "ray-cluster-name=old"), timeout=60, message="its open head removed")
     retries = kube.status("old", "ray")["autoscalerRetries"]
-    time.sleep(5)  # no crash loop: five resyncs later, still no pod and no restart counted
+    time.sleep(5)  # no crash loop: five autoscaler intervals later, still no pod and no restart counted
     assert not kube.pods("ray", "ray-cluster-name=old") and kube.status("old", "ray")["autoscalerRetries"] == retries
     assert kube.status("old", "ray")["phase"] == "Error"
     kube.patch("old", "ray", {"spec": {"rayAuthentication": "disabled"}})  # one of the two ways out

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from ray_operator.decide import Action, Step, decide, failure_reason
+from ray_operator.decide import Action, Step, decide, failure_reason, recheck_seconds
 from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY
 from ray_operator.observation import Memory, MonitorState, Observation
 from ray_operator.settings import Settings
@@ -83,3 +83,19 @@ def test_a_failure_repeated_says_how_many_times_in_a_row():
     step = Step(Action.HEAD_GONE, "the head pod is gone")
     assert failure_reason(step, 1) == "the head pod is gone"
     assert failure_reason(step, 3) == "the head pod is gone (3 times in a row)"
+
+
+@pytest.mark.parametrize("observation, seconds", [
+    (replace(RUNNING, head=pod("h", phase="Pending", ip="")), None),  # the pod watch says when it runs
+    (replace(RUNNING, head=None, memory=Memory()), None),  # the new head's ADDED event wakes it
+    (replace(RUNNING, problems=("bad",)), None),  # only a new spec helps
+    (replace(RUNNING, gcs_answers=False), 1.0),  # the GCS has no event: it is probed
+    (replace(RUNNING, head=None, memory=Memory(phase="Updating", backoff_seconds=3.5)), 3.5),
+    (replace(RUNNING, monitor=None, memory=Memory(head_uid="uid-h", backoff_seconds=7)), 7),
+    (replace(RUNNING, monitor=None), 5.0),  # starting: its first round is due within an interval
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=1), memory=Memory(head_uid="uid-h", failures_in_a_row=2)),
+     SETTINGS.restart_delay(3)),  # the backoff after this third failure in a row
+    (RUNNING, 15.0),  # the autoscaler's health: stall_rounds (3) x its interval (5), sooner than its status (30)
+])
+def test_what_only_time_shows_is_looked_at_when_due(observation, seconds):
+    assert recheck_seconds(decide(observation, SETTINGS), observation, SETTINGS) == seconds
