@@ -7,9 +7,10 @@ monitor per cluster. The Ray pods are not the operator's cost and are not counte
 peak, the extra over the operator with no cluster divided by the number of clusters, and the mean monitor.
 The first cluster also starts the forkserver, whose memory every monitor shares: the extra per cluster falls
 as clusters are added, and PSS (shared pages split between their users) is the fair figure; USS undercounts it.
-Over the same window it counts the API requests of the operator and its autoscalers (User-Agent ray-operator: the
-pod runtime's own are not the operator's), per RayCluster per minute: the steady state with autoscalers running
-(target: ≤ 1).
+Over the same window, which begins `--settle` seconds after the last cluster is Running (past its autoscaler's
+first rounds, their Events and status writes), it counts the API requests of the operator and its autoscalers
+(User-Agent ray-operator: the pod runtime's own are not the operator's), per RayCluster per minute: the steady
+state with autoscalers running (target: ≤ 1).
 
     python -m bench.monitor_memory            (from the repository, after `pip install -e '.[test]'`)
 """
@@ -106,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", default="1,5,10", help="numbers of clusters to measure at, ascending")
     parser.add_argument("--window", type=float, default=15, help="seconds sampled at each step")
+    parser.add_argument("--settle", type=float, default=30, help="seconds waited once every cluster is Running")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()
     steps = [int(n) for n in args.steps.split(",")]
@@ -125,13 +127,15 @@ def main() -> None:
             started = time.monotonic()
             wait_for(lambda: all_running(kube, names, count), timeout=120 + 60 * count, interval=1,
                      message=f"{count} clusters Running, each with its autoscaler")
+            to_running = time.monotonic() - started
+            time.sleep(args.settle)
             requests, began = operator_requests(kube), time.monotonic()
             peak = peak_over(kube, args.window)
             per_minute = (operator_requests(kube) - requests) / count / ((time.monotonic() - began) / 60)
             extra_uss, extra_pss = (peak.uss - base.uss) / count / MB, (peak.pss - base.pss) / count / MB
             print(f"{count:>8} {peak.uss / MB:>8.1f}  {peak.pss / MB:>8.1f}  {extra_uss:>17.1f}  {extra_pss:>17.1f}  "
                   f"{statistics.mean(peak.monitors_uss) / MB:>18.1f}  {per_minute:>10.2f}   "
-                  f"({time.monotonic() - started:.0f} s to Running)",
+                  f"({to_running:.0f} s to Running)",
                   flush=True)
         kube.delete_every_raycluster()
 

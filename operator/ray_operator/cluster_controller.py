@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import threading
 import time
@@ -115,13 +116,15 @@ class ClusterController:
     def stopped(self) -> bool:
         return self._stopping.is_set()
 
-    def stop(self) -> None:
+    def stop(self, forget: bool = False) -> None:
         """Stop reconciling (a reconciliation under way ends first) and stop the autoscaler; pods are left as they
-        are."""
+        are. `forget` (the RayCluster is gone): its files (autoscaler config, heartbeat, view, decisions) go too."""
         self._stopping.set()
         if self._reconciling.acquire(timeout=30):
             self._reconciling.release()
         self._stop_monitor()
+        if forget:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def reconcile_once(self) -> float | None:
         """One reconciliation: the seconds until the cluster must be looked at again though nothing changes

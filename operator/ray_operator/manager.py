@@ -79,11 +79,12 @@ class ClusterManager:
                     self.queue.add(key)
 
     def forget(self, namespace: str, name: str) -> None:
-        """A RayCluster was deleted: stop its autoscaler (Kubernetes removes its pods through ownerReferences)."""
+        """A RayCluster was deleted: stop its autoscaler and remove its files (Kubernetes removes its pods through
+        ownerReferences)."""
         with self._lock:
             controller = self._controllers.pop((namespace, name), None)
         if controller is not None:
-            controller.stop()
+            controller.stop(forget=True)
             AUTOSCALER_RESTARTS.remove(namespace, name)
             controller.log.info("stopped: the RayCluster was deleted")
 

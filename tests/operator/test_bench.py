@@ -20,7 +20,7 @@ def run_benchmark(module: str, *args: str, timeout: float) -> subprocess.Complet
 
 
 def test_the_memory_benchmark_prints_a_row_per_step():
-    run = run_benchmark("monitor_memory", "--steps", "1", "--window", "2", timeout=300)
+    run = run_benchmark("monitor_memory", "--steps", "1", "--window", "2", "--settle", "1", timeout=300)
     # clusters, tree USS, tree PSS, extra USS and PSS per cluster, monitor USS, requests per RayCluster per minute
     row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+([\d.]+)\s", run.stdout,
                     re.MULTILINE)

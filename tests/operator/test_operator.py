@@ -66,7 +66,7 @@ class Phases:
         return self.seen
 
 
-def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str) -> None:
+def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str, operator_running: bool = True) -> None:
     kube.delete(name, namespace)
     wait_for(lambda: not kube.pods(namespace, f"ray-cluster-name={name}")
              and not [s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"]
@@ -75,6 +75,11 @@ def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str) -> None:
              state=lambda: kube.describe(namespace))
     wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"ray-cluster-name={name}").items,
              timeout=90, message=f"{name}'s pods stopped by the kubelet", state=lambda: kube.describe(namespace))
+    if not operator_running:
+        return
+    files = kube.work / f"operator{len(kube.operators) - 1}" / f"{namespace}.{name}"  # its autoscaler's config, heartbeat…
+    wait_for(lambda: not files.exists(), timeout=30, message=f"the operator's files of {name} removed",
+             state=lambda: sorted(p.name for p in files.iterdir()) if files.exists() else [])
 
 
 def monitor_pid(kube: LocalKube, name: str, namespace: str) -> int:
@@ -378,7 +383,7 @@ def test_deletion_leaves_nothing_even_with_the_operator_stopped(kube):
     kube.wait_phase("gone2", "ray", "Running")
     wait_for(lambda: kube.workers("gone2", "ray"), timeout=60, message="a worker")
     kube.stop_operator()
-    delete_and_wait_gone(kube, "gone2", "ray")  # ownerReferences: no operator, no finalizer needed
+    delete_and_wait_gone(kube, "gone2", "ray", operator_running=False)  # ownerReferences: no operator, no finalizer needed
     kube.start_operator()
     wait_for(lambda: kube.pod_networks() == 0, timeout=60, message="no pod namespaces left")
 
