@@ -19,45 +19,35 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import kubernetes
-import urllib3
 
 from bench.scale import NAMESPACE, bench_control_plane, create_clusters, percentile, running_operator
+from bench.watching import EventWatch
 from tests.conftest import wait_for
 
 
-class GenerationWatch:
+class GenerationWatch(EventWatch):
     """When each RayCluster's status.observedGeneration reached each value (monotonic), from one watch."""
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.reached: dict[str, list[tuple[int, float]]] = {}
         self._lock = threading.Lock()
-        self._watch = kubernetes.watch.Watch()
-        custom = kubernetes.client.CustomObjectsApi(client)
-        self._thread = threading.Thread(target=self._run, args=(custom,), daemon=True, name="generation watch")
-        self._thread.start()
+        super().__init__(self._record, kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object,
+                         "cluster.ray.io", "v1", NAMESPACE, "rayclusters")
 
-    def _run(self, custom: kubernetes.client.CustomObjectsApi) -> None:
-        try:
-            for event in self._watch.stream(
-                custom.list_namespaced_custom_object, "cluster.ray.io", "v1", NAMESPACE, "rayclusters"
-            ):
-                body = event["object"]
-                observed = (body.get("status") or {}).get("observedGeneration")
-                if observed is not None:
-                    with self._lock:
-                        self.reached.setdefault(body["metadata"]["name"], []).append((observed, time.monotonic()))
-        except urllib3.exceptions.HTTPError:
-            pass  # the control plane stopped under the watch: the measurement is over
+    def _record(self, event: dict[str, Any]) -> None:
+        body = event["object"]
+        observed = (body.get("status") or {}).get("observedGeneration")
+        if observed is not None:
+            with self._lock:
+                self.reached.setdefault(body["metadata"]["name"], []).append((observed, time.monotonic()))
 
     def when(self, name: str, generation: int, since: float) -> float | None:
         """When the cluster's status first showed `generation` (or a later one) after `since`."""
         with self._lock:
             return next((at for seen, at in self.reached.get(name, []) if seen >= generation and at >= since), None)
-
-    def stop(self) -> None:
-        self._watch.stop()
 
 
 def measure(size: int, changes: int, gap: float, work: Path) -> list[float]:

@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,9 +33,9 @@ from pathlib import Path
 
 import kubernetes
 import psutil
-import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.watching import FirstPods
 from control_plane import ControlPlane
 from control_plane.processes import start, stop
 from ray_operator.helm_values import raycluster_from_values
@@ -55,28 +54,6 @@ def requests_served(plane: ControlPlane) -> float:
         for sample in family.samples
         if sample.name == "apiserver_request_total"
     )
-
-
-class HeadWatch:
-    """When each cluster's head pod was first seen (local monotonic time), from one watch of the namespace."""
-
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
-        self.seen: dict[str, float] = {}
-        self._watch = kubernetes.watch.Watch()
-        core = kubernetes.client.CoreV1Api(client)
-        self._thread = threading.Thread(target=self._run, args=(core,), daemon=True, name="head watch")
-        self._thread.start()
-
-    def _run(self, core: kubernetes.client.CoreV1Api) -> None:
-        try:
-            for event in self._watch.stream(core.list_namespaced_pod, NAMESPACE, label_selector="ray-node-type=head"):
-                cluster = event["object"].metadata.labels["ray-cluster-name"]
-                self.seen.setdefault(cluster, time.monotonic())
-        except urllib3.exceptions.HTTPError:
-            pass  # the control plane stopped under the watch: the measurement is over
-
-    def stop(self) -> None:
-        self._watch.stop()
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -132,7 +109,7 @@ def measure(size: int, window: float, work: Path) -> dict[str, float]:
         time.sleep(window)
         baseline = requests_served(plane) - before
         with running_operator(plane, work) as operator:
-            heads = HeadWatch(client)
+            heads = FirstPods(client, NAMESPACE, "ray-node-type=head", time.monotonic)
             created = create_clusters(client, size)
             wait_for(lambda: len(heads.seen) >= size, timeout=max(120.0, size * 1.0), interval=0.5,
                      message=f"{size} head pods")

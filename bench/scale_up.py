@@ -21,13 +21,10 @@ import argparse
 import re
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import kubernetes
-import urllib3
-
+from bench.watching import FirstPods
 from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
@@ -58,28 +55,7 @@ def raycluster(name: str, workers: int) -> dict:
     return raycluster_from_values(values, name, NAMESPACE)
 
 
-class WorkerWatch:
-    """When each cluster's first worker pod was seen (wall clock), from one watch of the namespace."""
-
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
-        self.first: dict[str, float] = {}
-        self._watch = kubernetes.watch.Watch()
-        core = kubernetes.client.CoreV1Api(client)
-        self._thread = threading.Thread(target=self._run, args=(core,), daemon=True, name="worker watch")
-        self._thread.start()
-
-    def _run(self, core: kubernetes.client.CoreV1Api) -> None:
-        try:
-            for event in self._watch.stream(core.list_namespaced_pod, NAMESPACE, label_selector="ray-node-type=worker"):
-                self.first.setdefault(event["object"].metadata.labels["ray-cluster-name"], time.time())
-        except urllib3.exceptions.HTTPError:
-            pass  # the API server stopped under the watch: the measurement is over
-
-    def stop(self) -> None:
-        self._watch.stop()
-
-
-def scale_up_once(kube: LocalKube, watch: WorkerWatch, name: str, workers: int) -> tuple[float, float]:
+def scale_up_once(kube: LocalKube, watch: FirstPods, name: str, workers: int) -> tuple[float, float]:
     """Seconds from the demand to the first worker pod created, and to the first worker joined."""
     from ray.job_submission import JobStatus
 
@@ -92,10 +68,10 @@ def scale_up_once(kube: LocalKube, watch: WorkerWatch, name: str, workers: int) 
              state=lambda: client.get_job_logs(job)[-2000:])
     logs = client.get_job_logs(job)
     submitted, joined = (re.search(rf"^{word} ([\d.]+)$", logs, re.MULTILINE) for word in ("SUBMITTED", "JOINED"))
-    if not (submitted and joined and name in watch.first):
+    if not (submitted and joined and name in watch.seen):
         raise RuntimeError(f"{name}: no scale-up was measured; the driver said:\n{logs[-2000:]}")
     kube.delete(name, NAMESPACE)
-    return watch.first[name] - float(submitted.group(1)), float(joined.group(1)) - float(submitted.group(1))
+    return watch.seen[name] - float(submitted.group(1)), float(joined.group(1)) - float(submitted.group(1))
 
 
 def main() -> None:
@@ -110,7 +86,7 @@ def main() -> None:
         kube.stop_operator()
         kube.start_operator("--autoscaler-interval", str(args.interval))
         kube.namespace(NAMESPACE)
-        watch = WorkerWatch(kube.client)
+        watch = FirstPods(kube.client, NAMESPACE, "ray-node-type=worker", time.time)  # the driver's clock
         print(f"{'run':>3} {'pod created s':>13} {'rounds':>6} {'joined s':>8} {'rounds':>6}   (autoscaler round "
               f"{args.interval} s; target: pod created ≤ {TARGET_ROUNDS} rounds)", flush=True)
         created, joined = [], []

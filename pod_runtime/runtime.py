@@ -62,6 +62,21 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+REQUEST_TIMEOUT = (5, 30)  # seconds to connect, to read
+
+
+def bounded(client: kubernetes.client.ApiClient) -> kubernetes.client.ApiClient:
+    """The client, every request of which ends within `REQUEST_TIMEOUT` unless it asks for another: a request made
+    while the API server starts up can go unanswered for good, and a kubelet stuck on one runs no pod again."""
+    call_api = client.call_api
+
+    def call_bounded(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return call_api(*args, _request_timeout=_request_timeout or REQUEST_TIMEOUT, **kwargs)
+
+    client.call_api = call_bounded  # type: ignore[method-assign]
+    return client
+
+
 def final_delete(core: kubernetes.client.CoreV1Api, name: str, namespace: str, uid: str) -> None:
     """The kubelet's last word on a pod: delete it with grace 0, in the DeleteOptions body (a real API server
     ignores query parameters when a body is sent)."""
@@ -439,6 +454,7 @@ class PodRuntime:
         capacity: dict[str, str] | None = None,
         keep: list[str] | None = None,
     ) -> None:
+        client = bounded(client)
         self.core = kubernetes.client.CoreV1Api(client)
         self.coordination = kubernetes.client.CoordinationV1Api(client)
         self.node_name = node_name
@@ -591,6 +607,7 @@ class PodRuntime:
                     resource_version=body["metadata"]["resourceVersion"],
                     timeout_seconds=5,
                     allow_watch_bookmarks=True,
+                    _request_timeout=(REQUEST_TIMEOUT[0], 5 + REQUEST_TIMEOUT[1]),
                 ):
                     if self.stopping.is_set():
                         stream.stop()

@@ -47,6 +47,9 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.posting.enabled = False  # Events are posted by ray_operator.status, one per real change
     settings.watching.reconnect_backoff = 1.0
     settings.watching.server_timeout = 300
+    # Bounded on the client side too: a watch made while the API server starts up can go unanswered for good.
+    settings.watching.connect_timeout = 5
+    settings.watching.client_timeout = 300 + 30
     # No watch on CRDs: the RayCluster CRD is installed before the operator, and a namespaced operator
     # may not list CRDs.
     settings.scanning.disabled = True

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler_bridge.kube_client import KubeCalls
@@ -27,6 +28,7 @@ RUNNING = "Running"
 RECOVERING = "AutoscalingExceptionRecovery"
 ERROR = "Error"
 COMPONENT = "ray-operator"
+_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)  # the API server, past KubeCalls' retries
 REMEMBERED_EVENTS = 32  # distinct Events per RayCluster whose repeats update them instead of making new ones
 
 
@@ -116,6 +118,8 @@ class StatusWriter:
                 return
             except ApiException:
                 pass  # gone (Events expire): a new one is made
+            except _UNREACHABLE:
+                return  # an Event is a courtesy: its loss must not stop the cluster's reconciliation
         metadata = body["metadata"]
         name = f"{self.name}.{uuid.uuid4().hex[:16]}"
         event = {
@@ -139,7 +143,7 @@ class StatusWriter:
         }
         try:
             self.calls(core.create_namespaced_event, self.namespace, event)
-        except ApiException:
+        except (ApiException, *_UNREACHABLE):
             return  # an Event is a courtesy: its loss must not stop the cluster's reconciliation
         self._events[key] = (name, 1)
         if len(self._events) > REMEMBERED_EVENTS:

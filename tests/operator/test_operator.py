@@ -235,15 +235,18 @@ def test_pending_pods_do_not_run_away(kube):
     [worker_type] = [t for t in status["podTypes"] if t["name"] == "rayWorkerType"]
     assert worker_type["pending"] == 2 and worker_type["ready"] == 0
     assert worker_type["message"] == "2 pods are Pending (the bound is 2): no more are launched until they start"
-    # The autoscaler keeps trying to launch the other two, and the bound holds them back: one Warning, counted.
+    # The autoscaler keeps trying to launch the other two, and the bound holds them back: a Warning says so.
     [held] = wait_for(lambda: [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=stuck").items
-                               if e.reason == "LaunchesHeldBack" and e.count >= 2], timeout=90,
-                      message="a LaunchesHeldBack Event repeated",
+                               if e.reason == "LaunchesHeldBack"], timeout=90, message="a LaunchesHeldBack Event",
                       state=lambda: [(e.reason, e.count, e.message) for e in kube.core.list_namespaced_event(
                           "ray", field_selector="involvedObject.name=stuck").items])
     assert held.type == "Warning" and held.message == (
         "Failed to launch 2 node(s) of type rayWorkerType. (Pending pods): 2 pods are Pending (the bound is 2): "
         "no more are launched until they start.")
+    held_back = lambda: sum(line.startswith("stuck,ray ") and "not launching 2 rayWorkerType pods" in line  # noqa: E731
+                            for line in kube.operator_lines())
+    rounds = held_back()
+    wait_for(lambda: held_back() >= rounds + 3, timeout=60, message="three more autoscaler rounds held back")
     assert len(kube.workers("stuck", "ray")) == 2
     delete_and_wait_gone(kube, "stuck", "ray")
 
