@@ -63,6 +63,7 @@ def _die_with_parent() -> None:
 
 
 REQUEST_TIMEOUT = (5, 30)  # seconds to connect, to read
+WATCH_SECONDS = 5  # how long the server keeps one watch open before the runtime lists again
 
 
 def bounded(client: kubernetes.client.ApiClient) -> kubernetes.client.ApiClient:
@@ -605,9 +606,9 @@ class PodRuntime:
                 for event in stream.stream(
                     lister,
                     resource_version=body["metadata"]["resourceVersion"],
-                    timeout_seconds=5,
+                    timeout_seconds=WATCH_SECONDS,
                     allow_watch_bookmarks=True,
-                    _request_timeout=(REQUEST_TIMEOUT[0], 5 + REQUEST_TIMEOUT[1]),
+                    _request_timeout=(REQUEST_TIMEOUT[0], WATCH_SECONDS + REQUEST_TIMEOUT[1]),
                 ):
                     if self.stopping.is_set():
                         stream.stop()

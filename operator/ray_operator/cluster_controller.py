@@ -293,12 +293,13 @@ class ClusterController:
 
     def _monitor_state(self, monitor: MonitorProcess) -> MonitorState:
         now = time.time()
-        last_round = now - monitor.silent_for(now)
+        silent = monitor.silent_for(now)
+        last_round = now - silent
         return MonitorState(
             exit_code=monitor.exit_code(),
             error=monitor.error(),
             running_seconds=now - self.monitor_started,
-            silent_seconds=now - last_round,
+            silent_seconds=silent,
             memory_bytes=monitor.memory_bytes(),
             made_a_round=last_round > self.monitor_started,
             round_since_config=last_round > self.config_written,

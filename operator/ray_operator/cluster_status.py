@@ -22,11 +22,10 @@ from ray_operator.observation import Observation, pod_phase, pod_ready
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING
 
-_AUTOSCALER_CONDITIONS = {  # the autoscaler's condition while the step is taken: (reason, message or None: the step's)
-    Action.START_AUTOSCALER: ("Starting", None),
-    Action.WAIT_FIRST_ROUND: ("Starting", None),
-    Action.AUTOSCALER_FAILED: ("Failed", None),
-    Action.WAIT_AUTOSCALER_BACKOFF: ("RestartBackoff", None),
+_AUTOSCALER_NOT_HEALTHY = {  # the AutoscalerHealthy reason while the step is taken (its message says more)
+    Action.START_AUTOSCALER: "Starting",
+    Action.WAIT_FIRST_ROUND: "Starting",
+    Action.AUTOSCALER_FAILED: "Failed",
 }
 
 
@@ -84,11 +83,10 @@ def conditions(obs: Observation, step: Step) -> list[dict[str, Any]]:
         head_ready = (True, "GCSAnswers", f"Ray's GCS answers at {obs.gcs_address}")
     if step.action in AUTOSCALING:
         autoscaler = (True, "Running", "the autoscaler makes its rounds")
-    elif step.action in _AUTOSCALER_CONDITIONS:
-        reason, message = _AUTOSCALER_CONDITIONS[step.action]
-        if step.action is Action.WAIT_AUTOSCALER_BACKOFF:
-            message = f"{obs.memory.failure}; {step.message}"
-        autoscaler = (False, reason, message or step.message)
+    elif step.action is Action.WAIT_AUTOSCALER_BACKOFF:
+        autoscaler = (False, "RestartBackoff", f"{obs.memory.failure}; {step.message}")
+    elif step.action in _AUTOSCALER_NOT_HEALTHY:
+        autoscaler = (False, _AUTOSCALER_NOT_HEALTHY[step.action], step.message)
     else:
         autoscaler = (False, "WaitingForHead", "the autoscaler starts once the head's GCS answers")
     return [_condition("HeadReady", *head_ready), _condition("AutoscalerHealthy", *autoscaler)]

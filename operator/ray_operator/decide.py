@@ -104,7 +104,7 @@ def _autoscaler_step(obs: Observation, settings: Settings) -> Step:
     if monitor.exit_code is not None:
         error = f": {monitor.error}" if monitor.error else ""
         return Step(Action.AUTOSCALER_FAILED, f"the autoscaler exited with code {monitor.exit_code}{error}")
-    stall = float(settings.stall_rounds * settings.autoscaler_interval_seconds)
+    stall = settings.stall_seconds
     if monitor.running_seconds > stall and monitor.silent_seconds > stall:
         return Step(Action.AUTOSCALER_FAILED, f"the autoscaler made no progress for {monitor.silent_seconds:.0f}s")
     if monitor.memory_bytes > settings.monitor_memory_limit_mb * 2**20:
@@ -136,9 +136,7 @@ def recheck_seconds(step: Step, obs: Observation, settings: Settings) -> float |
     if action in (Action.START_AUTOSCALER, Action.WAIT_FIRST_ROUND):
         return float(settings.autoscaler_interval_seconds)
     if action in AUTOSCALING:  # its view and decisions, its heartbeat and memory
-        return min(
-            settings.autoscaler_status_seconds, float(settings.stall_rounds * settings.autoscaler_interval_seconds)
-        )
+        return min(settings.autoscaler_status_seconds, settings.stall_seconds)
     return None  # the spec, the pods and the Service are watched
 
 

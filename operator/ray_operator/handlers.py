@@ -49,7 +49,7 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.watching.server_timeout = 300
     # Bounded on the client side too: a watch made while the API server starts up can go unanswered for good.
     settings.watching.connect_timeout = 5
-    settings.watching.client_timeout = 300 + 30
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
     # No watch on CRDs: the RayCluster CRD is installed before the operator, and a namespaced operator
     # may not list CRDs.
     settings.scanning.disabled = True

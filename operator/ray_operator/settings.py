@@ -24,6 +24,11 @@ class Settings:
     monitor_memory_limit_mb: int = 1024
     log_level: str = "INFO"
 
+    @property
+    def stall_seconds(self) -> float:
+        """How long an autoscaler may go without a round before it counts as hung."""
+        return float(self.stall_rounds * self.autoscaler_interval_seconds)
+
     def restart_delay(self, failures: int) -> float:
         """Bounded exponential backoff before the monitor's restart after its n-th failure in a row."""
         return min(self.max_restart_backoff_seconds, self.restart_backoff_seconds * 2 ** max(0, failures - 1))
