@@ -1,7 +1,8 @@
 """Where a RayCluster becomes the Ray autoscaler cluster config that runs it, and where a pod is checked against it.
 
 `autoscaler_config()` is a pure function: RayCluster dict in, config dict out,
-or `InvalidRayCluster` listing every problem. The config is complete as
+or `InvalidRayCluster` listing every problem — and nothing else, whatever the
+RayCluster holds (a failure the checks did not foresee is a listed problem too). The config is complete as
 `StandardAutoscaler` reads it (Ray does not fill in defaults for a monitor's
 config), and it passes Ray's own `validate_config`. Beside it, the launch-config
 hash every pod carries (`ray-launch-config`, as Ray's autoscaler computes it):
@@ -32,7 +33,7 @@ from ray.autoscaler.tags import (
 
 from autoscaler_bridge import names, ray_auth
 from autoscaler_bridge.pod_resources import pod_type_resources, ray_container_index
-from autoscaler_bridge.validation import InvalidRayCluster, validate_raycluster
+from autoscaler_bridge.validation import InvalidRayCluster, Problem, validate_raycluster
 
 # Keys StandardAutoscaler reads unconditionally; they stay empty because no
 # updater runs (Ray's KubeRay converter sets the same).
@@ -94,6 +95,13 @@ def autoscaler_config(
     problems = validate_raycluster(raycluster)
     if problems:
         raise InvalidRayCluster(problems)
+    try:
+        return _config(raycluster, max_pending_pods, pending_timeout_seconds)
+    except Exception as error:  # noqa: BLE001 - a RayCluster is input: it is refused, never a crash
+        raise InvalidRayCluster([Problem("spec", f"cannot become an autoscaler config: {error!r}"[:500])]) from error
+
+
+def _config(raycluster: Mapping[str, Any], max_pending_pods: int, pending_timeout_seconds: float) -> dict[str, Any]:
     metadata, spec = raycluster["metadata"], raycluster["spec"]
     pod_types = spec["podTypes"]
     head_commands = list(spec.get("headStartRayCommands") or names.DEFAULT_HEAD_START_RAY_COMMANDS)

@@ -39,11 +39,11 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def is_dns1035_label(value: str) -> bool:
-    return bool(_DNS1035_LABEL.match(value)) and len(value) <= 63
+    return len(value) <= 63 and bool(_DNS1035_LABEL.match(value))
 
 
 def is_label_value(value: str) -> bool:
-    return bool(_LABEL_VALUE.match(value)) and len(value) <= 63
+    return len(value) <= 63 and bool(_LABEL_VALUE.match(value))
 
 
 def head_service_name(cluster_name: str) -> str:

@@ -11,33 +11,14 @@ memory is a whole number of bytes (`1.5Ki` is 1536).
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes.utils import parse_quantity as _kube_parse_quantity
-
 from autoscaler_bridge.names import RAY_CONTAINER_NAME
+from autoscaler_bridge.quantities import parse_quantity, round_up
 
 GPU_RESOURCE_NAMES = ("nvidia.com/gpu", "amd.com/gpu")
 _RAY_NAME_OF = {"cpu": "CPU", "memory": "memory", **{g: "GPU" for g in GPU_RESOURCE_NAMES}}
-
-
-def parse_quantity(value: Any) -> decimal.Decimal:
-    """A Kubernetes quantity (`500m`, `1.5`, `2Gi`, `1e3`, or a plain number) as a Decimal."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    try:
-        quantity = _kube_parse_quantity(value)
-    except (ValueError, decimal.InvalidOperation):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 1.5, 2Gi)") from None
-    if quantity < 0:
-        raise ValueError(f"{value!r} is negative")
-    return quantity
-
-
-def round_up(quantity: decimal.Decimal) -> int:
-    return int(quantity.to_integral_value(rounding=decimal.ROUND_UP))
 
 
 def ray_container_index(pod_config: Mapping[str, Any]) -> int:

@@ -10,6 +10,7 @@ the pod and Service names derived from them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -24,11 +25,10 @@ from autoscaler_bridge.names import (
     is_dns1035_label,
     is_label_value,
 )
-from autoscaler_bridge.pod_resources import (
-    GPU_RESOURCE_NAMES,
-    parse_quantity,
-    ray_container_index,
-)
+from autoscaler_bridge.pod_resources import ray_container_index
+from autoscaler_bridge.quantities import INT64_MAX, amount_problem, count_problem, parse_quantity
+
+MAX_PROBLEMS = 20  # listed of one RayCluster; more are counted
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,19 @@ class InvalidRayCluster(ValueError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
 
+def _cut(value: Any) -> str:
+    """A value as a problem quotes it: a long one cut, so a message stays readable (and fits in an Event)."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:57]}..."
+
+
+def _key(name: Any) -> str:
+    """A map key as a problem's path names it."""
+    return name if isinstance(name, str) and len(name) <= 60 else _cut(name)
+
+
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Checker:
@@ -63,7 +70,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def add(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message))
+        self.problems.append(Problem(path, message if len(message) <= 300 else f"{message[:297]}..."))
 
     def mapping(self, value: Any, path: str, required: bool = False) -> TypeGuard[Mapping[str, Any]]:
         """True when value is a mapping; records a problem if it is present but is not one."""
@@ -72,28 +79,47 @@ class _Checker:
                 self.add(path, "is required")
             return False
         if not isinstance(value, Mapping):
-            self.add(path, f"{value!r} is not an object")
+            self.add(path, f"{_cut(value)} is not an object")
             return False
         return True
 
-    def non_negative(self, value: Any, path: str, integer: bool) -> None:
+    def count(self, value: Any, path: str) -> None:
+        """A number of workers, if given."""
+        problem = None if value is None else count_problem(value)
+        if problem:
+            self.add(path, problem)
+
+    def amount(self, value: Any, path: str, integer: bool) -> None:
+        """A non-negative finite number (a whole one when `integer`), if given."""
+        problem = None if value is None else amount_problem(value, integer)
+        if problem:
+            self.add(path, problem)
+
+    def list_of_mappings(self, value: Any, path: str) -> list[Mapping[str, Any]]:
+        """The items of a list of objects (none if it is absent); records a problem for each that is not one."""
         if value is None:
-            return
-        if not (_is_int(value) if integer else _is_number(value)):
-            self.add(path, f"{value!r} is not a {'whole number' if integer else 'number'}")
-        elif value < 0:
-            self.add(path, f"{value!r} is negative")
+            return []
+        if not isinstance(value, list):
+            self.add(path, f"{_cut(value)} is not a list")
+            return []
+        return [item for i, item in enumerate(value) if self.mapping(item, f"{path}[{i}]", required=True)]
+
+    def named(self, items: list[Mapping[str, Any]], path: str) -> None:
+        """Each item of a list of objects has a `name` string."""
+        for i, item in enumerate(items):
+            if not isinstance(item.get("name"), str) or not item.get("name"):
+                self.add(f"{path}[{i}].name", "is required")
 
     def string_list(self, value: Any, path: str) -> bool:
         if value is None:
             return False
         if not isinstance(value, list):
-            self.add(path, f"{value!r} is not a list of shell commands")
+            self.add(path, f"{_cut(value)} is not a list of shell commands")
             return False
         ok = True
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self.add(f"{path}[{i}]", f"{item!r} is not a string")
+                self.add(f"{path}[{i}]", f"{_cut(item)} is not a string")
                 ok = False
         return ok
 
@@ -115,15 +141,15 @@ class _Checker:
             self.add(f"{path}[{index}]", "the head's `ray start` needs --head")
         port = ray_start.flag_value(command, "--port")
         if head and port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-            self.add(f"{path}[{index}]", f"--port {port!r} is not a port number")
+            self.add(f"{path}[{index}]", f"--port {_cut(port)} is not a port number")
 
     def metadata(self, raycluster: Mapping[str, Any]) -> None:
         api_version = raycluster.get("apiVersion")
         if api_version is not None and api_version != f"{API_GROUP}/{API_VERSION}":
-            self.add("apiVersion", f"{api_version!r} is not {API_GROUP}/{API_VERSION}")
+            self.add("apiVersion", f"{_cut(api_version)} is not {API_GROUP}/{API_VERSION}")
         kind = raycluster.get("kind")
         if kind is not None and kind != KIND:
-            self.add("kind", f"{kind!r} is not {KIND}")
+            self.add("kind", f"{_cut(kind)} is not {KIND}")
         metadata = raycluster.get("metadata")
         if not self.mapping(metadata, "metadata", required=True):
             return
@@ -133,37 +159,37 @@ class _Checker:
         elif not isinstance(name, str) or not is_dns1035_label(name):
             self.add(
                 "metadata.name",
-                f"{name!r} must be lower-case letters, digits and '-', starting with a letter"
+                f"{_cut(name)} must be lower-case letters, digits and '-', starting with a letter"
                 " (it names the head Service)",
             )
         elif len(name) > MAX_CLUSTER_NAME_LENGTH:
             self.add(
                 "metadata.name",
-                f"{name!r} is longer than {MAX_CLUSTER_NAME_LENGTH} characters"
+                f"{_cut(name)} is longer than {MAX_CLUSTER_NAME_LENGTH} characters"
                 " (names derived from it, such as the label value 'ray-<name>-worker', must fit in 63)",
             )
 
     def spec(self, spec: Mapping[str, Any]) -> None:
-        self.non_negative(spec.get("maxWorkers"), "spec.maxWorkers", integer=True)
-        self.non_negative(spec.get("upscalingSpeed"), "spec.upscalingSpeed", integer=False)
-        self.non_negative(spec.get("idleTimeoutMinutes"), "spec.idleTimeoutMinutes", integer=False)
+        self.count(spec.get("maxWorkers"), "spec.maxWorkers")
+        self.amount(spec.get("upscalingSpeed"), "spec.upscalingSpeed", integer=False)
+        self.amount(spec.get("idleTimeoutMinutes"), "spec.idleTimeoutMinutes", integer=False)
         self.start_commands(spec.get("headStartRayCommands"), "spec.headStartRayCommands", head=True)
         self.start_commands(spec.get("workerStartRayCommands"), "spec.workerStartRayCommands", head=False)
         self.service_ports(spec.get("headServicePorts"))
         mode = spec.get("rayAuthentication", AUTH_TOKEN)
         if mode not in AUTH_MODES:
-            self.add("spec.rayAuthentication", f"{mode!r} is not one of {', '.join(AUTH_MODES)}")
+            self.add("spec.rayAuthentication", f"{_cut(mode)} is not one of {', '.join(AUTH_MODES)}")
         names = self.pod_types(spec.get("podTypes"))
 
         head = spec.get("headPodType")
         if head is None:
             self.add("spec.headPodType", "is required")
         elif not isinstance(head, str):
-            self.add("spec.headPodType", f"{head!r} is not a string")
+            self.add("spec.headPodType", f"{_cut(head)} is not a string")
         elif names is not None and head not in names:
             self.add(
                 "spec.headPodType",
-                f"{head!r} is not one of the podTypes ({', '.join(names) or 'none'})",
+                f"{_cut(head)} is not one of the podTypes ({', '.join(names) or 'none'})",
             )
 
         max_workers = spec.get("maxWorkers")
@@ -184,7 +210,7 @@ class _Checker:
         if ports is None:
             return
         if not isinstance(ports, list):
-            self.add(path, f"{ports!r} is not a list")
+            self.add(path, f"{_cut(ports)} is not a list")
             return
         seen: set[str] = set()
         for i, port in enumerate(ports):
@@ -195,17 +221,17 @@ class _Checker:
             if not isinstance(name, str) or not name:
                 self.add(f"{item}.name", "is required")
             elif name in seen:
-                self.add(f"{item}.name", f"{name!r} appears twice")
+                self.add(f"{item}.name", f"{_cut(name)} appears twice")
             else:
                 seen.add(name)
             number = port.get("port")
             if not (_is_int(number) and 0 < number < 65536):
-                self.add(f"{item}.port", f"{number!r} is not a port number (1-65535)")
+                self.add(f"{item}.port", f"{_cut(number)} is not a port number (1-65535)")
             target = port.get("targetPort")
             if target is not None and not (
                 (_is_int(target) and 0 < target < 65536) or (isinstance(target, str) and target)
             ):
-                self.add(f"{item}.targetPort", f"{target!r} is neither a port number nor a name")
+                self.add(f"{item}.targetPort", f"{_cut(target)} is neither a port number nor a name")
 
     def pod_types(self, pod_types: Any) -> list[str] | None:
         """Checks every podType; returns their names (None when there is no list)."""
@@ -214,11 +240,11 @@ class _Checker:
             self.add(path, "is required")
             return None
         if not isinstance(pod_types, list):
-            self.add(path, f"{pod_types!r} is not a list")
+            self.add(path, f"{_cut(pod_types)} is not a list")
             return None
         if not pod_types:
             self.add(path, "is empty: at least the head's podType is needed")
-        names: list[str] = []
+        names: dict[str, int] = {}  # name → index
         for i, pod_type in enumerate(pod_types):
             item = f"{path}[{i}]"
             if not self.mapping(pod_type, item, required=True):
@@ -229,29 +255,32 @@ class _Checker:
             elif not isinstance(name, str) or not is_label_value(name):
                 self.add(
                     f"{item}.name",
-                    f"{name!r} must be at most 63 letters, digits, '-', '_' or '.',"
+                    f"{_cut(name)} must be at most 63 letters, digits, '-', '_' or '.',"
                     " starting and ending with a letter or digit",
                 )
             elif name in names:
-                self.add(f"{item}.name", f"{name!r} is the name of podTypes[{names.index(name)}] already")
+                self.add(f"{item}.name", f"{_cut(name)} is the name of podTypes[{names[name]}] already")
             else:
-                names.append(name)
+                names[name] = i
             self.pod_type(pod_type, item)
-        return names
+        return list(names)
 
     def pod_type(self, pod_type: Mapping[str, Any], path: str) -> None:
         min_workers, max_workers = pod_type.get("minWorkers"), pod_type.get("maxWorkers")
-        self.non_negative(min_workers, f"{path}.minWorkers", integer=True)
-        self.non_negative(max_workers, f"{path}.maxWorkers", integer=True)
+        self.count(min_workers, f"{path}.minWorkers")
+        self.count(max_workers, f"{path}.maxWorkers")
         if _is_int(min_workers) and _is_int(max_workers) and max_workers < min_workers:
             self.add(f"{path}.maxWorkers", f"{max_workers} is less than minWorkers {min_workers}")
 
         ray_resources = pod_type.get("rayResources")
         if self.mapping(ray_resources, f"{path}.rayResources"):
             for key, value in ray_resources.items():
-                self.non_negative(value, f"{path}.rayResources.{key}", integer=True)
-                if value is None:
-                    self.add(f"{path}.rayResources.{key}", "None is not a whole number")
+                if not isinstance(key, str) or not key:
+                    self.add(f"{path}.rayResources", f"{_cut(key)} is not a resource name")
+                else:
+                    self.amount(value, f"{path}.rayResources.{_key(key)}", integer=True)
+                    if value is None:
+                        self.add(f"{path}.rayResources.{_key(key)}", "None is not a whole number")
 
         for key in ("setupCommands", "workerSetupCommands"):
             self.string_list(pod_type.get(key), f"{path}.{key}")
@@ -265,40 +294,70 @@ class _Checker:
             return
         kind = pod_config.get("kind")
         if kind is not None and kind != "Pod":
-            self.add(f"{path}.kind", f"{kind!r} is not Pod")
+            self.add(f"{path}.kind", f"{_cut(kind)} is not Pod")
+        self.pod_metadata(pod_config.get("metadata"), f"{path}.metadata")
         spec = pod_config.get("spec")
         if not self.mapping(spec, f"{path}.spec", required=True):
             return
+        self.named(self.list_of_mappings(spec.get("volumes"), f"{path}.spec.volumes"), f"{path}.spec.volumes")
+        init_containers = self.list_of_mappings(spec.get("initContainers"), f"{path}.spec.initContainers")
+        for i, container in enumerate(init_containers):
+            self.container(container, f"{path}.spec.initContainers[{i}]")
         containers = spec.get("containers")
         if not isinstance(containers, list) or not containers:
             self.add(f"{path}.spec.containers", "needs at least one container to run Ray in")
             return
         for i, container in enumerate(containers):
             if self.mapping(container, f"{path}.spec.containers[{i}]", required=True):
-                if not isinstance(container.get("name"), str) or not container.get("name"):
-                    self.add(f"{path}.spec.containers[{i}].name", "is required")
+                self.container(container, f"{path}.spec.containers[{i}]")
         if not all(isinstance(c, Mapping) for c in containers):
             return
         index = ray_container_index(pod_config)
         self.ray_container(containers[index], f"{path}.spec.containers[{index}]", ray_resources)
 
-    def ray_container(self, container: Mapping[str, Any], path: str, ray_resources: Mapping[str, Any]) -> None:
-        resources = container.get("resources") or {}
+    def pod_metadata(self, metadata: Any, path: str) -> None:
+        if not self.mapping(metadata, path):
+            return
+        for key in ("labels", "annotations"):
+            values = metadata.get(key)
+            if self.mapping(values, f"{path}.{key}"):
+                for name, value in values.items():
+                    if not isinstance(name, str) or not isinstance(value, str):
+                        self.add(f"{path}.{key}", f"{_cut(name)}: {_cut(value)} is not a string to a string")
+        self.list_of_mappings(metadata.get("ownerReferences"), f"{path}.ownerReferences")
+
+    def container(self, container: Mapping[str, Any], path: str) -> None:
+        """What the operator reads of any container: its name, env, ports, mounts and resource quantities."""
+        if not isinstance(container.get("name"), str) or not container.get("name"):
+            self.add(f"{path}.name", "is required")
+        self.named(self.list_of_mappings(container.get("env"), f"{path}.env"), f"{path}.env")
+        for i, port in enumerate(self.list_of_mappings(container.get("ports"), f"{path}.ports")):
+            number = port.get("containerPort")
+            if number is not None and not (_is_int(number) and 0 < number < 65536):
+                self.add(f"{path}.ports[{i}].containerPort", f"{_cut(number)} is not a port number (1-65535)")
+        for i, mount in enumerate(self.list_of_mappings(container.get("volumeMounts"), f"{path}.volumeMounts")):
+            if not isinstance(mount.get("mountPath"), str):
+                self.add(f"{path}.volumeMounts[{i}].mountPath", "is required")
+        for key in ("command", "args"):
+            self.string_list(container.get(key), f"{path}.{key}")
+        resources = container.get("resources")
         if not self.mapping(resources, f"{path}.resources"):
             return
-        has_cpu = "CPU" in ray_resources
         for section in ("limits", "requests"):
             values = resources.get(section)
             if not self.mapping(values, f"{path}.resources.{section}"):
                 continue
-            for name in ("cpu", "memory", *GPU_RESOURCE_NAMES):
-                if name in values:
-                    has_cpu = has_cpu or name == "cpu"
-                    try:
-                        parse_quantity(values[name])
-                    except ValueError as error:
-                        self.add(f"{path}.resources.{section}.{name}", str(error))
-        if not has_cpu:
+            for name, value in values.items():
+                try:
+                    parse_quantity(value)
+                except ValueError as error:
+                    self.add(f"{path}.resources.{section}.{_key(name)}", str(error))
+
+    def ray_container(self, container: Mapping[str, Any], path: str, ray_resources: Mapping[str, Any]) -> None:
+        resources = container.get("resources")
+        sections = [resources.get(s) for s in ("limits", "requests")] if isinstance(resources, Mapping) else []
+        given = {name for section in sections if isinstance(section, Mapping) for name in section}
+        if "CPU" not in ray_resources and "cpu" not in given:
             self.add(
                 f"{path}.resources",
                 "no CPU given: set limits.cpu (or requests.cpu) of the Ray container,"
@@ -306,8 +365,42 @@ class _Checker:
             )
 
 
+def _data_problems(raycluster: Any) -> list[Problem]:
+    """Where a RayCluster is not what the Kubernetes API could hold: JSON with string keys, whole numbers within
+    int64, finite numbers. Walked without recursion, so no nesting depth can overflow the stack."""
+    problems: list[Problem] = []
+    stack: list[tuple[str, Any]] = [("", raycluster)]
+    while stack and len(problems) <= MAX_PROBLEMS:
+        path, value = stack.pop()
+        if isinstance(value, Mapping):
+            for key in value:
+                if isinstance(key, str):
+                    stack.append((f"{path}.{key}" if path else key, value[key]))
+                else:
+                    problems.append(Problem(path or "RayCluster", f"the key {_cut(key)} is not a string"))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif _is_int(value):
+            if not -INT64_MAX - 1 <= value <= INT64_MAX:
+                problems.append(Problem(path, f"{_cut(value)} is more than Kubernetes can hold (int64)"))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                problems.append(Problem(path, f"{value!r} is not a finite number"))
+        elif not (value is None or isinstance(value, (str, bool))):
+            problems.append(Problem(path, f"{_cut(value)} ({type(value).__name__}) is not JSON: quote it"))
+    return problems
+
+
+def _listed(problems: list[Problem]) -> list[Problem]:
+    """At most MAX_PROBLEMS problems, then how many more there are: a message must stay readable."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    return [*problems[:MAX_PROBLEMS], Problem("RayCluster", f"and {len(problems) - MAX_PROBLEMS} more problems")]
+
+
 def validate_raycluster(raycluster: Any) -> list[Problem]:
-    """Every problem of a RayCluster (a dict as the API returns it); empty when it can run."""
+    """Every problem of a RayCluster (a dict as the API returns it), at most MAX_PROBLEMS of them listed; empty
+    when it can run. Its time is linear in the RayCluster's size, whatever it holds."""
     checker = _Checker()
     if not isinstance(raycluster, Mapping):
         checker.add("RayCluster", f"{type(raycluster).__name__} is not an object")
@@ -315,4 +408,6 @@ def validate_raycluster(raycluster: Any) -> list[Problem]:
     checker.metadata(raycluster)
     if checker.mapping(raycluster.get("spec"), "spec", required=True):
         checker.spec(raycluster["spec"])
-    return checker.problems
+    data_problems = _data_problems(raycluster)
+    said = {p.path for p in data_problems}
+    return _listed(data_problems + [p for p in checker.problems if p.path not in said])

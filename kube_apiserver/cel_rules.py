@@ -53,7 +53,7 @@ def violations(value: Any, schema: dict[str, Any], path: str) -> list[dict[str, 
             continue
         ok, failure = _passes(rule["rule"], value)
         if not ok:
-            field = (path + rule.get("fieldPath", "")).lstrip(".")
+            field = (path + rule.get("fieldPath", "")).lstrip(".") or "<nil>"  # a rule on the root: no field
             message = failure or rule.get("message") or f"failed rule: {rule['rule']}"
             causes.append(
                 {"reason": "FieldValueInvalid", "field": field, "message": f"{field}: Invalid value: {message}"}

@@ -91,6 +91,12 @@ def _cause(kind: str, path: str, message: str) -> dict[str, str]:
     return {"reason": reason, "field": path, "message": message}
 
 
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(
+        type(value), "unknown"
+    )
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
@@ -116,21 +122,20 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[st
                     )
                 )
         return causes
+    expected = schema.get("type")
     if schema.get("x-kubernetes-int-or-string"):
         if not (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
             causes.append(
                 _cause(
                     "type",
                     here,
-                    f"{here}: Invalid value: {_show(value)}: {here} in body must be of type integer,string",
+                    f'{here}: Invalid value: "{_json_type(value)}": {here} in body must be of type integer,string: '
+                    f'"{_json_type(value)}"',
                 )
             )
-        return causes
-    expected = schema.get("type")
-    if expected and not _type_ok(value, expected):
-        shown = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(
-            type(value), "unknown"
-        )
+            return causes
+    elif expected and not _type_ok(value, expected):
+        shown = _json_type(value)
         causes.append(
             _cause(
                 "type", here, f'{here}: Invalid value: "{shown}": {here} in body must be of type {expected}: "{shown}"'

@@ -33,8 +33,8 @@ def _rayclusters(path: Path, name: str, namespace: str | None) -> Iterator[dict[
     for document in documents:
         if isinstance(document, dict) and document.get("kind") == "RayCluster":
             found = True
-            if namespace:
-                document.setdefault("metadata", {})["namespace"] = namespace
+            if namespace and isinstance(document.setdefault("metadata", {}), dict):
+                document["metadata"]["namespace"] = namespace
             yield document
     if not found:
         raise ValueError("no RayCluster in it (nor a Helm values file with a podTypes map)")
@@ -85,9 +85,13 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     except (yaml.YAMLError, ValueError) as error:
         click.echo(f"{file}: {error}", err=True)
         sys.exit(EXIT_INVALID)
+    except RecursionError:
+        click.echo(f"{file}: nested too deeply to be read", err=True)
+        sys.exit(EXIT_INVALID)
     configs, failed = [], False
     for raycluster in rayclusters:
-        label = (raycluster.get("metadata") or {}).get("name", "<unnamed>")
+        metadata = raycluster.get("metadata")
+        label = str(metadata.get("name", "<unnamed>"))[:60] if isinstance(metadata, dict) else "<unnamed>"
         try:
             configs.append(autoscaler_config(raycluster, max_pending_pods, pending_timeout))
         except InvalidRayCluster as invalid:

@@ -46,7 +46,7 @@ from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
 from autoscaler_bridge.node_provider import delete_pods
 from autoscaler_bridge.ray_start import gcs_port
-from autoscaler_bridge.validation import validate_raycluster
+from autoscaler_bridge.validation import InvalidRayCluster
 from autoscaler_bridge.watch_cache import NotSynced
 from ray_operator.auth_secret import TokenSecretError, ensure_token, read_token
 from ray_operator.autoscaler_view import autoscaler_status, decision_event
@@ -86,8 +86,8 @@ class ClusterController:
         self.log = cluster_logger(log, self.name, self.namespace)
         self.status = StatusWriter(calls, self.name, self.namespace)
         self.status.adopt(body.get("status"))
+        # Made with the first config: only a valid RayCluster has one, and its names fit in a file name.
         self.dir = settings.work_dir / f"{self.namespace}.{self.name}"
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "autoscaler.json"
         self.monitor: MonitorProcess | None = None
         self.monitor_started = 0.0
@@ -173,13 +173,13 @@ class ClusterController:
         resync or status write."""
         version = _spec_version(body)
         if self._derived_from is None or self._derived_from[0] != version:
-            problems = validate_raycluster(body)
-            config = (
-                None
-                if problems
-                else autoscaler_config(body, self.settings.max_pending_pods, self.settings.pending_timeout_seconds)
-            )
-            self._derived_from = (version, problems, config)
+            settings = self.settings
+            try:
+                config = autoscaler_config(body, settings.max_pending_pods, settings.pending_timeout_seconds)
+                derived: tuple[Any, list[Any], dict[str, Any] | None] = (version, [], config)
+            except InvalidRayCluster as invalid:
+                derived = (version, invalid.problems, None)
+            self._derived_from = derived
         return self._derived_from[1], self._derived_from[2]
 
     def _write_config(self, config: dict[str, Any]) -> None:
@@ -189,6 +189,7 @@ class ClusterController:
         if self._config_text == text:
             return
         partial = self.config_path.with_suffix(".tmp")
+        self.dir.mkdir(parents=True, exist_ok=True)
         partial.write_text(text)
         os.replace(partial, self.config_path)
         self._config_text = text

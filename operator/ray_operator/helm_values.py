@@ -8,6 +8,7 @@ removes a default, such as a podType). tests/chart holds the mirror equal to `he
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,10 +43,12 @@ def coalesce(defaults: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str
 
 
 def _quantity(pod_type: Mapping[str, Any], key: str, legacy_key: str, default: Any) -> Any:
-    """`CPU`/`GPU` (later legacy charts) win over `numCPU`/`numGPU` (earlier ones)."""
-    if key in pod_type:
-        return pod_type[key]
-    return pod_type.get(legacy_key, default)
+    """`CPU`/`GPU` (later legacy charts) win over `numCPU`/`numGPU` (earlier ones); a fraction becomes a string, as
+    the chart quotes it (a quantity is an integer or a string): 0.5 is "0.5", 1.0 is 1."""
+    value = pod_type[key] if key in pod_type else pod_type.get(legacy_key, default)
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value) if value.is_integer() else str(value)
+    return value
 
 
 def _pod_config(values: Mapping[str, Any], pod_type: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,9 +73,9 @@ def _pod_config(values: Mapping[str, Any], pod_type: Mapping[str, Any]) -> dict[
         ],
     }
     if pod_type.get("nodeSelector"):
-        spec["nodeSelector"] = dict(pod_type["nodeSelector"])
+        spec["nodeSelector"] = pod_type["nodeSelector"]
     if pod_type.get("tolerations"):
-        spec["tolerations"] = list(pod_type["tolerations"])
+        spec["tolerations"] = pod_type["tolerations"]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": spec}
 
 
@@ -83,22 +86,26 @@ def raycluster_from_values(values: Mapping[str, Any], name: str, namespace: str 
     missing = [key for key in ("image", "headPodType", "podTypes") if not values.get(key)]
     if missing:
         raise ValueError(f"the values file lacks {', '.join(missing)}")
+    if not isinstance(values["podTypes"], Mapping):
+        raise ValueError(f"podTypes: {values['podTypes']!r:.60} is not a map")
     pod_types = []
-    for type_name, pod_type in sorted(values["podTypes"].items()):  # Helm ranges over a map in key order
+    # Helm ranges over a map in key order; its keys are strings (YAML's other keys become strings in Helm too).
+    for type_name, pod_type in sorted((str(k), v) for k, v in values["podTypes"].items()):
         if not isinstance(pod_type, Mapping):
-            raise ValueError(f"podTypes.{type_name}: {pod_type!r} is not a map")
+            raise ValueError(f"podTypes.{type_name}: {pod_type!r:.60} is not a map")
         entry: dict[str, Any] = {
             "name": type_name,
             "minWorkers": pod_type.get("minWorkers", 0),
             "maxWorkers": pod_type.get("maxWorkers", 0),
         }
         if pod_type.get("rayResources"):
-            entry["rayResources"] = dict(pod_type["rayResources"])
+            entry["rayResources"] = pod_type["rayResources"]
         entry["podConfig"] = _pod_config(values, pod_type)
         pod_types.append(entry)
     max_workers = values.get("maxWorkers")
-    if max_workers is None:
-        max_workers = sum(p["maxWorkers"] for p in pod_types)
+    if max_workers is None:  # what the chart's template adds up; a count that is not a whole number is a problem
+        counts = [p["maxWorkers"] for p in pod_types]
+        max_workers = sum(counts) if all(isinstance(c, int) and not isinstance(c, bool) for c in counts) else None
     metadata: dict[str, Any] = {"name": name}
     if namespace:
         metadata["namespace"] = namespace
@@ -107,7 +114,7 @@ def raycluster_from_values(values: Mapping[str, Any], name: str, namespace: str 
         "kind": KIND,
         "metadata": metadata,
         "spec": {
-            "maxWorkers": max_workers,
+            **({"maxWorkers": max_workers} if max_workers is not None else {}),
             "upscalingSpeed": values.get("upscalingSpeed", 1.0),
             "idleTimeoutMinutes": values.get("idleTimeoutMinutes", 5),
             "rayAuthentication": values.get("rayAuthentication", "token"),

@@ -29,6 +29,7 @@ RECOVERING = "AutoscalingExceptionRecovery"
 ERROR = "Error"
 COMPONENT = "ray-operator"
 _UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)  # the API server, past KubeCalls' retries
+MAX_NAME = 253  # of an object's name in Kubernetes (a DNS subdomain)
 REMEMBERED_EVENTS = 32  # distinct Events per RayCluster whose repeats update them instead of making new ones
 
 
@@ -121,7 +122,7 @@ class StatusWriter:
             except _UNREACHABLE:
                 return  # an Event is a courtesy: its loss must not stop the cluster's reconciliation
         metadata = body["metadata"]
-        name = f"{self.name}.{uuid.uuid4().hex[:16]}"
+        name = f"{self.name[: MAX_NAME - 17]}.{uuid.uuid4().hex[:16]}"  # a name of any length makes one that fits
         event = {
             "metadata": {"name": name, "namespace": self.namespace},
             "involvedObject": {

@@ -117,3 +117,38 @@ def test_kubectl_get_shows_the_printer_columns(crd, custom, kubectl):
     wide = kubectl("get", "rayc", "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-3:] == ["USAGE", "DEMAND", "MESSAGE"]  # the long one last
     assert kubectl("get", "raycluster", "c1", "-o", "jsonpath={.status.phase}").stdout == "Running"
+
+
+def test_container_quantities_follow_kubernetes_pattern(crd, custom):
+    """The Ray containers' (and every container's) resources are int-or-string quantities, as in a Pod."""
+    body = copy.deepcopy(RC)
+    spec = body["spec"]["podTypes"][0]["podConfig"]["spec"]
+    spec["containers"][0]["resources"] = {"limits": {"cpu": "two", "memory": 1.5}, "requests": {"cpu": "500m"}}
+    spec["initContainers"] = [{"name": "init", "resources": {"requests": {"memory": "1Gb"}}}]
+    status = refused(custom, body)
+    causes = status["details"]["causes"]
+    fields = "spec.podTypes[0].podConfig.spec"
+    assert {(c["reason"], c["field"]) for c in causes if c["field"] != "<nil>"} == {  # kube-apiserver repeats some
+        ("FieldValueInvalid", f"{fields}.containers[0].resources.limits.cpu"),
+        ("FieldValueInvalid", f"{fields}.initContainers[0].resources.requests.memory"),
+        ("FieldValueTypeInvalid", f"{fields}.containers[0].resources.limits.memory"),
+    }
+    assert (f'{fields}.containers[0].resources.limits.memory: Invalid value: "number": {fields}.containers[0].resources'
+            '.limits.memory in body must be of type integer,string: "number"') in status["message"]
+    assert (f'{fields}.containers[0].resources.limits.cpu: Invalid value: "two": {fields}.containers[0].resources'
+            ".limits.cpu in body should match '^(\\+|-)?") in status["message"]
+    spec["containers"][0]["resources"] = {"limits": {"cpu": 2, "memory": "1.5Gi"}, "requests": {"cpu": "1e3"}}
+    spec["initContainers"][0]["resources"] = {"claims": [{"name": "x"}]}  # what a quantity map is not, kept
+    created = custom.create_namespaced_custom_object(*ARGS, body)
+    assert created["spec"]["podTypes"][0]["podConfig"]["spec"]["initContainers"][0]["resources"] == {"claims": [{"name": "x"}]}
+
+
+def test_a_rayclusters_name_is_bounded_by_a_cel_rule(crd, custom):
+    """52 characters: the pod label value ray-<name>-worker must fit in 63."""
+    body = copy.deepcopy(RC)
+    body["metadata"]["name"] = "c" * 53
+    status = refused(custom, body)
+    assert [(c["reason"], c["field"]) for c in status["details"]["causes"]] == [("FieldValueInvalid", "<nil>")]
+    assert "<nil>: Invalid value: a RayCluster's name may have at most 52 characters" in status["message"]
+    body["metadata"]["name"] = "c" * 52
+    assert custom.create_namespaced_custom_object(*ARGS, body)["metadata"]["name"] == "c" * 52

@@ -79,6 +79,16 @@ BROKEN = {
         "spec.podTypes[0].podConfig.spec.containers[0].resources.limits.cpu: 'two' is not a Kubernetes quantity",
     ),
     "no container": ({"containers": "[]"}, "spec.podTypes[0].podConfig.spec.containers: needs at least one container"),
+    "enormous exponent": (  # once held a core for 49 s turning it into an integer
+        {"containers": "[{name: ray-node, resources: {limits: {cpu: '1e1000000'}}}]"},
+        "spec.podTypes[0].podConfig.spec.containers[0].resources.limits.cpu: '1e1000000' is more than Kubernetes "
+        "allows for a quantity (9223372036854775807)",
+    ),
+    "infinite resource": ({"resource": ".inf"}, "spec.podTypes[0].rayResources.accel: inf is not a finite number"),
+    "env as a string": (
+        {"containers": "[{name: ray-node, env: 'A=b', resources: {limits: {cpu: 1}}}]"},
+        "spec.podTypes[0].podConfig.spec.containers[0].env: 'A=b' is not a list",
+    ),
 }
 
 
@@ -107,8 +117,10 @@ def test_render_lists_all_problems(tmp_path):
         ("a: [unclosed", "while parsing"),
         ("kind: ConfigMap\n", "no RayCluster in it"),
         ("image: null\nheadPodType: null\npodTypes: {head: {CPU: 1}}\n", "the values file lacks image, headPodType"),
+        ("kind: RayCluster\nspec: " + "[" * 10_000 + "]" * 10_000 + "\n", "nested too deeply to be read"),
+        ("headPodType: h\npodTypes: {h: {maxWorkers: two, CPU: .nan}}\n", "spec.podTypes[0].maxWorkers: 'two' is not a whole number"),
     ],
-    ids=["not yaml", "no raycluster", "incomplete values"],
+    ids=["not yaml", "no raycluster", "incomplete values", "too deep", "hostile values"],
 )
 def test_render_refuses_unreadable_files_with_exit_2(tmp_path, content, message):
     path = tmp_path / "x.yaml"

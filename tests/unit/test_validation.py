@@ -218,3 +218,80 @@ def test_validation_does_not_modify_its_input(example_raycluster):
     before = copy.deepcopy(example_raycluster)
     validate_raycluster(example_raycluster)
     assert example_raycluster == before
+
+
+def ray_container(rc, index=1):
+    return rc["spec"]["podTypes"][index]["podConfig"]["spec"]["containers"][0]
+
+
+def test_hostile_numbers_are_listed_problems():
+    rc = cluster(upscalingSpeed=float("inf"), idleTimeoutMinutes=float("nan"), maxWorkers=2**31)
+    ray_container(rc)["resources"]["limits"]["cpu"] = "1e1000000"
+    ray_container(rc)["resources"]["requests"] = {"memory": 10**30, "nvidia.com/gpu": "-1"}
+    rc["spec"]["podTypes"][1]["rayResources"] = {"accel": 2**64}
+    assert sorted(messages(rc)) == sorted([
+        "spec.upscalingSpeed: inf is not a finite number",
+        "spec.idleTimeoutMinutes: nan is not a finite number",
+        "spec.maxWorkers: 2147483648 is more than Kubernetes allows for a count (2147483647)",
+        "spec.podTypes[1].podConfig.spec.containers[0].resources.limits.cpu: '1e1000000' is more than Kubernetes "
+        "allows for a quantity (9223372036854775807)",
+        "spec.podTypes[1].podConfig.spec.containers[0].resources.requests.memory: 1000000000000000000000000000000 is "
+        "more than Kubernetes can hold (int64)",
+        "spec.podTypes[1].podConfig.spec.containers[0].resources.requests.nvidia.com/gpu: '-1' is negative",
+        "spec.podTypes[1].rayResources.accel: 18446744073709551616 is more than Kubernetes can hold (int64)",
+    ])
+
+
+def test_every_containers_quantities_are_checked():
+    rc = cluster()
+    spec = rc["spec"]["podTypes"][0]["podConfig"]["spec"]
+    spec["containers"].append({"name": "sidecar", "resources": {"limits": {"ephemeral-storage": "1e99"}}})
+    spec["initContainers"] = [{"name": "init", "resources": {"requests": {"cpu": "lots"}}}]
+    assert messages(rc) == [
+        "spec.podTypes[0].podConfig.spec.initContainers[0].resources.requests.cpu: 'lots' is not a Kubernetes "
+        "quantity (e.g. 500m, 1.5, 2Gi)",
+        "spec.podTypes[0].podConfig.spec.containers[1].resources.limits.ephemeral-storage: '1e99' is more than "
+        "Kubernetes allows for a quantity (9223372036854775807)",
+    ]
+
+
+def test_wrong_shapes_of_what_the_operator_reads_are_problems():
+    rc = cluster()
+    container = ray_container(rc)
+    container.update(env="FOO=bar", ports=[{"containerPort": 70000}], volumeMounts=["dshm"], command="ray start")
+    rc["spec"]["podTypes"][1]["podConfig"]["metadata"] = {"labels": {"a": 1}, "ownerReferences": {}}
+    rc["spec"]["podTypes"][1]["podConfig"]["spec"]["volumes"] = [{"emptyDir": {}}]
+    assert sorted(messages(rc)) == sorted([
+        "spec.podTypes[1].podConfig.metadata.labels: 'a': 1 is not a string to a string",
+        "spec.podTypes[1].podConfig.metadata.ownerReferences: {} is not a list",
+        "spec.podTypes[1].podConfig.spec.volumes[0].name: is required",
+        "spec.podTypes[1].podConfig.spec.containers[0].env: 'FOO=bar' is not a list",
+        "spec.podTypes[1].podConfig.spec.containers[0].ports[0].containerPort: 70000 is not a port number (1-65535)",
+        "spec.podTypes[1].podConfig.spec.containers[0].volumeMounts[0]: 'dshm' is not an object",
+        "spec.podTypes[1].podConfig.spec.containers[0].command: 'ray start' is not a list of shell commands",
+    ])
+
+
+def test_what_json_cannot_hold_is_a_problem_at_any_depth():
+    import datetime
+
+    rc = cluster()
+    deep: list = []
+    for _ in range(100_000):  # deeper than Python's recursion limit: the walk does not recurse
+        deep = [deep]
+    rc["spec"]["podTypes"][0]["podConfig"]["spec"]["deep"] = [deep, float("nan")]
+    rc["spec"]["podTypes"][0]["podConfig"]["spec"]["nodeSelector"] = {1: "a"}
+    rc["spec"]["podTypes"][0]["podConfig"]["metadata"] = {"annotations": {"when": datetime.date(2024, 1, 1)}}
+    assert sorted(messages(rc)) == sorted([
+        "spec.podTypes[0].podConfig.spec.deep[1]: nan is not a finite number",
+        "spec.podTypes[0].podConfig.spec.nodeSelector: the key 1 is not a string",
+        "spec.podTypes[0].podConfig.metadata.annotations.when: datetime.date(2024, 1, 1) (date) is not JSON: quote it",
+        "spec.podTypes[0].podConfig.metadata.annotations: 'when': datetime.date(2024, 1, 1) is not a string to a "
+        "string",
+    ])
+
+
+def test_many_problems_are_counted_past_twenty():
+    rc = cluster(podTypes=[pod_type("head"), *(pod_type(f"w{i}", minWorkers=-1) for i in range(10_000))])
+    found = messages(rc)
+    assert len(found) == 21 and found[-1] == "RayCluster: and 9980 more problems"

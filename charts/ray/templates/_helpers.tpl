@@ -12,8 +12,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .Release.Name }}-ray-operator
 {{- end }}
 
-{{/* A podType's quantity: the later spelling (CPU, GPU) wins over the earlier one (numCPU, numGPU). */}}
+{{/* A podType's quantity: the later spelling (CPU, GPU) wins over the earlier one (numCPU, numGPU). A fraction
+is quoted: a quantity is an integer or a string (0.5 becomes "0.5", as a Pod takes it). */}}
 {{- define "ray.quantity" -}}
 {{- $podType := index . 0 -}}{{- $key := index . 1 -}}{{- $legacy := index . 2 -}}{{- $default := index . 3 -}}
-{{- if hasKey $podType $key -}}{{ index $podType $key }}{{- else if hasKey $podType $legacy -}}{{ index $podType $legacy }}{{- else -}}{{ $default }}{{- end -}}
+{{- $value := $default -}}
+{{- if hasKey $podType $key -}}{{- $value = index $podType $key -}}{{- else if hasKey $podType $legacy -}}{{- $value = index $podType $legacy -}}{{- end -}}
+{{- if contains "." (toString $value) -}}{{ toString $value | quote }}{{- else -}}{{ $value }}{{- end -}}
 {{- end }}
