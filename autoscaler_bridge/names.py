@@ -35,11 +35,17 @@ HEAD_SERVICE_SUFFIX = "-ray-head"
 MAX_CLUSTER_NAME_LENGTH = 63 - len("ray--worker")
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def is_dns1035_label(value: str) -> bool:
     return len(value) <= 63 and bool(_DNS1035_LABEL.match(value))
+
+
+def is_dns1123_label(value: str) -> bool:
+    """What Kubernetes requires of a container's or a volume's name."""
+    return len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
 
 
 def is_label_value(value: str) -> bool:

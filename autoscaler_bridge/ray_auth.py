@@ -20,8 +20,9 @@ AUTH_DISABLED = "disabled"
 AUTH_MODES = (AUTH_TOKEN, AUTH_DISABLED)
 MODE_VARIABLE = "RAY_AUTH_MODE"
 TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
+TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"
 # Where Ray reads a token from besides RAY_AUTH_TOKEN: a template setting either brings its own token.
-_TOKEN_SOURCES = (TOKEN_VARIABLE, "RAY_AUTH_TOKEN_PATH")
+_TOKEN_SOURCES = (TOKEN_VARIABLE, TOKEN_PATH_VARIABLE)
 SECRET_KEY = "token"
 # The first Ray release with token authentication (`RAY_AUTH_MODE=token`).
 FIRST_RAY_WITH_TOKEN_AUTH = (2, 52)
@@ -84,19 +85,65 @@ def ray_lacks_token_auth(version: tuple[int, int]) -> bool:
     return version < FIRST_RAY_WITH_TOKEN_AUTH
 
 
-def submit_command(cluster_name: str, namespace: str, address: str, job: str = "-- <command>") -> str:
-    """The one command that submits a job to a token-authenticated cluster."""
+def submit_command(
+    cluster_name: str,
+    namespace: str,
+    address: str,
+    job: str = "-- <command>",
+    secret: str | None = None,
+    key: str = SECRET_KEY,
+) -> str:
+    """The one command that submits a job to a token-authenticated cluster (its token in the cluster's Secret, or in
+    `secret` under `key`)."""
     return (
-        f"{MODE_VARIABLE}=token {TOKEN_VARIABLE}=$(kubectl -n {namespace} get secret {secret_name(cluster_name)} "
-        f"-o jsonpath='{{.data.{SECRET_KEY}}}' | base64 -d) ray job submit --address {address} {job}"
+        f"{MODE_VARIABLE}=token {TOKEN_VARIABLE}=$(kubectl -n {namespace} get secret "
+        f"{secret or secret_name(cluster_name)} -o jsonpath='{{.data.{key}}}' | base64 -d) ray job submit "
+        f"--address {address} {job}"
     )
+
+
+def _head_container(raycluster: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = raycluster["spec"]
+    head = next(p for p in spec["podTypes"] if p["name"] == spec["headPodType"])
+    return _ray_container(head["podConfig"])
 
 
 def head_token(raycluster: Mapping[str, Any]) -> str | None:
     """The token the head's template sets literally, which the autoscaler then uses; None: the cluster's Secret."""
-    spec = raycluster["spec"]
-    head = next(p for p in spec["podTypes"] if p["name"] == spec["headPodType"])
-    return _literal_env(_ray_container(head["podConfig"])).get(TOKEN_VARIABLE)
+    return _literal_env(_head_container(raycluster)).get(TOKEN_VARIABLE)
+
+
+def head_token_secret(raycluster: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(Secret, key) the head's template takes RAY_AUTH_TOKEN from (`valueFrom.secretKeyRef`), which the autoscaler
+    then reads too; None when it does not."""
+    for entry in _head_container(raycluster).get("env") or []:
+        if entry.get("name") == TOKEN_VARIABLE:
+            reference = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if reference.get("name") and reference.get("key"):
+                return str(reference["name"]), str(reference["key"])
+    return None
+
+
+def token_source_problem(mode: str, head_pod_config: Mapping[str, Any]) -> str | None:
+    """Why the autoscaler could not read the token a token-mode head brings itself, or None. It reads a literal
+    RAY_AUTH_TOKEN, or one from a Secret (`secretKeyRef`); not a file in the pod, nor another reference."""
+    if pod_mode(mode, head_pod_config) != AUTH_TOKEN:
+        return None
+    for entry in _ray_container(head_pod_config).get("env") or []:
+        name, source = entry.get("name"), entry.get("valueFrom")
+        if name == TOKEN_PATH_VARIABLE:
+            return (
+                f"{TOKEN_PATH_VARIABLE}: the autoscaler cannot read a token from a file in the head's pod; give "
+                f"{TOKEN_VARIABLE} from a Secret (valueFrom.secretKeyRef) or leave the token to the operator's Secret"
+            )
+        if name == TOKEN_VARIABLE and source is not None:
+            reference = source.get("secretKeyRef") if isinstance(source, Mapping) else None
+            if not (isinstance(reference, Mapping) and reference.get("name") and reference.get("key")):
+                return (
+                    f"{TOKEN_VARIABLE}: the autoscaler reads the head's token from a Secret (valueFrom.secretKeyRef "
+                    "with name and key) or a value, not from another source"
+                )
+    return None
 
 
 def status(raycluster: Mapping[str, Any]) -> dict[str, str]:
@@ -110,7 +157,9 @@ def status(raycluster: Mapping[str, Any]) -> dict[str, str]:
     if needs_secret(mode, [p["podConfig"] for p in spec["podTypes"]]):
         result["secretName"] = secret_name(name)
     if result["mode"] == AUTH_TOKEN and head_token(raycluster) is None:
-        result["submitJob"] = submit_command(name, namespace, f"http://{head_service_host(name, namespace)}:8265")
+        secret, key = head_token_secret(raycluster) or (secret_name(name), SECRET_KEY)
+        address = f"http://{head_service_host(name, namespace)}:8265"
+        result["submitJob"] = submit_command(name, namespace, address, secret=secret, key=key)
     problems = contradictions(mode, spec["podTypes"])
     if problems:
         result["message"] = "; ".join(problems)

@@ -4,12 +4,18 @@ Pure functions: the provider section of the autoscaler config, a podType's
 `node_config` and the autoscaler's tags in, Kubernetes objects out.
 
 A Ray pod starts Ray by itself (no `kubectl exec`, no SSH): its Ray container
-runs the podType's setup commands, then the start commands, in place of
-whatever placeholder command the template has. Into `ray start` the operator
+runs the template's own command (unless it is the legacy chart's placeholder
+that only sleeps, which the legacy operator needed for `kubectl exec`), the
+podType's setup commands, then the start commands. Into `ray start` the operator
 puts `--block` (the container lives as long as Ray), `--no-monitor` on the head
 (the operator runs the autoscaler), the node's IP (the autoscaler matches
-pods to Ray nodes by it) and the resources the autoscaler plans with. Every
-other field of the template is the user's and is kept as it is.
+pods to Ray nodes by it) and the resources the autoscaler plans with.
+
+Ray pods need no Kubernetes API: the ServiceAccount token is not mounted unless
+the template names a ServiceAccount or asks for the token itself. /dev/shm (Ray's
+object store) is memory, sized to the Ray container's memory so it cannot take
+more than the pod was given. Every other field of the template is the user's and
+is kept as it is.
 """
 
 from __future__ import annotations
@@ -131,6 +137,19 @@ def ray_script(setup_commands: list[str], start_commands: list[str], head: bool,
     return "\n".join(lines) + "\n"
 
 
+# What the legacy chart's placeholder commands do: keep the container alive for `kubectl exec`.
+_PLACEHOLDER = re.compile(r"\bsleep\s+infinity\b|\btail\s+-f\s+/dev/null\b")
+
+
+def own_command(container: Mapping[str, Any]) -> str | None:
+    """The template's own command and args as one shell line, run before Ray's setup; None when it has none, or
+    only the legacy placeholder that sleeps."""
+    words = [str(w) for w in [*(container.get("command") or []), *(container.get("args") or [])]]
+    if not words or _PLACEHOLDER.search(" ".join(words)):
+        return None
+    return shlex.join(words)
+
+
 def _env(cluster_name: str, namespace: str, pod_type: str) -> list[dict[str, Any]]:
     def field(path: str) -> dict[str, Any]:
         return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
@@ -154,15 +173,23 @@ def _quantities_as_strings(container: dict[str, Any]) -> None:
 
 
 def _with_shm(spec: dict[str, Any], container: dict[str, Any]) -> None:
-    """A memory-backed emptyDir at /dev/shm (Ray's object store), unless one is mounted there."""
+    """A memory-backed emptyDir at /dev/shm (Ray's object store), unless one is mounted there; a memory emptyDir
+    there without a size gets the container's memory as its size (memory it fills counts against the pod)."""
     mounts = container.setdefault("volumeMounts", [])
-    if any(m.get("mountPath") == SHM_PATH for m in mounts):
-        return
     volumes = spec.setdefault("volumes", [])
-    taken = {v.get("name") for v in volumes}
-    name = next(n for n in ("dshm", "ray-dshm", "ray-operator-dshm") if n not in taken)
-    volumes.append({"name": name, "emptyDir": {"medium": "Memory"}})
-    mounts.append({"name": name, "mountPath": SHM_PATH})
+    mounted = next((m.get("name") for m in mounts if m.get("mountPath") == SHM_PATH), None)
+    if mounted is None:
+        taken = {v.get("name") for v in volumes}
+        mounted = next(n for n in ("dshm", "ray-dshm", "ray-operator-dshm") if n not in taken)
+        volumes.append({"name": mounted, "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": mounted, "mountPath": SHM_PATH})
+    resources = container.get("resources") or {}
+    memory = (resources.get("limits") or {}).get("memory") or (resources.get("requests") or {}).get("memory")
+    for volume in volumes:
+        empty_dir = volume.get("emptyDir")
+        if volume.get("name") == mounted and isinstance(empty_dir, dict) and empty_dir.get("medium") == "Memory":
+            if memory and "sizeLimit" not in empty_dir:
+                empty_dir["sizeLimit"] = str(memory)
 
 
 def build_ray_pod(
@@ -194,9 +221,12 @@ def build_ray_pod(
 
     spec = pod["spec"]
     spec.setdefault("restartPolicy", "Never")
+    if not spec.get("serviceAccountName") and not spec.get("serviceAccount"):
+        spec.setdefault("automountServiceAccountToken", False)  # Ray needs no Kubernetes API
     container = spec["containers"][ray_container_index(pod)]
     start = provider_config["head_start_ray_commands" if head else "worker_start_ray_commands"]
-    setup = (provider_config.get("setup_commands") or {}).get(pod_type, [])
+    own = own_command(container)
+    setup = ([own] if own else []) + (provider_config.get("setup_commands") or {}).get(pod_type, [])
     container["command"] = list(RAY_COMMAND)
     container["args"] = [ray_script(setup, start, head, resources)]
     # A failed Ray container's last log lines become its termination message, which the operator quotes.

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from autoscaler_bridge import ray_start
+from autoscaler_bridge import ray_auth, ray_start
 from autoscaler_bridge.ray_auth import AUTH_MODES, AUTH_TOKEN
 from autoscaler_bridge.names import (
     API_GROUP,
@@ -23,6 +23,7 @@ from autoscaler_bridge.names import (
     KIND,
     MAX_CLUSTER_NAME_LENGTH,
     is_dns1035_label,
+    is_dns1123_label,
     is_label_value,
 )
 from autoscaler_bridge.pod_resources import ray_container_index
@@ -191,6 +192,11 @@ class _Checker:
                 "spec.headPodType",
                 f"{_cut(head)} is not one of the podTypes ({', '.join(names) or 'none'})",
             )
+        elif mode in AUTH_MODES and not self.problems:  # the head's template is sound: where is its token?
+            index = next(i for i, p in enumerate(spec["podTypes"]) if p["name"] == head)
+            problem = ray_auth.token_source_problem(mode, spec["podTypes"][index]["podConfig"])
+            if problem:
+                self.add(f"spec.podTypes[{index}].podConfig", problem)
 
         max_workers = spec.get("maxWorkers")
         if _is_int(max_workers) and max_workers >= 0 and isinstance(spec.get("podTypes"), list):
@@ -328,8 +334,15 @@ class _Checker:
 
     def container(self, container: Mapping[str, Any], path: str) -> None:
         """What the operator reads of any container: its name, env, ports, mounts and resource quantities."""
-        if not isinstance(container.get("name"), str) or not container.get("name"):
+        name = container.get("name")
+        if not isinstance(name, str) or not name:
             self.add(f"{path}.name", "is required")
+        elif not is_dns1123_label(name):
+            self.add(
+                f"{path}.name",
+                f"{_cut(name)} must be at most 63 lower-case letters, digits and '-', starting and ending with a letter"
+                " or digit (Kubernetes refuses the pod otherwise)",
+            )
         self.named(self.list_of_mappings(container.get("env"), f"{path}.env"), f"{path}.env")
         for i, port in enumerate(self.list_of_mappings(container.get("ports"), f"{path}.ports")):
             number = port.get("containerPort")

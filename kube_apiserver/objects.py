@@ -180,13 +180,26 @@ def _qos_class(spec: dict[str, Any]) -> str:
 
 
 def check_pod(pod: dict[str, Any]) -> list[dict[str, str]]:
-    """What pod validation requires beyond the schema: containers, each with an image; no negative resources."""
+    """What pod validation requires beyond the schema: containers, each with an image and a name that is an RFC 1123
+    label; no negative resources."""
     causes = []
     containers = (pod.get("spec") or {}).get("containers")
     if not containers:
         causes.append(
             {"reason": "FieldValueRequired", "field": "spec.containers", "message": "spec.containers: Required value"}
         )
+    for key in ("initContainers", "containers"):
+        for index, container in enumerate((pod.get("spec") or {}).get(key) or []):
+            name = container.get("name")
+            if isinstance(name, str) and not (_DNS1123_LABEL_RE.match(name) and len(name) <= 63):
+                field = f"spec.{key}[{index}].name"
+                causes.append(
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": field,
+                        "message": f'{field}: Invalid value: "{name}": {LABEL_MESSAGE}',
+                    }
+                )
     for index, container in enumerate(containers or []):
         if not container.get("image"):
             causes.append(

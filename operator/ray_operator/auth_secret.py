@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler_bridge.kube_client import KubeCalls
-from autoscaler_bridge.names import KIND
+from autoscaler_bridge.names import API_GROUP, API_VERSION, KIND
 from autoscaler_bridge.ray_auth import SECRET_KEY, secret_name
 from autoscaler_bridge.ray_pod import cluster_labels, owner_references
 
@@ -42,18 +42,35 @@ def build_secret(cluster_name: str, provider_config: Mapping[str, Any], token: s
 
 
 def _left_by_another(secret: Any, provider_config: Mapping[str, Any]) -> bool:
-    """Owned by a RayCluster of the same name that is not this one (deleted, its Secret not yet collected)."""
-    uid = (provider_config.get("owner") or {}).get("uid")
-    owners = [o for o in secret.metadata.owner_references or [] if o.kind == KIND]
-    return bool(uid and owners and all(o.uid != uid for o in owners))
+    """Owned by a RayCluster of ours (this API group and version) of the same name that is not this one (deleted, its
+    Secret not yet collected). A Secret owned by another kind of RayCluster (KubeRay's ray.io one names its token
+    Secret alike) is never taken for a leftover: it is not ours to delete."""
+    owner = provider_config.get("owner") or {}
+    ours = [
+        o
+        for o in secret.metadata.owner_references or []
+        if o.kind == KIND and o.api_version == owner.get("apiVersion", f"{API_GROUP}/{API_VERSION}")
+    ]
+    return bool(owner.get("uid") and ours and all(o.uid != owner["uid"] for o in ours))
 
 
-def _token_of(secret: Any) -> str:
-    value = (secret.data or {}).get(SECRET_KEY)
+def _token_of(secret: Any, key: str = SECRET_KEY) -> str:
+    value = (secret.data or {}).get(key)
     token = base64.b64decode(value).decode(errors="replace").strip() if value else ""
     if not token:
-        raise TokenSecretError(f"the Secret {secret.metadata.name} has no {SECRET_KEY!r} key with a token")
+        raise TokenSecretError(f"the Secret {secret.metadata.name} has no {key!r} key with a token")
     return token
+
+
+def read_referenced_token(calls: KubeCalls, namespace: str, name: str, key: str) -> str:
+    """The token in the user's Secret that the head's template names (`valueFrom.secretKeyRef`)."""
+    try:
+        secret = calls(calls.core.read_namespaced_secret, name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            raise TokenSecretError(f"the Secret {name} that the head's RAY_AUTH_TOKEN names does not exist") from None
+        raise
+    return _token_of(secret, key)
 
 
 def read_token(calls: KubeCalls, cluster_name: str, provider_config: Mapping[str, Any]) -> str | None:

@@ -6,15 +6,26 @@ autoscaler config.
 - pendingDemand: the resource shapes tasks, actors and placement groups wait for, with counts;
 - infeasibleDemand: those no podType can ever hold (said plainly: more of them will not help);
 - pendingLaunches / failedLaunches: per podType;
-- usageSummary / demandSummary: one short line each, for `kubectl get rayclusters -o wide`.
+- usageSummary / demandSummary: one short line each, for `kubectl get rayclusters -o wide`;
+- demandTotal: how many of all shapes are waited for.
+
+Bounded whatever the cluster's work asks for: the most waited-for MAX_SHAPES shapes are listed (the summary says
+how many more there are, the ScaledUp Event and the autoscaler's log line have them all), each text at most
+MAX_TEXT characters, and a view still over MAX_STATUS_BYTES lists no shapes: a status patch must stay far below
+etcd's request limit (1.5 MiB), which 1,000 shapes written four times went over.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 MEMORY_RESOURCES = ("memory", "object_store_memory")
+MAX_SHAPES = 10  # listed in pendingDemand and infeasibleDemand
+MAX_USAGE = 32  # resources listed in usage
+MAX_TEXT = 1024  # characters of a summary or message
+MAX_STATUS_BYTES = 32 * 1024
 _PER_NODE_PREFIXES = ("node:", "accelerator_type:")
 _DECISIONS = (  # Ray's event summary (its start) → Event reason, warning
     ("Adding", "ScaledUp", False),
@@ -59,6 +70,20 @@ def demand_summary(demand: list[dict[str, Any]]) -> str:
     return ", ".join(f"{d['count']}x {_shape(d['resources'])}" for d in demand)
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
+def _most_waited_for(demand: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The MAX_SHAPES shapes with the most waiting, in the order of the full list."""
+    kept = {id(d) for d in sorted(demand, key=lambda d: -d["count"])[:MAX_SHAPES]}
+    return [d for d in demand if id(d) in kept]
+
+
+def _more(shown: list[Any], every: list[Any]) -> str:
+    return f", and {len(every) - len(shown)} more shapes" if len(every) > len(shown) else ""
+
+
 def autoscaler_status(view: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """`status.autoscaler` from the monitor's last view of the cluster and its config."""
     usage = {
@@ -66,26 +91,37 @@ def autoscaler_status(view: dict[str, Any], config: dict[str, Any]) -> dict[str,
         for name, (used, total) in sorted(view.get("usage", {}).items())
         if total and not name.startswith(_PER_NODE_PREFIXES)
     }
+    usage = dict(list(usage.items())[:MAX_USAGE])
     demand = pending_demand(view.get("demand", []))
     capacities = [node_type["resources"] for node_type in config["available_node_types"].values()]
     infeasible = [d for d in demand if not any(fits(d["resources"], capacity) for capacity in capacities)]
     failed: dict[str, int] = {}
     for _, node_type in view.get("failed_nodes", []):
         failed[node_type] = failed.get(node_type, 0) + 1
+    listed, listed_infeasible = _most_waited_for(demand), _most_waited_for(infeasible)
     status: dict[str, Any] = {
         "usage": usage,
-        "usageSummary": ", ".join(f"{name} {value}" for name, value in usage.items() if name not in MEMORY_RESOURCES),
-        "pendingDemand": demand,
-        "demandSummary": demand_summary(demand),
+        "usageSummary": _cut(
+            ", ".join(f"{name} {value}" for name, value in usage.items() if name not in MEMORY_RESOURCES)
+        ),
+        "pendingDemand": listed,
+        "demandSummary": _cut(demand_summary(listed) + _more(listed, demand)),
         "pendingLaunches": {k: v for k, v in sorted(view.get("pending_launches", {}).items()) if v},
         "failedLaunches": dict(sorted(failed.items())),
     }
+    if demand:
+        status["demandTotal"] = sum(d["count"] for d in demand)
     if infeasible:
-        status["infeasibleDemand"] = infeasible
-        status["message"] = (
-            "no podType can hold " + ", ".join(_shape(d["resources"]) for d in infeasible) + ": add a podType "
-            "with enough resources, or ask for less"
+        status["infeasibleDemand"] = listed_infeasible
+        status["message"] = _cut(
+            "no podType can hold "
+            + ", ".join(_shape(d["resources"]) for d in listed_infeasible)
+            + _more(listed_infeasible, infeasible)
+            + ": add a podType with enough resources, or ask for less"
         )
+    if len(json.dumps(status)) > MAX_STATUS_BYTES:  # shapes of very many resources each: the summaries say enough
+        status["pendingDemand"] = []
+        status.pop("infeasibleDemand", None)
     return status
 
 

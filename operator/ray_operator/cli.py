@@ -176,7 +176,8 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     type=int,
     default=1024,
     show_default=True,
-    help="An autoscaler process using more memory (MiB) is restarted and counted as failed.",
+    help="Memory (MiB) each autoscaler process may have, enforced by the kernel (RLIMIT_DATA): one that needs more "
+    "fails alone, and is counted and restarted.",
 )
 @click.option(
     "--health-port", type=int, default=8080, show_default=True, help="Port of the liveness endpoint /healthz (0: none)."

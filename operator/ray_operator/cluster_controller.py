@@ -48,7 +48,7 @@ from autoscaler_bridge.node_provider import delete_pods
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import InvalidRayCluster
 from autoscaler_bridge.watch_cache import NotSynced
-from ray_operator.auth_secret import TokenSecretError, ensure_token, read_token
+from ray_operator.auth_secret import TokenSecretError, ensure_token, read_referenced_token, read_token
 from ray_operator.autoscaler_view import autoscaler_status, decision_event
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.cluster_status import status_for
@@ -301,7 +301,6 @@ class ClusterController:
             error=monitor.error(),
             running_seconds=now - self.monitor_started,
             silent_seconds=silent,
-            memory_bytes=monitor.memory_bytes(),
             made_a_round=last_round > self.monitor_started,
             round_since_config=last_round > self.config_written,
         )
@@ -391,7 +390,12 @@ class ClusterController:
         mode = obs.config["provider"]["ray_auth_mode"]
         token = None
         if mode == ray_auth.AUTH_TOKEN:
-            token = ray_auth.head_token(body) or read_token(self.calls, self.name, obs.config["provider"])
+            token = ray_auth.head_token(body)
+            referenced = ray_auth.head_token_secret(body)
+            if token is None and referenced is not None:  # the user's Secret: missing, it is theirs to make
+                token = read_referenced_token(self.calls, self.namespace, *referenced)
+            if token is None:
+                token = read_token(self.calls, self.name, obs.config["provider"])
             if token is None:
                 why = f"the Secret {ray_auth.secret_name(self.name)} with the cluster's token is gone"
                 self._restart_cluster(f"{why}: a new head gets a new token", body)
@@ -406,6 +410,7 @@ class ClusterController:
                 self.settings.log_level,
                 auth_mode=mode,
                 auth_token=token,
+                memory_limit_bytes=self.settings.monitor_memory_limit_mb * 2**20,
             )
         )
         self.monitor_started = time.time()

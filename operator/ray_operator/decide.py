@@ -9,17 +9,18 @@ One step per reconciliation, the first that applies, each with its reason:
 5. no head pod → wait out the backoff of earlier failures, then create one;
 6. the head pod not running yet, then its GCS not answering → wait;
 7. no autoscaler → wait out the backoff, then start one;
-8. the autoscaler exited, hung or grew past its memory limit → a counted failure (for an unsupported Ray: Error);
+8. the autoscaler exited (its memory limit reached too) or hung → a counted failure (an unsupported Ray: Error);
 9. the autoscaler made no round yet → wait; workers of changed podTypes → replace them; a new spec not yet
    read by a round → apply it; else Running.
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from enum import Enum
 
-from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY
+from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_OUT_OF_MEMORY, EXIT_UNSUPPORTED_RAY
 from ray_operator.observation import Observation, pod_phase
 from ray_operator.pod_failures import why_stopped
 from ray_operator.settings import Settings
@@ -101,18 +102,21 @@ def _autoscaler_step(obs: Observation, settings: Settings) -> Step:
         return Step(Action.UNSUPPORTED_RAY, monitor.error or "the cluster's Ray version is not supported")
     if monitor.exit_code == EXIT_NO_TOKEN_AUTH:
         return Step(Action.NO_TOKEN_AUTH, monitor.error or "the cluster's Ray has no token authentication")
+    limit = f"{settings.monitor_memory_limit_mb} MiB"
+    if monitor.exit_code == EXIT_OUT_OF_MEMORY:
+        return Step(Action.AUTOSCALER_FAILED, f"the autoscaler ran out of memory: over its limit of {limit}")
+    if monitor.exit_code == -signal.SIGABRT:  # what Ray's C++ parts do when an allocation fails
+        return Step(
+            Action.AUTOSCALER_FAILED,
+            f"the autoscaler exited with code {monitor.exit_code} (aborted): most likely out of memory, over its "
+            f"limit of {limit}",
+        )
     if monitor.exit_code is not None:
         error = f": {monitor.error}" if monitor.error else ""
         return Step(Action.AUTOSCALER_FAILED, f"the autoscaler exited with code {monitor.exit_code}{error}")
     stall = settings.stall_seconds
     if monitor.running_seconds > stall and monitor.silent_seconds > stall:
         return Step(Action.AUTOSCALER_FAILED, f"the autoscaler made no progress for {monitor.silent_seconds:.0f}s")
-    if monitor.memory_bytes > settings.monitor_memory_limit_mb * 2**20:
-        return Step(
-            Action.AUTOSCALER_FAILED,
-            f"the autoscaler used {monitor.memory_bytes // 2**20} MiB, over its limit of "
-            f"{settings.monitor_memory_limit_mb} MiB",
-        )
     if not monitor.made_a_round:
         return Step(Action.WAIT_FIRST_ROUND, "waiting for the autoscaler's first round")
     if obs.outdated_workers:

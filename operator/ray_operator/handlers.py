@@ -35,6 +35,11 @@ def registry_for(manager: ClusterManager) -> kopf.OperatorRegistry:
         else:
             manager.observe(dict(body))
 
+    @kopf.on.probe(id="reconciliation", registry=registry)
+    def reconciliation(**_: Any) -> dict[str, object]:
+        """/healthz: the reconcile workers (a stuck pool fails the probe: the process answers, its work does not)."""
+        return manager.health()
+
     @kopf.on.cleanup(registry=registry)
     def cleanup(**_: Any) -> None:
         manager.shutdown()

@@ -16,9 +16,11 @@ from ray_operator.cluster_controller import ClusterController
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.metrics import AUTOSCALER_RESTARTS
 from ray_operator.settings import Settings
-from ray_operator.work_queue import WorkerPool, WorkQueue
+from ray_operator.work_queue import WorkerPool, WorkQueue, pool_health
 
 log = logging.getLogger(__name__)
+# A reconciliation makes a few requests and reads a few files: every worker busy this long means none is working.
+STUCK_SECONDS = 300.0
 
 
 class ClusterManager:
@@ -87,6 +89,11 @@ class ClusterManager:
             controller.stop(forget=True)
             AUTOSCALER_RESTARTS.remove(namespace, name)
             controller.log.info("stopped: the RayCluster was deleted")
+
+    def health(self) -> dict[str, object]:
+        """The reconcile workers' health for /healthz; PoolStuck when every worker has been on one cluster for longer
+        than STUCK_SECONDS."""
+        return pool_health(self.pool.busy(), self.pool.workers, STUCK_SECONDS)
 
     def statuses(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(namespace, name, status as last written) of every managed RayCluster."""

@@ -2,7 +2,7 @@
 
 - `ray_operator_clusters{phase}`: managed RayClusters by `status.phase`, read from the controllers when scraped;
 - `ray_operator_pending_demand{namespace,cluster}`: resource shapes a cluster's Ray work waits for (its
-  `status.autoscaler.pendingDemand`), and `ray_operator_workers{namespace,cluster,pod_type,state}`: its worker pods
+  `status.autoscaler.demandTotal`), and `ray_operator_workers{namespace,cluster,pod_type,state}`: its worker pods
   per podType, ready and pending (its `status.podTypes`), read likewise;
 - `ray_operator_autoscaler_restarts_total{namespace,cluster}`: failures of a cluster's autoscaler since the
   operator started (each one counted in `status.autoscalerRetries` too, which outlives an operator restart);
@@ -60,8 +60,7 @@ class ClusterCollector(Collector):
             labels=["namespace", "cluster", "pod_type", "state"],
         )
         for namespace, name, status in listed:
-            pending = (status.get("autoscaler") or {}).get("pendingDemand") or []
-            demand.add_metric([namespace, name], sum(entry["count"] for entry in pending))
+            demand.add_metric([namespace, name], (status.get("autoscaler") or {}).get("demandTotal") or 0)
             for pod_type in status.get("podTypes") or []:
                 for state in ("ready", "pending"):
                     workers.add_metric([namespace, name, pod_type["name"], state], pod_type.get(state, 0))

@@ -17,18 +17,18 @@ interpreter's ~40, and no child inherits the operator's threads or gRPC state.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from autoscaler_bridge.ray_auth import AUTH_DISABLED, AUTH_TOKEN, FIRST_RAY_WITH_TOKEN_AUTH, ray_lacks_token_auth
 from ray_operator import logs
@@ -43,6 +43,7 @@ PRELOAD = [
 ]
 EXIT_UNSUPPORTED_RAY = 3
 EXIT_NO_TOKEN_AUTH = 4  # the cluster asks for token authentication; its Ray has none
+EXIT_OUT_OF_MEMORY = 5  # the monitor reached its memory limit
 MAX_ERROR = 500  # characters of a failed autoscaler's exception kept for the RayCluster's status
 # Ray versions whose clusters this operator's autoscaler was tested with (major.minor, inclusive).
 SUPPORTED_RAY = ((2, 50), (2, 60))
@@ -68,6 +69,7 @@ class MonitorSpec:
     log_level: str = "INFO"
     auth_mode: str = AUTH_DISABLED  # the head's Ray authentication mode
     auth_token: str | None = field(default=None, repr=False)
+    memory_limit_bytes: int | None = None  # of the monitor's data (heap, stacks), enforced by the kernel
 
     @property
     def error_path(self) -> Path:
@@ -80,7 +82,8 @@ class MonitorSpec:
 
     @property
     def events_path(self) -> Path:
-        """Every round's decisions with that round's demand, one JSON object per line, appended."""
+        """The decisions of the rounds since the operator last read them, each with its round's demand, one JSON
+        object per line: appended by the monitor, emptied by the operator as it reads them."""
         return self.heartbeat_path.with_suffix(".events.jsonl")
 
 
@@ -161,6 +164,7 @@ def _write_view(spec: MonitorSpec, load: Any, autoscaler: Any, decisions: list[s
     os.replace(partial, spec.view_path)
     if decisions:
         with open(spec.events_path, "a") as events:
+            fcntl.flock(events, fcntl.LOCK_EX)  # the operator empties the file as it reads it, under the same lock
             events.writelines(
                 json.dumps({"decision": decision, "demand": view["demand"]}, default=str) + "\n"
                 for decision in decisions
@@ -192,6 +196,18 @@ def run_monitor(spec: MonitorSpec) -> None:
     # to them, so their pages stay shared with the forkserver instead of being copied into every monitor.
     gc.freeze()
     _die_with_parent()
+    try:
+        _monitor(spec)
+    except MemoryError:  # nothing more can be allocated: the exit code says why
+        os._exit(EXIT_OUT_OF_MEMORY)
+
+
+def _monitor(spec: MonitorSpec) -> None:
+    if spec.memory_limit_bytes is not None:
+        # The kernel refuses this process more private writable memory than the limit (RLIMIT_DATA counts the heap,
+        # anonymous mappings and thread stacks): a runaway autoscaler fails alone, and at once, instead of growing
+        # until the operator's pod, and every autoscaler in it, is killed.
+        resource.setrlimit(resource.RLIMIT_DATA, (spec.memory_limit_bytes, spec.memory_limit_bytes))
     logs.configure(spec.log_level, fixed_prefix=logs.cluster_prefix(spec.cluster, spec.namespace))
     # Ray gives its loggers a handler of their own: route them through ours, so each line has the prefix.
     ray_logger = logging.getLogger("ray")
@@ -247,7 +263,6 @@ class MonitorProcess:
         self.spec = spec
         for path in (spec.error_path, spec.view_path, spec.events_path):
             path.unlink(missing_ok=True)
-        self._decisions_read = 0
         spec.heartbeat_path.touch()
         self.process = _mp().Process(
             target=run_monitor, args=(spec,), name=logs.cluster_prefix(spec.cluster, spec.namespace)
@@ -280,26 +295,20 @@ class MonitorProcess:
 
     def decisions(self) -> list[dict[str, Any]]:
         """The decisions the monitor wrote since the last call: {decision: Ray's event summary ("Adding 2 node(s) of
-        type rayWorkerType.", …), demand: the demand of that round}."""
+        type rayWorkerType.", …), demand: the demand of that round}. Read and emptied under the writer's lock, so
+        the file holds only what is unread."""
         try:
-            with open(self.spec.events_path, "rb") as events:
-                events.seek(self._decisions_read)
+            with open(self.spec.events_path, "r+b") as events:
+                fcntl.flock(events, fcntl.LOCK_EX)
                 data = events.read()
+                events.truncate(0)
         except OSError:
             return []
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
-        self._decisions_read += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
 
     def silent_for(self, now: float) -> float:
         """Seconds since the monitor's last round."""
         return now - self.spec.heartbeat_path.stat().st_mtime
-
-    def memory_bytes(self) -> int:
-        try:
-            return psutil.Process(self.process.pid).memory_info().rss
-        except psutil.Error:
-            return 0
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`: the monitor stops; no pod is touched."""

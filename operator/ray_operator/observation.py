@@ -36,7 +36,6 @@ class MonitorState:
     error: str | None = None  # what it wrote before exiting: its exception, or why it would not autoscale
     running_seconds: float = 0.0  # since it was started
     silent_seconds: float = 0.0  # since its last round
-    memory_bytes: int = 0
     made_a_round: bool = False  # since it was started
     round_since_config: bool = False  # a round on the config file as last written
 

@@ -21,7 +21,7 @@ class Settings:
     max_restart_backoff_seconds: float = 60.0
     max_pending_pods: int = DEFAULT_MAX_PENDING_PODS
     pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
-    monitor_memory_limit_mb: int = 1024
+    monitor_memory_limit_mb: int = 1024  # each autoscaler's RLIMIT_DATA
     log_level: str = "INFO"
 
     @property

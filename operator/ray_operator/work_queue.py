@@ -114,15 +114,41 @@ class WorkQueue:
             return len(self._queue)
 
 
+class PoolStuck(Exception):
+    """Every worker has been on one key for too long: nothing else is being worked on."""
+
+
+def pool_health(busy: list[tuple[Hashable, float]], workers: int, stuck_seconds: float) -> dict[str, object]:
+    """What the liveness endpoint says of the pool: how many workers are busy, the longest work under way; raises
+    PoolStuck when every worker has been busy longer than `stuck_seconds` (the operator is alive, its pool is not)."""
+    longest = max(busy, key=lambda item: item[1], default=None)
+    health: dict[str, object] = {"workers": workers, "busy": len(busy)}
+    if longest is not None:
+        health["longest"] = {
+            "key": "/".join(map(str, longest[0])) if isinstance(longest[0], tuple) else str(longest[0]),
+            "seconds": round(longest[1], 1),
+        }
+    if busy and len(busy) >= workers and min(seconds for _, seconds in busy) > stuck_seconds:
+        raise PoolStuck(f"every one of the {workers} reconcile workers has been busy for over {stuck_seconds:.0f}s")
+    return health
+
+
 class WorkerPool:
     """`workers` threads, each taking a key from the queue and calling `work(key)` on it; a failure is logged and
-    never ends a worker."""
+    never ends a worker. `busy()` says what each busy worker is on, and since when."""
 
     def __init__(self, queue: WorkQueue, work: Callable[[Hashable], None], workers: int) -> None:
         self.queue, self.work = queue, work
+        self.workers = workers
         self._threads = [
             threading.Thread(target=self._serve, name=f"reconcile-{i}", daemon=True) for i in range(workers)
         ]
+        self._working: dict[str, tuple[Hashable, float]] = {}  # thread name → (key, monotonic start)
+
+    def busy(self) -> list[tuple[Hashable, float]]:
+        """(key, seconds on it) of every worker working now."""
+        now = time.monotonic()
+        return [(key, now - started) for key, started in list(self._working.values())]
 
     def start(self) -> WorkerPool:
         for thread in self._threads:
@@ -140,9 +166,12 @@ class WorkerPool:
             key = self.queue.get()
             if key is None:
                 return
+            me = threading.current_thread().name
+            self._working[me] = (key, time.monotonic())
             try:
                 self.work(key)
             except Exception:  # noqa: BLE001 - one key's failure must not end the worker
                 log.exception("working on %s failed", key)
             finally:
+                del self._working[me]
                 self.queue.done(key)

@@ -1,5 +1,7 @@
 """The built-in types operators, kubectl and Helm touch, each through the official client."""
 
+import json
+
 import kubernetes
 import pytest
 
@@ -100,3 +102,19 @@ def test_pod_binding(core):
         core.create_namespaced_pod_binding("p", "default", {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-2"}},
                                            _preload_content=False)
     assert raised.value.status == 409
+
+
+def test_a_containers_name_is_an_rfc_1123_label(core):
+    """A pod template that works in the sandbox must work on a cluster: kube-apiserver refuses such a name."""
+    from kubernetes.client.exceptions import ApiException
+
+    for key in ("containers", "initContainers"):
+        spec = {"containers": [{"name": "ray-node", "image": "busybox"}]}
+        spec.setdefault(key, []).insert(0, {"name": "Not_A_DNS_Label", "image": "busybox"})
+        with pytest.raises(ApiException) as raised:
+            core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": spec})
+        assert raised.value.status == 422
+        body = json.loads(raised.value.body)
+        assert [(c["reason"], c["field"]) for c in body["details"]["causes"]] == [("FieldValueInvalid", f"spec.{key}[0].name")]
+        assert (f'spec.{key}[0].name: Invalid value: "Not_A_DNS_Label": a lowercase RFC 1123 label must consist of lower '
+                "case alphanumeric characters or '-'") in body["message"]

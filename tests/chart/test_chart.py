@@ -50,13 +50,20 @@ def test_lint_is_clean(values):
         assert "0 chart(s) failed" in result.stdout and "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
 
 
-def test_default_renders_a_cluster_and_a_cluster_scoped_operator():
+def test_default_renders_a_cluster_and_a_cluster_scoped_operator_in_the_releases_namespace():
+    """`helm template -n ray` puts every operator object in `ray` (it once put them into `default` whatever -n said)."""
     objects = kinds(render())
     assert set(objects) == {"RayCluster/demo", "ServiceAccount/demo-ray-operator", "ClusterRole/demo-ray-operator",
                             "ClusterRoleBinding/demo-ray-operator", "Deployment/demo-ray-operator"}
-    assert objects["Deployment/demo-ray-operator"]["metadata"]["namespace"] == "default"
+    assert {o["metadata"].get("namespace") for k, o in objects.items() if not k.startswith(("RayCluster", "ClusterRole"))} == {"ray"}
     binding = objects["ClusterRoleBinding/demo-ray-operator"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-ray-operator", "namespace": "default"}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-ray-operator", "namespace": "ray"}]
+    resources = objects["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    custom = kinds(render("demo", "ray", "--set", "operatorResources.limits.memory=8Gi", "--set", "operatorTmpSizeLimit=2Gi"))
+    pod = custom["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "8Gi"}
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
     container = objects["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]["containers"][0]
     assert "env" not in container  # watches every namespace
 
@@ -170,7 +177,7 @@ def exported_metric_names() -> set[str]:
 def test_the_grafana_dashboard_queries_only_what_the_operator_exports():
     assert not [o for o in render() if o["kind"] == "ConfigMap"]  # off unless asked for
     config_map = kinds(render("demo", "ray", "--set", "grafanaDashboard=true"))["ConfigMap/demo-ray-operator-dashboard"]
-    assert config_map["metadata"]["namespace"] == "default" and config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["namespace"] == "ray" and config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["ray-operator.json"])
     queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     used = {name for query in queries for name in re.findall(r"\b(?:ray_operator|process)_[a-z_]+", query)}

@@ -51,14 +51,14 @@ def test_install_every_combination(secured):
     assert ("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret demo-ray-auth -o jsonpath='{.data.token}' "
             "| base64 -d) ray job submit --address http://demo-ray-head.ray.svc.cluster.local:8265 -- <command>") in notes
     assert names(rayclusters("ray")) == ["demo"]
-    assert names(apps.list_namespaced_deployment("default").items) == ["demo-ray-operator"]
+    assert names(apps.list_namespaced_deployment("ray").items) == ["demo-ray-operator"]  # the release's namespace
     assert "demo-ray-operator" in names(rbac.list_cluster_role().items)
-    assert core.read_namespaced_service_account("demo-ray-operator", "default")
+    assert core.read_namespaced_service_account("demo-ray-operator", "ray")
 
     notes = run("install", "second", CHART, "--namespace", "ray", "--set", "clusterOnly=true", "--set", "rayAuthentication=disabled")
     assert "no authentication (rayAuthentication: disabled)" in notes and "RAY_AUTH_TOKEN" not in notes
     assert names(rayclusters("ray")) == ["demo", "second"]
-    assert names(apps.list_namespaced_deployment("default").items) == ["demo-ray-operator"]
+    assert names(apps.list_namespaced_deployment("ray").items) == ["demo-ray-operator"]
 
     core.create_namespace({"metadata": {"name": "chart-system"}})  # the operator's namespace must exist, as in any cluster
     run("install", "ops", CHART, "--namespace", "ray", "--set", "operatorOnly=true", "--set", "operatorNamespace=chart-system")
@@ -87,3 +87,39 @@ def test_a_namespaced_operator_cannot_read_pods_elsewhere(secured, tmp_path):
         with pytest.raises(ApiException) as raised:
             call()
         assert raised.value.status == 403 and json.loads(raised.value.body)["reason"] == "Forbidden"
+
+
+def test_the_opt_in_admission_policy_refuses_what_reaches_the_node(secured):
+    """admissionPolicy: true installs a ValidatingAdmissionPolicy: a RayCluster whose pods would be privileged, use
+    the host's network or PIDs, or mount a hostPath is refused at admission; an ordinary one is admitted."""
+    server, run, client = secured
+    custom = kubernetes.client.CustomObjectsApi(client)
+    run("install", "guarded", CHART, "--namespace", "ray", "--create-namespace", "--set", "clusterOnly=true",
+        "--set", "admissionPolicy=true")
+    ordinary = custom.get_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", "guarded")
+
+    def variant(name, change):
+        body = {"apiVersion": "cluster.ray.io/v1", "kind": "RayCluster", "metadata": {"name": name},
+                "spec": json.loads(json.dumps(ordinary["spec"]))}
+        change(body["spec"]["podTypes"][1]["podConfig"]["spec"])
+        return body
+
+    def refusal(body):
+        try:
+            custom.create_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", body)
+        except ApiException as error:
+            return json.loads(error.body)["message"]
+        custom.delete_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", body["metadata"]["name"])
+        return None
+
+    privileged = variant("privileged", lambda s: s["containers"][0].update(securityContext={"privileged": True}))
+    assert "asks to be privileged" in wait_for(lambda: refusal(privileged), timeout=30, message="the policy in force")
+    for name, change, why in [
+        ("host-network", lambda s: s.update(hostNetwork=True), "asks for the host's network"),
+        ("host-pid", lambda s: s.update(hostPID=True), "asks for the host's PIDs"),
+        ("host-path", lambda s: s["volumes"].append({"name": "root", "hostPath": {"path": "/"}}), "mounts a hostPath"),
+        ("init", lambda s: s.update(initContainers=[{"name": "i", "securityContext": {"privileged": True}}]),
+         "asks to be privileged"),
+    ]:
+        assert why in (refusal(variant(name, change)) or ""), name
+    assert refusal(variant("plain", lambda s: s["containers"][0].update(securityContext={"privileged": False}))) is None

@@ -1,5 +1,7 @@
 """The autoscaler's view as the RayCluster's status.autoscaler, and its decisions as Events: tables, no Ray."""
 
+import json
+
 import pytest
 
 from ray_operator.autoscaler_view import autoscaler_status, decision_event
@@ -23,6 +25,7 @@ def test_usage_demand_launches_and_their_one_line_summaries():
         "usageSummary": "CPU 3/4, GPU 0/1",
         "pendingDemand": [{"resources": {"CPU": 1.0}, "count": 4}, {"resources": {"GPU": 1.0, "CPU": 2.0}, "count": 2}],
         "demandSummary": "4x {CPU: 1}, 2x {CPU: 2, GPU: 1}",
+        "demandTotal": 6,
         "pendingLaunches": {"rayWorkerType": 2},
         "failedLaunches": {"rayWorkerType": 1},
     }
@@ -40,6 +43,19 @@ def test_a_steady_cluster_has_a_steady_view():
     view = {"usage": {"CPU": [0.0, 2.0]}, "demand": [], "pending_launches": {}, "failed_nodes": []}
     assert autoscaler_status(view, CONFIG) == autoscaler_status(dict(view), CONFIG)
     assert autoscaler_status(view, CONFIG)["demandSummary"] == "" and "infeasibleDemand" not in autoscaler_status(view, CONFIG)
+
+
+def test_a_view_of_any_demand_stays_small():
+    """1,000 shapes once made a 1.66 MB status patch, over etcd's request limit."""
+    shapes = [[{"CPU": 1.0, f"custom{i}": 1.0}, 1 + (i == 500)] for i in range(1000)]
+    status = autoscaler_status({"usage": {"CPU": [1.0, 4.0]}, "demand": shapes}, CONFIG)
+    assert len(status["pendingDemand"]) == 10 and {"resources": {"CPU": 1.0, "custom500": 1.0}, "count": 2} in status["pendingDemand"]
+    assert status["demandTotal"] == 1001 and len(status["infeasibleDemand"]) == 10
+    assert status["demandSummary"].endswith(", and 990 more shapes") and len(status["message"]) <= 1024
+    wide = [[{f"r{i}_{j}": 1.0 for j in range(400)}, 1] for i in range(10)]  # shapes of very many resources each
+    status = autoscaler_status({"usage": {}, "demand": wide}, CONFIG)
+    assert status["pendingDemand"] == [] and "infeasibleDemand" not in status and status["demandTotal"] == 10
+    assert len(json.dumps(status)) < 32 * 1024 and len(status["demandSummary"]) == 1024
 
 
 @pytest.mark.parametrize("decision, reason, warning", [

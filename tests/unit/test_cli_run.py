@@ -20,7 +20,8 @@ def test_every_flag_of_run_is_documented():
 def test_clusters_are_counted_by_phase_with_their_demand_and_workers():
     registry = CollectorRegistry()
     busy = {"phase": "Running", "podTypes": [{"name": "rayWorkerType", "ready": 2, "pending": 1}],
-            "autoscaler": {"pendingDemand": [{"resources": {"CPU": 1}, "count": 3}, {"resources": {"GPU": 1}, "count": 1}]}}
+            "autoscaler": {"pendingDemand": [{"resources": {"CPU": 1}, "count": 3}, {"resources": {"GPU": 1}, "count": 1}],
+                           "demandTotal": 4}}
     registry.register(ClusterCollector(lambda: [("ray", "busy", busy), ("ray", "calm", {"phase": "Running"}),
                                                 ("ray", "bad", {"phase": "Error"}), ("ray", "new", {})]))
     counts = {phase: registry.get_sample_value("ray_operator_clusters", {"phase": phase})

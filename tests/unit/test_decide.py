@@ -22,7 +22,7 @@ def pod(name: str, kind: str = "head", phase: str = "Running", ip: str = "10.0.0
     }
 
 
-HEALTHY = MonitorState(running_seconds=60, silent_seconds=1, memory_bytes=50 * 2**20, made_a_round=True,
+HEALTHY = MonitorState(running_seconds=60, silent_seconds=1, made_a_round=True,
                        round_since_config=True)
 RUNNING = Observation(1, config=CONFIG, service_exists=True, head=pod("h"), gcs_address="10.0.0.2:6379",
                       gcs_answers=True, monitor=HEALTHY, memory=Memory(phase="Running", head_uid="uid-h"))
@@ -62,8 +62,10 @@ STOPPED_HEAD = pod("h", phase="Failed", containerStatuses=[
      "the autoscaler made no progress for 16s"),
     (replace(RUNNING, monitor=replace(HEALTHY, silent_seconds=16, running_seconds=14, made_a_round=False)),
      Action.WAIT_FIRST_ROUND, "waiting for the autoscaler's first round"),  # not yet stalled: it only just started
-    (replace(RUNNING, monitor=replace(HEALTHY, memory_bytes=101 * 2**20)), Action.AUTOSCALER_FAILED,
-     "the autoscaler used 101 MiB, over its limit of 100 MiB"),
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=5)), Action.AUTOSCALER_FAILED,
+     "the autoscaler ran out of memory: over its limit of 100 MiB"),  # the kernel refused it more (RLIMIT_DATA)
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=-6)), Action.AUTOSCALER_FAILED,
+     "the autoscaler exited with code -6 (aborted): most likely out of memory, over its limit of 100 MiB"),
     (replace(RUNNING, outdated_workers=2), Action.REPLACE_WORKERS, "replacing 2 workers of changed podTypes"),
     (replace(RUNNING, monitor=replace(HEALTHY, round_since_config=False)), Action.APPLY_SPEC, "applying the new spec"),
     (RUNNING, Action.RUN, ""),

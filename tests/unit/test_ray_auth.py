@@ -79,3 +79,25 @@ def test_token_authentication_needs_ray_2_52(version, mode, refused):
     if refused:
         assert f"runs Ray {version}, which has no token authentication (first in Ray 2.52)" in why
         assert "Use an image with Ray 2.52 or newer, or set rayAuthentication: disabled" in why
+
+
+def test_a_head_token_from_the_users_secret_is_read_by_the_autoscaler_too():
+    mine = {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "team-token", "key": "t"}}}
+    cluster = raycluster("token", head_env=[mine])
+    assert ray_auth.head_token(cluster) is None and ray_auth.head_token_secret(cluster) == ("team-token", "t")
+    assert "get secret team-token -o jsonpath='{.data.t}'" in ray_auth.status(cluster)["submitJob"]
+    assert ray_auth.head_token_secret(raycluster("token")) is None
+
+
+@pytest.mark.parametrize("env, problem", [
+    ([{"name": "RAY_AUTH_TOKEN_PATH", "value": "/t"}], "RAY_AUTH_TOKEN_PATH: the autoscaler cannot read a token from a file"),
+    ([{"name": "RAY_AUTH_TOKEN", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}],
+     "RAY_AUTH_TOKEN: the autoscaler reads the head's token from a Secret"),
+    ([{"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}], None),
+    ([{"name": "RAY_AUTH_TOKEN", "value": "mine"}], None),
+    ([{"name": "RAY_AUTH_TOKEN_PATH", "value": "/t"}, {"name": "RAY_AUTH_MODE", "value": "disabled"}], None),
+])
+def test_a_head_token_the_autoscaler_could_not_read_is_a_problem(env, problem):
+    """It was endless head churn: no Secret was made, the autoscaler found none and restarted the cluster."""
+    found = ray_auth.token_source_problem("token", pod_config(*env))
+    assert (found is None) if problem is None else found.startswith(problem)

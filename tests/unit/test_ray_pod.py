@@ -87,7 +87,9 @@ def test_pods_of_every_example(example):
         shm = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
         assert len(shm) == 1
         [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == shm[0]["name"]]
-        assert volume["emptyDir"] == {"medium": "Memory"}
+        # Ray's object store is memory, sized to what the pod was given.
+        assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": str(user_container["resources"]["limits"]["memory"])}
+        assert pod["spec"]["automountServiceAccountToken"] is False  # Ray needs no Kubernetes API
 
         # User fields survive untouched.
         for key in ("image", "ports", "imagePullPolicy"):
@@ -97,7 +99,9 @@ def test_pods_of_every_example(example):
                                           for section, values in user_container["resources"].items()}
         for key in ("nodeSelector", "tolerations", "restartPolicy"):
             assert pod["spec"].get(key) == template["spec"].get(key)
-        assert pod["spec"]["volumes"][: len(template["spec"].get("volumes", []))] == template["spec"].get("volumes", [])
+        kept = pod["spec"]["volumes"][: len(template["spec"].get("volumes", []))]
+        assert [{**v, "emptyDir": {k: x for k, x in v["emptyDir"].items() if k != "sizeLimit"}} if v["name"] == shm[0]["name"]
+                else v for v in kept] == template["spec"].get("volumes", [])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e[0] for e in EXAMPLES])
@@ -174,6 +178,32 @@ def test_user_fields_are_kept_and_ours_do_not_clobber_them():
     # "dshm" is taken by the user's config volume, so /dev/shm gets a volume of its own.
     assert {"name": "ray-dshm", "mountPath": "/dev/shm"} in ray["volumeMounts"]
     assert {"name": "ray-dshm", "emptyDir": {"medium": "Memory"}} in pod["spec"]["volumes"]
+    assert "automountServiceAccountToken" not in pod["spec"]  # a ServiceAccount of its own: its token is the user's call
+
+
+def test_the_templates_own_command_runs_before_ray_and_only_the_legacy_placeholder_goes():
+    def script_of(**container):
+        node_config = {"spec": {"containers": [{"name": "ray-node", **container}]}}
+        return build_ray_pod(provider(), "c", node_config, tags("worker", "w"), {"CPU": 1})["spec"]["containers"][0]["args"][0]
+
+    mine = script_of(command=["/bin/sh", "-c"], args=["echo 'prepared' > /tmp/ready"])
+    assert mine.splitlines()[1] == "{ /bin/sh -c 'echo '\"'\"'prepared'\"'\"' > /tmp/ready'"
+    assert mine.index("/tmp/ready") < mine.index("ray start")
+    for placeholder in ({"command": ["/bin/bash", "-c", "--"], "args": ["trap : TERM INT; sleep infinity & wait;"]},
+                        {"command": ["sleep", "infinity"]}, {"args": ["tail -f /dev/null"]}, {}):
+        assert script_of(**placeholder).splitlines()[1].startswith("{ ray start")  # the provider's start command first
+
+
+def test_a_shm_volume_of_the_templates_own_size_is_kept_and_its_memory_token_as_asked():
+    node_config = {"spec": {"automountServiceAccountToken": True,
+                            "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+                            "containers": [{"name": "ray-node", "resources": {"requests": {"memory": "4Gi"}},
+                                            "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}]}]}}
+    pod = build_ray_pod(provider(), "c", node_config, tags("worker", "w"), {"CPU": 1})
+    assert pod["spec"]["volumes"] == node_config["spec"]["volumes"] and pod["spec"]["automountServiceAccountToken"] is True
+    del node_config["spec"]["volumes"][0]["emptyDir"]["sizeLimit"]
+    pod = build_ray_pod(provider(), "c", node_config, tags("worker", "w"), {"CPU": 1})
+    assert pod["spec"]["volumes"][0]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}  # the request, no limit given
 
 
 def test_setup_commands_run_first_and_custom_resources_are_quoted():

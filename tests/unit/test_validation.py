@@ -295,3 +295,22 @@ def test_many_problems_are_counted_past_twenty():
     rc = cluster(podTypes=[pod_type("head"), *(pod_type(f"w{i}", minWorkers=-1) for i in range(10_000))])
     found = messages(rc)
     assert len(found) == 21 and found[-1] == "RayCluster: and 9980 more problems"
+
+
+def test_a_head_that_reads_its_token_from_a_file_is_a_problem():
+    rc = cluster()
+    ray_container(rc, 0)["env"] = [{"name": "RAY_AUTH_TOKEN_PATH", "value": "/etc/ray/token"}]
+    assert messages(rc) == [
+        "spec.podTypes[0].podConfig: RAY_AUTH_TOKEN_PATH: the autoscaler cannot read a token from a file in the head's "
+        "pod; give RAY_AUTH_TOKEN from a Secret (valueFrom.secretKeyRef) or leave the token to the operator's Secret"
+    ]
+    assert messages(cluster(rayAuthentication="disabled", podTypes=rc["spec"]["podTypes"])) == []
+
+
+def test_a_container_name_kubernetes_would_refuse_is_a_problem():
+    rc = cluster()
+    ray_container(rc)["name"] = "Not_A_DNS_Label"
+    assert messages(rc) == [
+        "spec.podTypes[1].podConfig.spec.containers[0].name: 'Not_A_DNS_Label' must be at most 63 lower-case letters, "
+        "digits and '-', starting and ending with a letter or digit (Kubernetes refuses the pod otherwise)"
+    ]

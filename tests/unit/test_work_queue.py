@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 
-from ray_operator.work_queue import WorkerPool, WorkQueue
+import pytest
+
+from ray_operator.work_queue import PoolStuck, WorkerPool, WorkQueue, pool_health
 from tests.conftest import wait_for
 
 
@@ -100,3 +102,31 @@ def test_a_hung_key_holds_one_worker_and_the_others_go_on():
         release.set()
         pool.stop()
     assert done[-1] == "hung"
+
+
+@pytest.mark.parametrize("busy, workers, health", [
+    ([], 4, {"workers": 4, "busy": 0}),
+    ([(("ray", "a"), 2.04), (("ray", "b"), 400.0)], 4,
+     {"workers": 4, "busy": 2, "longest": {"key": "ray/b", "seconds": 400.0}}),  # one hung cluster holds one worker
+    ([(("ray", "a"), 301.0), (("ray", "b"), 10.0)], 2,
+     {"workers": 2, "busy": 2, "longest": {"key": "ray/a", "seconds": 301.0}}),  # the other still gets through
+])
+def test_the_pools_health_says_what_it_works_on(busy, workers, health):
+    assert pool_health(busy, workers, stuck_seconds=300) == health
+
+
+def test_a_pool_whose_every_worker_is_stuck_fails_its_health():
+    with pytest.raises(PoolStuck, match="every one of the 2 reconcile workers has been busy for over 300s"):
+        pool_health([(("ray", "a"), 301.0), (("ray", "b"), 500.0)], 2, stuck_seconds=300)
+
+
+def test_the_pool_says_what_each_busy_worker_is_on():
+    release = threading.Event()
+    pool = WorkerPool(WorkQueue(), lambda key: release.wait(10), workers=2).start()
+    pool.queue.add(("ray", "slow"))
+    wait_for(lambda: pool.busy(), timeout=5, message="a busy worker")
+    [(key, seconds)] = pool.busy()
+    assert key == ("ray", "slow") and 0 <= seconds < 5
+    release.set()
+    wait_for(lambda: not pool.busy(), timeout=5, message="the worker free again")
+    pool.stop()

@@ -20,3 +20,9 @@ is quoted: a quantity is an integer or a string (0.5 becomes "0.5", as a Pod tak
 {{- if hasKey $podType $key -}}{{- $value = index $podType $key -}}{{- else if hasKey $podType $legacy -}}{{- $value = index $podType $legacy -}}{{- end -}}
 {{- if contains "." (toString $value) -}}{{ toString $value | quote }}{{- else -}}{{ $value }}{{- end -}}
 {{- end }}
+
+{{/* The operator's namespace: the release's (always for a namespaced operator); operatorNamespace overrides it for a
+cluster-scoped one. */}}
+{{- define "ray.operatorNamespace" -}}
+{{- if .Values.namespacedOperator -}}{{ .Release.Namespace }}{{- else -}}{{ .Values.operatorNamespace | default .Release.Namespace }}{{- end -}}
+{{- end }}
