@@ -16,6 +16,7 @@ from __future__ import annotations
 import decimal
 import math
 import re
+import reprlib
 from typing import Any
 
 INT64_MAX = 2**63 - 1
@@ -33,10 +34,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+_QUOTING = reprlib.Repr()
+_QUOTING.maxlevel, _QUOTING.maxlist, _QUOTING.maxdict = 3, 4, 4
+_QUOTING.maxstring = _QUOTING.maxlong = _QUOTING.maxother = 60
+
+
+def quote(value: Any, limit: int = 60) -> str:
+    """A value as a problem message quotes it: short whatever it is (a huge number, a long string, a nesting deeper
+    than Python's recursion limit), so a message stays readable and fits in an Event."""
+    shown = _QUOTING.repr(value)
+    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."
+
+
 def _show(value: Any) -> str:
-    """A value as a message quotes it: a long one cut (a problem message must stay short)."""
-    shown = repr(value)
-    return shown if len(shown) <= 40 else f"{shown[:37]}..."
+    return quote(value, 40)
 
 
 def _too_large(value: Any) -> ValueError:

@@ -27,9 +27,10 @@ from autoscaler_bridge.names import (
     is_label_value,
 )
 from autoscaler_bridge.pod_resources import ray_container_index
-from autoscaler_bridge.quantities import INT64_MAX, amount_problem, count_problem, parse_quantity
+from autoscaler_bridge.quantities import INT64_MAX, amount_problem, count_problem, parse_quantity, quote
 
 MAX_PROBLEMS = 20  # listed of one RayCluster; more are counted
+MAX_DEPTH = 64  # levels of nesting: a Pod's deepest fields are about 15 levels down in a RayCluster
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,9 @@ class InvalidRayCluster(ValueError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
 
-def _cut(value: Any) -> str:
-    """A value as a problem quotes it: a long one cut, so a message stays readable (and fits in an Event)."""
-    shown = repr(value)
-    return shown if len(shown) <= 60 else f"{shown[:57]}..."
-
-
 def _key(name: Any) -> str:
     """A map key as a problem's path names it."""
-    return name if isinstance(name, str) and len(name) <= 60 else _cut(name)
+    return name if isinstance(name, str) and len(name) <= 60 else quote(name)
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -80,7 +75,7 @@ class _Checker:
                 self.add(path, "is required")
             return False
         if not isinstance(value, Mapping):
-            self.add(path, f"{_cut(value)} is not an object")
+            self.add(path, f"{quote(value)} is not an object")
             return False
         return True
 
@@ -101,7 +96,7 @@ class _Checker:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.add(path, f"{_cut(value)} is not a list")
+            self.add(path, f"{quote(value)} is not a list")
             return []
         return [item for i, item in enumerate(value) if self.mapping(item, f"{path}[{i}]", required=True)]
 
@@ -115,12 +110,12 @@ class _Checker:
         if value is None:
             return False
         if not isinstance(value, list):
-            self.add(path, f"{_cut(value)} is not a list of shell commands")
+            self.add(path, f"{quote(value)} is not a list of shell commands")
             return False
         ok = True
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self.add(f"{path}[{i}]", f"{_cut(item)} is not a string")
+                self.add(f"{path}[{i}]", f"{quote(item)} is not a string")
                 ok = False
         return ok
 
@@ -142,15 +137,15 @@ class _Checker:
             self.add(f"{path}[{index}]", "the head's `ray start` needs --head")
         port = ray_start.flag_value(command, "--port")
         if head and port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-            self.add(f"{path}[{index}]", f"--port {_cut(port)} is not a port number")
+            self.add(f"{path}[{index}]", f"--port {quote(port)} is not a port number")
 
     def metadata(self, raycluster: Mapping[str, Any]) -> None:
         api_version = raycluster.get("apiVersion")
         if api_version is not None and api_version != f"{API_GROUP}/{API_VERSION}":
-            self.add("apiVersion", f"{_cut(api_version)} is not {API_GROUP}/{API_VERSION}")
+            self.add("apiVersion", f"{quote(api_version)} is not {API_GROUP}/{API_VERSION}")
         kind = raycluster.get("kind")
         if kind is not None and kind != KIND:
-            self.add("kind", f"{_cut(kind)} is not {KIND}")
+            self.add("kind", f"{quote(kind)} is not {KIND}")
         metadata = raycluster.get("metadata")
         if not self.mapping(metadata, "metadata", required=True):
             return
@@ -160,13 +155,13 @@ class _Checker:
         elif not isinstance(name, str) or not is_dns1035_label(name):
             self.add(
                 "metadata.name",
-                f"{_cut(name)} must be lower-case letters, digits and '-', starting with a letter"
+                f"{quote(name)} must be lower-case letters, digits and '-', starting with a letter"
                 " (it names the head Service)",
             )
         elif len(name) > MAX_CLUSTER_NAME_LENGTH:
             self.add(
                 "metadata.name",
-                f"{_cut(name)} is longer than {MAX_CLUSTER_NAME_LENGTH} characters"
+                f"{quote(name)} is longer than {MAX_CLUSTER_NAME_LENGTH} characters"
                 " (names derived from it, such as the label value 'ray-<name>-worker', must fit in 63)",
             )
 
@@ -179,18 +174,18 @@ class _Checker:
         self.service_ports(spec.get("headServicePorts"))
         mode = spec.get("rayAuthentication", AUTH_TOKEN)
         if mode not in AUTH_MODES:
-            self.add("spec.rayAuthentication", f"{_cut(mode)} is not one of {', '.join(AUTH_MODES)}")
+            self.add("spec.rayAuthentication", f"{quote(mode)} is not one of {', '.join(AUTH_MODES)}")
         names = self.pod_types(spec.get("podTypes"))
 
         head = spec.get("headPodType")
         if head is None:
             self.add("spec.headPodType", "is required")
         elif not isinstance(head, str):
-            self.add("spec.headPodType", f"{_cut(head)} is not a string")
+            self.add("spec.headPodType", f"{quote(head)} is not a string")
         elif names is not None and head not in names:
             self.add(
                 "spec.headPodType",
-                f"{_cut(head)} is not one of the podTypes ({', '.join(names) or 'none'})",
+                f"{quote(head)} is not one of the podTypes ({', '.join(names) or 'none'})",
             )
         elif mode in AUTH_MODES and not self.problems:  # the head's template is sound: where is its token?
             index = next(i for i, p in enumerate(spec["podTypes"]) if p["name"] == head)
@@ -216,7 +211,7 @@ class _Checker:
         if ports is None:
             return
         if not isinstance(ports, list):
-            self.add(path, f"{_cut(ports)} is not a list")
+            self.add(path, f"{quote(ports)} is not a list")
             return
         seen: set[str] = set()
         for i, port in enumerate(ports):
@@ -227,17 +222,17 @@ class _Checker:
             if not isinstance(name, str) or not name:
                 self.add(f"{item}.name", "is required")
             elif name in seen:
-                self.add(f"{item}.name", f"{_cut(name)} appears twice")
+                self.add(f"{item}.name", f"{quote(name)} appears twice")
             else:
                 seen.add(name)
             number = port.get("port")
             if not (_is_int(number) and 0 < number < 65536):
-                self.add(f"{item}.port", f"{_cut(number)} is not a port number (1-65535)")
+                self.add(f"{item}.port", f"{quote(number)} is not a port number (1-65535)")
             target = port.get("targetPort")
             if target is not None and not (
                 (_is_int(target) and 0 < target < 65536) or (isinstance(target, str) and target)
             ):
-                self.add(f"{item}.targetPort", f"{_cut(target)} is neither a port number nor a name")
+                self.add(f"{item}.targetPort", f"{quote(target)} is neither a port number nor a name")
 
     def pod_types(self, pod_types: Any) -> list[str] | None:
         """Checks every podType; returns their names (None when there is no list)."""
@@ -246,7 +241,7 @@ class _Checker:
             self.add(path, "is required")
             return None
         if not isinstance(pod_types, list):
-            self.add(path, f"{_cut(pod_types)} is not a list")
+            self.add(path, f"{quote(pod_types)} is not a list")
             return None
         if not pod_types:
             self.add(path, "is empty: at least the head's podType is needed")
@@ -261,11 +256,11 @@ class _Checker:
             elif not isinstance(name, str) or not is_label_value(name):
                 self.add(
                     f"{item}.name",
-                    f"{_cut(name)} must be at most 63 letters, digits, '-', '_' or '.',"
+                    f"{quote(name)} must be at most 63 letters, digits, '-', '_' or '.',"
                     " starting and ending with a letter or digit",
                 )
             elif name in names:
-                self.add(f"{item}.name", f"{_cut(name)} is the name of podTypes[{names[name]}] already")
+                self.add(f"{item}.name", f"{quote(name)} is the name of podTypes[{names[name]}] already")
             else:
                 names[name] = i
             self.pod_type(pod_type, item)
@@ -282,7 +277,7 @@ class _Checker:
         if self.mapping(ray_resources, f"{path}.rayResources"):
             for key, value in ray_resources.items():
                 if not isinstance(key, str) or not key:
-                    self.add(f"{path}.rayResources", f"{_cut(key)} is not a resource name")
+                    self.add(f"{path}.rayResources", f"{quote(key)} is not a resource name")
                 else:
                     self.amount(value, f"{path}.rayResources.{_key(key)}", integer=True)
                     if value is None:
@@ -300,7 +295,7 @@ class _Checker:
             return
         kind = pod_config.get("kind")
         if kind is not None and kind != "Pod":
-            self.add(f"{path}.kind", f"{_cut(kind)} is not Pod")
+            self.add(f"{path}.kind", f"{quote(kind)} is not Pod")
         self.pod_metadata(pod_config.get("metadata"), f"{path}.metadata")
         spec = pod_config.get("spec")
         if not self.mapping(spec, f"{path}.spec", required=True):
@@ -329,7 +324,7 @@ class _Checker:
             if self.mapping(values, f"{path}.{key}"):
                 for name, value in values.items():
                     if not isinstance(name, str) or not isinstance(value, str):
-                        self.add(f"{path}.{key}", f"{_cut(name)}: {_cut(value)} is not a string to a string")
+                        self.add(f"{path}.{key}", f"{quote(name)}: {quote(value)} is not a string to a string")
         self.list_of_mappings(metadata.get("ownerReferences"), f"{path}.ownerReferences")
 
     def container(self, container: Mapping[str, Any], path: str) -> None:
@@ -340,14 +335,14 @@ class _Checker:
         elif not is_dns1123_label(name):
             self.add(
                 f"{path}.name",
-                f"{_cut(name)} must be at most 63 lower-case letters, digits and '-', starting and ending with a letter"
-                " or digit (Kubernetes refuses the pod otherwise)",
+                f"{quote(name)} must be at most 63 lower-case letters, digits and '-', starting and ending with a"
+                " letter or digit (Kubernetes refuses the pod otherwise)",
             )
         self.named(self.list_of_mappings(container.get("env"), f"{path}.env"), f"{path}.env")
         for i, port in enumerate(self.list_of_mappings(container.get("ports"), f"{path}.ports")):
             number = port.get("containerPort")
             if number is not None and not (_is_int(number) and 0 < number < 65536):
-                self.add(f"{path}.ports[{i}].containerPort", f"{_cut(number)} is not a port number (1-65535)")
+                self.add(f"{path}.ports[{i}].containerPort", f"{quote(number)} is not a port number (1-65535)")
         for i, mount in enumerate(self.list_of_mappings(container.get("volumeMounts"), f"{path}.volumeMounts")):
             if not isinstance(mount.get("mountPath"), str):
                 self.add(f"{path}.volumeMounts[{i}].mountPath", "is required")
@@ -379,28 +374,31 @@ class _Checker:
 
 
 def _data_problems(raycluster: Any) -> list[Problem]:
-    """Where a RayCluster is not what the Kubernetes API could hold: JSON with string keys, whole numbers within
-    int64, finite numbers. Walked without recursion, so no nesting depth can overflow the stack."""
+    """Where a RayCluster is not what the Kubernetes API could hold, or nests deeper than MAX_DEPTH: JSON with string
+    keys, whole numbers within int64, finite numbers. Walked without recursion, so no nesting depth can overflow the
+    stack; a deeper nesting is refused before any code that recurses (copying, hashing, sending) sees it."""
     problems: list[Problem] = []
-    stack: list[tuple[str, Any]] = [("", raycluster)]
+    stack: list[tuple[str, int, Any]] = [("", 0, raycluster)]
     while stack and len(problems) <= MAX_PROBLEMS:
-        path, value = stack.pop()
-        if isinstance(value, Mapping):
+        path, depth, value = stack.pop()
+        if depth > MAX_DEPTH:
+            problems.append(Problem(path, f"nests deeper than {MAX_DEPTH} levels"))
+        elif isinstance(value, Mapping):
             for key in value:
                 if isinstance(key, str):
-                    stack.append((f"{path}.{key}" if path else key, value[key]))
+                    stack.append((f"{path}.{key}" if path else key, depth + 1, value[key]))
                 else:
-                    problems.append(Problem(path or "RayCluster", f"the key {_cut(key)} is not a string"))
+                    problems.append(Problem(path or "RayCluster", f"the key {quote(key)} is not a string"))
         elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+            stack.extend((f"{path}[{i}]", depth + 1, item) for i, item in enumerate(value))
         elif _is_int(value):
             if not -INT64_MAX - 1 <= value <= INT64_MAX:
-                problems.append(Problem(path, f"{_cut(value)} is more than Kubernetes can hold (int64)"))
+                problems.append(Problem(path, f"{quote(value)} is more than Kubernetes can hold (int64)"))
         elif isinstance(value, float):
             if not math.isfinite(value):
                 problems.append(Problem(path, f"{value!r} is not a finite number"))
         elif not (value is None or isinstance(value, (str, bool))):
-            problems.append(Problem(path, f"{_cut(value)} ({type(value).__name__}) is not JSON: quote it"))
+            problems.append(Problem(path, f"{quote(value)} ({type(value).__name__}) is not JSON: quote it"))
     return problems
 
 

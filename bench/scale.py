@@ -75,11 +75,11 @@ def bench_control_plane(work: Path) -> Iterator[tuple[ControlPlane, kubernetes.c
 
 
 @contextmanager
-def running_operator(plane: ControlPlane, work: Path) -> Iterator[subprocess.Popen]:
-    """`ray-operator run` with its default knobs; stopped on exit."""
+def running_operator(plane: ControlPlane, work: Path, *flags: str) -> Iterator[subprocess.Popen]:
+    """`ray-operator run` with its default knobs (and `flags`, which win); stopped on exit."""
     operator = start(
         [sys.executable, "-m", "ray_operator", "run", "--kubeconfig", str(plane.kubeconfig),
-         "--work-dir", str(work / "operator"), "--health-port", "0", "--metrics-port", "0"],
+         "--work-dir", str(work / "operator"), "--health-port", "0", "--metrics-port", "0", *flags],
         work / "operator.log",
     )
     try:

@@ -20,6 +20,7 @@ from ray_operator import __version__
 from ray_operator.helm_values import is_values_file, raycluster_from_values
 
 EXIT_INVALID = 2
+RECURSION_LIMIT = 20_000  # JSON nesting the operator decodes (kube-apiserver's own limit is 10,000 levels)
 HEALTH_HOST = "0.0.0.0"  # the liveness endpoint kopf serves, for the kubelet's probes
 
 
@@ -113,6 +114,19 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     "Also taken from RAY_OPERATOR_POD_NAMESPACE, as the legacy operator did.",
 )
 @click.option(
+    "--identity",
+    default=None,
+    help="This operator among operators, in its Lease and in status.operator of the clusters it runs "
+    "(default: <host>-<pid>; in a pod, the pod's name and pid 1, so a restarted container keeps its clusters).",
+)
+@click.option(
+    "--lease-namespace",
+    envvar="RAY_OPERATOR_LEASE_NAMESPACE",
+    default=None,
+    help="Namespace of this operator's Lease (default: --namespace, else default). "
+    "Also taken from RAY_OPERATOR_LEASE_NAMESPACE (the chart sets the operator pod's namespace).",
+)
+@click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     envvar="KUBECONFIG",
@@ -199,6 +213,8 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
 )
 def run(
     namespace: str | None,
+    identity: str | None,
+    lease_namespace: str | None,
     kubeconfig: str | None,
     work_dir: Path,
     resync_seconds: float,
@@ -226,10 +242,14 @@ def run(
     from ray_operator import logs, metrics
     from ray_operator.handlers import kopf_settings, registry_for
     from ray_operator.manager import ClusterManager
+    from ray_operator.membership import default_identity
     from ray_operator.settings import Settings
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
+    # A RayCluster may nest as deep as kube-apiserver takes (its preserved podConfig fields): it must decode here,
+    # in the watch that every cluster shares, and then be refused as too deep (validation), not end the watch.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     logs.configure(log_level)
     settings = Settings(
         namespace=namespace,
@@ -245,6 +265,8 @@ def run(
         pending_timeout_seconds=pending_timeout,
         monitor_memory_limit_mb=monitor_memory_limit,
         log_level=log_level.upper(),
+        identity=identity or default_identity(),
+        lease_namespace=lease_namespace or namespace or "default",
     )
     for host, port, endpoint, flag in [
         (metrics_host, metrics_port, "/metrics", "--metrics-port"),

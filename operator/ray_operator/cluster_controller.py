@@ -52,12 +52,33 @@ from ray_operator.auth_secret import TokenSecretError, ensure_token, read_refere
 from ray_operator.autoscaler_view import autoscaler_status, decision_event
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.cluster_status import status_for
-from ray_operator.decide import AUTOSCALING, FAILURES, Action, Step, decide, failure_reason, recheck_seconds
+from ray_operator.decide import (
+    AUTOSCALING,
+    FAILURES,
+    NOT_MINE,
+    Action,
+    Step,
+    decide,
+    failure_reason,
+    recheck_seconds,
+)
 from ray_operator.head import create_head_pod, create_head_service
 from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
 from ray_operator.monitor_process import MonitorProcess, MonitorSpec
-from ray_operator.observation import Memory, MonitorState, Observation, is_head, pod_phase
+from ray_operator.membership import Membership
+from ray_operator.observation import (
+    ELSEWHERE,
+    FENCED,
+    MINE,
+    ORPHANED,
+    UNOWNED,
+    Memory,
+    MonitorState,
+    Observation,
+    is_head,
+    pod_phase,
+)
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RUNNING, StatusWriter
 
@@ -79,7 +100,16 @@ def gcs_answers(ip: str, port: int, timeout: float = 1.0) -> bool:
 
 
 class ClusterController:
-    def __init__(self, body: dict[str, Any], settings: Settings, calls: KubeCalls, objects: ClusterObjects) -> None:
+    def __init__(
+        self,
+        body: dict[str, Any],
+        settings: Settings,
+        calls: KubeCalls,
+        objects: ClusterObjects,
+        membership: Membership,
+    ) -> None:
+        self.membership = membership
+        self.reported_owner: str | None = None  # the other operator an Event last said runs the cluster
         self.name = body["metadata"]["name"]
         self.namespace = body["metadata"]["namespace"]
         self.settings, self.calls, self.objects = settings, calls, objects
@@ -231,6 +261,9 @@ class ClusterController:
         """One pass; returns when the cluster must be looked at again though nothing changes (None: on a change)."""
         observation = self.observe()
         step = self.act(observation, decide(observation, self.settings))
+        if step.action is Action.CLAIM:  # the cluster is this operator's now: on with the pass the claim enables
+            observation = self.observe()
+            step = self.act(observation, decide(observation, self.settings))
         fields = status_for(observation, step, self.settings)
         if fields is not None and self.status.write(**fields) and "autoscaler" in fields:
             self.autoscaler_written_at = time.monotonic()
@@ -246,6 +279,9 @@ class ClusterController:
         request it may make is the GCS probe, once the head pod runs."""
         body = self._body
         generation = body["metadata"].get("generation")
+        ownership, owner = self._ownership(body)
+        if ownership != MINE:
+            return Observation(generation, ownership=ownership, owner=owner)
         problems, config = self._derived(body)
         status = self.status.current
         if self.unsupported and self.unsupported[0] != generation:
@@ -292,6 +328,19 @@ class ClusterController:
             **(self._autoscaler_view(monitor, config) if monitor else {}),
         )
 
+    def _ownership(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Whose the cluster is: this operator's, nobody's, another live operator's, or one whose Lease ran out (the
+        only request it may make: reading that operator's Lease)."""
+        if not self.membership.valid():
+            return FENCED, {}
+        owner = (body.get("status") or {}).get("operator")
+        owner = owner if isinstance(owner, dict) else {}
+        if owner.get("identity") == self.membership.identity:
+            return MINE, owner
+        if not owner.get("identity"):
+            return UNOWNED, owner
+        return (ELSEWHERE if self.membership.alive(str(owner.get("lease") or "")) else ORPHANED), owner
+
     def _monitor_state(self, monitor: MonitorProcess) -> MonitorState:
         now = time.time()
         silent = monitor.silent_for(now)
@@ -320,6 +369,8 @@ class ClusterController:
         action = step.action
         if action is Action.HOLD:
             return step
+        if action in NOT_MINE:
+            return self._not_mine(obs, step)
         if action is Action.INVALID_SPEC:
             self._stop_monitor()
             if self.status.current.get("message") != step.message:
@@ -359,6 +410,29 @@ class ClusterController:
             if action is Action.RUN and (obs.memory.phase != RUNNING or self.recovering):
                 self.log.info("running")
             self.failures_in_a_row, self.recovering = 0, False
+        return step
+
+    def _not_mine(self, obs: Observation, step: Step) -> Step:
+        """Fenced or run elsewhere: no autoscaler here (an Event when another operator is found running it); nobody's,
+        or its owner gone: claim it."""
+        body = self._body
+        if step.action is not Action.CLAIM:
+            if self.monitor is not None:
+                self.log.warning("%s: its autoscaler here is stopped", step.message)
+            self._stop_monitor()
+            if step.action is Action.NOT_OURS and self.reported_owner != obs.owner.get("identity"):
+                self.reported_owner = obs.owner.get("identity")
+                self.log.warning("%s: this operator (%s) leaves it alone", step.message, self.membership.identity)
+                message = f"{step.message}; the operator {self.membership.identity} leaves it alone"
+                self.status.event(body, "OwnedByAnotherOperator", message, warning=True)
+            return step
+        claimed = self.status.claim(body, self.membership.owner_record)
+        if claimed is None:
+            return Step(Action.HOLD, "the RayCluster changed while it was claimed")
+        self._body, self.reported_owner = claimed, None
+        self.log.info("%s: this operator (%s) runs it now", step.message, self.membership.identity)
+        if obs.ownership == ORPHANED:
+            self.status.event(body, "TakenOver", f"{step.message}; the operator {self.membership.identity} runs it")
         return step
 
     def _fail(self, obs: Observation, step: Step) -> None:

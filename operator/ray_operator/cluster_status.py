@@ -17,7 +17,7 @@ from typing import Any
 from ray.autoscaler.tags import TAG_RAY_USER_NODE_TYPE
 
 from autoscaler_bridge.node_provider import pending_pods_block
-from ray_operator.decide import AUTOSCALING, ERRORS, FAILURES, Action, Step, failure_reason
+from ray_operator.decide import AUTOSCALING, ERRORS, FAILURES, NOT_MINE, Action, Step, failure_reason
 from ray_operator.observation import Observation, pod_phase, pod_ready
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING
@@ -32,7 +32,7 @@ _AUTOSCALER_NOT_HEALTHY = {  # the AutoscalerHealthy reason while the step is ta
 def status_for(obs: Observation, step: Step, settings: Settings) -> dict[str, Any] | None:
     """The status fields the step leaves the cluster with; None: nothing to write."""
     memory = obs.memory
-    if step.action is Action.HOLD:
+    if step.action is Action.HOLD or step.action in NOT_MINE:  # a status is its owner's to write
         return None
     if step.action in ERRORS:
         return {"phase": ERROR, "message": step.message, "observedGeneration": obs.generation}

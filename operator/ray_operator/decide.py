@@ -2,6 +2,8 @@
 
 One step per reconciliation, the first that applies, each with its reason:
 
+0. this operator's Lease is not renewed → stop its autoscaler (fenced); another live operator owns the cluster →
+   leave it alone (an Event says who); nobody owns it, or its owner's Lease ran out → claim it;
 1. the spec is invalid → Error; nothing is made;
 2. the spec's generation runs a Ray the operator cannot autoscale → hold (nothing until the spec changes);
 3. the head pod comes from an older head podType template → restart the cluster;
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_OUT_OF_MEMORY, EXIT_UNSUPPORTED_RAY
-from ray_operator.observation import Observation, pod_phase
+from ray_operator.observation import ELSEWHERE, FENCED, ORPHANED, UNOWNED, Observation, pod_phase
 from ray_operator.pod_failures import why_stopped
 from ray_operator.settings import Settings
 from ray_operator.status import RUNNING
@@ -46,9 +48,13 @@ class Action(Enum):
     REPLACE_WORKERS = "ReplaceWorkers"
     APPLY_SPEC = "ApplySpec"
     RUN = "Run"
+    FENCED = "Fenced"  # this operator's Lease is not renewed: no autoscaler, nothing written
+    NOT_OURS = "NotOurs"  # another live operator runs the cluster
+    CLAIM = "Claim"  # status.operator becomes this operator, if the RayCluster has not changed meanwhile
 
 
 FAILURES = frozenset({Action.HEAD_FAILED, Action.HEAD_GONE, Action.AUTOSCALER_FAILED})
+NOT_MINE = frozenset({Action.FENCED, Action.NOT_OURS, Action.CLAIM})
 ERRORS = frozenset({Action.INVALID_SPEC, Action.UNSUPPORTED_RAY, Action.NO_TOKEN_AUTH})
 AUTOSCALING = frozenset({Action.RUN, Action.REPLACE_WORKERS, Action.APPLY_SPEC})
 
@@ -63,6 +69,14 @@ class Step:
 def decide(obs: Observation, settings: Settings) -> Step:
     """The one next step for the cluster."""
     memory = obs.memory
+    if obs.ownership == FENCED:
+        return Step(Action.FENCED, "this operator's Lease is not renewed: it runs no autoscaler until it is")
+    if obs.ownership == ELSEWHERE:
+        owner = obs.owner
+        return Step(Action.NOT_OURS, f"run by the operator {owner.get('identity')} (Lease {owner.get('lease')})")
+    if obs.ownership in (UNOWNED, ORPHANED):
+        taken = f" from {obs.owner.get('identity')}, whose Lease ran out" if obs.ownership == ORPHANED else ""
+        return Step(Action.CLAIM, f"taking the cluster over{taken}")
     if obs.problems:
         return Step(Action.INVALID_SPEC, "invalid RayCluster: " + "; ".join(obs.problems))
     if memory.unsupported:
@@ -131,6 +145,10 @@ def recheck_seconds(step: Step, obs: Observation, settings: Settings) -> float |
     a backoff's end, the GCS answering, the autoscaler's rounds and health); None: on a change alone (and the slow
     resync). An autoscaler's exit wakes its cluster too (ClusterManager)."""
     action = step.action
+    if action is Action.CLAIM:
+        return 0.0
+    if action in (Action.FENCED, Action.NOT_OURS):  # until this operator's Lease is renewed, or the owner's runs out
+        return settings.owner_check_seconds
     if action in FAILURES:
         return settings.restart_delay(obs.memory.failures_in_a_row + 1)
     if action in (Action.WAIT_HEAD_BACKOFF, Action.WAIT_AUTOSCALER_BACKOFF):

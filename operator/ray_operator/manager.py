@@ -14,6 +14,7 @@ from typing import Any
 from autoscaler_bridge.kube_client import KubeCalls
 from ray_operator.cluster_controller import ClusterController
 from ray_operator.cluster_objects import ClusterObjects
+from ray_operator.membership import Membership
 from ray_operator.metrics import AUTOSCALER_RESTARTS
 from ray_operator.settings import Settings
 from ray_operator.work_queue import WorkerPool, WorkQueue, pool_health
@@ -29,6 +30,7 @@ class ClusterManager:
         self.calls = calls or KubeCalls()
         self._controllers: dict[tuple[str, str], ClusterController] = {}
         self._lock = threading.Lock()
+        self.membership = Membership(self.calls, settings.lease_namespace, settings.identity).start()
         self.queue = WorkQueue()
         self.pool = WorkerPool(self.queue, self._reconcile, settings.reconcile_workers).start()
         self.objects = ClusterObjects(self.calls, settings.namespace, self.wake).start()
@@ -46,7 +48,9 @@ class ClusterManager:
         with self._lock:
             controller = self._controllers.get(key)
             if controller is None:
-                self._controllers[key] = ClusterController(body, self.settings, self.calls, self.objects)
+                self._controllers[key] = ClusterController(
+                    body, self.settings, self.calls, self.objects, self.membership
+                )
                 changed = True
             else:
                 changed = controller.update(body)
@@ -111,4 +115,5 @@ class ClusterManager:
             with ThreadPoolExecutor(max_workers=min(16, len(controllers))) as pool:
                 list(pool.map(lambda c: c.stop(), controllers))
         self.objects.stop()
+        self.membership.stop()  # its clusters are another operator's to take at once
         log.info("stopped %d cluster autoscalers; pods left running", len(controllers))

@@ -28,6 +28,14 @@ def is_head(pod: dict[str, Any]) -> bool:
     return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
 
 
+# Whose the cluster is (status.operator, and the owner's Lease as this operator sees it).
+MINE = "mine"
+UNOWNED = "unowned"  # no owner yet (a new cluster, or one from before owners were recorded): to be claimed
+ORPHANED = "orphaned"  # its owner's Lease is gone or expired: to be taken over
+ELSEWHERE = "elsewhere"  # another operator runs it, and its Lease is live
+FENCED = "fenced"  # this operator's own Lease is not renewed: it may run no autoscaler
+
+
 @dataclass(frozen=True)
 class MonitorState:
     """The cluster's autoscaler process as last seen."""
@@ -61,6 +69,8 @@ class Observation:
     """One reconciliation's view of a RayCluster and what belongs to it."""
 
     generation: int | None
+    ownership: str = MINE
+    owner: dict[str, Any] = field(default_factory=dict)  # status.operator: {identity, lease} of its owner, if any
     problems: tuple[str, ...] = ()  # the spec's validation problems
     config: dict[str, Any] | None = None  # the autoscaler config, when the spec has no problems
     service_exists: bool = False  # the head Service

@@ -23,6 +23,9 @@ class Settings:
     pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
     monitor_memory_limit_mb: int = 1024  # each autoscaler's RLIMIT_DATA
     log_level: str = "INFO"
+    identity: str = "ray-operator"  # this operator among operators (its Lease, status.operator)
+    lease_namespace: str = "default"  # where its Lease is
+    owner_check_seconds: float = 5.0  # how often a cluster another operator owns (or a fenced one) is looked at
 
     @property
     def stall_seconds(self) -> float:

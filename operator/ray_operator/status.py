@@ -102,6 +102,28 @@ class StatusWriter:
         self.written.update(changed)
         return True
 
+    def claim(self, body: dict[str, Any], owner: dict[str, str]) -> dict[str, Any] | None:
+        """Make `owner` the cluster's status.operator, only if the RayCluster is still as `body` shows it (its
+        resourceVersion): of two operators claiming at once, one wins. The RayCluster as claimed, or None when it
+        changed meanwhile (or is gone)."""
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": {"operator": owner}}
+        try:
+            claimed: Any = self.calls(
+                self.custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                PLURAL,
+                self.name,
+                patch,
+            )
+        except ApiException as error:
+            if error.status in (404, 409):
+                return None
+            raise
+        self.written["operator"] = owner
+        return claimed
+
     def event(self, body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
         """Post an Event about the RayCluster, or count one more of the same Event."""
         core = kubernetes.client.CoreV1Api(self.calls.client)

@@ -65,7 +65,8 @@ def test_default_renders_a_cluster_and_a_cluster_scoped_operator_in_the_releases
     assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "8Gi"}
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
     container = objects["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]["containers"][0]
-    assert "env" not in container  # watches every namespace
+    lease = {"name": "RAY_OPERATOR_LEASE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    assert container["env"] == [lease]  # watches every namespace; its Lease is in its own
 
 
 def test_operator_only_cluster_only_namespaced_and_operator_namespace():
@@ -76,7 +77,8 @@ def test_operator_only_cluster_only_namespaced_and_operator_namespace():
                                "RoleBinding/team-ray-operator", "Deployment/team-ray-operator"}
     assert {o["metadata"].get("namespace") for k, o in namespaced.items() if k != "RayCluster/team"} == {"team-a"}
     env = namespaced["Deployment/team-ray-operator"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "RAY_OPERATOR_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    assert env == [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                   for name in ("RAY_OPERATOR_LEASE_NAMESPACE", "RAY_OPERATOR_POD_NAMESPACE")]
     elsewhere = kinds(render("demo", "ray", "--set", "operatorNamespace=ray-system"))
     assert elsewhere["Deployment/demo-ray-operator"]["metadata"]["namespace"] == "ray-system"
     assert elsewhere["ClusterRoleBinding/demo-ray-operator"]["subjects"][0]["namespace"] == "ray-system"
@@ -97,6 +99,7 @@ def test_rbac_is_exactly_what_the_operator_uses():
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch", "delete"]},
     ]
 
 

@@ -47,3 +47,15 @@ def test_the_reconcile_latency_benchmark_prints_a_row_per_size():
     run = run_benchmark("reconcile_latency", "--clusters", "1,2", "--changes", "4", "--gap", "0.2", timeout=600)
     rows = re.findall(r"^\s+([12])\s+4\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)
     assert [size for size, _, _ in rows] == ["1", "2"], run.stdout
+
+
+def test_the_fuzzer_finds_no_invariant_broken():
+    """A fixed-seed short run of bench.fuzz: hostile RayClusters on a real control plane, 0 violations (the long run
+    is on demand: `python -m bench.fuzz --mutations 2000`)."""
+    run = run_benchmark("fuzz", "--mutations", "40", "--seed", "1", "--batch", "20", timeout=900)
+    line = re.search(r"^fuzz: (\d+) mutations, (\d+) refused at admission, (\d+) Error, (\d+) valid, (\d+) invariant "
+                     r"violations$", run.stdout, re.MULTILINE)
+    assert line, run.stdout
+    mutations, refused, error, valid, violations = map(int, line.groups())
+    assert mutations == 40 and refused + error + valid + violations >= 40 and refused > 0 and error > 0, run.stdout
+    assert violations == 0, run.stdout

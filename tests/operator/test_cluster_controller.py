@@ -15,6 +15,7 @@ from autoscaler_bridge.kube_client import KubeCalls
 from ray_operator.cluster_controller import ClusterController
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.helm_values import raycluster_from_values
+from ray_operator.membership import Membership
 from ray_operator.settings import Settings
 from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
 
@@ -27,32 +28,42 @@ def objects(kube):
     watched.stop()
 
 
-def controller_for(kube, objects, tmp_path, name: str) -> tuple[ClusterController, dict]:
+@pytest.fixture
+def membership(kube):
+    """This operator's Lease, as the manager starts it."""
+    member = Membership(KubeCalls(kube), "default", "test-operator").start()
+    yield member
+    member.stop()
+
+
+def controller_for(kube, objects, membership, tmp_path, name: str) -> tuple[ClusterController, dict]:
     body = create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), name, "ray"))
-    return ClusterController(body, Settings(work_dir=tmp_path), KubeCalls(kube), objects), body
+    return ClusterController(body, Settings(work_dir=tmp_path), KubeCalls(kube), objects, membership), body
 
 
 def head_pods(core) -> list[str]:
     return [p.metadata.name for p in core.list_namespaced_pod("ray", label_selector="ray-node-type=head").items]
 
 
-def test_no_head_pod_for_a_raycluster_deleted_before_the_watch_says_so(kube, core, objects, tmp_path):
+def test_no_head_pod_for_a_raycluster_deleted_before_the_watch_says_so(kube, core, objects, membership, tmp_path):
     apply_crd(kube)
-    live, _ = controller_for(kube, objects, tmp_path, "live")
+    live, _ = controller_for(kube, objects, membership, tmp_path, "live")
     live.reconcile()
     assert len(head_pods(core)) == 1  # the controller does create a head for a RayCluster that exists
     core.delete_collection_namespaced_pod("ray")
-    deleted, body = controller_for(kube, objects, tmp_path, "deleted")
+    deleted, body = controller_for(kube, objects, membership, tmp_path, "deleted")
     kubernetes.client.CustomObjectsApi(kube).delete_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", "deleted")
     deleted.reconcile()  # still holding the body the watch last delivered
     assert head_pods(core) == []
 
 
-def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(kube, core, objects, tmp_path, caplog):
+def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(kube, core, objects, membership, tmp_path, caplog):
     """Its creates come back 403 NamespaceTerminating: no Error, no traceback, nothing more created."""
     caplog.set_level(logging.INFO)
     apply_crd(kube)
-    controller, _ = controller_for(kube, objects, tmp_path, "doomed")
+    controller, _ = controller_for(kube, objects, membership, tmp_path, "doomed")
+    controller.update(kubernetes.client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
+        "cluster.ray.io", "v1", "ray", "rayclusters", "doomed", {"status": {"operator": membership.owner_record}}))
     core.create_namespaced_config_map("ray", {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
     core.delete_namespace("ray")  # Terminating while the held ConfigMap stays; its RayCluster is deleted
     wait_for(lambda: not kubernetes.client.CustomObjectsApi(kube).list_namespaced_custom_object(
@@ -63,11 +74,11 @@ def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(kube, core
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, objects, tmp_path):
+def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, objects, membership, tmp_path):
     apply_crd(kube)
     body = create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "same", "ray"))
     controller = ClusterController(body, Settings(work_dir=tmp_path, max_pending_pods=3, pending_timeout_seconds=42.0),
-                                   KubeCalls(kube), objects)
+                                   KubeCalls(kube), objects, membership)
     controller.reconcile()
     manifest = tmp_path / "same.yaml"
     manifest.write_text(yaml.safe_dump(body))
@@ -77,11 +88,11 @@ def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, objects
     assert yaml.safe_load(rendered) == written and written["provider"]["max_pending_pods"] == 3
 
 
-def test_a_reconciliation_with_nothing_to_change_makes_no_request(kube, objects, tmp_path, api_server):
+def test_a_reconciliation_with_nothing_to_change_makes_no_request(kube, objects, membership, tmp_path, api_server):
     """Pods and the head Service come from the operator's watches, the config from memory: a resync of a cluster
     that waits (here for its head pod, which no kubelet runs) costs the API server nothing."""
     apply_crd(kube)
-    controller, _ = controller_for(kube, objects, tmp_path, "steady")
+    controller, _ = controller_for(kube, objects, membership, tmp_path, "steady")
     controller.reconcile()  # the head Service, the token Secret, the head pod, the status
     wait_for(lambda: objects.pods("ray", "steady") and objects.head_service("ray", "steady"), message="both watched")
     controller.reconcile()
@@ -91,10 +102,10 @@ def test_a_reconciliation_with_nothing_to_change_makes_no_request(kube, objects,
     assert list(api_server.request_log)[before:] == []
 
 
-def test_only_a_new_spec_or_another_raycluster_of_the_name_is_a_change(kube, objects, tmp_path):
+def test_only_a_new_spec_or_another_raycluster_of_the_name_is_a_change(kube, objects, membership, tmp_path):
     """The operator's own status writes come back through the watch: they must not wake the cluster again."""
     apply_crd(kube)
-    controller, body = controller_for(kube, objects, tmp_path, "echo")
+    controller, body = controller_for(kube, objects, membership, tmp_path, "echo")
     with_status = {**body, "metadata": {**body["metadata"], "resourceVersion": "999"}, "status": {"phase": "Updating"}}
     assert not controller.update(with_status)
     assert controller.update({**with_status, "metadata": {**with_status["metadata"], "generation": 2}})

@@ -16,8 +16,10 @@ import threading
 import time
 from datetime import datetime
 
+import psutil
 import pytest
 
+from control_plane.processes import stop
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, load_yaml, wait_for
 from tests.local_kube import LocalKube, job_client, run_ray_job, stack_fixtures
@@ -273,6 +275,70 @@ def test_an_autoscaler_that_outgrows_its_memory_limit_restarts_alone(kube):
     delete_and_wait_gone(kube, "thin", "ray")
     kube.stop_operator()
     kube.start_operator()
+
+
+def live_autoscalers(kube: LocalKube, name: str, namespace: str) -> list[int]:
+    """The autoscaler processes of a cluster still running, whichever operator started them."""
+    pids = [int(m.group(1)) for line in kube.operator_lines() if line.startswith(f"{name},{namespace} ")
+            for m in [re.search(r"started the autoscaler \(pid (\d+)\)", line)] if m]
+    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+def events_of(kube: LocalKube, name: str, reason: str) -> list:
+    return kube.core.list_namespaced_event("ray", field_selector=f"involvedObject.name={name},reason={reason}").items
+
+
+def test_a_second_operator_leaves_a_cluster_the_first_runs_alone_and_says_so(kube):
+    """A second operator for the same clusters (a second release, a stray kubectl apply) runs no second autoscaler
+    while the first one's Lease is renewed, and says who runs the cluster; once the first stops (its Lease deleted),
+    the second takes the cluster over and adopts its pods: no pod made or deleted, no restart counted."""
+    kube.create(raycluster("shared", min_workers=1))
+    kube.wait_phase("shared", "ray", "Running")
+    wait_for(lambda: kube.workers("shared", "ray"), timeout=90, message="the minWorkers worker")
+    first = kube.status("shared", "ray")["operator"]
+    pods = {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=shared")}
+    kube.start_operator()
+    [event] = wait_for(lambda: events_of(kube, "shared", "OwnedByAnotherOperator"), timeout=60,
+                       message="the second operator's Event")
+    assert f"run by the operator {first['identity']} (Lease {first['lease']})" in event.message and event.type == "Warning"
+    assert len(live_autoscalers(kube, "shared", "ray")) == 1
+    wait_for(lambda: kube.status("shared", "ray").get("operator") == first and len(live_autoscalers(kube, "shared", "ray")) == 1,
+             timeout=10, interval=1, message="still one autoscaler, the first operator's")  # holds over the checks
+    stop(kube.operators[-2])  # SIGTERM: the first operator deletes its Lease on the way out
+    second = wait_for(lambda: (lambda o: o if o and o != first else None)(kube.status("shared", "ray").get("operator")),
+                      timeout=60, message="the second operator owning the cluster")
+    [taken] = wait_for(lambda: events_of(kube, "shared", "TakenOver"), timeout=30, message="the TakenOver Event")
+    assert f"taking the cluster over from {first['identity']}" in taken.message and second["identity"] in taken.message
+    wait_for(lambda: len(live_autoscalers(kube, "shared", "ray")) == 1 and kube.status("shared", "ray")["phase"] == "Running",
+             timeout=60, message="the second operator's autoscaler running")
+    assert {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=shared")} == pods
+    assert kube.status("shared", "ray")["autoscalerRetries"] == 0
+    delete_and_wait_gone(kube, "shared", "ray")
+
+
+def test_an_enormous_exponent_is_an_error_at_once_while_the_cluster_beside_it_scales_up(kube):
+    """cpu: 1e1000000 passed the CRD (podConfig keeps unknown fields) and once held a core for 49 s: now it is a
+    listed problem, and the operator keeps serving the healthy cluster beside it."""
+    kube.create(raycluster("healthy", max_workers=1))
+    kube.wait_phase("healthy", "ray", "Running")
+    hostile = raycluster("hostile")
+    hostile["spec"]["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "1e1000000"
+    hostile["spec"]["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "1e1000000"
+    job: list[str] = []
+    submitted = threading.Thread(target=lambda: job.append(kube.run_job("healthy", "ray", tasks=2, seconds=3)))
+    created = time.monotonic()
+    kube.create(hostile)
+    submitted.start()
+    status = kube.wait_phase("hostile", "ray", "Error", timeout=30)
+    print(f"hostile RayCluster in Error {time.monotonic() - created:.2f}s after its creation")
+    assert "limits.cpu: '1e1000000' is more than Kubernetes allows for a quantity (9223372036854775807)" in status["message"]
+    assert events_of(kube, "hostile", "InvalidSpec")
+    wait_for(lambda: kube.workers("healthy", "ray"), timeout=90, message="the healthy cluster scaled up")
+    submitted.join(timeout=180)
+    assert job == ["SUCCEEDED"]
+    assert not kube.pods("ray", "ray-cluster-name=hostile")
+    delete_and_wait_gone(kube, "hostile", "ray")
+    delete_and_wait_gone(kube, "healthy", "ray")
 
 
 def test_a_deleted_head_pod_is_counted_and_the_cluster_recovers(kube):

@@ -30,7 +30,18 @@ STOPPED_HEAD = pod("h", phase="Failed", containerStatuses=[
     {"name": "ray-node", "state": {"terminated": {"exitCode": 127, "message": "bash: ray: command not found\n"}}}])
 
 
+OTHER = {"identity": "op-b", "lease": "ray-system/ray-operator-op-b"}
+
+
 @pytest.mark.parametrize("observation, action, message", [
+    # Whose the cluster is comes first: nothing else is looked at for a cluster this operator may not run.
+    (replace(RUNNING, ownership="fenced", problems=("bad",)), Action.FENCED,
+     "this operator's Lease is not renewed: it runs no autoscaler until it is"),
+    (replace(RUNNING, ownership="elsewhere", owner=OTHER, problems=("bad",)), Action.NOT_OURS,
+     "run by the operator op-b (Lease ray-system/ray-operator-op-b)"),
+    (replace(RUNNING, ownership="unowned"), Action.CLAIM, "taking the cluster over"),
+    (replace(RUNNING, ownership="orphaned", owner=OTHER), Action.CLAIM,
+     "taking the cluster over from op-b, whose Lease ran out"),
     (replace(RUNNING, problems=("podTypes[0].name: required", "headPodType: no such podType")), Action.INVALID_SPEC,
      "invalid RayCluster: podTypes[0].name: required; headPodType: no such podType"),
     (replace(RUNNING, memory=Memory(unsupported="the cluster runs Ray 2.40.0")), Action.HOLD,
@@ -98,6 +109,9 @@ def test_a_failure_repeated_says_how_many_times_in_a_row():
     (replace(RUNNING, monitor=replace(HEALTHY, exit_code=1), memory=Memory(head_uid="uid-h", failures_in_a_row=2)),
      SETTINGS.restart_delay(3)),  # the backoff after this third failure in a row
     (RUNNING, 15.0),  # the autoscaler's health: stall_rounds (3) x its interval (5), sooner than its status (30)
+    (replace(RUNNING, ownership="unowned"), 0.0),  # claimed: on with it at once
+    (replace(RUNNING, ownership="elsewhere", owner=OTHER), 5.0),  # the owner's Lease is looked at again
+    (replace(RUNNING, ownership="fenced"), 5.0),
 ])
 def test_what_only_time_shows_is_looked_at_when_due(observation, seconds):
     assert recheck_seconds(decide(observation, SETTINGS), observation, SETTINGS) == seconds
