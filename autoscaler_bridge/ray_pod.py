@@ -141,7 +141,7 @@ def ray_script(setup_commands: list[str], start_commands: list[str], head: bool,
 _PLACEHOLDER = re.compile(r"\bsleep\s+infinity\b|\btail\s+-f\s+/dev/null\b")
 
 
-def own_command(container: Mapping[str, Any]) -> str | None:
+def _own_command(container: Mapping[str, Any]) -> str | None:
     """The template's own command and args as one shell line, run before Ray's setup; None when it has none, or
     only the legacy placeholder that sleeps."""
     words = [str(w) for w in [*(container.get("command") or []), *(container.get("args") or [])]]
@@ -225,7 +225,7 @@ def build_ray_pod(
         spec.setdefault("automountServiceAccountToken", False)  # Ray needs no Kubernetes API
     container = spec["containers"][ray_container_index(pod)]
     start = provider_config["head_start_ray_commands" if head else "worker_start_ray_commands"]
-    own = own_command(container)
+    own = _own_command(container)
     setup = ([own] if own else []) + (provider_config.get("setup_commands") or {}).get(pod_type, [])
     container["command"] = list(RAY_COMMAND)
     container["args"] = [ray_script(setup, start, head, resources)]

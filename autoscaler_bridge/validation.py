@@ -31,6 +31,7 @@ from autoscaler_bridge.quantities import INT64_MAX, amount_problem, count_proble
 
 MAX_PROBLEMS = 20  # listed of one RayCluster; more are counted
 MAX_DEPTH = 64  # levels of nesting: a Pod's deepest fields are about 15 levels down in a RayCluster
+MAX_BYTES = 3 * 2**20  # more than etcd stores of one object (1.5 MiB): only a file can be larger
 
 
 @dataclass(frozen=True)
@@ -374,18 +375,24 @@ class _Checker:
 
 
 def _data_problems(raycluster: Any) -> list[Problem]:
-    """Where a RayCluster is not what the Kubernetes API could hold, or nests deeper than MAX_DEPTH: JSON with string
-    keys, whole numbers within int64, finite numbers. Walked without recursion, so no nesting depth can overflow the
-    stack; a deeper nesting is refused before any code that recurses (copying, hashing, sending) sees it."""
+    """Where a RayCluster is not what the Kubernetes API could hold, nests deeper than MAX_DEPTH or is larger than
+    MAX_BYTES: JSON with string keys, whole numbers within int64, finite numbers. Walked without recursion, so no
+    nesting depth can overflow the stack; a deeper nesting or a larger object is refused before any code that
+    recurses or copies (copying, hashing, sending) sees it, so deriving a config takes time bounded by that size."""
     problems: list[Problem] = []
     stack: list[tuple[str, int, Any]] = [("", 0, raycluster)]
+    size = 0  # bytes of its keys and strings, 8 for anything else: what the checks after this one go through
     while stack and len(problems) <= MAX_PROBLEMS:
         path, depth, value = stack.pop()
+        size += len(value) if isinstance(value, str) else 8
+        if size > MAX_BYTES:
+            return [Problem("RayCluster", f"is larger than Kubernetes stores ({MAX_BYTES // 2**20} MiB)")]
         if depth > MAX_DEPTH:
             problems.append(Problem(path, f"nests deeper than {MAX_DEPTH} levels"))
         elif isinstance(value, Mapping):
             for key in value:
                 if isinstance(key, str):
+                    size += len(key)
                     stack.append((f"{path}.{key}" if path else key, depth + 1, value[key]))
                 else:
                     problems.append(Problem(path or "RayCluster", f"the key {quote(key)} is not a string"))

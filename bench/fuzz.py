@@ -6,25 +6,33 @@ schema's types and bounds, huge and non-finite numbers, enormous exponents, wron
 nesting), created in batches. Invariants, checked for every batch; each broken one is printed:
 
 - the operator process is alive, and its /healthz answers within 1 s (also while the batch is being created);
-- a healthy canary RayCluster created after each batch gets its head pod within 10 s and its status written;
+- a healthy canary RayCluster created after each batch gets its head pod within 10 s and its status written; with
+  `--ray` (real Ray pods run by the pod runtime as a node's kubelet; the mutations' pods are kept from scheduling),
+  a healthy Running cluster stays Running with no restart through every batch, and at the end scales up for a
+  job and runs it;
 - every admitted mutation ends in phase Error with a message, or is taken as valid (its head pod made);
 - after the batch is deleted, nothing is left: no pod, Service or Secret of its clusters, no work-dir file.
 
 It ends with one line: `fuzz: M mutations, R refused at admission, E Error, V valid, I invariant violations`.
 
     python -m bench.fuzz                       (200 mutations, seed 1)
-    python -m bench.fuzz --mutations 2000 --seed 7
+    python -m bench.fuzz --mutations 2000 --seed 7 --ray
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +41,13 @@ from kubernetes.client.exceptions import ApiException
 
 from bench.mutations import mutations
 from bench.scale import NAMESPACE, bench_control_plane, running_operator
+from control_plane import ControlPlane
 from control_plane.processes import free_port
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import CRD_FILE, ROOT, load_yaml
 
 ARGS = ("cluster.ray.io", "v1", NAMESPACE, "rayclusters")
+HEALTHY_NAMESPACE = "fuzz-healthy"
 HEALTH_LIMIT = 1.0
 OUTCOME_SECONDS = 30.0
 
@@ -87,54 +97,127 @@ def _wait(condition: Any, seconds: float) -> bool:
     return bool(condition())
 
 
-def run(count: int, seed: int, batch: int, work: Path) -> dict[str, Any]:
+@dataclass
+class Stack:
+    """What the mutations meet: the API, the operator (its process, work dir, health port) and the healthy cluster's
+    checks (each a violation, or None)."""
+
+    client: kubernetes.client.ApiClient
+    operator: subprocess.Popen
+    work_dir: Path
+    health_port: int
+    healthy: Callable[[int], str | None]
+    scales_at_the_end: Callable[[], str | None]
+    never_scheduled: bool  # the mutations' pods must not run
+
+
+@contextmanager
+def plain_stack(work: Path) -> Iterator[Stack]:
+    """A control plane without kubelet and the operator: a canary per batch must get its head and status."""
+    port = free_port()
+    with bench_control_plane(work) as (plane, client), running_operator(plane, work, "--health-port", str(port)) as op:
+        custom, core = kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
+        example = raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "canary", NAMESPACE)
+
+        def canary(batch: int) -> str | None:
+            name = f"canary-{batch}"
+            custom.create_namespaced_custom_object(*ARGS, {**example, "metadata": {"name": name}})
+            served = _wait(lambda: _head_made(core, name) and _phase(custom, name)[0], 10)
+            custom.delete_namespaced_custom_object(*ARGS, name)
+            return None if served else f"the canary after batch {batch} got no head pod or status within 10 s"
+
+        yield Stack(client, op, work / "operator", port, canary, lambda: None, never_scheduled=False)
+
+
+@contextmanager
+def ray_stack(work: Path) -> Iterator[Stack]:
+    """The tests' stack on a real control plane: pod runtime as kubelet, real Ray, and a healthy cluster Running."""
+    from tests.local_kube import pod_subnet, running_stack
+
+    gateway = str(ipaddress.ip_network(pod_subnet("netns")).network_address + 1)
+    plane = ControlPlane(work / "control-plane", addresses=[gateway]).start()
+    try:
+        with running_stack(work / "stack", control_plane=plane) as kube:
+            port = free_port()
+            kube.stop_operator()
+            operator = kube.start_operator("--health-port", str(port))
+            values = load_yaml(ROOT / "values/cpu-only.yaml")
+            values["podTypes"]["rayHeadType"].update(CPU=1, memory="512Mi")
+            values["podTypes"]["rayWorkerType"].update(CPU=1, minWorkers=0, maxWorkers=1, memory="512Mi")
+            kube.create(raycluster_from_values(values, "healthy", HEALTHY_NAMESPACE))
+            kube.wait_phase("healthy", HEALTHY_NAMESPACE, "Running", timeout=180)
+            kube.namespace(NAMESPACE)
+
+            def healthy(batch: int) -> str | None:
+                status = kube.status("healthy", HEALTHY_NAMESPACE)
+                if (status.get("phase"), status.get("autoscalerRetries")) != ("Running", 0):
+                    return f"the healthy cluster after batch {batch}: {status.get('phase')}, {status.get('message')}"
+                return None
+
+            def scales() -> str | None:
+                job = kube.run_job("healthy", HEALTHY_NAMESPACE, tasks=2, seconds=5)  # the head holds one CPU
+                return None if job == "SUCCEEDED" else f"the healthy cluster's job ended {job}"
+
+            yield Stack(kube.client, operator, kube.work / f"operator{len(kube.operators) - 1}", port, healthy,
+                        scales, never_scheduled=True)
+    finally:
+        plane.stop()
+
+
+def run(count: int, seed: int, batch: int, stack: Stack) -> dict[str, Any]:
     example = raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "fz", NAMESPACE)
     schema = load_yaml(CRD_FILE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     found = {"mutations": 0, "refused": 0, "error": 0, "valid": 0, "violations": []}
     violations: list[str] = found["violations"]
-    health_port = free_port()
-    with bench_control_plane(work) as (plane, client), running_operator(
-        plane, work, "--health-port", str(health_port)
-    ) as operator:
-        custom, core = kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
-        _wait(lambda: _health_answers(health_port), 30)
-        health = Health(f"http://127.0.0.1:{health_port}/healthz")
-        drawn = list(mutations(example, schema, seed, count))
-        for start in range(0, len(drawn), batch):
-            admitted: dict[str, str] = {}  # name → the mutation
-            for index, mutation in enumerate(drawn[start : start + batch], start):
-                body = mutation.raycluster
-                body.setdefault("metadata", {})
-                if isinstance(body["metadata"], dict) and body["metadata"].get("name") == "fz":
-                    body["metadata"]["name"] = f"fz-{index}"
-                name = body["metadata"].get("name") if isinstance(body["metadata"], dict) else None
-                found["mutations"] += 1
-                try:
-                    created = custom.create_namespaced_custom_object(*ARGS, json.loads(json.dumps(body, default=str)))
-                except (ApiException, ValueError):
-                    found["refused"] += 1  # refused at admission (or not JSON at all: no client sends it)
-                    continue
-                admitted[created["metadata"]["name"]] = f"{mutation.path}: {mutation.what} (name {name!r:.30})"
-            outcomes = _outcomes(custom, core, admitted)
-            for name, what in admitted.items():
-                if name not in outcomes:
-                    violations.append(f"{what}: neither Error with a message nor a head pod ({_phase(custom, name)})")
-            found["error"] += sum(outcome == "Error" for outcome in outcomes.values())
-            found["valid"] += sum(outcome == "valid" for outcome in outcomes.values())
-            canary = f"canary-{start}"
-            custom.create_namespaced_custom_object(*ARGS, {**example, "metadata": {"name": canary}})
-            if not _wait(lambda: _head_made(core, canary) and _phase(custom, canary)[0], 10):
-                violations.append(f"the canary after mutation {start} got no head pod or status within 10 s")
-            for name in [*admitted, canary]:
-                custom.delete_namespaced_custom_object(*ARGS, name)
-            left = lambda names=[*admitted, canary]: _leftovers(core, work, names)  # noqa: E731
-            if not _wait(lambda: not left(), 120):
-                violations.append(f"left behind after delete: {left()}")
-            if operator.poll() is not None:
-                violations.append(f"the operator exited with code {operator.returncode}")
-                break
-        violations += health.stop()
+    custom, core = kubernetes.client.CustomObjectsApi(stack.client), kubernetes.client.CoreV1Api(stack.client)
+    _wait(lambda: _health_answers(stack.health_port), 30)
+    health = Health(f"http://127.0.0.1:{stack.health_port}/healthz")
+    drawn = list(mutations(example, schema, seed, count))
+    for start in range(0, len(drawn), batch):
+        admitted: dict[str, str] = {}  # name → the mutation
+        for index, mutation in enumerate(drawn[start : start + batch], start):
+            body = mutation.raycluster
+            metadata = body.setdefault("metadata", {})
+            if isinstance(metadata, dict) and metadata.get("name") == "fz":
+                metadata["name"] = f"fz-{index}"
+            if stack.never_scheduled:
+                _never_scheduled(body)
+            found["mutations"] += 1
+            try:
+                created = custom.create_namespaced_custom_object(*ARGS, json.loads(json.dumps(body, default=str)))
+            except (ApiException, ValueError):
+                found["refused"] += 1  # refused at admission (or not JSON at all: no client sends it)
+                continue
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            admitted[created["metadata"]["name"]] = f"{mutation.path}: {mutation.what} (name {name!r:.30})"
+        outcomes = _outcomes(custom, core, admitted)
+        for name, what in admitted.items():
+            if name not in outcomes:
+                violations.append(f"{what}: neither Error with a message nor a head pod ({_phase(custom, name)})")
+        found["error"] += sum(outcome == "Error" for outcome in outcomes.values())
+        found["valid"] += sum(outcome == "valid" for outcome in outcomes.values())
+        violations += filter(None, [stack.healthy(start // batch)])
+        for name in admitted:
+            custom.delete_namespaced_custom_object(*ARGS, name)
+        left = lambda names=list(admitted): _leftovers(core, stack.work_dir, names)  # noqa: E731
+        if not _wait(lambda: not left(), 120):
+            violations.append(f"left behind after delete: {left()}")
+        if stack.operator.poll() is not None:
+            violations.append(f"the operator exited with code {stack.operator.returncode}")
+            break
+    violations += health.stop()
+    if stack.operator.poll() is None:
+        violations += filter(None, [stack.scales_at_the_end()])
     return found
+
+
+def _never_scheduled(raycluster: dict[str, Any]) -> None:
+    """The mutated RayCluster's pods wait for a node that never comes (they must not run Ray beside the real one)."""
+    pod_types = (raycluster.get("spec") or {}).get("podTypes") if isinstance(raycluster.get("spec"), dict) else None
+    for pod_type in pod_types if isinstance(pod_types, list) else []:
+        spec = (pod_type.get("podConfig") or {}).get("spec") if isinstance(pod_type, dict) else None
+        if isinstance(pod_type, dict) and isinstance(pod_type.get("podConfig"), dict) and isinstance(spec, dict):
+            spec["nodeSelector"] = {"ray-operator.fuzz/never": "scheduled"}
 
 
 def _outcomes(custom: Any, core: Any, names: dict[str, str]) -> dict[str, str]:
@@ -173,7 +256,7 @@ def _leftovers(core: Any, work: Path, names: list[str]) -> list[str]:
              if s.metadata.labels["ray-cluster-name"] in gone]
     left += [f"Secret {s.metadata.name}" for s in core.list_namespaced_secret(NAMESPACE).items
              if s.metadata.name.removesuffix("-ray-auth") in gone]
-    left += [f"work dir of {name}" for name in names if (work / "operator" / f"{NAMESPACE}.{name}").exists()]
+    left += [f"work dir of {name}" for name in names if (work / f"{NAMESPACE}.{name}").exists()]
     return left
 
 
@@ -182,10 +265,12 @@ def main() -> None:
     parser.add_argument("--mutations", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch", type=int, default=100, help="mutations created at once")
+    parser.add_argument("--ray", action="store_true", help="a real Ray cluster beside them (needs root)")
     args = parser.parse_args()
     sys.setrecursionlimit(20_000)  # this client encodes the deepest nestings (5,000 levels) as any Go client would
     with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as work:
-        found = run(args.mutations, args.seed, args.batch, Path(work))
+        with (ray_stack if args.ray else plain_stack)(Path(work)) as stack:
+            found = run(args.mutations, args.seed, args.batch, stack)
     for violation in found["violations"]:
         print(f"violation: {violation}")
     print(f"fuzz: {found['mutations']} mutations, {found['refused']} refused at admission, {found['error']} Error, "

@@ -143,6 +143,12 @@ class ClusterController:
         return _spec_version(before) != _spec_version(body)
 
     @property
+    def owned(self) -> bool:
+        """Whether this operator runs the cluster (its status.operator, as last seen or claimed)."""
+        owner = (self._body.get("status") or {}).get("operator")
+        return isinstance(owner, dict) and owner.get("identity") == self.membership.identity
+
+    @property
     def stopped(self) -> bool:
         return self._stopping.is_set()
 

@@ -100,9 +100,14 @@ class ClusterManager:
         return pool_health(self.pool.busy(), self.pool.workers, STUCK_SECONDS)
 
     def statuses(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(namespace, name, status as last written) of every managed RayCluster."""
+        """(namespace, name, status as last written) of every RayCluster this operator runs (not those another
+        operator runs: each cluster is counted once, by its owner)."""
         with self._lock:
-            return [(ns, name, dict(controller.status.current)) for (ns, name), controller in self._controllers.items()]
+            return [
+                (ns, name, dict(controller.status.current))
+                for (ns, name), controller in self._controllers.items()
+                if controller.owned
+            ]
 
     def shutdown(self) -> None:
         """Stop every autoscaler, leaving every pod as it is (the operator is stopping)."""

@@ -85,30 +85,16 @@ class StatusWriter:
             return False
         changed["lastUpdateTime"] = now()
         patch = {k: merge_patch_of(self.written.get(k), v) for k, v in changed.items()}
-        try:
-            self.calls(
-                self.custom.patch_namespaced_custom_object_status,
-                API_GROUP,
-                API_VERSION,
-                self.namespace,
-                PLURAL,
-                self.name,
-                {"status": patch},
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
+        if self._patch({"status": patch}) is None:
+            return False
         self.written.update(changed)
         return True
 
-    def claim(self, body: dict[str, Any], owner: dict[str, str]) -> dict[str, Any] | None:
-        """Make `owner` the cluster's status.operator, only if the RayCluster is still as `body` shows it (its
-        resourceVersion): of two operators claiming at once, one wins. The RayCluster as claimed, or None when it
-        changed meanwhile (or is gone)."""
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": {"operator": owner}}
+    def _patch(self, patch: dict[str, Any]) -> Any:
+        """A merge patch of the status subresource; the RayCluster as patched, or None when it is gone (404) or
+        changed since the resourceVersion the patch names (409)."""
         try:
-            claimed: Any = self.calls(
+            return self.calls(
                 self.custom.patch_namespaced_custom_object_status,
                 API_GROUP,
                 API_VERSION,
@@ -121,8 +107,17 @@ class StatusWriter:
             if error.status in (404, 409):
                 return None
             raise
-        self.written["operator"] = owner
-        return claimed
+
+    def claim(self, body: dict[str, Any], owner: dict[str, str]) -> dict[str, Any] | None:
+        """Make `owner` the cluster's status.operator, only if the RayCluster is still as `body` shows it (its
+        resourceVersion): of two operators claiming at once, one wins. The RayCluster as claimed, or None when it
+        changed meanwhile (or is gone)."""
+        claimed = self._patch(
+            {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": {"operator": owner}}
+        )
+        if claimed is not None:
+            self.written["operator"] = owner
+        return claimed if isinstance(claimed, dict) else None
 
     def event(self, body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
         """Post an Event about the RayCluster, or count one more of the same Event."""

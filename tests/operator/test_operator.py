@@ -18,6 +18,7 @@ from datetime import datetime
 
 import psutil
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from control_plane.processes import stop
 from ray_operator.helm_values import raycluster_from_values
@@ -419,9 +420,13 @@ def test_an_invalid_cluster_errors_while_a_valid_one_runs_beside_it(kube):
     kube.create(raycluster("good"))
     bad = raycluster("bad")
     bad["spec"]["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "lots"}}
-    kube.create(bad)
+    with pytest.raises(ApiException) as refused:  # the CRD types a container's quantities: refused at admission
+        kube.create(bad)
+    assert refused.value.status == 422 and "limits.cpu in body should match" in refused.value.body
+    bad["spec"]["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "-1"}}
+    kube.create(bad)  # the quantity pattern allows a sign: the operator refuses it
     status = kube.wait_phase("bad", "ray", "Error")
-    assert "spec.podTypes[1].podConfig.spec.containers[0].resources.limits.cpu: 'lots' is not a Kubernetes quantity" in status["message"]
+    assert "spec.podTypes[1].podConfig.spec.containers[0].resources.limits.cpu: '-1' is negative" in status["message"]
     events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=bad,reason=InvalidSpec").items
     assert len(events) == 1 and events[0].type == "Warning"
     assert any(line.startswith("bad,ray ") and "invalid RayCluster" in line for line in kube.operator_lines())

@@ -317,3 +317,9 @@ def test_a_container_name_kubernetes_would_refuse_is_a_problem():
         "spec.podTypes[1].podConfig.spec.containers[0].name: 'Not_A_DNS_Label' must be at most 63 lower-case letters, "
         "digits and '-', starting and ending with a letter or digit (Kubernetes refuses the pod otherwise)"
     ]
+
+
+def test_a_raycluster_larger_than_kubernetes_stores_is_refused_first():
+    rc = cluster()
+    rc["spec"]["podTypes"][0]["podConfig"]["metadata"] = {"annotations": {f"a{i}": "x" * 1000 for i in range(4000)}}
+    assert messages(rc) == ["RayCluster: is larger than Kubernetes stores (3 MiB)"]
