@@ -213,11 +213,13 @@ def run(count: int, seed: int, batch: int, stack: Stack) -> dict[str, Any]:
 
 def _never_scheduled(raycluster: dict[str, Any]) -> None:
     """The mutated RayCluster's pods wait for a node that never comes (they must not run Ray beside the real one)."""
-    pod_types = (raycluster.get("spec") or {}).get("podTypes") if isinstance(raycluster.get("spec"), dict) else None
+    spec = raycluster.get("spec")
+    pod_types = spec.get("podTypes") if isinstance(spec, dict) else None
     for pod_type in pod_types if isinstance(pod_types, list) else []:
-        spec = (pod_type.get("podConfig") or {}).get("spec") if isinstance(pod_type, dict) else None
-        if isinstance(pod_type, dict) and isinstance(pod_type.get("podConfig"), dict) and isinstance(spec, dict):
-            spec["nodeSelector"] = {"ray-operator.fuzz/never": "scheduled"}
+        pod_config = pod_type.get("podConfig") if isinstance(pod_type, dict) else None
+        pod_spec = pod_config.get("spec") if isinstance(pod_config, dict) else None
+        if isinstance(pod_spec, dict):
+            pod_spec["nodeSelector"] = {"ray-operator.fuzz/never": "scheduled"}
 
 
 def _outcomes(custom: Any, core: Any, names: dict[str, str]) -> dict[str, str]:

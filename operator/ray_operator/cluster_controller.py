@@ -91,6 +91,12 @@ def _spec_version(body: dict[str, Any]) -> tuple[Any, Any]:
     return body["metadata"].get("uid"), body["metadata"].get("generation")
 
 
+def _owner(body: dict[str, Any]) -> dict[str, Any]:
+    """The RayCluster's status.operator: {identity, lease} of the operator that runs it; empty if none does."""
+    owner = (body.get("status") or {}).get("operator")
+    return owner if isinstance(owner, dict) else {}
+
+
 def gcs_answers(ip: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((ip, port), timeout=timeout):
@@ -145,8 +151,7 @@ class ClusterController:
     @property
     def owned(self) -> bool:
         """Whether this operator runs the cluster (its status.operator, as last seen or claimed)."""
-        owner = (self._body.get("status") or {}).get("operator")
-        return isinstance(owner, dict) and owner.get("identity") == self.membership.identity
+        return _owner(self._body).get("identity") == self.membership.identity
 
     @property
     def stopped(self) -> bool:
@@ -339,8 +344,7 @@ class ClusterController:
         only request it may make: reading that operator's Lease)."""
         if not self.membership.valid():
             return FENCED, {}
-        owner = (body.get("status") or {}).get("operator")
-        owner = owner if isinstance(owner, dict) else {}
+        owner = _owner(body)
         if owner.get("identity") == self.membership.identity:
             return MINE, owner
         if not owner.get("identity"):
