@@ -69,11 +69,11 @@ def parse_quantity(value: Any) -> decimal.Decimal:
     if found is None or not (found.group(2) or found.group(3)):
         raise ValueError(f"{_show(value)} is not a Kubernetes quantity {_EXAMPLES}")
     sign, whole, fraction, binary, decimal_suffix, exponent = found.groups()
-    if exponent is not None and len(exponent.lstrip("+-").lstrip("0")) > _EXPONENT_DIGITS:
+    if exponent is not None and (  # its digits counted first: a long one is never turned into an int
+        len(exponent.lstrip("+-").lstrip("0")) > _EXPONENT_DIGITS or abs(int(exponent)) > INT32_MAX
+    ):
         raise ValueError(f"{_show(value)} has an exponent beyond what Kubernetes reads (int32)")
     power_of_ten = int(exponent) if exponent is not None else _DECIMAL.get(decimal_suffix or "", 0)
-    if exponent is not None and abs(power_of_ten) > INT32_MAX:
-        raise ValueError(f"{_show(value)} has an exponent beyond what Kubernetes reads (int32)")
     mantissa = decimal.Decimal(f"{whole or '0'}.{fraction or ''}")
     if mantissa.is_zero():
         return decimal.Decimal(0)
