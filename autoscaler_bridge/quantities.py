@@ -39,11 +39,15 @@ _QUOTING.maxlevel, _QUOTING.maxlist, _QUOTING.maxdict = 3, 4, 4
 _QUOTING.maxstring = _QUOTING.maxlong = _QUOTING.maxother = 60
 
 
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, an ellipsis saying where it was cut."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def quote(value: Any, limit: int = 60) -> str:
     """A value as a problem message quotes it: short whatever it is (a huge number, a long string, a nesting deeper
     than Python's recursion limit), so a message stays readable and fits in an Event."""
-    shown = _QUOTING.repr(value)
-    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."
+    return cut(_QUOTING.repr(value), limit)
 
 
 def _show(value: Any) -> str:

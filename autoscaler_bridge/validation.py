@@ -27,7 +27,7 @@ from autoscaler_bridge.names import (
     is_label_value,
 )
 from autoscaler_bridge.pod_resources import ray_container_index
-from autoscaler_bridge.quantities import INT64_MAX, amount_problem, count_problem, parse_quantity, quote
+from autoscaler_bridge.quantities import INT64_MAX, amount_problem, count_problem, cut, parse_quantity, quote
 
 MAX_PROBLEMS = 20  # listed of one RayCluster; more are counted
 MAX_DEPTH = 64  # levels of nesting: a Pod's deepest fields are about 15 levels down in a RayCluster
@@ -67,7 +67,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def add(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message if len(message) <= 300 else f"{message[:297]}..."))
+        self.problems.append(Problem(path, cut(message, 300)))
 
     def mapping(self, value: Any, path: str, required: bool = False) -> TypeGuard[Mapping[str, Any]]:
         """True when value is a mapping; records a problem if it is present but is not one."""

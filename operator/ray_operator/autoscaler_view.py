@@ -21,6 +21,8 @@ import json
 import re
 from typing import Any
 
+from autoscaler_bridge.quantities import cut
+
 MEMORY_RESOURCES = ("memory", "object_store_memory")
 MAX_SHAPES = 10  # listed in pendingDemand and infeasibleDemand
 MAX_USAGE = 32  # resources listed in usage
@@ -70,10 +72,6 @@ def demand_summary(demand: list[dict[str, Any]]) -> str:
     return ", ".join(f"{d['count']}x {_shape(d['resources'])}" for d in demand)
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
-
-
 def _most_waited_for(demand: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The MAX_SHAPES shapes with the most waiting, in the order of the full list."""
     kept = {id(d) for d in sorted(demand, key=lambda d: -d["count"])[:MAX_SHAPES]}
@@ -101,11 +99,11 @@ def autoscaler_status(view: dict[str, Any], config: dict[str, Any]) -> dict[str,
     listed, listed_infeasible = _most_waited_for(demand), _most_waited_for(infeasible)
     status: dict[str, Any] = {
         "usage": usage,
-        "usageSummary": _cut(
-            ", ".join(f"{name} {value}" for name, value in usage.items() if name not in MEMORY_RESOURCES)
+        "usageSummary": cut(
+            ", ".join(f"{name} {value}" for name, value in usage.items() if name not in MEMORY_RESOURCES), MAX_TEXT
         ),
         "pendingDemand": listed,
-        "demandSummary": _cut(demand_summary(listed) + _more(listed, demand)),
+        "demandSummary": cut(demand_summary(listed) + _more(listed, demand), MAX_TEXT),
         "pendingLaunches": {k: v for k, v in sorted(view.get("pending_launches", {}).items()) if v},
         "failedLaunches": dict(sorted(failed.items())),
     }
@@ -113,11 +111,12 @@ def autoscaler_status(view: dict[str, Any], config: dict[str, Any]) -> dict[str,
         status["demandTotal"] = sum(d["count"] for d in demand)
     if infeasible:
         status["infeasibleDemand"] = listed_infeasible
-        status["message"] = _cut(
+        status["message"] = cut(
             "no podType can hold "
             + ", ".join(_shape(d["resources"]) for d in listed_infeasible)
             + _more(listed_infeasible, infeasible)
-            + ": add a podType with enough resources, or ask for less"
+            + ": add a podType with enough resources, or ask for less",
+            MAX_TEXT,
         )
     if len(json.dumps(status)) > MAX_STATUS_BYTES:  # shapes of very many resources each: the summaries say enough
         status["pendingDemand"] = []
