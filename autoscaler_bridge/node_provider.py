@@ -12,7 +12,8 @@ round makes no API request unless it launches, tags or deletes pods; what it
 launched or deleted is in the cache at once. While the cache cannot know (its
 first LIST or a failed watch), listing raises instead of reading as "no pods".
 The head pod and Service are the operator's (ray_operator.head); the
-autoscaler never deletes the head.
+autoscaler never deletes the head. No pod is created or deleted once the
+operator's Lease is past its deadline (autoscaler_bridge.fence).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
+from autoscaler_bridge import fence
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.ray_pod import build_ray_pod
 from autoscaler_bridge.watch_cache import SYNC_SECONDS, NotSynced, WatchCache
@@ -214,7 +216,9 @@ class KubernetesNodeProvider(NodeProvider):
         resources: dict[str, Any],
         labels: dict[str, str],
     ) -> dict[str, Any]:
-        """Create `count` pods of the tagged podType; raises NodeLaunchException if any could not be made."""
+        """Create `count` pods of the tagged podType; raises NodeLaunchException if any could not be made, Fenced if
+        the operator's Lease is past its deadline."""
+        fence.check(self.provider_config.get("fence_file"))
         pod_type = tags.get(TAG_RAY_USER_NODE_TYPE)
         try:
             same_type = self.pods({TAG_RAY_USER_NODE_TYPE: pod_type} if pod_type else {})
@@ -289,6 +293,7 @@ class KubernetesNodeProvider(NodeProvider):
         self.terminate_nodes([node_id])
 
     def terminate_nodes(self, node_ids: list[str]) -> None:
+        fence.check(self.provider_config.get("fence_file"))
         workers = [node_id for node_id in node_ids if not self._refused_head(node_id)]
         for gone in delete_pods(self.calls, self.namespace, workers, self._cache):
             log.info("%s,%s: pod %s was already deleted", self.cluster_name, self.namespace, gone)

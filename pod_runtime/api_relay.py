@@ -1,8 +1,8 @@
 """Where pods reach the API server: a TCP relay on the pod network's host address to the API server of the
 runtime's kubeconfig, exported to every container as KUBERNETES_SERVICE_HOST/_PORT and named `kubernetes.default.svc`
 in the pods' hosts files — what kube-proxy's rules and cluster DNS give pods for the `kubernetes` Service. It listens
-on the Service's port, 443, where it may (root), else on a free port (clients that assume 443, such as kopf's
-service-account login, then cannot reach it). Bytes are relayed as they are (TLS ends at the API server)."""
+on the Service's port, 443, where it may (root), else on a free port (clients that assume 443, such as a service-account
+login that ignores the port, then cannot reach it). Bytes are relayed as they are (TLS ends at the API server)."""
 
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from ray_operator.helm_values import is_values_file, raycluster_from_values
 
 EXIT_INVALID = 2
 RECURSION_LIMIT = 20_000  # JSON nesting the operator decodes (kube-apiserver's own limit is 10,000 levels)
-HEALTH_HOST = "0.0.0.0"  # the liveness endpoint kopf serves, for the kubelet's probes
+HEALTH_HOST = "0.0.0.0"  # where /healthz and /readyz are served, for the kubelet's probes
 
 
 def _rayclusters(path: Path, name: str, namespace: str | None) -> Iterator[dict[str, Any]]:
@@ -127,6 +128,14 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     "Also taken from RAY_OPERATOR_LEASE_NAMESPACE (the chart sets the operator pod's namespace).",
 )
 @click.option(
+    "--group",
+    envvar="RAY_OPERATOR_GROUP",
+    default="ray-operator",
+    show_default=True,
+    help="The replicas this operator shares RayClusters with: the operators with this group and lease namespace "
+    "(each cluster runs on one of them). Also taken from RAY_OPERATOR_GROUP (the chart sets its release's name).",
+)
+@click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     envvar="KUBECONFIG",
@@ -194,7 +203,11 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     "fails alone, and is counted and restarted.",
 )
 @click.option(
-    "--health-port", type=int, default=8080, show_default=True, help="Port of the liveness endpoint /healthz (0: none)."
+    "--health-port",
+    type=int,
+    default=8080,
+    show_default=True,
+    help="Port of the liveness endpoint /healthz and the readiness endpoint /readyz (0: none).",
 )
 @click.option(
     "--metrics-port",
@@ -215,6 +228,7 @@ def run(
     namespace: str | None,
     identity: str | None,
     lease_namespace: str | None,
+    group: str,
     kubeconfig: str | None,
     work_dir: Path,
     resync_seconds: float,
@@ -237,10 +251,7 @@ def run(
     Stopping the operator stops the autoscalers and leaves every Ray pod running;
     a restarted operator adopts the clusters and their pods as they are.
     """
-    import kopf
-
-    from ray_operator import logs, metrics
-    from ray_operator.handlers import kopf_settings, registry_for
+    from ray_operator import health, logs, metrics
     from ray_operator.manager import ClusterManager
     from ray_operator.membership import default_identity
     from ray_operator.settings import Settings
@@ -267,6 +278,7 @@ def run(
         log_level=log_level.upper(),
         identity=identity or default_identity(),
         lease_namespace=lease_namespace or namespace or "default",
+        group=group,
     )
     for host, port, endpoint, flag in [
         (metrics_host, metrics_port, "/metrics", "--metrics-port"),
@@ -274,19 +286,16 @@ def run(
     ]:
         if port:
             _check_can_listen(host, port, endpoint, flag)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
     manager = ClusterManager(settings)
     if metrics_port:
         metrics.serve(metrics_host, metrics_port, manager.statuses)
-    asyncio.run(
-        kopf.operator(
-            registry=registry_for(manager),
-            settings=kopf_settings(),
-            standalone=True,
-            clusterwide=namespace is None,
-            namespaces=[namespace] if namespace else (),
-            liveness_endpoint=f"http://{HEALTH_HOST}:{health_port}/healthz" if health_port else None,
-        )
-    )
+    if health_port:
+        health.serve(HEALTH_HOST, health_port, manager.health, manager.ready)
+    stopping.wait()
+    manager.shutdown()
 
 
 def _check_can_listen(host: str, port: int, endpoint: str, flag: str) -> None:

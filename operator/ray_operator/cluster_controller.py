@@ -67,19 +67,9 @@ from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
 from ray_operator.monitor_process import MonitorProcess, MonitorSpec
 from ray_operator.membership import Membership
-from ray_operator.observation import (
-    ELSEWHERE,
-    FENCED,
-    MINE,
-    ORPHANED,
-    UNOWNED,
-    Memory,
-    MonitorState,
-    Observation,
-    is_head,
-    pod_phase,
-)
+from ray_operator.observation import Memory, MonitorState, Observation, is_head, pod_phase
 from ray_operator.settings import Settings
+from ray_operator.shards import MINE, ORPHANED, chosen, ownership
 from ray_operator.status import ERROR, RUNNING, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -144,9 +134,9 @@ class ClusterController:
     # Lifecycle, driven by the manager.
     def update(self, body: dict[str, Any]) -> bool:
         """The RayCluster as the watch last delivered it; whether it is another spec (or another RayCluster of the
-        same name) than before, rather than the same with another status."""
+        same name) or another owner than before, rather than the same with another status."""
         before, self._body = self._body, body
-        return _spec_version(before) != _spec_version(body)
+        return _spec_version(before) != _spec_version(body) or _owner(before) != _owner(body)
 
     @property
     def owned(self) -> bool:
@@ -156,6 +146,17 @@ class ClusterController:
     @property
     def stopped(self) -> bool:
         return self._stopping.is_set()
+
+    def fence(self) -> None:
+        """Stop the autoscaler, uncounted, once a reconciliation under way has ended: this operator's Lease lapsed,
+        and the cluster may have moved meanwhile (the next reconciliation finds out)."""
+        if self._reconciling.acquire(timeout=30):
+            try:
+                self._stop_monitor()
+            finally:
+                self._reconciling.release()
+        else:
+            self._stop_monitor()
 
     def stop(self, forget: bool = False) -> None:
         """Stop reconciling (a reconciliation under way ends first) and stop the autoscaler; pods are left as they
@@ -224,7 +225,9 @@ class ClusterController:
         return self._derived_from[1], self._derived_from[2]
 
     def _write_config(self, config: dict[str, Any]) -> None:
-        text = json.dumps(config, sort_keys=True)
+        """The autoscaler's config file, with the file its node provider reads this operator's Lease deadline from."""
+        fenced = {**config, "provider": {**config["provider"], "fence_file": str(self.settings.fence_path)}}
+        text = json.dumps(fenced, sort_keys=True)
         if self._config_text is None and self.config_path.exists():
             self._config_text = self.config_path.read_text()
         if self._config_text == text:
@@ -290,9 +293,9 @@ class ClusterController:
         request it may make is the GCS probe, once the head pod runs."""
         body = self._body
         generation = body["metadata"].get("generation")
-        ownership, owner = self._ownership(body)
-        if ownership != MINE:
-            return Observation(generation, ownership=ownership, owner=owner)
+        whose = self._ownership(body)
+        if whose.ownership != MINE:
+            return whose
         problems, config = self._derived(body)
         status = self.status.current
         if self.unsupported and self.unsupported[0] != generation:
@@ -339,17 +342,21 @@ class ClusterController:
             **(self._autoscaler_view(monitor, config) if monitor else {}),
         )
 
-    def _ownership(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Whose the cluster is: this operator's, nobody's, another live operator's, or one whose Lease ran out (the
-        only request it may make: reading that operator's Lease)."""
-        if not self.membership.valid():
-            return FENCED, {}
+    def _ownership(self, body: dict[str, Any]) -> Observation:
+        """Whose the cluster is (ray_operator.shards), as an observation of that alone; the only request it may make
+        is reading the Lease of an operator of another group that owns it."""
+        membership, me = self.membership, self.membership.identity
         owner = _owner(body)
-        if owner.get("identity") == self.membership.identity:
-            return MINE, owner
-        if not owner.get("identity"):
-            return UNOWNED, owner
-        return (ELSEWHERE if self.membership.alive(str(owner.get("lease") or "")) else ORPHANED), owner
+        identity, lease = str(owner.get("identity") or ""), str(owner.get("lease") or "")
+        successor = chosen(str(body["metadata"].get("uid")), membership.members())
+        alive = bool(identity) and identity != me and membership.valid() and membership.alive(lease)
+        return Observation(
+            body["metadata"].get("generation"),
+            ownership=ownership(me, membership.valid(), identity, alive, successor),
+            owner=owner,
+            successor=successor or "",
+            foreign=bool(identity) and identity != me and not membership.is_member(lease),
+        )
 
     def _monitor_state(self, monitor: MonitorProcess) -> MonitorState:
         now = time.time()
@@ -425,24 +432,38 @@ class ClusterController:
     def _not_mine(self, obs: Observation, step: Step) -> Step:
         """Fenced or run elsewhere: no autoscaler here (an Event when another operator is found running it); nobody's,
         or its owner gone: claim it."""
-        body = self._body
-        if step.action is not Action.CLAIM:
-            if self.monitor is not None:
+        body, me = self._body, self.membership.identity
+        if step.action in (Action.FENCED, Action.NOT_OURS, Action.HAND_OVER):
+            if self.monitor is not None and step.action is not Action.HAND_OVER:
                 self.log.warning("%s: its autoscaler here is stopped", step.message)
             self._stop_monitor()
-            if step.action is Action.NOT_OURS and self.reported_owner != obs.owner.get("identity"):
-                self.reported_owner = obs.owner.get("identity")
-                self.log.warning("%s: this operator (%s) leaves it alone", step.message, self.membership.identity)
-                message = f"{step.message}; the operator {self.membership.identity} leaves it alone"
-                self.status.event(body, "OwnedByAnotherOperator", message, warning=True)
+        if step.action is Action.NOT_OURS and obs.foreign and self.reported_owner != obs.owner.get("identity"):
+            self.reported_owner = obs.owner.get("identity")
+            self.log.warning("%s: this operator (%s) leaves it alone", step.message, me)
+            self.status.event(
+                body, "OwnedByAnotherOperator", f"{step.message}; the operator {me} leaves it alone", warning=True
+            )
+        if step.action not in (Action.CLAIM, Action.HAND_OVER):
             return step
-        claimed = self.status.claim(body, self.membership.owner_record)
+        new_owner = me if step.action is Action.CLAIM else obs.successor
+        claimed = self.status.set_owner(body, self.membership.record_of(new_owner))
         if claimed is None:
-            return Step(Action.HOLD, "the RayCluster changed while it was claimed")
+            return Step(Action.HOLD, "the RayCluster changed while its owner was written")
         self._body, self.reported_owner = claimed, None
-        self.log.info("%s: this operator (%s) runs it now", step.message, self.membership.identity)
+        if step.action is Action.HAND_OVER:
+            self.log.info(
+                "handed over to the operator %s, chosen for it now (the operator's replicas changed)", new_owner
+            )
+            self.status.event(
+                body,
+                "HandedOver",
+                f"the operator {me} handed the cluster to the operator {new_owner}, "
+                "chosen for it now (the operator's replicas changed)",
+            )
+            return step
+        self.log.info("%s: this operator (%s) runs it now", step.message, me)
         if obs.ownership == ORPHANED:
-            self.status.event(body, "TakenOver", f"{step.message}; the operator {self.membership.identity} runs it")
+            self.status.event(body, "TakenOver", f"{step.message}; the operator {me} runs it")
         return step
 
     def _fail(self, obs: Observation, step: Step) -> None:
@@ -495,6 +516,7 @@ class ClusterController:
                 auth_mode=mode,
                 auth_token=token,
                 memory_limit_bytes=self.settings.monitor_memory_limit_mb * 2**20,
+                fence_path=self.settings.fence_path,
             )
         )
         self.monitor_started = time.time()

@@ -1,26 +1,34 @@
-"""Where the operator sees every cluster's pods and head Service: two watch-fed caches, one watch per kind for every
-cluster it manages (label-selected to Ray's objects), which wake a cluster's controller when one of its objects
-changes. Nothing is listed or created to learn whether it exists; what the operator itself just made or deleted is
-in the caches at once."""
+"""Where the operator sees what it reconciles: watch-fed caches of the RayClusters, of every cluster's pods and of
+its head Service, one watch per kind for every cluster it manages (pods and Services label-selected to Ray's). They
+are the operator's one way in: each change of a RayCluster is handed to `on_raycluster`, each change of one of a
+cluster's objects to `on_change(namespace, cluster)`. Nothing is listed or created to learn whether it exists; what
+the operator itself just made or deleted is in the caches at once."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import kubernetes
 from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 
 from autoscaler_bridge.kube_client import KubeCalls
-from autoscaler_bridge.names import head_service_name
+from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL, head_service_name
 from autoscaler_bridge.watch_cache import SYNC_SECONDS, WatchCache
 
 
 class ClusterObjects:
-    """The Ray pods and Services of `namespace` (None: every namespace); `on_change(namespace, cluster)` is called
-    for each change of one of a cluster's objects."""
+    """The RayClusters, Ray pods and Services of `namespace` (None: every namespace)."""
 
-    def __init__(self, calls: KubeCalls, namespace: str | None, on_change: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        calls: KubeCalls,
+        namespace: str | None,
+        on_change: Callable[[str, str], None],
+        on_raycluster: Callable[[dict[str, Any]], None],
+    ) -> None:
         core = calls.core
+        custom = kubernetes.client.CustomObjectsApi(calls.client)
 
         def changed(obj: dict[str, Any]) -> None:
             cluster = (obj["metadata"].get("labels") or {}).get(TAG_RAY_CLUSTER_NAME)
@@ -33,15 +41,33 @@ class ClusterObjects:
 
         self.pod_cache = cache(core.list_namespaced_pod, core.list_pod_for_all_namespaces, "Ray pods")
         self.service_cache = cache(core.list_namespaced_service, core.list_service_for_all_namespaces, "Ray Services")
+        if namespace:
+            lister: Callable[..., Any] = custom.list_namespaced_custom_object
+            args: tuple[str, ...] = (API_GROUP, API_VERSION, namespace, PLURAL)
+        else:
+            lister, args = custom.list_cluster_custom_object, (API_GROUP, API_VERSION, PLURAL)
+        self.raycluster_cache = WatchCache(
+            lister, *args, label_selector="", on_change=on_raycluster, name="RayClusters"
+        )
+        self._caches = (self.pod_cache, self.service_cache, self.raycluster_cache)
 
     def start(self) -> ClusterObjects:
-        self.pod_cache.start()
-        self.service_cache.start()
+        """Pods and Services first: a RayCluster's first reconciliation finds its objects' caches listing already."""
+        for one in self._caches:
+            one.start()
         return self
 
     def stop(self) -> None:
-        self.pod_cache.stop()
-        self.service_cache.stop()
+        for one in self._caches:
+            one.stop()
+
+    def synced(self) -> bool:
+        """Whether every cache has listed (and not failed since)."""
+        return all(one.wait_synced(0) for one in self._caches)
+
+    def raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The RayCluster as the watch last delivered it, None when it is gone."""
+        return self.raycluster_cache.get(namespace, name)
 
     def pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         """The cluster's pods that are not being deleted; raises NotSynced while the cache cannot know."""

@@ -2,8 +2,10 @@
 
 One step per reconciliation, the first that applies, each with its reason:
 
-0. this operator's Lease is not renewed → stop its autoscaler (fenced); another live operator owns the cluster →
-   leave it alone (an Event says who); nobody owns it, or its owner's Lease ran out → claim it;
+0. this operator's Lease is not renewed → stop its autoscaler (fenced); another live operator owns the cluster, or
+   nobody does and another replica is chosen for it → leave it alone (an Event says who, for another install's);
+   this replica owns it but another is chosen now → stop the autoscaler, hand it over; nobody owns it, or its
+   owner's Lease ran out, and this replica is chosen → claim it;
 1. the spec is invalid → Error; nothing is made;
 2. the spec's generation runs a Ray the operator cannot autoscale → hold (nothing until the spec changes);
 3. the head pod comes from an older head podType template → restart the cluster;
@@ -11,7 +13,8 @@ One step per reconciliation, the first that applies, each with its reason:
 5. no head pod → wait out the backoff of earlier failures, then create one;
 6. the head pod not running yet, then its GCS not answering → wait;
 7. no autoscaler → wait out the backoff, then start one;
-8. the autoscaler exited (its memory limit reached too) or hung → a counted failure (an unsupported Ray: Error);
+8. the autoscaler stopped itself for a lapse of this operator's Lease → start it again, uncounted; it exited (its
+   memory limit reached too) or hung → a counted failure (an unsupported Ray: Error);
 9. the autoscaler made no round yet → wait; workers of changed podTypes → replace them; a new spec not yet
    read by a round → apply it; else Running.
 """
@@ -22,10 +25,11 @@ import signal
 from dataclasses import dataclass
 from enum import Enum
 
-from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_OUT_OF_MEMORY, EXIT_UNSUPPORTED_RAY
-from ray_operator.observation import ELSEWHERE, FENCED, ORPHANED, UNOWNED, Observation, pod_phase
+from ray_operator.monitor_process import EXIT_FENCED, EXIT_NO_TOKEN_AUTH, EXIT_OUT_OF_MEMORY, EXIT_UNSUPPORTED_RAY
+from ray_operator.observation import Observation, pod_phase
 from ray_operator.pod_failures import why_stopped
 from ray_operator.settings import Settings
+from ray_operator.shards import ELSEWHERE, FENCED, FOR_PEER, HAND_OVER, ORPHANED, UNOWNED
 from ray_operator.status import RUNNING
 
 
@@ -49,12 +53,13 @@ class Action(Enum):
     APPLY_SPEC = "ApplySpec"
     RUN = "Run"
     FENCED = "Fenced"  # this operator's Lease is not renewed: no autoscaler, nothing written
-    NOT_OURS = "NotOurs"  # another live operator runs the cluster
+    NOT_OURS = "NotOurs"  # another live operator runs the cluster, or another replica is to claim it
     CLAIM = "Claim"  # status.operator becomes this operator, if the RayCluster has not changed meanwhile
+    HAND_OVER = "HandOver"  # the autoscaler stops, status.operator becomes the replica chosen for the cluster
 
 
 FAILURES = frozenset({Action.HEAD_FAILED, Action.HEAD_GONE, Action.AUTOSCALER_FAILED})
-NOT_MINE = frozenset({Action.FENCED, Action.NOT_OURS, Action.CLAIM})
+NOT_MINE = frozenset({Action.FENCED, Action.NOT_OURS, Action.CLAIM, Action.HAND_OVER})
 ERRORS = frozenset({Action.INVALID_SPEC, Action.UNSUPPORTED_RAY, Action.NO_TOKEN_AUTH})
 AUTOSCALING = frozenset({Action.RUN, Action.REPLACE_WORKERS, Action.APPLY_SPEC})
 
@@ -74,6 +79,10 @@ def decide(obs: Observation, settings: Settings) -> Step:
     if obs.ownership == ELSEWHERE:
         owner = obs.owner
         return Step(Action.NOT_OURS, f"run by the operator {owner.get('identity')} (Lease {owner.get('lease')})")
+    if obs.ownership == FOR_PEER:
+        return Step(Action.NOT_OURS, f"for the operator {obs.successor} to take")
+    if obs.ownership == HAND_OVER:
+        return Step(Action.HAND_OVER, f"handing the cluster to the operator {obs.successor}, chosen for it now")
     if obs.ownership in (UNOWNED, ORPHANED):
         taken = f" from {obs.owner.get('identity')}, whose Lease ran out" if obs.ownership == ORPHANED else ""
         return Step(Action.CLAIM, f"taking the cluster over{taken}")
@@ -112,6 +121,8 @@ def _autoscaler_step(obs: Observation, settings: Settings) -> Step:
                 Action.WAIT_AUTOSCALER_BACKOFF, f"restarting the autoscaler in {obs.memory.backoff_seconds:.0f}s"
             )
         return Step(Action.START_AUTOSCALER, "starting the autoscaler")
+    if monitor.exit_code == EXIT_FENCED:
+        return Step(Action.START_AUTOSCALER, "restarting the autoscaler, stopped while this operator's Lease lapsed")
     if monitor.exit_code == EXIT_UNSUPPORTED_RAY:
         return Step(Action.UNSUPPORTED_RAY, monitor.error or "the cluster's Ray version is not supported")
     if monitor.exit_code == EXIT_NO_TOKEN_AUTH:
@@ -147,8 +158,10 @@ def recheck_seconds(step: Step, obs: Observation, settings: Settings) -> float |
     action = step.action
     if action is Action.CLAIM:
         return 0.0
-    if action in (Action.FENCED, Action.NOT_OURS):  # until this operator's Lease is renewed, or the owner's runs out
+    if action is Action.FENCED or (action is Action.NOT_OURS and obs.foreign):  # another install's Lease is read
         return settings.owner_check_seconds
+    if action in NOT_MINE:  # the replicas' Leases are watched: a change of members wakes every cluster
+        return None
     if action in FAILURES:
         return settings.restart_delay(obs.memory.failures_in_a_row + 1)
     if action in (Action.WAIT_HEAD_BACKOFF, Action.WAIT_AUTOSCALER_BACKOFF):

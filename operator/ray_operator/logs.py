@@ -1,8 +1,8 @@
 """Log lines about a cluster start with `<cluster name>,<namespace>`, so `grep mycluster,ray` finds them all.
 
-Records about a cluster carry it as `ray_cluster` (our loggers, see `cluster_logger`)
-or as kopf's `k8s_ref` (kopf's per-object records); every line of such a record,
-including each line of a multi-line message, starts with the prefix.
+Records about a cluster carry it as `ray_cluster` (see `cluster_logger`); every
+line of such a record, including each line of a multi-line message, starts with
+the prefix.
 """
 
 from __future__ import annotations
@@ -26,12 +26,8 @@ class ClusterPrefixFormatter(logging.Formatter):
     def _prefix(self, record: logging.LogRecord) -> str | None:
         if self.fixed_prefix:
             return self.fixed_prefix
-        if getattr(record, "ray_cluster", None):
-            return record.ray_cluster  # type: ignore[attr-defined]
-        ref = getattr(record, "k8s_ref", None)
-        if isinstance(ref, dict) and ref.get("kind") == "RayCluster" and ref.get("name"):
-            return cluster_prefix(ref["name"], ref.get("namespace") or "")
-        return None
+        prefix = getattr(record, "ray_cluster", None)
+        return prefix if isinstance(prefix, str) and prefix else None
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -61,6 +57,3 @@ def configure(level: str = "INFO", fixed_prefix: str | None = None) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # kopf reports every handled event, aiohttp every health probe: useful only when debugging.
-    for noisy in ("kopf.objects", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

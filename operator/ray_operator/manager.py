@@ -1,6 +1,7 @@
 """The operator's clusters: one controller per RayCluster, created, fed and stopped as RayClusters come and go;
 reconciled by a bounded pool of workers when the RayCluster, one of its pods or its head Service changes (the watches
-of ray_operator.cluster_objects), when its autoscaler process ends, when its last reconciliation said to look again
+of ray_operator.cluster_objects, the operator's one way in), when the operator's replicas change
+(ray_operator.membership), when its autoscaler process ends, when its last reconciliation said to look again
 (ray_operator.decide.recheck_seconds), and every `resync_seconds`."""
 
 from __future__ import annotations
@@ -30,16 +31,36 @@ class ClusterManager:
         self.calls = calls or KubeCalls()
         self._controllers: dict[tuple[str, str], ClusterController] = {}
         self._lock = threading.Lock()
-        self.membership = Membership(self.calls, settings.lease_namespace, settings.identity).start()
-        self.queue = WorkQueue()
-        self.pool = WorkerPool(self.queue, self._reconcile, settings.reconcile_workers).start()
-        self.objects = ClusterObjects(self.calls, settings.namespace, self.wake).start()
         self._stopped = threading.Event()
-        self._exits = threading.Thread(target=self._wake_on_autoscaler_exit, daemon=True, name="autoscaler exits")
-        self._exits.start()
+        self.queue = WorkQueue()
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
         # Read by Ray's autoscaler when its modules are imported, i.e. in the monitors' forkserver.
         os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] = str(settings.autoscaler_interval_seconds)
-        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.membership = Membership(
+            self.calls,
+            settings.lease_namespace,
+            settings.identity,
+            group=settings.group,
+            fence_path=settings.fence_path,
+            on_members=self._wake_all,
+            on_lapse=self._fence_all,
+        ).start()
+        self.pool = WorkerPool(self.queue, self._reconcile, settings.reconcile_workers).start()
+        self.objects = ClusterObjects(self.calls, settings.namespace, self.wake, self._raycluster_changed)
+        self.objects.start()
+        self._exits = threading.Thread(target=self._wake_on_autoscaler_exit, daemon=True, name="autoscaler exits")
+        self._exits.start()
+
+    def _raycluster_changed(self, body: dict[str, Any]) -> None:
+        """The RayCluster watch saw a change (or a relist): observe the RayCluster as the cache holds it now, or
+        forget it when it is gone or being deleted (another controller's finalizer may hold it: nothing more is
+        made for it)."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        current = self.objects.raycluster(namespace, name)
+        if current is None or current["metadata"].get("deletionTimestamp"):
+            self.forget(namespace, name)
+        else:
+            self.observe(current)
 
     def observe(self, body: dict[str, Any]) -> None:
         """A RayCluster was seen (listed, created or changed): reconcile it, unless only its status changed (the
@@ -60,6 +81,20 @@ class ClusterManager:
     def wake(self, namespace: str, name: str) -> None:
         """One of the cluster's pods or its head Service changed: reconcile it soon."""
         self.queue.add((namespace, name))
+
+    def _wake_all(self) -> None:
+        """The operator's replicas changed (or its own Lease's validity): every cluster may have another owner."""
+        with self._lock:
+            keys = list(self._controllers)
+        for key in keys:
+            self.queue.add(key)
+
+    def _fence_all(self) -> None:
+        """This operator's Lease lapsed: every autoscaler stops before it counts as valid again."""
+        with self._lock:
+            controllers = list(self._controllers.values())
+        for controller in controllers:
+            controller.fence()
 
     def _reconcile(self, key: Any) -> None:
         with self._lock:
@@ -93,6 +128,10 @@ class ClusterManager:
             controller.stop(forget=True)
             AUTOSCALER_RESTARTS.remove(namespace, name)
             controller.log.info("stopped: the RayCluster was deleted")
+
+    def ready(self) -> bool:
+        """Whether the operator serves: its watches have listed, and its Lease is valid."""
+        return self.objects.synced() and self.membership.valid()
 
     def health(self) -> dict[str, object]:
         """The reconcile workers' health for /healthz; PoolStuck when every worker has been on one cluster for longer

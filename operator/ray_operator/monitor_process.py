@@ -4,8 +4,10 @@ The child runs Ray's own `Monitor` (and so `StandardAutoscaler`) on the
 cluster's config file, re-read every round, so a spec change that only
 reconfigures the autoscaler needs no restart. It never retries a failed round
 itself (`retry_on_failure=False`): a failure ends the process and the operator
-counts and restarts it. Every round it touches a heartbeat file, so a monitor
-that stops making progress is seen too, and writes what it sees (resource usage,
+counts and restarts it. No round starts once the operator's Lease is past its
+deadline (autoscaler_bridge.fence): the process ends itself. Every round it
+touches a heartbeat file, so a monitor that stops making progress is seen too,
+and writes what it sees (resource usage,
 pending demand, pending and failed launches) and the decisions it made (Ray's
 event summaries: nodes added, removed, launches failed) to two files beside it,
 which the operator turns into the RayCluster's status.autoscaler and Events.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoscaler_bridge.fence import fenced
 from autoscaler_bridge.ray_auth import AUTH_DISABLED, AUTH_TOKEN, FIRST_RAY_WITH_TOKEN_AUTH, ray_lacks_token_auth
 from ray_operator import logs
 
@@ -44,6 +47,7 @@ PRELOAD = [
 EXIT_UNSUPPORTED_RAY = 3
 EXIT_NO_TOKEN_AUTH = 4  # the cluster asks for token authentication; its Ray has none
 EXIT_OUT_OF_MEMORY = 5  # the monitor reached its memory limit
+EXIT_FENCED = 6  # the operator's Lease lapsed: the monitor stopped itself (autoscaler_bridge.fence)
 MAX_ERROR = 500  # characters of a failed autoscaler's exception kept for the RayCluster's status
 # Ray versions whose clusters this operator's autoscaler was tested with (major.minor, inclusive).
 SUPPORTED_RAY = ((2, 50), (2, 60))
@@ -70,6 +74,7 @@ class MonitorSpec:
     auth_mode: str = AUTH_DISABLED  # the head's Ray authentication mode
     auth_token: str | None = field(default=None, repr=False)
     memory_limit_bytes: int | None = None  # of the monitor's data (heap, stacks), enforced by the kernel
+    fence_path: Path | None = None  # the operator's Lease deadline (autoscaler_bridge.fence): past it, no round
 
     @property
     def error_path(self) -> Path:
@@ -243,6 +248,10 @@ def _autoscale(spec: MonitorSpec, log: Any) -> None:
 
     class HeartbeatMonitor(Monitor):
         def update_load_metrics(self) -> None:
+            """A round's start: none starts once the operator's Lease is past its deadline."""
+            if fenced(spec.fence_path):
+                log.warning("stopping: the operator's Lease is past its deadline (paused or cut off)")
+                os._exit(EXIT_FENCED)
             super().update_load_metrics()
             spec.heartbeat_path.touch()
 

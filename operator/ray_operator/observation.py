@@ -12,6 +12,8 @@ from typing import Any
 
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_NODE_KIND
 
+from ray_operator.shards import MINE
+
 
 def pod_phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase", "Pending")
@@ -26,14 +28,6 @@ def pod_ready(pod: dict[str, Any]) -> bool:
 
 def is_head(pod: dict[str, Any]) -> bool:
     return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
-
-
-# Whose the cluster is (status.operator, and the owner's Lease as this operator sees it).
-MINE = "mine"
-UNOWNED = "unowned"  # no owner yet (a new cluster, or one from before owners were recorded): to be claimed
-ORPHANED = "orphaned"  # its owner's Lease is gone or expired: to be taken over
-ELSEWHERE = "elsewhere"  # another operator runs it, and its Lease is live
-FENCED = "fenced"  # this operator's own Lease is not renewed: it may run no autoscaler
 
 
 @dataclass(frozen=True)
@@ -69,8 +63,10 @@ class Observation:
     """One reconciliation's view of a RayCluster and what belongs to it."""
 
     generation: int | None
-    ownership: str = MINE
+    ownership: str = MINE  # ray_operator.shards' verdict
     owner: dict[str, Any] = field(default_factory=dict)  # status.operator: {identity, lease} of its owner, if any
+    successor: str = ""  # the member of this operator's group chosen to run the cluster
+    foreign: bool = False  # its owner is an operator of another group (another install)
     problems: tuple[str, ...] = ()  # the spec's validation problems
     config: dict[str, Any] | None = None  # the autoscaler config, when the spec has no problems
     service_exists: bool = False  # the head Service

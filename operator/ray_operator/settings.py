@@ -25,7 +25,13 @@ class Settings:
     log_level: str = "INFO"
     identity: str = "ray-operator"  # this operator among operators (its Lease, status.operator)
     lease_namespace: str = "default"  # where its Lease is
+    group: str = "ray-operator"  # the operator's replicas: the operators whose Leases share this label
     owner_check_seconds: float = 5.0  # how often a cluster another operator owns (or a fenced one) is looked at
+
+    @property
+    def fence_path(self) -> Path:
+        """The file its autoscalers read the end of its Lease's validity from (autoscaler_bridge.fence)."""
+        return self.work_dir / "lease-valid-until"
 
     @property
     def stall_seconds(self) -> float:

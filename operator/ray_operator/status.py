@@ -108,10 +108,10 @@ class StatusWriter:
                 return None
             raise
 
-    def claim(self, body: dict[str, Any], owner: dict[str, str]) -> dict[str, Any] | None:
-        """Make `owner` the cluster's status.operator, only if the RayCluster is still as `body` shows it (its
-        resourceVersion): of two operators claiming at once, one wins. The RayCluster as claimed, or None when it
-        changed meanwhile (or is gone)."""
+    def set_owner(self, body: dict[str, Any], owner: dict[str, str]) -> dict[str, Any] | None:
+        """Make `owner` the cluster's status.operator (a claim, or a hand-over), only if the RayCluster is still as
+        `body` shows it (its resourceVersion): of two operators claiming at once, one wins. The RayCluster as
+        written, or None when it changed meanwhile (or is gone)."""
         claimed = self._patch(
             {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": {"operator": owner}}
         )

@@ -1,58 +1,40 @@
-"""kopf's watch loop against the API server through a forced 410 Gone and a server restart: no update lost.
+"""The operator's watch (autoscaler_bridge.watch_cache, its one way in for RayClusters, pods and Services) against the
+API server through a forced 410 Gone and a server restart: no update lost.
 
 Real server difference: after a restart this server keeps no watch history (any older resourceVersion is
 compacted), where a real one can still serve versions etcd has not compacted; clients relist in both cases.
 """
 
-import asyncio
-import threading
-
-import kopf
 import kubernetes
 import pytest
 
+from autoscaler_bridge.kube_client import api_client
+from autoscaler_bridge.watch_cache import WatchCache
 from kube_apiserver.kubeconfig import write_kubeconfig
 from kube_apiserver.server import ApiServer
 from tests.conftest import wait_for
 
 
-class KopfInThread:
-    """A kopf operator, with one event handler on labelled ConfigMaps, run in a thread of its own."""
+class Watched:
+    """The values of the labelled ConfigMap `w`, in the order a WatchCache heard them."""
 
     def __init__(self):
         self.seen: list[str] = []
-        self.registry = kopf.OperatorRegistry()
-        self.stop = threading.Event()
-        self.ready = threading.Event()
+        core = kubernetes.client.CoreV1Api(api_client())
+        self.cache = WatchCache(core.list_namespaced_config_map, "default", label_selector="watched=yes",
+                                on_change=self.record, watch_seconds=30, name="ConfigMaps")
 
-        @kopf.on.login(registry=self.registry)
-        def login(**kwargs):
-            return kopf.login_with_kubeconfig(**kwargs)
-
-        @kopf.on.event("configmaps", labels={"watched": "yes"}, registry=self.registry)
-        def record(body, **_):
-            value = (body.get("data") or {}).get("value")
-            if value is not None and (not self.seen or self.seen[-1] != value):
-                self.seen.append(value)
-
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        settings = kopf.OperatorSettings()
-        settings.watching.reconnect_backoff = 0.2
-        settings.watching.server_timeout = 30
-        settings.posting.enabled = False
-        asyncio.run(kopf.operator(registry=self.registry, settings=settings, standalone=True, clusterwide=True,
-                                  stop_flag=self.stop, ready_flag=self.ready))
+    def record(self, obj):
+        value = (obj.get("data") or {}).get("value")
+        if value is not None and (not self.seen or self.seen[-1] != value):
+            self.seen.append(value)
 
     def __enter__(self):
-        self.thread.start()
-        assert self.ready.wait(30), "kopf did not start"
+        self.cache.start()
         return self
 
     def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=30)
+        self.cache.stop()
 
 
 @pytest.fixture
@@ -72,24 +54,24 @@ def server_with_data(tmp_path, monkeypatch):
     servers[-1].stop()
 
 
-def test_kopf_loses_no_update_through_410_and_restart(server_with_data):
+def test_the_watch_loses_no_update_through_410_and_restart(server_with_data):
     servers, restart = server_with_data
     core = lambda: kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(  # noqa: E731
         kubernetes.client.Configuration(host=servers[-1].url)))
     core().create_namespaced_config_map("default", {"metadata": {"name": "w", "labels": {"watched": "yes"}}, "data": {"value": "1"}})
-    with KopfInThread() as operator:
-        wait_for(lambda: operator.seen[-1:] == ["1"], timeout=30, message="kopf saw value 1")
+    with Watched() as operator:
+        wait_for(lambda: operator.seen[-1:] == ["1"], timeout=30, message="the watch saw value 1")
 
-        # A write that the live watch cannot deliver before its history is compacted: kopf gets 410 and relists.
+        # A write that the live watch cannot deliver before its history is compacted: the watch gets 410 and relists.
         api = servers[-1].api
         configmaps = api.resolve("", "v1", "configmaps")
         with api.store.changed:
             api.patch(configmaps, "default", "w", "application/merge-patch+json", b'{"data": {"value": "2"}}')
             api.store.compact()
-        wait_for(lambda: operator.seen[-1:] == ["2"], timeout=30, message="kopf saw value 2 after 410")
+        wait_for(lambda: operator.seen[-1:] == ["2"], timeout=30, message="the watch saw value 2 after 410")
 
-        # The server restarts (its objects kept); a write right after is seen once kopf reconnects.
+        # The server restarts (its objects kept); a write right after is seen once the watch reconnects.
         restart()
         core().patch_namespaced_config_map("w", "default", {"data": {"value": "3"}})
-        wait_for(lambda: operator.seen[-1:] == ["3"], timeout=60, message="kopf saw value 3 after the restart")
+        wait_for(lambda: operator.seen[-1:] == ["3"], timeout=60, message="the watch saw value 3 after the restart")
         assert operator.seen == ["1", "2", "3"]

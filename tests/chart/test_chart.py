@@ -19,7 +19,7 @@ from tests.conftest import CRD_FILE, ROOT, VALUES_FILES, load_yaml
 from tests.tools import helm
 
 CHART = ROOT / "charts/ray"
-OPERATOR_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+OPERATOR_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget"}
 
 
 def run_helm(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -54,7 +54,8 @@ def test_default_renders_a_cluster_and_a_cluster_scoped_operator_in_the_releases
     """`helm template -n ray` puts every operator object in `ray` (it once put them into `default` whatever -n said)."""
     objects = kinds(render())
     assert set(objects) == {"RayCluster/demo", "ServiceAccount/demo-ray-operator", "ClusterRole/demo-ray-operator",
-                            "ClusterRoleBinding/demo-ray-operator", "Deployment/demo-ray-operator"}
+                            "ClusterRoleBinding/demo-ray-operator", "Deployment/demo-ray-operator",
+                            "PodDisruptionBudget/demo-ray-operator"}
     assert {o["metadata"].get("namespace") for k, o in objects.items() if not k.startswith(("RayCluster", "ClusterRole"))} == {"ray"}
     binding = objects["ClusterRoleBinding/demo-ray-operator"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-ray-operator", "namespace": "ray"}]
@@ -66,7 +67,8 @@ def test_default_renders_a_cluster_and_a_cluster_scoped_operator_in_the_releases
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
     container = objects["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]["containers"][0]
     lease = {"name": "RAY_OPERATOR_LEASE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
-    assert container["env"] == [lease]  # watches every namespace; its Lease is in its own
+    group = {"name": "RAY_OPERATOR_GROUP", "value": "demo-ray-operator"}
+    assert container["env"] == [group, lease]  # watches every namespace; its Lease is in its own
 
 
 def test_operator_only_cluster_only_namespaced_and_operator_namespace():
@@ -74,11 +76,12 @@ def test_operator_only_cluster_only_namespaced_and_operator_namespace():
     assert [o["kind"] for o in render("rc", "ray", "--set", "clusterOnly=true")] == ["RayCluster"]
     namespaced = kinds(render("team", "team-a", "--set", "namespacedOperator=true"))
     assert set(namespaced) == {"RayCluster/team", "ServiceAccount/team-ray-operator", "Role/team-ray-operator",
-                               "RoleBinding/team-ray-operator", "Deployment/team-ray-operator"}
+                               "RoleBinding/team-ray-operator", "Deployment/team-ray-operator",
+                               "PodDisruptionBudget/team-ray-operator"}
     assert {o["metadata"].get("namespace") for k, o in namespaced.items() if k != "RayCluster/team"} == {"team-a"}
     env = namespaced["Deployment/team-ray-operator"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
-                   for name in ("RAY_OPERATOR_LEASE_NAMESPACE", "RAY_OPERATOR_POD_NAMESPACE")]
+    assert env[1:] == [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                       for name in ("RAY_OPERATOR_LEASE_NAMESPACE", "RAY_OPERATOR_POD_NAMESPACE")]
     elsewhere = kinds(render("demo", "ray", "--set", "operatorNamespace=ray-system"))
     assert elsewhere["Deployment/demo-ray-operator"]["metadata"]["namespace"] == "ray-system"
     assert elsewhere["ClusterRoleBinding/demo-ray-operator"]["subjects"][0]["namespace"] == "ray-system"
@@ -90,6 +93,21 @@ def test_two_clusters_in_one_namespace():
     assert "RayCluster/first" in first and list(second) == ["RayCluster/second"]
 
 
+def test_replicas_are_all_active_rolled_one_at_a_time_and_drained_one_at_a_time():
+    deployment = kinds(render("demo", "ray"))["Deployment/demo-ray-operator"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RAY_OPERATOR_GROUP"]["value"] == "demo-ray-operator"  # another release's replicas are not its peers
+    budget = kinds(render("demo", "ray"))["PodDisruptionBudget/demo-ray-operator"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    single = kinds(render("demo", "ray", "--set", "operatorReplicas=1"))
+    assert single["Deployment/demo-ray-operator"]["spec"]["replicas"] == 1
+    assert "PodDisruptionBudget/demo-ray-operator" not in single  # a budget of one replica would block every drain
+
+
 def test_rbac_is_exactly_what_the_operator_uses():
     [role] = [o for o in render() if o["kind"] == "ClusterRole"]
     assert role["rules"] == [
@@ -99,7 +117,8 @@ def test_rbac_is_exactly_what_the_operator_uses():
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch", "delete"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     ]
 
 
@@ -111,7 +130,8 @@ def test_the_operator_pod_is_locked_down():
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" == container["readinessProbe"]["httpGet"]["path"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert "--health-port" in container["args"]
     metrics_port = container["args"][container["args"].index("--metrics-port") + 1]
     assert {"name": "metrics", "containerPort": int(metrics_port)} in container["ports"]

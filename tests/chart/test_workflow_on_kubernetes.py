@@ -61,11 +61,20 @@ class Cli:
         assert rows[0].split()[:3] == ["NAME", "STATUS", "RESTARTS"], rows
         return {row.split()[0]: row.split()[1:3] for row in rows[1:]}
 
-    def operator_pod(self, namespace: str) -> str:
-        """The name of the running operator pod (one, not being deleted)."""
-        pods = [p for p in self.kube.core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=operator").items
-                if p.metadata.deletion_timestamp is None and p.status.phase == "Running"]
-        return pods[0].metadata.name if len(pods) == 1 else ""
+    def operator_pods(self, namespace: str) -> list[str]:
+        """The names of the running operator pods (not being deleted), sorted."""
+        pods = self.kube.core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=operator").items
+        return sorted(p.metadata.name for p in pods if p.metadata.deletion_timestamp is None and p.status.phase == "Running")
+
+    def operator_logs(self, namespace: str, release: str) -> list[str]:
+        """Every line every operator replica of the release logged."""
+        selector = f"app.kubernetes.io/component=operator,app.kubernetes.io/instance={release}"
+        return self.kubectl("-n", namespace, "logs", "-l", selector, "--tail=-1").splitlines()
+
+    def owner_pod(self, name: str, namespace: str) -> str:
+        """The operator pod that runs the cluster (status.operator's identity is <pod name>-<pid>)."""
+        identity = (self.kube.status(name, namespace).get("operator") or {}).get("identity", "")
+        return identity.rsplit("-", 1)[0]
 
 
 def ray_pods(kube: LocalKube, namespace: str) -> dict[str, str]:
@@ -78,9 +87,11 @@ def nothing_left(kube: LocalKube, namespace: str) -> bool:
 
 
 def test_helm_install_scale_operator_restart_and_uninstall(node, tmp_path):
+    """With the chart's two operator replicas: each cluster runs on one; deleting the pod of one moves its clusters to
+    the other and then, rebalanced, to the new pod, with no Ray pod made or deleted and no restart counted."""
     cli = Cli(node, tmp_path)
     cli.helm("install", "ray-operator", CHART, "--set", "operatorOnly=true")
-    wait_for(lambda: cli.operator_pod("default"), timeout=120, message="the operator's pod Running")
+    wait_for(lambda: len(cli.operator_pods("default")) == 2, timeout=120, message="the operator's 2 replicas Running")
 
     cli.helm("-n", "ray", "install", "example-cluster", CHART, "--create-namespace", "--set", "clusterOnly=true", *FAST_IDLE)
     cli.helm("-n", "ray", "install", "example-cluster2", CHART, "--set", "clusterOnly=true", *FAST_IDLE)
@@ -96,17 +107,20 @@ def test_helm_install_scale_operator_restart_and_uninstall(node, tmp_path):
     assert job == ["SUCCEEDED"]
     wait_for(lambda: len(node.workers("example-cluster", "ray")) == 2, timeout=180, interval=1, message="idle scale-down to 2")
 
-    logs = cli.kubectl("logs", "deploy/ray-operator-ray-operator").splitlines()
+    logs = cli.operator_logs("default", "ray-operator")
     assert [line for line in logs if line.startswith("example-cluster2,ray ")]
     assert not [line for line in logs if line.startswith("example-cluster,ray ") and "example-cluster2" in line]
 
-    before, old_operator = ray_pods(node, "ray"), cli.operator_pod("default")
+    before, replicas = ray_pods(node, "ray"), cli.operator_pods("default")
+    assert {cli.owner_pod(name, "ray") for name in running} <= set(replicas)
+    old_operator = cli.owner_pod("example-cluster", "ray")
     cli.kubectl("delete", "pod", old_operator, "--wait=false")
-    wait_for(lambda: cli.operator_pod("default") not in ("", old_operator), timeout=120, message="a new operator pod")
-    wait_for(lambda: sum("started the autoscaler" in line for line in cli.kubectl("logs", "deploy/ray-operator-ray-operator")
-                         .splitlines()) == 2, timeout=120, message="the new operator adopting both clusters")
-    assert ray_pods(node, "ray") == before  # adopted with no pod churn
-    assert cli.rayclusters("ray") == running
+    wait_for(lambda: len(cli.operator_pods("default")) == 2 and old_operator not in cli.operator_pods("default"),
+             timeout=120, message="a new operator pod beside the other")
+    wait_for(lambda: {cli.owner_pod(name, "ray") for name in running} <= set(cli.operator_pods("default"))
+             and cli.rayclusters("ray") == running, timeout=120, message="both clusters run by the live replicas")
+    assert ray_pods(node, "ray") == before  # moved with no pod churn
+    assert all(node.status(name, "ray")["autoscalerRetries"] == 0 for name in running)
 
     cli.helm("-n", "ray", "uninstall", "example-cluster", "example-cluster2")
     wait_for(lambda: nothing_left(node, "ray"), timeout=180, interval=1, message="no Ray pod or Service left")

@@ -62,3 +62,17 @@ def test_the_fuzzer_finds_no_invariant_broken():
     mutations, refused, error, valid, violations = map(int, line.groups())
     assert mutations == 40 and refused + error + valid + violations >= 40 and refused > 0 and error > 0, run.stdout
     assert violations == 0, run.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
+def test_the_handover_benchmark_moves_clusters_without_duplicates_or_churn():
+    """bench.handover at its smallest: 2 replicas, 2 clusters with real Ray heads; a replica's SIGKILL and a rolling
+    update move clusters with never two autoscalers for one and no Ray pod made or deleted."""
+    run = run_benchmark("handover", "--replicas", "2", "--clusters", "2", timeout=900)
+    killed = re.search(r"^handover: 2 replicas, 2 clusters, (\d+) moved by SIGKILL: p50 ([\d.]+) s, p99 ([\d.]+) s; "
+                       r"(\d+) duplicate samples, (\d+) Ray pods churned$", run.stdout, re.MULTILINE)
+    rolled = re.search(r"^rolling update: 2 replicas replaced: longest without an autoscaler ([\d.]+) s; "
+                       r"(\d+) duplicate samples, (\d+) Ray pods churned$", run.stdout, re.MULTILINE)
+    assert killed and rolled, run.stdout
+    assert int(killed.group(1)) >= 1 and float(killed.group(3)) > 0  # the busier replica was killed, its clusters moved
+    assert (killed.group(4), killed.group(5), rolled.group(2), rolled.group(3)) == ("0", "0", "0", "0"), run.stdout

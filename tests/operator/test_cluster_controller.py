@@ -17,13 +17,14 @@ from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.helm_values import raycluster_from_values
 from ray_operator.membership import Membership
 from ray_operator.settings import Settings
+from ray_operator.shards import chosen
 from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
 
 
 @pytest.fixture
 def objects(kube):
-    """The operator's watches of Ray pods and Services, as the manager starts them."""
-    watched = ClusterObjects(KubeCalls(kube), None, lambda namespace, name: None).start()
+    """The operator's watches of RayClusters, Ray pods and Services, as the manager starts them."""
+    watched = ClusterObjects(KubeCalls(kube), None, lambda namespace, name: None, lambda body: None).start()
     yield watched
     watched.stop()
 
@@ -85,6 +86,8 @@ def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, objects
     rendered = subprocess.run([sys.executable, "-m", "ray_operator", "render", str(manifest), "--max-pending-pods", "3",
                                "--pending-timeout", "42"], capture_output=True, text=True, check=True, timeout=120).stdout
     written = json.loads(controller.config_path.read_text())
+    # The one addition: where the node provider reads this operator's Lease deadline.
+    assert written["provider"].pop("fence_file") == str(tmp_path / "lease-valid-until")
     assert yaml.safe_load(rendered) == written and written["provider"]["max_pending_pods"] == 3
 
 
@@ -102,11 +105,74 @@ def test_a_reconciliation_with_nothing_to_change_makes_no_request(kube, objects,
     assert list(api_server.request_log)[before:] == []
 
 
-def test_only_a_new_spec_or_another_raycluster_of_the_name_is_a_change(kube, objects, membership, tmp_path):
-    """The operator's own status writes come back through the watch: they must not wake the cluster again."""
+def test_only_a_new_spec_another_owner_or_another_raycluster_of_the_name_is_a_change(kube, objects, membership, tmp_path):
+    """The operator's own status writes come back through the watch: they must not wake the cluster again; a
+    hand-over to this operator (status.operator) must."""
     apply_crd(kube)
     controller, body = controller_for(kube, objects, membership, tmp_path, "echo")
     with_status = {**body, "metadata": {**body["metadata"], "resourceVersion": "999"}, "status": {"phase": "Updating"}}
     assert not controller.update(with_status)
     assert controller.update({**with_status, "metadata": {**with_status["metadata"], "generation": 2}})
     assert controller.update({**with_status, "metadata": {**with_status["metadata"], "generation": 2, "uid": "another"}})
+    handed = {**with_status, "metadata": {**with_status["metadata"], "generation": 2, "uid": "another"},
+              "status": {"phase": "Running", "operator": membership.owner_record}}
+    assert controller.update(handed)
+
+
+def test_replicas_run_the_clusters_chosen_for_them_and_hand_them_over_as_replicas_come_and_go(kube, objects, tmp_path):
+    """Three replicas' controllers of six RayClusters (no Ray: heads never run): each cluster is claimed by the
+    replica rendezvous hashing chooses, a joining replica is handed its share by their owners, and a leaving one's
+    clusters are taken over by the rest, each move an Event."""
+    apply_crd(kube)
+    custom = kubernetes.client.CustomObjectsApi(kube)
+
+    def replica(identity: str) -> Membership:
+        return Membership(KubeCalls(kube), "default", identity, retry_seconds=3600).start()
+
+    replicas = {identity: replica(identity) for identity in ("op-1", "op-2")}
+    bodies = [create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), f"c{i}", "ray"))
+              for i in range(6)]
+    controllers: dict[tuple[str, str], ClusterController] = {}
+
+    def reconcile_all() -> dict[str, str]:
+        """Every replica's controller of every cluster reconciled once, as the manager would on a change of members;
+        the owner of each cluster afterwards."""
+        for member in replicas.values():
+            member.refresh()
+        for body in bodies:
+            for identity, member in replicas.items():
+                name = body["metadata"]["name"]
+                controller = controllers.get((identity, name))
+                if controller is None:
+                    controller = controllers[identity, name] = ClusterController(
+                        body, Settings(work_dir=tmp_path / identity), KubeCalls(kube), objects, member)
+                controller.update(custom.get_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", name))
+                controller.reconcile()
+        return {body["metadata"]["name"]: custom.get_namespaced_custom_object(
+            "cluster.ray.io", "v1", "ray", "rayclusters", body["metadata"]["name"])["status"]["operator"]["identity"]
+            for body in bodies}
+
+    def chosen_among(*members: str) -> dict[str, str]:
+        return {body["metadata"]["name"]: chosen(body["metadata"]["uid"], members) for body in bodies}
+
+    def events(reason: str) -> int:
+        return sum(1 for e in kubernetes.client.CoreV1Api(kube).list_namespaced_event("ray").items if e.reason == reason)
+
+    wait_for(lambda: replicas["op-1"].refresh() == replicas["op-2"].refresh() == {"op-1", "op-2"}, message="2 members")
+    assert reconcile_all() == chosen_among("op-1", "op-2")
+    assert len(head_pods(kubernetes.client.CoreV1Api(kube))) == 6  # one head each, by its owner alone
+
+    replicas["op-3"] = replica("op-3")
+    wait_for(lambda: all(m.refresh() == {"op-1", "op-2", "op-3"} for m in replicas.values()), message="3 members")
+    owners = reconcile_all()
+    assert owners == chosen_among("op-1", "op-2", "op-3")
+    moved = sum(owner == "op-3" for owner in owners.values())
+    assert moved and events("HandedOver") == moved  # only op-3's share moved, each by an Event
+
+    replicas.pop("op-3").stop()  # its Lease is deleted: the others take its clusters at once
+    wait_for(lambda: all(m.refresh() == {"op-1", "op-2"} for m in replicas.values()), message="op-3 gone")
+    assert reconcile_all() == chosen_among("op-1", "op-2")
+    assert events("TakenOver") == moved
+    assert len(head_pods(kubernetes.client.CoreV1Api(kube))) == 6  # no pod made or deleted by a move
+    for member in replicas.values():
+        member.stop()

@@ -289,16 +289,17 @@ def events_of(kube: LocalKube, name: str, reason: str) -> list:
     return kube.core.list_namespaced_event("ray", field_selector=f"involvedObject.name={name},reason={reason}").items
 
 
-def test_a_second_operator_leaves_a_cluster_the_first_runs_alone_and_says_so(kube):
-    """A second operator for the same clusters (a second release, a stray kubectl apply) runs no second autoscaler
-    while the first one's Lease is renewed, and says who runs the cluster; once the first stops (its Lease deleted),
-    the second takes the cluster over and adopts its pods: no pod made or deleted, no restart counted."""
+def test_a_second_install_leaves_a_cluster_the_first_runs_alone_and_says_so(kube):
+    """An operator of another install (another group: a second release, a stray kubectl apply) for the same clusters
+    runs no second autoscaler while the first one's Lease is renewed, and says who runs the cluster; once the first
+    stops (its Lease deleted), the second takes the cluster over and adopts its pods: no pod made or deleted, no
+    restart counted."""
     kube.create(raycluster("shared", min_workers=1))
     kube.wait_phase("shared", "ray", "Running")
     wait_for(lambda: kube.workers("shared", "ray"), timeout=90, message="the minWorkers worker")
     first = kube.status("shared", "ray")["operator"]
     pods = {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=shared")}
-    kube.start_operator()
+    kube.start_operator("--group", "another-install")
     [event] = wait_for(lambda: events_of(kube, "shared", "OwnedByAnotherOperator"), timeout=60,
                        message="the second operator's Event")
     assert f"run by the operator {first['identity']} (Lease {first['lease']})" in event.message and event.type == "Warning"

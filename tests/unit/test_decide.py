@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from ray_operator.decide import Action, Step, decide, failure_reason, recheck_seconds
-from ray_operator.monitor_process import EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY
+from ray_operator.monitor_process import EXIT_FENCED, EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY
 from ray_operator.observation import Memory, MonitorState, Observation
 from ray_operator.settings import Settings
 
@@ -42,6 +42,9 @@ OTHER = {"identity": "op-b", "lease": "ray-system/ray-operator-op-b"}
     (replace(RUNNING, ownership="unowned"), Action.CLAIM, "taking the cluster over"),
     (replace(RUNNING, ownership="orphaned", owner=OTHER), Action.CLAIM,
      "taking the cluster over from op-b, whose Lease ran out"),
+    (replace(RUNNING, ownership="for a peer", successor="op-c"), Action.NOT_OURS, "for the operator op-c to take"),
+    (replace(RUNNING, ownership="hand over", successor="op-c"), Action.HAND_OVER,
+     "handing the cluster to the operator op-c, chosen for it now"),
     (replace(RUNNING, problems=("podTypes[0].name: required", "headPodType: no such podType")), Action.INVALID_SPEC,
      "invalid RayCluster: podTypes[0].name: required; headPodType: no such podType"),
     (replace(RUNNING, memory=Memory(unsupported="the cluster runs Ray 2.40.0")), Action.HOLD,
@@ -67,6 +70,8 @@ OTHER = {"identity": "op-b", "lease": "ray-system/ray-operator-op-b"}
      Action.NO_TOKEN_AUTH, "Ray 2.51.0 has no tokens"),
     (replace(RUNNING, monitor=replace(HEALTHY, exit_code=1, error="AuthenticationError: InvalidAuthToken")),
      Action.AUTOSCALER_FAILED, "the autoscaler exited with code 1: AuthenticationError: InvalidAuthToken"),
+    (replace(RUNNING, monitor=replace(HEALTHY, exit_code=EXIT_FENCED)), Action.START_AUTOSCALER,
+     "restarting the autoscaler, stopped while this operator's Lease lapsed"),  # not a failure: not counted
     (replace(RUNNING, monitor=replace(HEALTHY, exit_code=-9)), Action.AUTOSCALER_FAILED,
      "the autoscaler exited with code -9"),
     (replace(RUNNING, monitor=replace(HEALTHY, silent_seconds=16)), Action.AUTOSCALER_FAILED,
@@ -110,7 +115,10 @@ def test_a_failure_repeated_says_how_many_times_in_a_row():
      SETTINGS.restart_delay(3)),  # the backoff after this third failure in a row
     (RUNNING, 15.0),  # the autoscaler's health: stall_rounds (3) x its interval (5), sooner than its status (30)
     (replace(RUNNING, ownership="unowned"), 0.0),  # claimed: on with it at once
-    (replace(RUNNING, ownership="elsewhere", owner=OTHER), 5.0),  # the owner's Lease is looked at again
+    (replace(RUNNING, ownership="elsewhere", owner=OTHER, foreign=True), 5.0),  # another install's Lease is read
+    (replace(RUNNING, ownership="elsewhere", owner=OTHER), None),  # a replica's: its Lease's changes wake the cluster
+    (replace(RUNNING, ownership="for a peer", successor="op-c"), None),
+    (replace(RUNNING, ownership="hand over", successor="op-c"), None),
     (replace(RUNNING, ownership="fenced"), 5.0),
 ])
 def test_what_only_time_shows_is_looked_at_when_due(observation, seconds):
