@@ -17,6 +17,7 @@ from ray_operator.cluster_controller import ClusterController
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.membership import Membership
 from ray_operator.metrics import AUTOSCALER_RESTARTS
+from ray_operator.monitor_process import prestart
 from ray_operator.settings import Settings
 from ray_operator.work_queue import WorkerPool, WorkQueue, pool_health
 
@@ -50,6 +51,7 @@ class ClusterManager:
         self.objects.start()
         self._exits = threading.Thread(target=self._wake_on_autoscaler_exit, daemon=True, name="autoscaler exits")
         self._exits.start()
+        threading.Thread(target=prestart, daemon=True, name="forkserver").start()
 
     def _raycluster_changed(self, body: dict[str, Any]) -> None:
         """The RayCluster watch saw a change (or a relist): observe the RayCluster as the cache holds it now, or
@@ -158,6 +160,6 @@ class ClusterManager:
         if controllers:
             with ThreadPoolExecutor(max_workers=min(16, len(controllers))) as pool:
                 list(pool.map(lambda c: c.stop(), controllers))
-        self.objects.stop()
-        self.membership.stop()  # its clusters are another operator's to take at once
+        self.membership.stop()  # its clusters are the other replicas' to take at once
         log.info("stopped %d cluster autoscalers; pods left running", len(controllers))
+        self.objects.stop()

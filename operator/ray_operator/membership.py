@@ -239,13 +239,15 @@ class Membership:
 
     def refresh(self) -> frozenset[str]:
         """Read the live members from the watch; while it cannot say (not listed, or failed since), they stay as they
-        were: nobody is counted gone for a silence this operator may not have heard."""
+        were: nobody is counted gone for a silence this operator may not have heard. The Lease of a member found gone
+        is deleted (unless renewed meanwhile): a replica that starts later would otherwise count it live for a whole
+        duration, and a killed pod's Lease would stay for good."""
         try:
             leases = self.leases.items()
         except Exception:  # noqa: BLE001 - NotSynced
             return self.members()
         now = self._clock()
-        live = set()
+        live, gone = set(), []
         with self._lock:
             seen = {}
             for lease in leases:
@@ -257,9 +259,25 @@ class Membership:
                 quiet_for = self._watch_fresh - first  # how long the watch has shown it unchanged
                 if holder and name != self.name and quiet_for < self.lease_duration:
                     live.add(holder)
+                elif name != self.name:
+                    gone.append((name, version))
             self._seen = seen
             self._members = frozenset(live)
+        for name, version in gone:
+            self._delete(name, version)
         return self.members()
+
+    def _delete(self, name: str, version: str) -> None:
+        """Delete a gone member's Lease, only as this operator last saw it (a renewal since wins)."""
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(resource_version=version)
+        )
+        try:
+            self.calls(self._api.delete_namespaced_lease, name, self.namespace, body=options)
+            log.info("deleted the Lease %s/%s of a replica gone for %.0fs", self.namespace, name, self.lease_duration)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                log.warning("deleting the Lease %s/%s of a gone replica: %s", self.namespace, name, error)
 
     def _gone(self, held: dict[str, Any]) -> bool:
         """Whether a member's Lease (as the watch holds it) ran out: the version the last refresh saw unchanged while
@@ -315,8 +333,8 @@ class Membership:
         self._stopped.set()
         self._thread.join(timeout=self.retry_seconds + 5)
         self._set_valid_until(0.0)
-        self.leases.stop()
         try:
             self.calls(self._api.delete_namespaced_lease, self.name, self.namespace)
         except Exception as error:  # noqa: BLE001 - it expires by itself
             log.info("deleting the operator's Lease %s: %s", self.lease, error)
+        self.leases.stop()

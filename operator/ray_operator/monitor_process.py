@@ -63,6 +63,15 @@ def _mp() -> Any:
     return _context
 
 
+def prestart() -> None:
+    """Start the forkserver (and its imports, seconds of them) now, so that the first autoscaler a replica starts,
+    e.g. for a cluster handed over to it, starts at once."""
+    from multiprocessing import forkserver
+
+    _mp()
+    forkserver.ensure_running()
+
+
 @dataclass(frozen=True)
 class MonitorSpec:
     cluster: str
@@ -247,6 +256,11 @@ def _autoscale(spec: MonitorSpec, log: Any) -> None:
         return json.loads(spec.config_path.read_text())
 
     class HeartbeatMonitor(Monitor):
+        def _signal_handler(self, sig: int, frame: Any) -> None:
+            """Stopped by the operator (SIGTERM): at once, and quietly. Ray's own handler tells every driver that "the
+            autoscaler failed", which a cluster moving to another replica is not."""
+            os._exit(128 + sig)
+
         def update_load_metrics(self) -> None:
             """A round's start: none starts once the operator's Lease is past its deadline."""
             if fenced(spec.fence_path):

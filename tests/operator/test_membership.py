@@ -57,7 +57,9 @@ def test_replicas_see_each_other_join_and_a_silent_one_go_a_duration_later_by_th
     c.renew()
     assert wait_for(lambda: c.refresh() == {"op-c"}, message="b gone: unchanged for 15 s of c's clock")
     assert not c.alive(b.lease)
-    b.renew()  # a new version: b is back as soon as c's watch shows it
+    leases = kubernetes.client.CoordinationV1Api(kube)
+    assert lease_name("op-b") not in {lease.metadata.name for lease in leases.list_namespaced_lease("default").items}
+    b.renew()  # b was only paused: its renewal makes its Lease again, and it is back as soon as c's watch shows it
     assert wait_for(lambda: c.alive(b.lease) and c.refresh() == {"op-b", "op-c"}, message="b back")
     b.stop()  # a stopped replica deletes its Lease: its clusters are taken at once
     assert wait_for(lambda: not c.alive(b.lease) and c.refresh() == {"op-c"}, message="b's Lease deleted")
