@@ -9,7 +9,9 @@ first LIST, and from a failure until the next LIST succeeds, `items()` raises `N
 answer never reads as "no pods" (Ray issue 58933: the autoscaler terminated every node after a list-pods timeout).
 
 What this process itself just created or deleted is put into the cache at once (`put`), so an autoscaler round sees
-its own launches and deletions without waiting for their events.
+its own launches and deletions without waiting for their events. A `transform` (client-go's SetTransform) keeps
+only what the reader uses of each object, and an `index` (client-go's Indexer) finds the objects of one value (a
+cluster's pods) without scanning them all, for caches that hold many.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -65,8 +67,12 @@ class WatchCache:
         on_change: Callable[[dict[str, Any]], None] | None = None,
         watch_seconds: int = WATCH_SECONDS,
         name: str = "objects",
+        transform: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj,
+        index: Callable[[dict[str, Any]], Hashable] = lambda obj: None,
     ) -> None:
         self._lister, self._args = lister, args
+        self._transform, self._index_of = transform, index
+        self._index: dict[Hashable, set[Key]] = {}
         self.label_selector = label_selector
         self._on_change = on_change
         self.watch_seconds = watch_seconds
@@ -105,6 +111,18 @@ class WatchCache:
         with self._lock:
             return list(self._items.values())
 
+    def indexed(self, value: Hashable, wait: float = 0.0) -> list[dict[str, Any]]:
+        """The objects whose `index` is `value`; raises NotSynced as items() does."""
+        if not self._synced.wait(wait):
+            raise NotSynced(f"the {self.name} watch has not listed yet or failed since; retried")
+        with self._lock:
+            return [self._items[key] for key in self._index.get(value, ())]
+
+    def check_synced(self, wait: float = 0.0) -> None:
+        """Raise NotSynced if the cache cannot say what exists after `wait` seconds."""
+        if not self._synced.wait(wait):
+            raise NotSynced(f"the {self.name} watch has not listed yet or failed since; retried")
+
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """One object as the cache last saw it (whether synced or not), or None."""
         with self._lock:
@@ -113,15 +131,34 @@ class WatchCache:
     def put(self, obj: dict[str, Any]) -> None:
         """An object as this process just received it from the API (created, patched). The watch may have seen a
         later version already (the response and the events race): the later one stays."""
+        obj = self._transform(obj)
         with self._lock:
             held = self._items.get(key_of(obj))
             if held is None or not _later(held, obj):
-                self._items[key_of(obj)] = obj
+                self._store(obj)
 
     def discard(self, namespace: str, name: str) -> None:
         """An object this process found gone (404)."""
         with self._lock:
-            self._items.pop((namespace, name), None)
+            self._drop((namespace, name))
+
+    def _store(self, obj: dict[str, Any]) -> None:
+        """Hold `obj` (the lock held)."""
+        key = key_of(obj)
+        self._drop(key)
+        self._items[key] = obj
+        self._index.setdefault(self._index_of(obj), set()).add(key)
+
+    def _drop(self, key: Key) -> None:
+        """Hold no object of `key` (the lock held)."""
+        held = self._items.pop(key, None)
+        if held is not None:
+            value = self._index_of(held)
+            keys = self._index.get(value)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._index[value]
 
     # The reflector.
     def _run(self) -> None:
@@ -153,11 +190,13 @@ class WatchCache:
             _request_timeout=REQUEST_TIMEOUT,
         )
         body = json.loads(response.data)
-        listed = {key_of(obj): obj for obj in body["items"]}
+        listed = {key_of(obj): self._transform(obj) for obj in body["items"]}
         with self._lock:
             gone = [obj for key, obj in self._items.items() if key not in listed]
             changed = [obj for key, obj in listed.items() if self._items.get(key) != obj]
-            self._items = listed
+            self._items, self._index = {}, {}
+            for obj in listed.values():
+                self._store(obj)
         self._synced.set()
         for obj in changed + gone:
             self._notify(obj)
@@ -191,11 +230,12 @@ class WatchCache:
                 version = obj["metadata"]["resourceVersion"]
                 if event["type"] == "BOOKMARK":
                     continue
+                obj = self._transform(obj)
                 with self._lock:
                     if event["type"] == "DELETED":
-                        self._items.pop(key_of(obj), None)
+                        self._drop(key_of(obj))
                     else:
-                        self._items[key_of(obj)] = obj
+                        self._store(obj)
                 self._notify(obj)
         finally:
             self._response.release_conn()

@@ -1,16 +1,18 @@
-"""Benchmark: the operator's extra memory per managed RayCluster, with 1, 5 and 10 clusters (target: ≤ 60 MB each).
+"""Benchmark: what a running RayCluster costs its operator replica, with 1, 10 and 20 running clusters (targets: ≤ 10 MB
+PSS and ≤ 0.5% of a core per running cluster).
 
-Runs the local stack the operator tests use (the project's API server, the pod runtime with real Ray heads,
-`ray-operator run`), adds RayClusters 1 → 5 → 10, and once all are Running samples, over several autoscaler
-rounds, the USS and PSS of the operator's process tree: the operator, the monitors' forkserver and one
-monitor per cluster. The Ray pods are not the operator's cost and are not counted. Prints, per step, the tree's
-peak, the extra over the operator with no cluster divided by the number of clusters, and the mean monitor.
-The first cluster also starts the forkserver, whose memory every monitor shares: the extra per cluster falls
-as clusters are added, and PSS (shared pages split between their users) is the fair figure; USS undercounts it.
-Over the same window, which begins `--settle` seconds after the last cluster is Running (past its autoscaler's
-first rounds, their Events and status writes), it counts the API requests of the operator and its autoscalers
-(User-Agent ray-operator: the pod runtime's own are not the operator's), per RayCluster per minute: the steady
-state with autoscalers running (target: ≤ 1).
+Runs the local stack the operator tests use (the project's API server, the pod runtime with real Ray heads, light:
+no dashboard), with `ray-operator run` at its production rhythm (an autoscaler round every 5 s, status every 30 s),
+adds RayClusters step by step, and once all are Running (and `--settle` seconds more) samples, over a window of at
+least 10 autoscaler rounds, the operator's process tree: the operator, the monitors' forkserver and one monitor per
+cluster. The Ray pods are not the operator's cost and are not counted. Prints, per step:
+
+- the tree's peak USS and PSS, and the marginal PSS per running cluster from the step before (PSS splits the pages
+  every monitor shares with the forkserver between their users: the fair figure; USS undercounts it);
+- the tree's CPU over the window as a share of a core, and the marginal share per running cluster;
+- the mean monitor's USS (its private memory);
+- the API requests of the operator and its autoscalers (User-Agent ray-operator) per RayCluster per minute
+  (target: ≤ 1).
 
     python -m bench.monitor_memory            (from the repository, after `pip install -e '.[test]'`)
 """
@@ -33,7 +35,9 @@ from tests.conftest import ROOT, load_yaml, wait_for
 from tests.local_kube import LocalKube, running_stack
 
 MB = 1_000_000
-TARGET_MB = 60
+TARGET_MB = 10
+TARGET_CORE = 0.005
+RHYTHM = ["--autoscaler-interval", "5", "--autoscaler-status-interval", "30", "--stall-rounds", "12"]  # production
 NAMESPACE = "bench"
 # Heads without the dashboard: lighter pods for the same monitor work (the autoscaler reads the GCS only).
 HEAD_COMMANDS = ["ray stop", "ulimit -n 65536; ray start --head --port=6379 --no-monitor --include-dashboard=false"]
@@ -44,6 +48,7 @@ class Sample:
     uss: int
     pss: int
     monitors_uss: list[int]
+    cpu_seconds: dict[int, float]  # pid → user + system seconds so far
 
 
 def raycluster(name: str) -> dict:
@@ -60,16 +65,29 @@ def operator_tree(kube: LocalKube) -> Sample:
     operator = psutil.Process(kube.operators[-1].pid)
     uss = pss = 0
     monitors = []
+    cpu: dict[int, float] = {}
     for process in [operator, *operator.children(recursive=True)]:
         try:
             memory = process.memory_full_info()
             is_monitor = "multiprocessing.forkserver" in " ".join(process.parent().cmdline())
+            times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
         uss, pss = uss + memory.uss, pss + memory.pss
+        cpu[process.pid] = times.user + times.system
         if is_monitor:
             monitors.append(memory.uss)
-    return Sample(uss, pss, monitors)
+    return Sample(uss, pss, monitors, cpu)
+
+
+def core_share(first: Sample, last: Sample, seconds: float) -> float:
+    """The tree's CPU between two samples as a share of one core (processes present in both)."""
+    return (
+        sum(
+            last.cpu_seconds[pid] - first.cpu_seconds[pid] for pid in first.cpu_seconds.keys() & last.cpu_seconds.keys()
+        )
+        / seconds
+    )
 
 
 def operator_serving(kube: LocalKube) -> bool:
@@ -80,14 +98,15 @@ def operator_serving(kube: LocalKube) -> bool:
         return False
 
 
-def peak_over(kube: LocalKube, seconds: float) -> Sample:
-    """The largest tree seen, sampled every second for `seconds` (several autoscaler rounds)."""
+def peak_over(kube: LocalKube, seconds: float) -> tuple[Sample, float]:
+    """The largest tree seen, sampled every second for `seconds` (several autoscaler rounds), and the tree's share
+    of a core over them."""
     samples = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    began = time.monotonic()
+    while time.monotonic() < began + seconds:
         samples.append(operator_tree(kube))
         time.sleep(1)
-    return max(samples, key=lambda sample: sample.uss)
+    return max(samples, key=lambda sample: sample.uss), core_share(samples[0], samples[-1], time.monotonic() - began)
 
 
 def operator_requests(kube: LocalKube) -> int:
@@ -105,38 +124,59 @@ def all_running(kube: LocalKube, names: list[str], monitors: int) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", default="1,5,10", help="numbers of clusters to measure at, ascending")
-    parser.add_argument("--window", type=float, default=15, help="seconds sampled at each step")
+    parser.add_argument("--steps", default="1,10,20", help="numbers of running clusters to measure at, ascending")
+    parser.add_argument("--window", type=float, default=60, help="seconds sampled at each step (≥ 10 rounds of 5 s)")
     parser.add_argument("--settle", type=float, default=30, help="seconds waited once every cluster is Running")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()
     steps = [int(n) for n in args.steps.split(",")]
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as work, \
-            running_stack(Path(work), network=network_kind(args.network)) as kube:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-memory-") as work,
+        running_stack(Path(work), network=network_kind(args.network)) as kube,
+    ):
+        kube.stop_operator()
+        kube.start_operator(*RHYTHM)
         wait_for(lambda: operator_serving(kube), timeout=60, message="the operator serving /metrics")
-        base = peak_over(kube, args.window)
-        print(f"operator tree with no cluster: USS {base.uss / MB:.1f} MB, PSS {base.pss / MB:.1f} MB", flush=True)
-        print(f"{'clusters':>8} {'tree USS':>9} {'tree PSS':>9} {'extra USS/cluster':>18} {'extra PSS/cluster':>18} "
-              f"{'monitor USS (mean)':>19} {'req/RC/min':>10}   (MB = 10^6 bytes; target ≤ {TARGET_MB} MB extra per "
-              "cluster, ≤ 1 request per RayCluster per minute)", flush=True)
+        base, base_core = peak_over(kube, args.window)
+        print(
+            f"operator tree with no cluster: USS {base.uss / MB:.1f} MB, PSS {base.pss / MB:.1f} MB, "
+            f"{100 * base_core:.2f}% of a core",
+            flush=True,
+        )
+        print(
+            f"{'clusters':>8} {'tree USS':>9} {'tree PSS':>9} {'PSS/cluster':>12} {'core %':>7} {'core %/cluster':>14} "
+            f"{'monitor USS':>12} {'req/RC/min':>10}   (MB = 10^6 bytes; per cluster: the marginal from the step "
+            f"before; targets ≤ {TARGET_MB} MB, ≤ {100 * TARGET_CORE}% of a core, ≤ 1 request per RayCluster per "
+            "minute)",
+            flush=True,
+        )
         names: list[str] = []
+        before, before_core, before_count = base, base_core, 0
         for count in steps:
             while len(names) < count:
                 names.append(f"bench-{len(names)}")
                 kube.create(raycluster(names[-1]))
             started = time.monotonic()
-            wait_for(lambda: all_running(kube, names, count), timeout=120 + 60 * count, interval=1,
-                     message=f"{count} clusters Running, each with its autoscaler")
+            wait_for(
+                lambda: all_running(kube, names, len(names)),
+                timeout=120 + 60 * count,
+                interval=1,
+                message=f"{count} clusters Running, each with its autoscaler",
+            )
             to_running = time.monotonic() - started
             time.sleep(args.settle)
             requests, began = operator_requests(kube), time.monotonic()
-            peak = peak_over(kube, args.window)
+            peak, core = peak_over(kube, args.window)
             per_minute = (operator_requests(kube) - requests) / count / ((time.monotonic() - began) / 60)
-            extra_uss, extra_pss = (peak.uss - base.uss) / count / MB, (peak.pss - base.pss) / count / MB
-            print(f"{count:>8} {peak.uss / MB:>8.1f}  {peak.pss / MB:>8.1f}  {extra_uss:>17.1f}  {extra_pss:>17.1f}  "
-                  f"{statistics.mean(peak.monitors_uss) / MB:>18.1f}  {per_minute:>10.2f}   "
-                  f"({to_running:.0f} s to Running)",
-                  flush=True)
+            added = count - before_count
+            pss_each, core_each = (peak.pss - before.pss) / added / MB, (core - before_core) / added
+            print(
+                f"{count:>8} {peak.uss / MB:>8.1f}  {peak.pss / MB:>8.1f}  {pss_each:>11.1f}  {100 * core:>6.2f}  "
+                f"{100 * core_each:>13.2f}  {statistics.mean(peak.monitors_uss) / MB:>11.1f}  {per_minute:>10.2f}"
+                f"   ({to_running:.0f} s to Running)",
+                flush=True,
+            )
+            before, before_core, before_count = peak, core, count
         kube.delete_every_raycluster()
 
 

@@ -21,21 +21,23 @@ def run_benchmark(module: str, *args: str, timeout: float) -> subprocess.Complet
     return run
 
 
-def test_the_memory_benchmark_prints_a_row_per_step():
-    run = run_benchmark("monitor_memory", "--steps", "1", "--window", "2", "--settle", "1", timeout=300)
-    # clusters, tree USS, tree PSS, extra USS and PSS per cluster, monitor USS, requests per RayCluster per minute
-    row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+([\d.]+)\s", run.stdout,
-                    re.MULTILINE)
+def test_the_running_cluster_cost_benchmark_prints_a_row_per_step():
+    run = run_benchmark("monitor_memory", "--steps", "1", "--window", "6", "--settle", "1", timeout=300)
+    # clusters, tree USS, tree PSS, PSS per cluster, core %, core % per cluster, monitor USS, requests per RC per min
+    row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+([\d.]+)\s",
+                    run.stdout, re.MULTILINE)
     assert row, run.stdout
-    monitor_uss = float(row.group(5))
-    assert monitor_uss > 0  # one monitor was found and measured
+    assert float(row.group(6)) > 0  # one monitor was found and measured
+    assert float(row.group(4)) > 0  # the tree's CPU was sampled
 
 
-def test_the_scale_benchmark_prints_a_row_per_size():
-    run = run_benchmark("scale", "--clusters", "2", "--window", "5", timeout=600)
-    row = re.search(r"^\s+2\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)
+def test_the_scale_benchmark_prints_a_row_per_size_and_a_line_per_replica():
+    run = run_benchmark("scale", "--clusters", "4", "--replicas", "2", "--window", "5", timeout=600)
+    row = re.search(r"^\s+4\s+2\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)$", run.stdout, re.MULTILINE)
     assert row, run.stdout
     assert float(row.group(1)) > 0  # the heads were created and timed (steady requests are ~0 by design now)
+    replicas = re.findall(r"^    replica-\d: (\d+) clusters, [\d.]+ core, \d+ MB RSS, \d+ threads$", run.stdout, re.MULTILINE)
+    assert len(replicas) == 2 and sum(map(int, replicas)) == 4, run.stdout  # every cluster run by one replica
 
 
 def test_the_scale_up_benchmark_prints_a_row_per_run():

@@ -107,3 +107,47 @@ def test_a_response_older_than_what_the_watch_saw_does_not_turn_the_cache_back(c
         assert cache.get("ray", "raced")["status"]["podIP"] == "10.0.0.7"
     finally:
         cache.stop()
+
+
+def test_a_transform_keeps_only_what_the_reader_uses_of_listed_heard_and_put_objects(core):
+    """The operator's pod cache keeps no spec and no managedFields (ray_operator.cluster_objects): 10,000 clusters'
+    pods fit in a replica's memory."""
+    from ray_operator.cluster_objects import metadata_and_status
+
+    core.create_namespaced_pod("ray", pod("listed"))
+    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo", name="pods",
+                       transform=metadata_and_status).start()
+    try:
+        assert cache.wait_synced(10)
+        core.create_namespaced_pod("ray", pod("heard"))
+        wait_for(lambda: names(cache) == ["heard", "listed"], message="the created pod in the cache")
+        made = kubernetes.client.ApiClient().sanitize_for_serialization(core.create_namespaced_pod("ray", pod("put")))
+        made["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Update"}]  # as kube-apiserver adds
+        cache.put(made)
+        assert names(cache) == ["heard", "listed", "put"]
+        for held in cache.items():
+            assert "spec" not in held and "managedFields" not in held["metadata"], held
+            assert held["metadata"]["labels"] == {"ray-cluster-name": "demo"} and held["metadata"]["uid"]
+    finally:
+        cache.stop()
+
+
+def test_an_index_finds_one_clusters_objects_through_list_events_put_and_discard(core):
+    from ray_operator.cluster_objects import cluster_of
+
+    core.create_namespaced_pod("ray", pod("a-1", cluster="a"))
+    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name", name="pods",
+                       index=cluster_of).start()
+    try:
+        assert cache.wait_synced(10)
+        core.create_namespaced_pod("ray", pod("a-2", cluster="a"))
+        core.create_namespaced_pod("ray", pod("b-1", cluster="b"))
+        wait_for(lambda: len(cache.items()) == 3, message="three pods")
+        assert sorted(p["metadata"]["name"] for p in cache.indexed(("ray", "a"))) == ["a-1", "a-2"]
+        core.patch_namespaced_pod("a-2", "ray", {"metadata": {"labels": {"ray-cluster-name": "b"}}})  # moves index
+        wait_for(lambda: len(cache.indexed(("ray", "b"))) == 2, message="a-2 under b")
+        assert [p["metadata"]["name"] for p in cache.indexed(("ray", "a"))] == ["a-1"]
+        cache.discard("ray", "a-1")
+        assert cache.indexed(("ray", "a")) == [] and cache.indexed(("elsewhere", "a")) == []
+    finally:
+        cache.stop()
