@@ -318,6 +318,53 @@ def test_a_second_install_leaves_a_cluster_the_first_runs_alone_and_says_so(kube
     delete_and_wait_gone(kube, "shared", "ray")
 
 
+def test_a_paused_replicas_autoscaler_stops_itself_and_the_other_replica_takes_the_cluster_over(kube):
+    """Two replicas of one group; the one running a cluster is paused (SIGSTOP: it cannot stop anything). Its
+    autoscaler finds the Lease deadline passed and stops itself before the other replica may take the cluster over;
+    the other takes it over once the paused one's Lease is 15 s unchanged; resumed, the paused one finds its Lease
+    lapsed and runs nothing it no longer owns. Never two autoscalers for the cluster, no pod made or deleted."""
+    kube.create(raycluster("paused", min_workers=1))
+    kube.wait_phase("paused", "ray", "Running")
+    wait_for(lambda: kube.workers("paused", "ray"), timeout=90, message="the minWorkers worker")
+    first = kube.status("paused", "ray")["operator"]
+    pods = {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=paused")}
+    second = kube.start_operator()
+    [running] = live_autoscalers(kube, "paused", "ray")
+    owner = kube.operators[-2]
+    seen: list[int] = []
+    stop_sampling = threading.Event()
+
+    def sample() -> None:  # the most autoscalers the cluster had at once, every 100 ms
+        while not stop_sampling.wait(0.1):
+            seen.append(len(live_autoscalers(kube, "paused", "ray")))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    os.kill(owner.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not psutil.pid_exists(running) or psutil.Process(running).status() == psutil.STATUS_ZOMBIE,
+                 timeout=30, message="the paused replica's autoscaler stopping itself")
+        taken = wait_for(lambda: (lambda o: o if o and o != first else None)(kube.status("paused", "ray").get("operator")),
+                         timeout=60, message="the other replica owning the cluster")
+        wait_for(lambda: len(live_autoscalers(kube, "paused", "ray")) == 1, timeout=60,
+                 message="the other replica's autoscaler running")
+    finally:
+        os.kill(owner.pid, signal.SIGCONT)
+    wait_for(lambda: any("lapsed" in line for line in kube.operator_lines()), timeout=30,
+             message="the resumed replica finding its Lease lapsed")
+    wait_for(lambda: kube.status("paused", "ray").get("operator") == taken and len(seen) > 100, timeout=30,
+             message="the cluster staying with the other replica")
+    stop_sampling.set()
+    sampler.join(5)
+    assert max(seen) == 1, seen
+    assert {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=paused")} == pods
+    assert kube.status("paused", "ray")["autoscalerRetries"] == 0
+    assert second.poll() is None and owner.poll() is None
+    delete_and_wait_gone(kube, "paused", "ray")
+    kube.stop_operator()
+    kube.start_operator()  # one operator again, serving the metrics later tests read
+
+
 def test_an_enormous_exponent_is_an_error_at_once_while_the_cluster_beside_it_scales_up(kube):
     """cpu: 1e1000000 passed the CRD (podConfig keeps unknown fields) and once held a core for 49 s: now it is a
     listed problem, and the operator keeps serving the healthy cluster beside it."""

@@ -2,12 +2,14 @@
 its watch-fed cache tells the autoscaler."""
 
 import threading
+import time
 
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE
 
+from autoscaler_bridge import fence
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.node_provider import KubernetesNodeProvider
@@ -106,6 +108,26 @@ def test_terminate_deletes_pods_and_tolerates_pods_deleted_by_hand(provider, clu
     provider.terminate_node(names[1])  # already gone: no error
     provider.set_node_tags(names[1], {"x": "y"})  # likewise
     assert provider.non_terminated_nodes({}) == []
+
+
+def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster, kube, tmp_path):
+    """An operator's autoscaler acts only while the deadline in its fence file lies ahead (autoscaler_bridge.fence):
+    a paused or cut-off operator's autoscalers stop acting before another operator may take the cluster over."""
+    _, config = cluster
+    deadline = tmp_path / "lease-valid-until"
+    fenced_provider = KubernetesNodeProvider({**config["provider"], "fence_file": str(deadline)},
+                                             config["cluster_name"], KubeCalls(kube))
+    fence.write_deadline(deadline, time.monotonic() + 60)
+    names = list(launch(fenced_provider, config, 2))
+    fence.write_deadline(deadline, time.monotonic() - 1)
+    with pytest.raises(fence.Fenced):
+        launch(fenced_provider, config, 1)
+    with pytest.raises(fence.Fenced):
+        fenced_provider.terminate_nodes(names)
+    assert sorted(p.metadata.name for p in pods(kube)) == sorted(names)
+    fence.write_deadline(deadline, time.monotonic() + 60)  # renewed: on with the work
+    fenced_provider.terminate_nodes(names)
+    assert pods(kube) == []
 
 
 def test_the_head_is_never_terminated(provider, cluster, kube):
