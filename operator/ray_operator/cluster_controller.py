@@ -125,6 +125,7 @@ class ClusterController:
         self.head_uid: str | None = None
         self.autoscaler_written_at = 0.0  # when status.autoscaler was last written (monotonic)
         self.unsupported: tuple[int, str] | None = None  # (generation, why) the cluster's Ray cannot be autoscaled
+        self.runs_here = False  # whether the last observation found the cluster this replica's
         self._body = body
         self._derived_from: tuple[Any, list[Any], dict[str, Any] | None] | None = None
         self._config_text: str | None = None  # the autoscaler config file's content, as last written
@@ -295,7 +296,11 @@ class ClusterController:
         generation = body["metadata"].get("generation")
         whose = self._ownership(body)
         if whose.ownership != MINE:
+            self.runs_here = False
             return whose
+        if not self.runs_here:  # claimed, or handed over: the status another replica wrote meanwhile is the start
+            self.status.adopt(body.get("status"))
+            self.runs_here = True
         problems, config = self._derived(body)
         status = self.status.current
         if self.unsupported and self.unsupported[0] != generation:

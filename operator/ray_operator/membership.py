@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 LEASE_DURATION = 15.0
 RENEW_DEADLINE = 10.0
 RETRY_SECONDS = 2.0
+SHORT_REQUEST = (2, 2)  # seconds to connect, to read: a request beside the renewals
 GROUP_LABEL = "ray.io/operator-group"
 _LABELS = {"app.kubernetes.io/name": "ray", "app.kubernetes.io/component": "operator-membership"}
 
@@ -268,16 +269,19 @@ class Membership:
         return self.members()
 
     def _delete(self, name: str, version: str) -> None:
-        """Delete a gone member's Lease, only as this operator last saw it (a renewal since wins)."""
+        """Delete a gone member's Lease, only as this operator last saw it (a renewal since wins). One short attempt,
+        never retried here (the next refresh tries again): the renewals on this thread must not wait for it."""
         options = kubernetes.client.V1DeleteOptions(
             preconditions=kubernetes.client.V1Preconditions(resource_version=version)
         )
         try:
-            self.calls(self._api.delete_namespaced_lease, name, self.namespace, body=options)
+            self._api.delete_namespaced_lease(name, self.namespace, body=options, _request_timeout=SHORT_REQUEST)
             log.info("deleted the Lease %s/%s of a replica gone for %.0fs", self.namespace, name, self.lease_duration)
         except ApiException as error:
             if error.status not in (404, 409):
                 log.warning("deleting the Lease %s/%s of a gone replica: %s", self.namespace, name, error)
+        except Exception as error:  # noqa: BLE001 - the API unreachable: tried again on the next refresh
+            log.info("deleting the Lease %s/%s of a gone replica: %s", self.namespace, name, error)
 
     def _gone(self, held: dict[str, Any]) -> bool:
         """Whether a member's Lease (as the watch holds it) ran out: the version the last refresh saw unchanged while

@@ -169,10 +169,18 @@ def test_replicas_run_the_clusters_chosen_for_them_and_hand_them_over_as_replica
     moved = sum(owner == "op-3" for owner in owners.values())
     assert moved and events("HandedOver") == moved  # only op-3's share moved, each by an Event
 
+    for name, owner in owners.items():  # what op-3 counted while it ran them
+        if owner == "op-3":
+            custom.patch_namespaced_custom_object_status("cluster.ray.io", "v1", "ray", "rayclusters", name,
+                                                         {"status": {"autoscalerRetries": 3}})
     replicas.pop("op-3").stop()  # its Lease is deleted: the others take its clusters at once
     wait_for(lambda: all(m.refresh() == {"op-1", "op-2"} for m in replicas.values()), message="op-3 gone")
-    assert reconcile_all() == chosen_among("op-1", "op-2")
+    taken = reconcile_all()
+    assert taken == chosen_among("op-1", "op-2")
     assert events("TakenOver") == moved
+    for name, owner in owners.items():  # the new owner starts from the status the old one wrote
+        if owner == "op-3":
+            assert controllers[taken[name], name].status.current["autoscalerRetries"] == 3
     assert len(head_pods(kubernetes.client.CoreV1Api(kube))) == 6  # no pod made or deleted by a move
     for member in replicas.values():
         member.stop()
