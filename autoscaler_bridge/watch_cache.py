@@ -106,15 +106,13 @@ class WatchCache:
     def items(self, wait: float = 0.0) -> list[dict[str, Any]]:
         """Every object the cache holds; raises NotSynced if it still cannot know after `wait` seconds (a reader
         that starts with the process waits for the first LIST: SYNC_SECONDS)."""
-        if not self._synced.wait(wait):
-            raise NotSynced(f"the {self.name} watch has not listed yet or failed since; retried")
+        self.check_synced(wait)
         with self._lock:
             return list(self._items.values())
 
     def indexed(self, value: Hashable, wait: float = 0.0) -> list[dict[str, Any]]:
         """The objects whose `index` is `value`; raises NotSynced as items() does."""
-        if not self._synced.wait(wait):
-            raise NotSynced(f"the {self.name} watch has not listed yet or failed since; retried")
+        self.check_synced(wait)
         with self._lock:
             return [self._items[key] for key in self._index.get(value, ())]
 

@@ -43,7 +43,8 @@ def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """The object as the operator reads it: its server-side apply bookkeeping (often half of it) dropped, its
     strings shared."""
     metadata = {key: value for key, value in obj["metadata"].items() if key != "managedFields"}
-    return dict(shared_strings({**obj, "metadata": metadata}))
+    slim: dict[str, Any] = shared_strings({**obj, "metadata": metadata})
+    return slim
 
 
 def cluster_of(obj: dict[str, Any]) -> tuple[str, str] | None:
