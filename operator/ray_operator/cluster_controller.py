@@ -350,14 +350,14 @@ class ClusterController:
     def _ownership(self, body: dict[str, Any]) -> Observation:
         """Whose the cluster is (ray_operator.shards), as an observation of that alone; the only request it may make
         is reading the Lease of an operator of another group that owns it."""
-        membership, me = self.membership, self.membership.identity
+        membership, me, valid = self.membership, self.membership.identity, self.membership.valid()
         owner = _owner(body)
         identity, lease = str(owner.get("identity") or ""), str(owner.get("lease") or "")
         successor = chosen(str(body["metadata"].get("uid")), membership.members())
-        alive = bool(identity) and identity != me and membership.valid() and membership.alive(lease)
+        alive = bool(identity) and identity != me and valid and membership.alive(lease)
         return Observation(
             body["metadata"].get("generation"),
-            ownership=ownership(me, membership.valid(), identity, alive, successor),
+            ownership=ownership(me, valid, identity, alive, successor),
             owner=owner,
             successor=successor or "",
             foreign=bool(identity) and identity != me and not membership.is_member(lease),
