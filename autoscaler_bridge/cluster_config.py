@@ -135,6 +135,10 @@ def _config(raycluster: Mapping[str, Any], max_pending_pods: int, pending_timeou
             # Launches held back past this many Pending pods of a podType, or one Pending this long (the node provider).
             "max_pending_pods": max_pending_pods,
             "pending_timeout_seconds": pending_timeout_seconds,
+            # How long each podType's deleted workers drain (ray_pod; the autoscaler's idle drains use it too).
+            "drain_seconds": {p["name"]: p.get("drainTimeoutSeconds", names.DEFAULT_DRAIN_SECONDS) for p in pod_types},
+            # Whether the head pod has a PodDisruptionBudget (the operator keeps it, ray_pod builds it).
+            "head_disruption_budget": spec.get("headPodDisruptionBudget", True),
         },
         **copy.deepcopy(_NO_UPDATER_FIELDS),
     }

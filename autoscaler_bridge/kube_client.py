@@ -19,6 +19,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from autoscaler_bridge import crash_point
+
 T = TypeVar("T")
 
 USER_AGENT = "ray-operator"  # the operator's and its autoscalers' requests, as the API server's audit log names them
@@ -58,7 +60,8 @@ def api_client() -> kubernetes.client.ApiClient:
 
 
 class KubeCalls:
-    """Calls to the API with `REQUEST_TIMEOUT` and retries of transient failures."""
+    """Calls to the API with `REQUEST_TIMEOUT` and retries of transient failures (and, in the fault tests, the
+    crash points of autoscaler_bridge.crash_point after writes)."""
 
     def __init__(self, client: kubernetes.client.ApiClient | None = None, retry_for: float = RETRY_FOR_SECONDS) -> None:
         self.client = client or api_client()
@@ -72,4 +75,6 @@ class KubeCalls:
 
     def __call__(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-        return self._retrying(method)(*args, **kwargs)
+        result = self._retrying(method)(*args, **kwargs)
+        crash_point.wrote(method.__name__)
+        return result

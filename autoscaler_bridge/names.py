@@ -24,6 +24,10 @@ DEFAULT_IDLE_TIMEOUT_MINUTES = 5
 # The operator's bound on Pending pods per podType (`ray-operator run --max-pending-pods`, `--pending-timeout`).
 DEFAULT_MAX_PENDING_PODS = 10
 DEFAULT_PENDING_TIMEOUT_SECONDS = 600.0
+# How long a deleted worker drains (its running work finishes) before Ray is stopped: a podType's drainTimeoutSeconds.
+DEFAULT_DRAIN_SECONDS = 120
+# The drain time a worker pod was made with (what its container drains for, whatever its podType says later).
+DRAIN_ANNOTATION = "ray.io/drain-timeout-seconds"
 
 RAY_CONTAINER_NAME = "ray-node"
 GCS_PORT = 6379

@@ -105,13 +105,18 @@ def _created(pod: dict[str, Any]) -> datetime:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
-def delete_pods(calls: KubeCalls, namespace: str, names: list[str], pods: WatchCache) -> list[str]:
+def delete_pods(
+    calls: KubeCalls, namespace: str, names: list[str], pods: WatchCache, grace: dict[str, int] | None = None
+) -> list[str]:
     """Delete these pods (the autoscaler's workers, or every pod of a cluster the operator restarts), a few at a
-    time; they leave the cache at once and the watch says the rest. Returns those that were gone already."""
+    time, each within its own grace period or the one `grace` gives it; they leave the cache at once and the watch
+    says the rest. Returns those that were gone already."""
 
     def delete(name: str) -> bool:
+        seconds = (grace or {}).get(name)
+        options = {} if seconds is None else {"grace_period_seconds": seconds}
         try:
-            calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False)
+            calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False, **options)
             existed = True
         except ApiException as error:
             if error.status != 404:

@@ -25,6 +25,7 @@ import json
 import re
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ray.autoscaler.tags import (
@@ -34,13 +35,14 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from autoscaler_bridge import ray_start
-from autoscaler_bridge.names import head_service_host, head_service_name
+from autoscaler_bridge import drain_on_term, ray_start
+from autoscaler_bridge.names import DEFAULT_DRAIN_SECONDS, DRAIN_ANNOTATION, head_service_host, head_service_name
 from autoscaler_bridge.pod_resources import ray_container_index
 
 MANAGED_BY = "ray-operator"
 SHM_PATH = "/dev/shm"
 RAY_COMMAND = ["/bin/bash", "-c"]
+DRAIN_MARGIN_SECONDS = 15  # of a worker's grace period, to start the drain and stop Ray
 
 # The head Service's ports: GCS (from the head's `ray start --port`), then these.
 HEAD_SERVICE_DEFAULT_PORTS = [
@@ -111,18 +113,71 @@ def _ray_start_flags(command: str, head: bool, resources: Mapping[str, int]) -> 
     return flags
 
 
-# A deleted pod stops Ray at once (the container's PID 1 would otherwise ignore SIGTERM and wait out its grace period).
+# A deleted head stops Ray at once (the container's PID 1 would otherwise ignore SIGTERM and wait out its grace period).
 STOP_RAY_ON_TERM = "trap 'ray stop >/dev/null 2>&1; exit 143' TERM INT"
+# A deleted worker first drains its Ray node (autoscaler_bridge.drain_on_term, with the Ray image's Python), then
+# stops Ray; past its drain deadline it exits EXIT_DEADLINE, its last log line (the termination message) saying what
+# still ran.
+_DRAIN_SOURCE = (Path(__file__).parent / "drain_on_term.py").read_text()
+_DRAIN_SOURCE = _DRAIN_SOURCE[_DRAIN_SOURCE.index("from __future__") :]  # without its docstring
+_DRAIN_END = "RAY_OPERATOR_DRAIN_END"
 
 
-def ray_script(setup_commands: list[str], start_commands: list[str], head: bool, resources: Mapping[str, int]) -> str:
+def _drain_on_term(seconds: int) -> str:
+    return (
+        "drain_then_stop() {\n"
+        "code=0\n"
+        'if [ -n "$ray_pid" ]; then\n'
+        'for python in python3 python; do command -v "$python" >/dev/null && break; done\n'
+        f'"$python" - "$ray_pid" {seconds} <<\'{_DRAIN_END}\'\n{_DRAIN_SOURCE}{_DRAIN_END}\n'
+        "code=$?\n"
+        "fi\n"
+        "ray stop >/dev/null 2>&1\n"
+        f'[ "$code" != {drain_on_term.EXIT_DEADLINE} ] || exit {drain_on_term.EXIT_DEADLINE}\n'
+        "exit 143\n"
+        "}\n"
+        "trap drain_then_stop TERM INT"
+    )
+
+
+def drain_timing(drain_seconds: int, grace_seconds: int | None) -> tuple[int, int | None]:
+    """A worker's drain time and its pod's grace period: the grace the template sets bounds the drain (Ray is
+    stopped within it); without one, the grace is the drain and DRAIN_MARGIN_SECONDS to stop Ray (no drain: none)."""
+    if grace_seconds is None:
+        return drain_seconds, drain_seconds + DRAIN_MARGIN_SECONDS if drain_seconds > 0 else None
+    return max(0, min(drain_seconds, grace_seconds - DRAIN_MARGIN_SECONDS)), grace_seconds
+
+
+def worker_drain_timing(
+    provider_config: Mapping[str, Any], pod_type: str, template_spec: Mapping[str, Any]
+) -> tuple[int, int | None]:
+    """drain_timing() of a podType's workers: its drainTimeoutSeconds and its template's grace period."""
+    wanted = (provider_config.get("drain_seconds") or {}).get(pod_type, DEFAULT_DRAIN_SECONDS)
+    return drain_timing(wanted, template_spec.get("terminationGracePeriodSeconds"))
+
+
+def pod_type_drain_seconds(config: Mapping[str, Any], pod_type: str) -> int:
+    """How long a podType's deleted workers drain, by a cluster config: worker_drain_timing() of its template."""
+    node_type = (config.get("available_node_types") or {}).get(pod_type) or {}
+    template_spec = (node_type.get("node_config") or {}).get("spec") or {}
+    return worker_drain_timing(config.get("provider") or {}, pod_type, template_spec)[0]
+
+
+def ray_script(
+    setup_commands: list[str],
+    start_commands: list[str],
+    head: bool,
+    resources: Mapping[str, int],
+    drain_seconds: int = 0,
+) -> str:
     """The shell script of a Ray container: setup, then start commands, stopping at the first failure.
 
     Each command is a group whose status is that of its last part, as when the
     legacy autoscaler ran them one by one (`ulimit -n 65536; ray start` fails
     only if `ray start` does). The operator's flags follow `ray start` directly,
     so a command like `ray start ... && echo started` keeps working. On SIGTERM
-    the script stops Ray and exits, so a deleted pod ends in seconds.
+    the script drains the node for up to `drain_seconds` (a worker's), then stops
+    Ray and exits.
     """
     commands = list(setup_commands) + list(start_commands)
     found = ray_start.ray_start_index(start_commands)
@@ -130,10 +185,14 @@ def ray_script(setup_commands: list[str], start_commands: list[str], head: bool,
     index = len(setup_commands) + found
     flags = " ".join(_ray_start_flags(commands[index], head, resources))
     commands[index] = ray_start.RAY_START.sub(lambda m: f"{m.group(0)} {flags}", commands[index], count=1)
-    lines = [STOP_RAY_ON_TERM]
+    lines = [_drain_on_term(drain_seconds) if drain_seconds > 0 and not head else STOP_RAY_ON_TERM]
     for number, command in enumerate(commands):
         # Ray runs in the background so that the shell, the container's PID 1, can act on SIGTERM at once.
-        lines.append(f"{{ {command}\n}} &\nwait $! || exit $?" if number == index else f"{{ {command}\n}} || exit $?")
+        lines.append(
+            f"{{ {command}\n}} &\nray_pid=$!\nwait $ray_pid || exit $?"
+            if number == index
+            else f"{{ {command}\n}} || exit $?"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -228,7 +287,14 @@ def build_ray_pod(
     own = _own_command(container)
     setup = ([own] if own else []) + (provider_config.get("setup_commands") or {}).get(pod_type, [])
     container["command"] = list(RAY_COMMAND)
-    container["args"] = [ray_script(setup, start, head, resources)]
+    drain_seconds = 0
+    if not head:
+        drain_seconds, grace = worker_drain_timing(provider_config, pod_type, spec)
+        if grace is not None:
+            spec["terminationGracePeriodSeconds"] = grace
+        if drain_seconds > 0:
+            metadata["annotations"] = {**(metadata.get("annotations") or {}), DRAIN_ANNOTATION: str(drain_seconds)}
+    container["args"] = [ray_script(setup, start, head, resources, drain_seconds)]
     # A failed Ray container's last log lines become its termination message, which the operator quotes.
     container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
     env = container.setdefault("env", [])
@@ -270,6 +336,33 @@ def head_service_ports(provider_config: Mapping[str, Any], head_node_config: Map
     return result
 
 
+def _head_object_metadata(provider_config: Mapping[str, Any], cluster_name: str) -> dict[str, Any]:
+    """The metadata of the objects `<cluster>-ray-head` beside the head pod (its Service, its budget): labelled by
+    cluster, owned by the RayCluster."""
+    return {
+        "name": head_service_name(cluster_name),
+        "namespace": provider_config["namespace"],
+        "labels": {**cluster_labels(cluster_name, "ray-head"), TAG_RAY_CLUSTER_NAME: cluster_name},
+        "ownerReferences": owner_references(provider_config),
+    }
+
+
+def build_head_disruption_budget(provider_config: Mapping[str, Any], cluster_name: str) -> dict[str, Any]:
+    """The PodDisruptionBudget `<cluster>-ray-head`: an eviction of a Ready head pod (`kubectl drain` of its node, a
+    cluster autoscaler's scale-down) is refused, so that taking the whole Ray cluster down is a decision (deleting
+    the pod, or `headPodDisruptionBudget: false`); a head that is not Ready may still be evicted."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _head_object_metadata(provider_config, cluster_name),
+        "spec": {
+            "minAvailable": 1,
+            "selector": {"matchLabels": head_selector(cluster_name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def build_head_service(
     provider_config: Mapping[str, Any], cluster_name: str, head_node_config: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -277,12 +370,7 @@ def build_head_service(
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": head_service_name(cluster_name),
-            "namespace": provider_config["namespace"],
-            "labels": {**cluster_labels(cluster_name, "ray-head"), TAG_RAY_CLUSTER_NAME: cluster_name},
-            "ownerReferences": owner_references(provider_config),
-        },
+        "metadata": _head_object_metadata(provider_config, cluster_name),
         "spec": {
             "type": "ClusterIP",
             "selector": head_selector(cluster_name),

@@ -173,6 +173,8 @@ class _Checker:
         self.start_commands(spec.get("headStartRayCommands"), "spec.headStartRayCommands", head=True)
         self.start_commands(spec.get("workerStartRayCommands"), "spec.workerStartRayCommands", head=False)
         self.service_ports(spec.get("headServicePorts"))
+        if not isinstance(spec.get("headPodDisruptionBudget", True), bool):
+            self.add("spec.headPodDisruptionBudget", f"{quote(spec['headPodDisruptionBudget'])} is not true or false")
         mode = spec.get("rayAuthentication", AUTH_TOKEN)
         if mode not in AUTH_MODES:
             self.add("spec.rayAuthentication", f"{quote(mode)} is not one of {', '.join(AUTH_MODES)}")
@@ -283,6 +285,14 @@ class _Checker:
                     self.amount(value, f"{path}.rayResources.{_key(key)}", integer=True)
                     if value is None:
                         self.add(f"{path}.rayResources.{_key(key)}", "None is not a whole number")
+
+        # How long a deleted worker drains, bounded by the grace period its template may set.
+        self.count(pod_type.get("drainTimeoutSeconds"), f"{path}.drainTimeoutSeconds")
+        pod_config = pod_type.get("podConfig")
+        pod_spec = pod_config.get("spec") if isinstance(pod_config, Mapping) else None
+        if isinstance(pod_spec, Mapping):
+            grace = "terminationGracePeriodSeconds"
+            self.count(pod_spec.get(grace), f"{path}.podConfig.spec.{grace}")
 
         for key in ("setupCommands", "workerSetupCommands"):
             self.string_list(pod_type.get(key), f"{path}.{key}")

@@ -56,7 +56,8 @@ class Health:
     """/healthz asked every 0.2 s from a thread of its own; answers slower than HEALTH_LIMIT (or none) recorded."""
 
     def __init__(self, url: str) -> None:
-        self.url, self.failures = url, []
+        self.url = url
+        self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._probe, daemon=True)
         self._thread.start()
@@ -158,8 +159,15 @@ def ray_stack(work: Path) -> Iterator[Stack]:
                 job = kube.run_job("healthy", HEALTHY_NAMESPACE, tasks=2, seconds=5)  # the head holds one CPU
                 return None if job == "SUCCEEDED" else f"the healthy cluster's job ended {job}"
 
-            yield Stack(kube.client, operator, kube.work / f"operator{len(kube.operators) - 1}", port, healthy,
-                        scales, never_scheduled=True)
+            yield Stack(
+                kube.client,
+                operator,
+                kube.work / f"operator{len(kube.operators) - 1}",
+                port,
+                healthy,
+                scales,
+                never_scheduled=True,
+            )
     finally:
         plane.stop()
 
@@ -167,7 +175,7 @@ def ray_stack(work: Path) -> Iterator[Stack]:
 def run(count: int, seed: int, batch: int, stack: Stack) -> dict[str, Any]:
     example = raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "fz", NAMESPACE)
     schema = load_yaml(CRD_FILE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    found = {"mutations": 0, "refused": 0, "error": 0, "valid": 0, "violations": []}
+    found: dict[str, Any] = {"mutations": 0, "refused": 0, "error": 0, "valid": 0, "violations": []}
     violations: list[str] = found["violations"]
     custom, core = kubernetes.client.CustomObjectsApi(stack.client), kubernetes.client.CoreV1Api(stack.client)
     _wait(lambda: _health_answers(stack.health_port), 30)
@@ -184,7 +192,7 @@ def run(count: int, seed: int, batch: int, stack: Stack) -> dict[str, Any]:
                 _never_scheduled(body)
             found["mutations"] += 1
             try:
-                created = custom.create_namespaced_custom_object(*ARGS, json.loads(json.dumps(body, default=str)))
+                created: Any = custom.create_namespaced_custom_object(*ARGS, json.loads(json.dumps(body, default=str)))
             except (ApiException, ValueError):
                 found["refused"] += 1  # refused at admission (or not JSON at all: no client sends it)
                 continue
@@ -199,9 +207,9 @@ def run(count: int, seed: int, batch: int, stack: Stack) -> dict[str, Any]:
         violations += filter(None, [stack.healthy(start // batch)])
         for name in admitted:
             custom.delete_namespaced_custom_object(*ARGS, name)
-        left = lambda names=list(admitted): _leftovers(core, stack.work_dir, names)  # noqa: E731
-        if not _wait(lambda: not left(), 120):
-            violations.append(f"left behind after delete: {left()}")
+        names = list(admitted)
+        if not _wait(lambda names=names: not _leftovers(core, stack.work_dir, names), 120):
+            violations.append(f"left behind after delete: {_leftovers(core, stack.work_dir, names)}")
         if stack.operator.poll() is not None:
             violations.append(f"the operator exited with code {stack.operator.returncode}")
             break
@@ -251,13 +259,21 @@ def _health_answers(port: int) -> bool:
 def _leftovers(core: Any, work: Path, names: list[str]) -> list[str]:
     """Pods, Services and Secrets of these clusters, and their files in the operator's work dir, still there."""
     gone = set(names)
-    left = [f"pod {p.metadata.name}" for p in core.list_namespaced_pod(NAMESPACE, label_selector="ray-cluster-name").items
-            if p.metadata.labels["ray-cluster-name"] in gone]
-    left += [f"Service {s.metadata.name}"
-             for s in core.list_namespaced_service(NAMESPACE, label_selector="ray-cluster-name").items
-             if s.metadata.labels["ray-cluster-name"] in gone]
-    left += [f"Secret {s.metadata.name}" for s in core.list_namespaced_secret(NAMESPACE).items
-             if s.metadata.name.removesuffix("-ray-auth") in gone]
+    left = [
+        f"pod {p.metadata.name}"
+        for p in core.list_namespaced_pod(NAMESPACE, label_selector="ray-cluster-name").items
+        if p.metadata.labels["ray-cluster-name"] in gone
+    ]
+    left += [
+        f"Service {s.metadata.name}"
+        for s in core.list_namespaced_service(NAMESPACE, label_selector="ray-cluster-name").items
+        if s.metadata.labels["ray-cluster-name"] in gone
+    ]
+    left += [
+        f"Secret {s.metadata.name}"
+        for s in core.list_namespaced_secret(NAMESPACE).items
+        if s.metadata.name.removesuffix("-ray-auth") in gone
+    ]
     left += [f"work dir of {name}" for name in names if (work / f"{NAMESPACE}.{name}").exists()]
     return left
 
@@ -275,8 +291,11 @@ def main() -> None:
             found = run(args.mutations, args.seed, args.batch, stack)
     for violation in found["violations"]:
         print(f"violation: {violation}")
-    print(f"fuzz: {found['mutations']} mutations, {found['refused']} refused at admission, {found['error']} Error, "
-          f"{found['valid']} valid, {len(found['violations'])} invariant violations", flush=True)
+    print(
+        f"fuzz: {found['mutations']} mutations, {found['refused']} refused at admission, {found['error']} Error, "
+        f"{found['valid']} valid, {len(found['violations'])} invariant violations",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -186,8 +186,12 @@ def measure(kube: LocalKube, replica_count: int, cluster_count: int) -> None:
     for name in names:
         kube.create(raycluster(name))
     autoscalers = Autoscalers(kube, names).start()
-    wait_for(lambda: settled(kube, names, autoscalers, set(processes)), timeout=120 + 60 * cluster_count, interval=1,
-             message="every cluster Running on a replica, with one autoscaler")
+    wait_for(
+        lambda: settled(kube, names, autoscalers, set(processes)),
+        timeout=120 + 60 * cluster_count,
+        interval=1,
+        message="every cluster Running on a replica, with one autoscaler",
+    )
     pods, duplicates = ray_pods(kube), autoscalers.duplicates
 
     # A replica's SIGKILL: its clusters move to the others once its Lease has run out.
@@ -204,13 +208,20 @@ def measure(kube: LocalKube, replica_count: int, cluster_count: int) -> None:
         return len(arrived) == len(moved)
 
     wait_for(all_arrived, timeout=120, interval=0.1, message="every cluster of the killed replica run elsewhere")
-    wait_for(lambda: settled(kube, names, autoscalers, set(processes)), timeout=120, interval=1,
-             message="settled after the SIGKILL")
+    wait_for(
+        lambda: settled(kube, names, autoscalers, set(processes)),
+        timeout=120,
+        interval=1,
+        message="settled after the SIGKILL",
+    )
     times = sorted(arrived.values())
     churned = len(pods ^ ray_pods(kube))
-    print(f"handover: {replica_count} replicas, {cluster_count} clusters, {len(moved)} moved by SIGKILL: "
-          f"p50 {percentile(times, 0.5):.1f} s, p99 {percentile(times, 0.99):.1f} s; "
-          f"{autoscalers.duplicates - duplicates} duplicate samples, {churned} Ray pods churned", flush=True)
+    print(
+        f"handover: {replica_count} replicas, {cluster_count} clusters, {len(moved)} moved by SIGKILL: "
+        f"p50 {percentile(times, 0.5):.1f} s, p99 {percentile(times, 0.99):.1f} s; "
+        f"{autoscalers.duplicates - duplicates} duplicate samples, {churned} Ray pods churned",
+        flush=True,
+    )
 
     # A rolling update: the killed replica's place is taken first, then each old replica is replaced in turn.
     pods, duplicates, began = ray_pods(kube), autoscalers.duplicates, time.monotonic()
@@ -221,12 +232,19 @@ def measure(kube: LocalKube, replica_count: int, cluster_count: int) -> None:
         processes[identity] = kube.operators[-1]
         if old in processes:
             stop(processes.pop(old), signal.SIGTERM)
-    wait_for(lambda: settled(kube, names, autoscalers, set(processes)), timeout=120, interval=1,
-             message="settled after the rolling update")
+    wait_for(
+        lambda: settled(kube, names, autoscalers, set(processes)),
+        timeout=120,
+        interval=1,
+        message="settled after the rolling update",
+    )
     churned = len(pods ^ ray_pods(kube))
-    print(f"rolling update: {len(replaced)} replicas replaced: longest without an autoscaler "
-          f"{autoscalers.longest_gap(began):.1f} s; {autoscalers.duplicates - duplicates} duplicate samples, "
-          f"{churned} Ray pods churned", flush=True)
+    print(
+        f"rolling update: {len(replaced)} replicas replaced: longest without an autoscaler "
+        f"{autoscalers.longest_gap(began):.1f} s; {autoscalers.duplicates - duplicates} duplicate samples, "
+        f"{churned} Ray pods churned",
+        flush=True,
+    )
     autoscalers.stop()
     kube.delete_every_raycluster()
 

@@ -49,6 +49,7 @@ class Sample:
     pss: int
     monitors_uss: list[int]
     cpu_seconds: dict[int, float]  # pid → user + system seconds so far
+    taken: float  # time.monotonic() once the sample was complete
 
 
 def raycluster(name: str) -> dict:
@@ -77,17 +78,14 @@ def operator_tree(kube: LocalKube) -> Sample:
         cpu[process.pid] = times.user + times.system
         if is_monitor:
             monitors.append(memory.uss)
-    return Sample(uss, pss, monitors, cpu)
+    return Sample(uss, pss, monitors, cpu, time.monotonic())
 
 
-def core_share(first: Sample, last: Sample, seconds: float) -> float:
+def core_share(first: Sample, last: Sample) -> float:
     """The tree's CPU between two samples as a share of one core (processes present in both)."""
-    return (
-        sum(
-            last.cpu_seconds[pid] - first.cpu_seconds[pid] for pid in first.cpu_seconds.keys() & last.cpu_seconds.keys()
-        )
-        / seconds
-    )
+    return sum(
+        last.cpu_seconds[pid] - first.cpu_seconds[pid] for pid in first.cpu_seconds.keys() & last.cpu_seconds.keys()
+    ) / (last.taken - first.taken)
 
 
 def operator_serving(kube: LocalKube) -> bool:
@@ -100,13 +98,12 @@ def operator_serving(kube: LocalKube) -> bool:
 
 def peak_over(kube: LocalKube, seconds: float) -> tuple[Sample, float]:
     """The largest tree seen, sampled every second for `seconds` (several autoscaler rounds), and the tree's share
-    of a core over them."""
-    samples = []
-    began = time.monotonic()
-    while time.monotonic() < began + seconds:
-        samples.append(operator_tree(kube))
+    of a core between the first and the last (at least two: a loaded machine may take seconds over one sample)."""
+    samples = [operator_tree(kube)]
+    while len(samples) < 2 or samples[-1].taken < samples[0].taken + seconds:
         time.sleep(1)
-    return max(samples, key=lambda sample: sample.uss), core_share(samples[0], samples[-1], time.monotonic() - began)
+        samples.append(operator_tree(kube))
+    return max(samples, key=lambda sample: sample.uss), core_share(samples[0], samples[-1])
 
 
 def operator_requests(kube: LocalKube) -> int:

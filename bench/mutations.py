@@ -14,7 +14,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-ODD_NUMBERS: list[Any] = [-1, 0, 2**31, 2**63, 2**64, 10**40, 1e308, float("inf"), float("-inf"), float("nan"), 0.5, True]
+ODD_NUMBERS: list[Any] = [
+    -1,
+    0,
+    2**31,
+    2**63,
+    2**64,
+    10**40,
+    1e308,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    0.5,
+    True,
+]
 ODD_STRINGS: list[Any] = [
     "",
     "1e1000000",
@@ -44,7 +57,9 @@ class Mutation:
     raycluster: dict[str, Any]
 
 
-def _nodes(value: Any, schema: dict[str, Any] | None, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any, dict[str, Any] | None]]:
+def _nodes(
+    value: Any, schema: dict[str, Any] | None, path: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], Any, dict[str, Any] | None]]:
     """Every node of the object with the schema node that covers it (None under preserve-unknown fields)."""
     yield path, value, schema
     properties = (schema or {}).get("properties") or {}
@@ -80,7 +95,11 @@ def _odd_values(schema: dict[str, Any] | None, rng: random.Random) -> list[tuple
         found.append(("over maxItems", [{}] * (schema["maxItems"] + 1)))
     if "enum" in schema:
         found.append(("outside enum", "surely-not-an-enum-value"))
-    found += [("number", rng.choice(ODD_NUMBERS)), ("string", rng.choice(ODD_STRINGS)), ("shape", rng.choice(ODD_SHAPES))]
+    found += [
+        ("number", rng.choice(ODD_NUMBERS)),
+        ("string", rng.choice(ODD_STRINGS)),
+        ("shape", rng.choice(ODD_SHAPES)),
+    ]
     return found
 
 
@@ -121,9 +140,7 @@ def mutations(example: dict[str, Any], schema: dict[str, Any], seed: int, count:
             _set(raycluster, path, _nested(depth))
             what = f"nest {depth}"
         elif kind < 0.4:  # a quantity of a container: where a number once froze the operator
-            containers = [
-                (p, v) for p, v, _ in _nodes(raycluster, schema) if len(p) >= 2 and p[-2] in QUANTITY_PATHS
-            ]
+            containers = [(p, v) for p, v, _ in _nodes(raycluster, schema) if len(p) >= 2 and p[-2] in QUANTITY_PATHS]
             if containers:
                 path, _ = rng.choice(containers)
             value = rng.choice([*ODD_STRINGS[:11], *ODD_NUMBERS])

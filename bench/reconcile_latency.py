@@ -34,8 +34,14 @@ class GenerationWatch(EventWatch):
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.reached: dict[str, list[tuple[int, float]]] = {}
         self._lock = threading.Lock()
-        super().__init__(self._record, kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object,
-                         "cluster.ray.io", "v1", NAMESPACE, "rayclusters")
+        super().__init__(
+            self._record,
+            kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object,
+            "cluster.ray.io",
+            "v1",
+            NAMESPACE,
+            "rayclusters",
+        )
 
     def _record(self, event: dict[str, Any]) -> None:
         body = event["object"]
@@ -55,21 +61,29 @@ def measure(size: int, changes: int, gap: float, work: Path) -> list[float]:
     with bench_control_plane(work) as (plane, client), running_operator(plane, work):
         watch = GenerationWatch(client)
         names = list(create_clusters(client, size))
-        wait_for(lambda: all(watch.when(name, 1, 0.0) for name in names), timeout=max(120.0, size * 2.0),
-                 interval=0.5, message=f"{size} RayClusters reconciled once")
+        wait_for(
+            lambda: all(watch.when(name, 1, 0.0) for name in names),
+            timeout=max(120.0, size * 2.0),
+            interval=0.5,
+            message=f"{size} RayClusters reconciled once",
+        )
         time.sleep(10)  # past the creations (each head's ADDED event, its status): steady state
         custom = kubernetes.client.CustomObjectsApi(client)
         patched: list[tuple[str, int, float]] = []
         for index in range(changes):
             name = names[index % size]
             began = time.monotonic()
-            body = custom.patch_namespaced_custom_object(
+            body: Any = custom.patch_namespaced_custom_object(
                 "cluster.ray.io", "v1", NAMESPACE, "rayclusters", name, {"spec": {"upscalingSpeed": 1.0 + index % 7}}
             )
             patched.append((name, body["metadata"]["generation"], began))
             time.sleep(max(0.0, began + gap - time.monotonic()))
-        wait_for(lambda: all(watch.when(*change) for change in patched), timeout=120, interval=0.2,
-                 message="every change reconciled")
+        wait_for(
+            lambda: all(watch.when(*change) for change in patched),
+            timeout=120,
+            interval=0.2,
+            message="every change reconciled",
+        )
         watch.stop()
         return [watch.when(name, generation, began) - began for name, generation, began in patched]  # type: ignore[operator]
 
@@ -86,8 +100,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as work:
             latencies = measure(size, args.changes, args.gap, Path(work))
         p99s.append(percentile(latencies, 0.99))
-        print(f"{size:>11} {len(latencies):>7} {statistics.median(latencies) * 1000:>7.0f} {p99s[-1] * 1000:>7.0f}",
-              flush=True)
+        print(
+            f"{size:>11} {len(latencies):>7} {statistics.median(latencies) * 1000:>7.0f} {p99s[-1] * 1000:>7.0f}",
+            flush=True,
+        )
     print(f"p99 at the largest size / at the smallest: {p99s[-1] / p99s[0]:.2f} (target ≤ 2)", flush=True)
 
 

@@ -73,7 +73,9 @@ def bench_control_plane(work: Path) -> Iterator[tuple[ControlPlane, kubernetes.c
     try:
         client = kubernetes.config.new_client_from_config(str(plane.kubeconfig))
         apply_crd(client)
-        kubernetes.client.CoreV1Api(client).create_namespace({"metadata": {"name": NAMESPACE}})
+        kubernetes.client.CoreV1Api(client).create_namespace(
+            kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
+        )
         yield plane, client
     finally:
         plane.stop()
@@ -125,7 +127,7 @@ def create_clusters(client: kubernetes.client.ApiClient, size: int) -> dict[str,
 
 def owners(client: kubernetes.client.ApiClient) -> Counter[str]:
     """How many RayClusters each replica runs (status.operator)."""
-    listed = kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object(
+    listed: Any = kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object(
         "cluster.ray.io", "v1", NAMESPACE, "rayclusters"
     )
     return Counter(((item.get("status") or {}).get("operator") or {}).get("identity", "") for item in listed["items"])

@@ -63,9 +63,13 @@ def scale_up_once(kube: LocalKube, watch: FirstPods, name: str, workers: int) ->
     kube.wait_phase(name, NAMESPACE, "Running", timeout=180)
     client = job_client(kube.head(name, NAMESPACE).status.pod_ip, kube.ray_token(name, NAMESPACE))
     job = client.submit_job(entrypoint=f"python -c '{DRIVER.format(tasks=workers + 1)}'", entrypoint_num_cpus=0)
-    wait_for(lambda: client.get_job_status(job) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED),
-             timeout=300, interval=0.5, message=f"{name}'s driver to see a worker join",
-             state=lambda: client.get_job_logs(job)[-2000:])
+    wait_for(
+        lambda: client.get_job_status(job) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED),
+        timeout=300,
+        interval=0.5,
+        message=f"{name}'s driver to see a worker join",
+        state=lambda: client.get_job_logs(job)[-2000:],
+    )
     logs = client.get_job_logs(job)
     submitted, joined = (re.search(rf"^{word} ([\d.]+)$", logs, re.MULTILINE) for word in ("SUBMITTED", "JOINED"))
     if not (submitted and joined and name in watch.seen):
@@ -81,24 +85,33 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="workers the demand needs")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-scale-up-") as work, \
-            running_stack(Path(work), network=network_kind(args.network)) as kube:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-scale-up-") as work,
+        running_stack(Path(work), network=network_kind(args.network)) as kube,
+    ):
         kube.stop_operator()
         kube.start_operator("--autoscaler-interval", str(args.interval))
         kube.namespace(NAMESPACE)
         watch = FirstPods(kube.client, NAMESPACE, "ray-node-type=worker", time.time)  # the driver's clock
-        print(f"{'run':>3} {'pod created s':>13} {'rounds':>6} {'joined s':>8} {'rounds':>6}   (autoscaler round "
-              f"{args.interval} s; target: pod created ≤ {TARGET_ROUNDS} rounds)", flush=True)
+        print(
+            f"{'run':>3} {'pod created s':>13} {'rounds':>6} {'joined s':>8} {'rounds':>6}   (autoscaler round "
+            f"{args.interval} s; target: pod created ≤ {TARGET_ROUNDS} rounds)",
+            flush=True,
+        )
         created, joined = [], []
         for run in range(args.repeat):
             to_pod, to_join = scale_up_once(kube, watch, f"up-{run}", args.workers)
             created.append(to_pod)
             joined.append(to_join)
-            print(f"{run + 1:>3} {to_pod:>13.2f} {to_pod / args.interval:>6.2f} {to_join:>8.2f} "
-                  f"{to_join / args.interval:>6.2f}", flush=True)
+            print(
+                f"{run + 1:>3} {to_pod:>13.2f} {to_pod / args.interval:>6.2f} {to_join:>8.2f} "
+                f"{to_join / args.interval:>6.2f}",
+                flush=True,
+            )
         pod, join = statistics.median(created), statistics.median(joined)
-        print(f"{'p50':>3} {pod:>13.2f} {pod / args.interval:>6.2f} {join:>8.2f} {join / args.interval:>6.2f}",
-              flush=True)
+        print(
+            f"{'p50':>3} {pod:>13.2f} {pod / args.interval:>6.2f} {join:>8.2f} {join / args.interval:>6.2f}", flush=True
+        )
         watch.stop()
         kube.delete_every_raycluster()
 

@@ -26,7 +26,7 @@ SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are allocated from it; no traffic go
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 90.0
 # What the tests rely on: namespaces and owners cleaned up, ServiceAccounts and their CA, Deployments making pods,
-# Nodes judged by their Lease (and the not-ready taint lifted from a new Node).
+# Nodes judged by their Lease (and the not-ready taint lifted from a new Node), evictions judged by disruption budgets.
 ALL_CONTROLLERS = [
     "garbage-collector-controller",
     "namespace-controller",
@@ -36,6 +36,7 @@ ALL_CONTROLLERS = [
     "deployment-controller",
     "replicaset-controller",
     "node-lifecycle-controller",
+    "disruption-controller",  # PodDisruptionBudgets' status, which evictions are judged by
 ]
 
 

@@ -125,6 +125,15 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
+    ResourceType(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        True,
+        short_names=("pdb",),
+        subresources=("status",),
+    ),
     ResourceType("events.k8s.io", "v1", "Event", "events", True, short_names=("ev",)),
     ResourceType(
         "authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False, verbs=("create",)

@@ -49,8 +49,18 @@ def main() -> None:
         help="a host path under /tmp that pods still see in their private /tmp (e.g. the checkout an installed "
         "operator runs from); the interpreter's own installation is kept anyway; repeatable",
     )
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE=DIR",
+        help="an image this node has, as a directory of Python packages and bin/ commands (what `pip install "
+        "--target DIR` makes), which its containers run before the installed ones (e.g. an earlier version of the "
+        "operator); repeatable",
+    )
     args = parser.parse_args()
     capacity = dict(item.split("=", 1) for item in args.capacity)
+    images = dict(item.split("=", 1) for item in args.image)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s pod-runtime: %(message)s")
     client = kubernetes.config.new_client_from_config(args.kubeconfig)
     runtime = PodRuntime(
@@ -63,6 +73,7 @@ def main() -> None:
         bind_pods=not args.scheduler_binds,
         capacity=capacity,
         keep=args.keep,
+        images=images,
     ).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -95,11 +95,16 @@ def container_env(
     container: dict[str, Any],
     node: dict[str, str] | None = None,
     referenced: dict[Reference, str] | None = None,
+    image_root: str | None = None,
 ) -> dict[str, str]:
     """The container's environment: a minimal base, what the node adds (`node`), then the container's env
-    with downward API fields, Secret and ConfigMap keys (`referenced`, read beforehand) and $(VAR)s resolved."""
+    with downward API fields, Secret and ConfigMap keys (`referenced`, read beforehand) and $(VAR)s resolved.
+    `image_root`: the directory of the container's image, if the node has it (`pod_runtime --image`): its
+    packages and its bin/ commands come before the installed ones."""
+    path = f"{interpreter_path()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     env = {
-        "PATH": f"{interpreter_path()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": f"{image_root}/bin:{path}" if image_root else path,
+        **({"PYTHONPATH": image_root} if image_root else {}),
         "HOME": "/root",
         "HOSTNAME": pod["metadata"]["name"],
         "LANG": "C.UTF-8",

@@ -8,8 +8,9 @@ volumes (volumes.py: the ServiceAccount token), start each container in it as PI
 mount and UTS namespaces (it dies with the runtime through PR_SET_PDEATHSIG and unshare's --kill-child),
 with KUBERNETES_SERVICE_HOST/_PORT leading to the API server (api_relay.py), report Running with the pod
 IP and Ready, follow exits per restartPolicy (restartCount, Succeeded/Failed), and on deletion stop it
-within its grace period (SIGTERM to each container's PID 1, then SIGKILL) before deleting the pod object with
-`gracePeriodSeconds: 0` in the DeleteOptions body (a real API server reads them from the body only).
+within its grace period (SIGTERM to each container's PID 1, then SIGKILL), report how its containers ended, and
+delete the pod object with `gracePeriodSeconds: 0` in the DeleteOptions body (a real API server reads them from
+the body only).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class Container:
     ) -> None:
         self.volumes, self.referenced = volumes, referenced
         node = {**runtime.relay.environment(), **runtime.network.environment(ip)}
-        env = container_env(pod, self.spec, node, referenced)
+        env = container_env(pod, self.spec, node, referenced, runtime.images.get(self.spec.get("image", "")))
         argv = runtime.network.command(name, pod["metadata"]["name"], command_line(self.spec, env), volumes)
         with open(self.log_path, "ab") as output:
             self.process = subprocess.Popen(
@@ -132,6 +133,17 @@ class Container:
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
+
+    def record_exit(self, code: int) -> None:
+        """The container's terminated state, as its status reports it from now on."""
+        self.finished = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": self.started_at,
+            "finishedAt": _now(),
+        }
+        if code != 0 and self.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            self.finished["message"] = self.log_tail()
 
     def log_tail(self) -> str:
         """The end of the container's log as a kubelet takes it for a termination message (FallbackToLogsOnError):
@@ -387,14 +399,7 @@ class PodWorker:
                 code = container.exit_code()
                 if code is None or container.finished is not None:
                     continue
-                container.finished = {
-                    "exitCode": code,
-                    "reason": "Completed" if code == 0 else "Error",
-                    "startedAt": container.started_at,
-                    "finishedAt": _now(),
-                }
-                if code != 0 and container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-                    container.finished["message"] = container.log_tail()
+                container.record_exit(code)
                 changed = True
                 if restart_policy == "Always" or (restart_policy == "OnFailure" and code != 0):
                     container.next_start = time.monotonic() + min(MAX_RESTART_BACKOFF, 2.0**container.restarts)
@@ -410,19 +415,32 @@ class PodWorker:
                 self._report()
             self.deleting.wait(POLL_SECONDS)
 
-    def _release(self, grace: float) -> None:
-        """Stop the containers and remove the pod's network: what a start made."""
+    def _release(self, grace: float, report: bool = False) -> None:
+        """Stop the containers (and, if `report`, say how they ended, as a kubelet does before its final delete of
+        a pod) and remove the pod's network: what a start made."""
         for container in self.containers:
             try:
                 container.stop(grace)
             except Exception:  # noqa: BLE001 - the network and the pod object must still go
                 log.exception("pod %s/%s: stopping container %s failed", self.namespace, self.name, container.name)
+        if report and self.containers:
+            try:
+                for container in self.containers:
+                    code = container.exit_code()
+                    if container.finished is None and code is not None:
+                        container.record_exit(code)
+                self._report()
+            except Exception:  # noqa: BLE001 - a status the API server did not take must not keep the pod
+                log.exception("pod %s/%s: reporting its stopped containers failed", self.namespace, self.name)
         if self.net_name and self.ip:
             self.runtime.network.remove_pod(self.net_name, self.ip)
         self.containers, self.net_name, self.ip = [], None, None
 
     def _finish(self) -> None:
-        self._release(0.0 if self.gone.is_set() else self.grace)
+        gone = self.gone.is_set()
+        grace = 0.0 if gone else self.grace
+        log.info("pod %s/%s: stopping its containers (grace %gs)", self.namespace, self.name, grace)
+        self._release(grace, report=self.deleting.is_set() and not gone)
         shutil.rmtree(self.volume_dir, ignore_errors=True)
         self.runtime.pod_changed(self.uid, False, None)
         if self.deleting.is_set():
@@ -454,13 +472,15 @@ class PodRuntime:
         bind_pods: bool = True,
         capacity: dict[str, str] | None = None,
         keep: list[str] | None = None,
+        images: dict[str, str] | None = None,
     ) -> None:
         client = bounded(client)
         self.core = kubernetes.client.CoreV1Api(client)
         self.coordination = kubernetes.client.CoordinationV1Api(client)
         self.node_name = node_name
         self.network = NETWORKS[network](prefix, subnet)
-        self.network.keep = dirs_to_keep(keep or [])
+        self.images = images or {}  # image -> the directory its containers run from (else: the installed commands)
+        self.network.keep = dirs_to_keep([*(keep or []), *self.images.values()])
         self.api_url = client.configuration.host
         self.bind_pods = bind_pods
         self.capacity = {

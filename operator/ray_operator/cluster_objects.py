@@ -1,15 +1,16 @@
-"""Where the operator sees what it reconciles: watch-fed caches of the RayClusters, of every cluster's pods and of
-its head Service, one watch per kind for every cluster it manages (pods and Services label-selected to Ray's). They
-are the operator's one way in: each change of a RayCluster is handed to `on_raycluster`, each change of one of a
-cluster's objects to `on_change(namespace, cluster)`. Nothing is listed or created to learn whether it exists; what
-the operator itself just made or deleted is in the caches at once. Every replica caches every RayCluster, pod and
-Service (any cluster may become its own): only what it reads of each is kept (no managedFields, no pod or Service
-spec), so 10,000 clusters fit in a replica's memory."""
+"""Where the operator sees what it reconciles: watch-fed caches of the RayClusters, of every cluster's pods, of its
+head Service and of its head's PodDisruptionBudget, one watch per kind for every cluster it manages (all but the
+RayClusters label-selected to Ray's). They are the operator's one way in: each change of a RayCluster is handed to
+`on_raycluster`, each change of one of a cluster's objects to `on_change(namespace, cluster)`. Nothing is listed or
+created to learn whether it exists; what the operator itself just made or deleted is in the caches at once. Every
+replica caches every RayCluster, pod, Service and budget (any cluster may become its own): only what it reads of
+each is kept (no managedFields, no spec), so 10,000 clusters fit in a replica's memory."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import kubernetes
@@ -18,6 +19,7 @@ from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL, head_service_name
 from autoscaler_bridge.watch_cache import SYNC_SECONDS, WatchCache
+from ray_operator.observation import is_head, starting
 
 
 SHARED_DEPTH = 32  # strings nested deeper stay as decoded (validation refuses a RayCluster nested past 64)
@@ -91,6 +93,12 @@ class ClusterObjects:
 
         self.pod_cache = cache(core.list_namespaced_pod, core.list_pod_for_all_namespaces, "Ray pods")
         self.service_cache = cache(core.list_namespaced_service, core.list_service_for_all_namespaces, "Ray Services")
+        policy = kubernetes.client.PolicyV1Api(calls.client)
+        self.budget_cache = cache(
+            policy.list_namespaced_pod_disruption_budget,
+            policy.list_pod_disruption_budget_for_all_namespaces,
+            "Ray PodDisruptionBudgets",
+        )
         if namespace:
             lister: Callable[..., Any] = custom.list_namespaced_custom_object
             args: tuple[str, ...] = (API_GROUP, API_VERSION, namespace, PLURAL)
@@ -99,10 +107,11 @@ class ClusterObjects:
         self.raycluster_cache = WatchCache(
             lister, *args, label_selector="", on_change=on_raycluster, name="RayClusters"
         )
-        self._caches = (self.pod_cache, self.service_cache, self.raycluster_cache)
+        self._caches = (self.pod_cache, self.service_cache, self.budget_cache, self.raycluster_cache)
 
     def start(self) -> ClusterObjects:
-        """Pods and Services first: a RayCluster's first reconciliation finds its objects' caches listing already."""
+        """Pods, Services and budgets first: a RayCluster's first reconciliation finds its objects' caches listing
+        already."""
         for one in self._caches:
             one.start()
         return self
@@ -115,19 +124,36 @@ class ClusterObjects:
         """Whether every cache has listed (and not failed since)."""
         return all(one.wait_synced(0) for one in self._caches)
 
+    def heads_starting(self, now: datetime) -> int:
+        """The head pods starting now (ray_operator.observation.starting) of every cluster the operator's replicas
+        see, whichever replica runs it."""
+        count = 0
+        for pod in self.pod_cache.items(wait=SYNC_SECONDS):
+            key = cluster_of(pod)
+            if key is not None and is_head(pod):
+                body = self.raycluster(*key) or {}
+                count += starting(pod, (body.get("status") or {}).get("phase"), now)
+        return count
+
     def raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The RayCluster as the watch last delivered it, None when it is gone."""
         return self.raycluster_cache.get(namespace, name)
 
-    def pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
-        """The cluster's pods that are not being deleted; raises NotSynced while the cache cannot know."""
+    def pods(self, namespace: str, cluster: str, deleted: bool = False) -> list[dict[str, Any]]:
+        """The cluster's pods that are not being deleted (or those that are); raises NotSynced while the cache
+        cannot know."""
         return [
             p
             for p in self.pod_cache.indexed((namespace, cluster), wait=SYNC_SECONDS)
-            if not p["metadata"].get("deletionTimestamp")
+            if bool(p["metadata"].get("deletionTimestamp")) == deleted
         ]
 
     def head_service(self, namespace: str, cluster: str) -> dict[str, Any] | None:
         """The cluster's head Service; raises NotSynced while the cache cannot know."""
         self.service_cache.check_synced(wait=SYNC_SECONDS)
         return self.service_cache.get(namespace, head_service_name(cluster))
+
+    def head_budget(self, namespace: str, cluster: str) -> dict[str, Any] | None:
+        """The cluster's head PodDisruptionBudget; raises NotSynced while the cache cannot know."""
+        self.budget_cache.check_synced(wait=SYNC_SECONDS)
+        return self.budget_cache.get(namespace, head_service_name(cluster))

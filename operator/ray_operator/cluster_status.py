@@ -16,9 +16,10 @@ from typing import Any
 
 from ray.autoscaler.tags import TAG_RAY_USER_NODE_TYPE
 
+from autoscaler_bridge.drain_on_term import EXIT_DEADLINE
 from autoscaler_bridge.node_provider import pending_pods_block
 from ray_operator.decide import AUTOSCALING, ERRORS, FAILURES, NOT_MINE, Action, Step, failure_reason
-from ray_operator.observation import Observation, pod_phase, pod_ready
+from ray_operator.observation import Observation, drain_seconds, draining, pod_phase, pod_ready
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING
 
@@ -26,6 +27,7 @@ _AUTOSCALER_NOT_HEALTHY = {  # the AutoscalerHealthy reason while the step is ta
     Action.START_AUTOSCALER: "Starting",
     Action.WAIT_FIRST_ROUND: "Starting",
     Action.AUTOSCALER_FAILED: "Failed",
+    Action.AUTOSCALER_STARVED: "Starved",
 }
 
 
@@ -61,6 +63,8 @@ def status_for(obs: Observation, step: Step, settings: Settings) -> dict[str, An
         # Running, but with demand no podType can hold: the message says so.
         message = step.message or (autoscaler or {}).get("message", "")
         fields.update(phase=RUNNING if step.action is Action.RUN else UPDATING, message=message)
+    elif step.action is Action.AUTOSCALER_STARVED:  # no failure: the phase stays what it was
+        fields.update(phase=memory.phase or UPDATING, message=step.message)
     elif memory.recovering:
         fields.update(phase=RECOVERING, message=f"{memory.failure}; {step.message}")
     else:
@@ -96,21 +100,56 @@ def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]
     return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
+DRAINING, DEADLINE_EXCEEDED = "Draining", "DrainDeadlineExceeded"  # Event reasons
+
+
 def pod_counts(obs: Observation, settings: Settings) -> dict[str, Any]:
-    """Per podType: workers desired (made), ready and Pending, and why no more are launched, if none are."""
+    """Per podType: workers desired (made), ready, Pending and draining, and why no more are launched, if none are."""
     per_type = []
     workers = obs.workers
     for type_name in (obs.config or {}).get("available_node_types", {}):
-        mine = [w for w in workers if (w["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE) == type_name]
+        mine = [w for w in workers if _pod_type(w) == type_name]
         entry: dict[str, Any] = {
             "name": type_name,
             "desired": len(mine),
             "ready": sum(pod_ready(w) for w in mine),
             "pending": sum(pod_phase(w) == "Pending" for w in mine),
+            "draining": sum(_pod_type(w) == type_name for w in obs.draining),
         }
         if obs.now is not None:
             blocked = pending_pods_block(mine, settings.max_pending_pods, settings.pending_timeout_seconds, obs.now)
             if blocked:
                 entry["message"] = blocked
         per_type.append(entry)
-    return {"podTypes": per_type, "desiredWorkers": len(workers), "readyWorkers": sum(pod_ready(w) for w in workers)}
+    return {
+        "podTypes": per_type,
+        "desiredWorkers": len(workers),
+        "readyWorkers": sum(pod_ready(w) for w in workers),
+        "drainingWorkers": len(obs.draining),
+    }
+
+
+def _pod_type(pod: dict[str, Any]) -> str:
+    return (pod["metadata"].get("labels") or {}).get(TAG_RAY_USER_NODE_TYPE, "")
+
+
+def drain_events(obs: Observation, said: frozenset[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """The drain Events (reason, pod name, message) not yet `said` of the cluster's deleted workers: Draining once a
+    worker drains; DrainDeadlineExceeded (a Warning) once one stopped with work still running at its deadline, named
+    by its Ray container's last log line."""
+    events = []
+    for worker in obs.deleted_workers:
+        name = worker["metadata"]["name"]
+        if draining(worker) and (DRAINING, name) not in said:
+            pod_type = _pod_type(worker)
+            message = (
+                f"worker pod {name} ({pod_type}) was deleted and drains: it takes no new work, and Ray stops once "
+                f"its running work is done, at most {drain_seconds(worker)}s (drainTimeoutSeconds)"
+            )
+            events.append((DRAINING, name, message))
+        for container in (worker.get("status") or {}).get("containerStatuses") or []:
+            ended = (container.get("state") or {}).get("terminated") or {}
+            if ended.get("exitCode") == EXIT_DEADLINE and (DEADLINE_EXCEEDED, name) not in said:
+                last = (ended.get("message") or "").strip().splitlines()[-1:] or ["its log says no more"]
+                events.append((DEADLINE_EXCEEDED, name, f"worker pod {name} stopped at its drain deadline: {last[0]}"))
+    return events

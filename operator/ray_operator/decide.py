@@ -40,6 +40,7 @@ class Action(Enum):
     HEAD_FAILED = "HeadFailed"
     HEAD_GONE = "HeadGone"
     WAIT_HEAD_BACKOFF = "WaitHeadBackoff"
+    WAIT_HEAD_SLOT = "WaitHeadSlot"  # as many heads as the operator lets start at once are starting
     CREATE_HEAD = "CreateHead"
     WAIT_HEAD = "WaitHead"
     WAIT_GCS = "WaitGCS"
@@ -48,6 +49,7 @@ class Action(Enum):
     UNSUPPORTED_RAY = "UnsupportedRay"
     NO_TOKEN_AUTH = "NoTokenAuth"  # Error, and the open head's pods are removed
     AUTOSCALER_FAILED = "AutoscalerFailed"
+    AUTOSCALER_STARVED = "AutoscalerStarved"  # late rounds of an autoscaler that waits for a CPU: not restarted (yet)
     WAIT_FIRST_ROUND = "WaitFirstRound"
     REPLACE_WORKERS = "ReplaceWorkers"
     APPLY_SPEC = "ApplySpec"
@@ -57,6 +59,12 @@ class Action(Enum):
     CLAIM = "Claim"  # status.operator becomes this operator, if the RayCluster has not changed meanwhile
     HAND_OVER = "HandOver"  # the autoscaler stops, status.operator becomes the replica chosen for the cluster
 
+
+# An autoscaler without a round for the stall bound that waited this share of that time for a CPU is starved (the node
+# is overloaded: a new one would wait too), not hung; it is restarted only past STARVED_STALL_FACTOR stall bounds.
+STARVED_SHARE = 0.1
+STARVED_STALL_FACTOR = 3
+HEAD_SLOT_SECONDS = 2.0  # how often a cluster waiting for a head start slot looks again
 
 FAILURES = frozenset({Action.HEAD_FAILED, Action.HEAD_GONE, Action.AUTOSCALER_FAILED})
 NOT_MINE = frozenset({Action.FENCED, Action.NOT_OURS, Action.CLAIM, Action.HAND_OVER})
@@ -105,6 +113,12 @@ def decide(obs: Observation, settings: Settings) -> Step:
             return Step(Action.HEAD_GONE, "the head pod is gone")
         if memory.backoff_seconds > 0:  # the same backoff as the autoscaler's: no head churn
             return Step(Action.WAIT_HEAD_BACKOFF, f"creating a new head pod in {memory.backoff_seconds:.0f}s")
+        if obs.heads_starting >= settings.max_starting_heads:  # a node overloaded by starting heads starts none
+            return Step(
+                Action.WAIT_HEAD_SLOT,
+                f"creating the head pod once fewer than {settings.max_starting_heads} heads are starting "
+                f"({obs.heads_starting} are)",
+            )
         return Step(Action.CREATE_HEAD, "creating the head pod")
     if pod_phase(head) != "Running" or not obs.head_ip:
         return Step(Action.WAIT_HEAD, f"waiting for the head pod {obs.head_name} to run")
@@ -141,7 +155,19 @@ def _autoscaler_step(obs: Observation, settings: Settings) -> Step:
         return Step(Action.AUTOSCALER_FAILED, f"the autoscaler exited with code {monitor.exit_code}{error}")
     stall = settings.stall_seconds
     if monitor.running_seconds > stall and monitor.silent_seconds > stall:
-        return Step(Action.AUTOSCALER_FAILED, f"the autoscaler made no progress for {monitor.silent_seconds:.0f}s")
+        silent, starved = monitor.silent_seconds, monitor.starved_seconds
+        waited = f" (it waited {starved:.0f}s of them for a CPU)"
+        if starved < STARVED_SHARE * silent:
+            return Step(Action.AUTOSCALER_FAILED, f"the autoscaler made no progress for {silent:.0f}s")
+        if silent > STARVED_STALL_FACTOR * stall:
+            return Step(
+                Action.AUTOSCALER_FAILED, f"the autoscaler made no progress for {silent:.0f}s{waited}: starved too long"
+            )
+        return Step(
+            Action.AUTOSCALER_STARVED,
+            f"the autoscaler's last round was {silent:.0f}s ago{waited}: starved of CPU, not hung; restarted only "
+            f"past {STARVED_STALL_FACTOR * stall:.0f}s",
+        )
     if not monitor.made_a_round:
         return Step(Action.WAIT_FIRST_ROUND, "waiting for the autoscaler's first round")
     if obs.outdated_workers:
@@ -163,14 +189,16 @@ def recheck_seconds(step: Step, obs: Observation, settings: Settings) -> float |
     if action in NOT_MINE:  # the replicas' Leases are watched: a change of members wakes every cluster
         return None
     if action in FAILURES:
-        return settings.restart_delay(obs.memory.failures_in_a_row + 1)
+        return settings.restart_delay(obs.memory.failures_in_a_row + 1, spread=0.0)  # its earliest end
     if action in (Action.WAIT_HEAD_BACKOFF, Action.WAIT_AUTOSCALER_BACKOFF):
         return obs.memory.backoff_seconds
     if action is Action.WAIT_GCS:
         return 1.0
+    if action is Action.WAIT_HEAD_SLOT:  # other clusters' heads: their changes do not wake this one
+        return HEAD_SLOT_SECONDS
     if action in (Action.START_AUTOSCALER, Action.WAIT_FIRST_ROUND):
         return float(settings.autoscaler_interval_seconds)
-    if action in AUTOSCALING:  # its view and decisions, its heartbeat and memory
+    if action in AUTOSCALING or action is Action.AUTOSCALER_STARVED:  # its view and decisions, heartbeat, memory
         return min(settings.autoscaler_status_seconds, settings.stall_seconds)
     return None  # the spec, the pods and the Service are watched
 

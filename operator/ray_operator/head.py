@@ -1,17 +1,19 @@
-"""Where the operator makes a cluster's head Service and head pod. Workers are the autoscaler's
-(autoscaler_bridge.node_provider, whose delete_pods the operator also uses when it restarts a cluster); only this
-module makes heads."""
+"""Where the operator makes a cluster's head Service, head pod and the head's PodDisruptionBudget. Workers are the
+autoscaler's (autoscaler_bridge.node_provider, whose delete_pods the operator also uses when it restarts a cluster);
+only this module makes heads."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler_bridge.cluster_config import head_tags
 from autoscaler_bridge.kube_client import KubeCalls
-from autoscaler_bridge.ray_pod import build_head_service, build_ray_pod
+from autoscaler_bridge.names import head_service_name
+from autoscaler_bridge.ray_pod import build_head_disruption_budget, build_head_service, build_ray_pod
 from autoscaler_bridge.watch_cache import WatchCache
 
 
@@ -28,6 +30,30 @@ def create_head_service(calls: KubeCalls, config: dict[str, Any], services: Watc
             raise
         return
     services.put(json.loads(created.data))
+
+
+def keep_head_budget(calls: KubeCalls, config: dict[str, Any], budgets: WatchCache) -> bool:
+    """The head's PodDisruptionBudget made, or deleted when the cluster opts out (its provider's
+    head_disruption_budget); whether it was made. One made or deleted meanwhile is no error."""
+    namespace, name = config["provider"]["namespace"], head_service_name(config["cluster_name"])
+    policy = kubernetes.client.PolicyV1Api(calls.client)
+    if not config["provider"]["head_disruption_budget"]:
+        try:
+            calls(policy.delete_namespaced_pod_disruption_budget, name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        budgets.discard(namespace, name)
+        return False
+    budget = build_head_disruption_budget(config["provider"], config["cluster_name"])
+    try:
+        created: Any = calls(policy.create_namespaced_pod_disruption_budget, namespace, budget, _preload_content=False)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        return True
+    budgets.put(json.loads(created.data))
+    return True
 
 
 def create_head_pod(calls: KubeCalls, config: dict[str, Any], pods: WatchCache) -> dict[str, Any]:

@@ -118,6 +118,7 @@ def raycluster_from_values(values: Mapping[str, Any], name: str, namespace: str 
             "upscalingSpeed": values.get("upscalingSpeed", 1.0),
             "idleTimeoutMinutes": values.get("idleTimeoutMinutes", 5),
             "rayAuthentication": values.get("rayAuthentication", "token"),
+            "headPodDisruptionBudget": values.get("headPodDisruptionBudget", True),
             "headPodType": values["headPodType"],
             "podTypes": pod_types,
         },

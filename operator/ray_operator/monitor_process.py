@@ -10,7 +10,8 @@ touches a heartbeat file, so a monitor that stops making progress is seen too,
 and writes what it sees (resource usage,
 pending demand, pending and failed launches) and the decisions it made (Ray's
 event summaries: nodes added, removed, launches failed) to two files beside it,
-which the operator turns into the RayCluster's status.autoscaler and Events.
+which the operator turns into the RayCluster's status.autoscaler and Events. Its scale-down drains
+idle nodes first (autoscaler_bridge.draining_autoscaler).
 
 Children are forked from a forkserver that has already imported Ray's
 autoscaler and the node provider: each costs a few MiB instead of a fresh
@@ -41,6 +42,7 @@ from ray_operator import logs
 PRELOAD = [
     "ray.autoscaler._private.monitor",
     "autoscaler_bridge.node_provider",
+    "autoscaler_bridge.draining_autoscaler",
     "kubernetes.client.api.core_v1_api",
     "ray_operator.monitor_process",
 ]
@@ -240,6 +242,8 @@ def _autoscale(spec: MonitorSpec, log: Any) -> None:
     """Check the cluster's Ray, then run Ray's Monitor on the cluster's config until it fails or is stopped."""
     from ray.autoscaler._private.monitor import Monitor
 
+    from autoscaler_bridge.draining_autoscaler import DrainingAutoscaler
+
     version = _cluster_ray_version(spec.gcs_address)
     if version is None:  # an ordinary failure: counted, and retried with backoff
         raise RuntimeError("the head's GCS has no cluster metadata: not a healthy Ray head")
@@ -261,6 +265,12 @@ def _autoscale(spec: MonitorSpec, log: Any) -> None:
             autoscaler failed", which a cluster moving to another replica is not."""
             os._exit(128 + sig)
 
+        def _initialize_autoscaler(self) -> None:
+            """Ray's autoscaler, whose scale-down drains idle nodes instead of stopping their raylets."""
+            super()._initialize_autoscaler()
+            autoscaler: Any = self.autoscaler
+            autoscaler.__class__ = DrainingAutoscaler
+
         def update_load_metrics(self) -> None:
             """A round's start: none starts once the operator's Lease is past its deadline."""
             if fenced(spec.fence_path):
@@ -277,6 +287,22 @@ def _autoscale(spec: MonitorSpec, log: Any) -> None:
 
     log.info("autoscaler starting for GCS %s", spec.gcs_address)
     HeartbeatMonitor(spec.gcs_address, read_config, prefix_cluster_info=True, retry_on_failure=False).run()
+
+
+def cpu_wait_seconds(pid: int) -> float:
+    """Seconds a process's threads have spent runnable but waiting for a CPU (the kernel's schedstat); 0 when it is
+    gone or the kernel does not say."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended
+    return total / 1e9
 
 
 class MonitorProcess:
@@ -329,9 +355,13 @@ class MonitorProcess:
             return []
         return [json.loads(line) for line in data.splitlines() if line.strip()]
 
-    def silent_for(self, now: float) -> float:
-        """Seconds since the monitor's last round."""
-        return now - self.spec.heartbeat_path.stat().st_mtime
+    def waited_for_cpu(self) -> float:
+        """cpu_wait_seconds() of the monitor: how starved of CPU it has been."""
+        return cpu_wait_seconds(self.process.pid) if self.process.pid else 0.0
+
+    def last_round(self) -> float:
+        """When the monitor made its last round (its heartbeat's time, as time.time() counts)."""
+        return self.spec.heartbeat_path.stat().st_mtime
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`: the monitor stops; no pod is touched."""

@@ -12,11 +12,27 @@ from typing import Any
 
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_NODE_KIND
 
+from autoscaler_bridge.names import DRAIN_ANNOTATION
+
 from ray_operator.shards import MINE
+from ray_operator.status import RUNNING
+
+HEAD_START_SECONDS = 300.0
 
 
 def pod_phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase", "Pending")
+
+
+def drain_seconds(pod: dict[str, Any]) -> int:
+    """How long a worker pod drains once deleted (what it was made with); 0: it stops at once."""
+    value = (pod["metadata"].get("annotations") or {}).get(DRAIN_ANNOTATION, "0")
+    return int(value) if value.isdigit() else 0
+
+
+def draining(pod: dict[str, Any]) -> bool:
+    """A deleted pod that drains and whose Ray still runs (autoscaler_bridge.drain_on_term)."""
+    return bool(pod["metadata"].get("deletionTimestamp")) and pod_phase(pod) == "Running" and drain_seconds(pod) > 0
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:
@@ -30,6 +46,17 @@ def is_head(pod: dict[str, Any]) -> bool:
     return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
 
 
+def starting(head: dict[str, Any], cluster_phase: str | None, now: datetime) -> bool:
+    """Whether a head pod is starting, as the bound on heads starting at once counts it: not being deleted, made
+    less than HEAD_START_SECONDS ago (a head that never comes up stops holding a place), and its RayCluster not
+    Running yet (its GCS has not answered an autoscaler)."""
+    metadata = head["metadata"]
+    if metadata.get("deletionTimestamp") or cluster_phase == RUNNING:
+        return False
+    created = datetime.fromisoformat(metadata.get("creationTimestamp") or now.isoformat())
+    return (now - created).total_seconds() < HEAD_START_SECONDS
+
+
 @dataclass(frozen=True)
 class MonitorState:
     """The cluster's autoscaler process as last seen."""
@@ -38,6 +65,7 @@ class MonitorState:
     error: str | None = None  # what it wrote before exiting: its exception, or why it would not autoscale
     running_seconds: float = 0.0  # since it was started
     silent_seconds: float = 0.0  # since its last round
+    starved_seconds: float = 0.0  # of those, how long it waited for a CPU (runnable, not run)
     made_a_round: bool = False  # since it was started
     round_since_config: bool = False  # a round on the config file as last written
 
@@ -70,9 +98,12 @@ class Observation:
     problems: tuple[str, ...] = ()  # the spec's validation problems
     config: dict[str, Any] | None = None  # the autoscaler config, when the spec has no problems
     service_exists: bool = False  # the head Service
+    budget_exists: bool = False  # the head's PodDisruptionBudget
     head: dict[str, Any] | None = None
+    heads_starting: int = 0  # when it has no head: heads of the operator's clusters starting now (a bound)
     head_outdated: bool = False  # the head pod was made from another head podType template than the spec's
-    workers: tuple[dict[str, Any], ...] = ()
+    workers: tuple[dict[str, Any], ...] = ()  # not being deleted
+    deleted_workers: tuple[dict[str, Any], ...] = ()  # being deleted: draining, or stopped and about to go
     outdated_workers: int = 0  # workers made from a worker podType template the spec no longer has
     gcs_address: str = ""  # ip:port of the head's GCS, once the head runs
     gcs_answers: bool = False
@@ -90,3 +121,8 @@ class Observation:
     @property
     def head_ip(self) -> str:
         return ((self.head or {}).get("status") or {}).get("podIP") or ""
+
+    @property
+    def draining(self) -> tuple[dict[str, Any], ...]:
+        """The deleted workers whose Ray still runs: they drain."""
+        return tuple(w for w in self.deleted_workers if draining(w))

@@ -21,6 +21,7 @@ class Settings:
     max_restart_backoff_seconds: float = 60.0
     max_pending_pods: int = DEFAULT_MAX_PENDING_PODS
     pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
+    max_starting_heads: int = 10  # heads of all its clusters starting at once (made, their cluster not yet Running)
     monitor_memory_limit_mb: int = 1024  # each autoscaler's RLIMIT_DATA
     log_level: str = "INFO"
     identity: str = "ray-operator"  # this operator among operators (its Lease, status.operator)
@@ -38,6 +39,9 @@ class Settings:
         """How long an autoscaler may go without a round before it counts as hung."""
         return float(self.stall_rounds * self.autoscaler_interval_seconds)
 
-    def restart_delay(self, failures: int) -> float:
-        """Bounded exponential backoff before the monitor's restart after its n-th failure in a row."""
-        return min(self.max_restart_backoff_seconds, self.restart_backoff_seconds * 2 ** max(0, failures - 1))
+    def restart_delay(self, failures: int, spread: float) -> float:
+        """The backoff before a restart after the n-th failure in a row: exponential and bounded, and of that half
+        fixed and half `spread` (in [0, 1], drawn at random for each failure), so that clusters that failed
+        together (a node overloaded by their heads) do not restart together and overload it again."""
+        delay = min(self.max_restart_backoff_seconds, self.restart_backoff_seconds * 2 ** max(0, failures - 1))
+        return delay / 2 * (1 + spread)

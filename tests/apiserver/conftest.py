@@ -26,13 +26,24 @@ KNOWN: set[str] = set()
 
 
 @contextmanager
-def a_server(kind: str, tmp_path_factory: pytest.TempPathFactory, admin_token: str | None = None,
-             apiserver_flags: list[str] | None = None) -> Iterator[ApiServer | ControlPlane]:
+def a_server(
+    kind: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    admin_token: str | None = None,
+    apiserver_flags: list[str] | None = None,
+) -> Iterator[ApiServer | ControlPlane]:
     """The project's API server (authenticating when given `admin_token`), or a fresh control plane (its
     kube-apiserver with `apiserver_flags`)."""
-    server = (ApiServer(admin_token=admin_token) if kind == "project" else
-              ControlPlane(tmp_path_factory.mktemp("kubernetes"), controllers=CONTROLLERS, scheduler=False,
-                           apiserver_flags=apiserver_flags)).start()
+    server = (
+        ApiServer(admin_token=admin_token)
+        if kind == "project"
+        else ControlPlane(
+            tmp_path_factory.mktemp("kubernetes"),
+            controllers=CONTROLLERS,
+            scheduler=False,
+            apiserver_flags=apiserver_flags,
+        )
+    ).start()
     try:
         yield server
     finally:
@@ -63,8 +74,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The known differences among the tests that run (after -k and the like)."""
-    KNOWN.update(item.originalname for item in session.items
-                 if item.get_closest_marker("known_difference") and server_of(item) == "project")
+    KNOWN.update(
+        item.originalname
+        for item in session.items
+        if isinstance(item, pytest.Function)
+        if item.get_closest_marker("known_difference") and server_of(item) == "project"
+    )
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

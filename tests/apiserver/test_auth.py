@@ -49,11 +49,23 @@ def test_service_account_rights_come_from_its_role_bindings(secured):
     for namespace in ("team", "other"):
         admin.create_namespace({"metadata": {"name": namespace}})
     admin.create_namespaced_service_account("team", {"metadata": {"name": "operator"}})
-    rbac.create_namespaced_role("team", {"metadata": {"name": "pods"}, "rules": [
-        {"apiGroups": [""], "resources": ["pods", "pods/status"], "verbs": ["get", "list", "watch", "create"]}]})
-    rbac.create_namespaced_role_binding("team", {"metadata": {"name": "operator-pods"},
-                                                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pods"},
-                                                 "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": "team"}]})
+    rbac.create_namespaced_role(
+        "team",
+        {
+            "metadata": {"name": "pods"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods", "pods/status"], "verbs": ["get", "list", "watch", "create"]}
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        "team",
+        {
+            "metadata": {"name": "operator-pods"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pods"},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": "team"}],
+        },
+    )
     token = admin.create_namespaced_service_account_token("operator", "team", {"spec": {}}).status.token
     operator = client(secured, token)
     assert operator.list_namespaced_pod("team").items == []
@@ -61,8 +73,10 @@ def test_service_account_rights_come_from_its_role_bindings(secured):
         operator.list_namespaced_pod("other")
     body = json.loads(raised.value.body)
     assert (raised.value.status, body["reason"]) == (403, "Forbidden")
-    assert body["message"] == ('pods is forbidden: User "system:serviceaccount:team:operator" cannot list resource "pods" '
-                               'in API group "" in the namespace "other"')
+    assert body["message"] == (
+        'pods is forbidden: User "system:serviceaccount:team:operator" cannot list resource "pods" '
+        'in API group "" in the namespace "other"'
+    )
     with pytest.raises(ApiException) as raised:
         operator.delete_namespaced_pod("x", "team")
     assert raised.value.status == 403
@@ -75,11 +89,19 @@ def test_cluster_role_binding_grants_everywhere(secured, tmp_path):
     admin = client(secured, secured.admin_token)
     rbac = kubernetes.client.RbacAuthorizationV1Api(admin.api_client)
     admin.create_namespaced_service_account("default", {"metadata": {"name": "reader"}})
-    rbac.create_cluster_role({"metadata": {"name": "config-reader"}, "rules": [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})
-    rbac.create_cluster_role_binding({"metadata": {"name": "reader"},
-                                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "config-reader"},
-                                      "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "default"}]})
+    rbac.create_cluster_role(
+        {
+            "metadata": {"name": "config-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}],
+        }
+    )
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "config-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "default"}],
+        }
+    )
     admin.create_namespaced_config_map("kube-public", {"metadata": {"name": "visible"}})
     token = admin.create_namespaced_service_account_token("reader", "default", {"spec": {}}).status.token
     assert "visible" in [c.metadata.name for c in client(secured, token).list_config_map_for_all_namespaces().items]
@@ -89,8 +111,14 @@ def test_cluster_role_binding_grants_everywhere(secured, tmp_path):
     from tests.tools import kubectl
 
     config = secured.write_kubeconfig(tmp_path / "reader", token)
+
     def can_i(*args):
-        return subprocess.run([str(kubectl()), "--kubeconfig", str(config), "auth", "can-i", *args],
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [str(kubectl()), "--kubeconfig", str(config), "auth", "can-i", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
     assert can_i("list", "configmaps", "-n", "kube-system").stdout.strip() == "yes"
     assert can_i("delete", "configmaps", "-n", "kube-system").stdout.strip() == "no"

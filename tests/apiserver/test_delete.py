@@ -19,8 +19,15 @@ def exists(core, name, namespace="default"):
 
 
 def owned_by(owner, block=False):
-    return [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner.metadata.name, "uid": owner.metadata.uid,
-             "blockOwnerDeletion": block}]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": owner.metadata.name,
+            "uid": owner.metadata.uid,
+            "blockOwnerDeletion": block,
+        }
+    ]
 
 
 def test_finalizers_hold_the_object_until_they_are_removed(core):
@@ -29,7 +36,9 @@ def test_finalizers_hold_the_object_until_they_are_removed(core):
     held = exists(core, "held")
     assert held.metadata.deletion_timestamp is not None and held.metadata.finalizers == ["example.com/cleanup"]
     with pytest.raises(ApiException) as raised:
-        core.patch_namespaced_config_map("held", "default", {"metadata": {"finalizers": ["example.com/cleanup", "new/one"]}})
+        core.patch_namespaced_config_map(
+            "held", "default", {"metadata": {"finalizers": ["example.com/cleanup", "new/one"]}}
+        )
     assert raised.value.status == 422 and "no new finalizers can be added" in raised.value.body
     core.patch_namespaced_config_map("held", "default", {"metadata": {"finalizers": None}})
     assert exists(core, "held") is None
@@ -42,10 +51,14 @@ def test_background_propagation_collects_dependents(core):
     cm(core, "grandchild", ownerReferences=owned_by(grandchild_owner))
     core.delete_namespaced_config_map("owner", "default")
     assert exists(core, "owner") is None
-    wait_for(lambda: exists(core, "child") is None and exists(core, "grandchild") is None, message="dependents collected")
+    wait_for(
+        lambda: exists(core, "child") is None and exists(core, "grandchild") is None, message="dependents collected"
+    )
 
 
-@pytest.mark.known_difference("the garbage collector finds an owner by uid alone, not also by its apiVersion, kind and name")
+@pytest.mark.known_difference(
+    "the garbage collector finds an owner by uid alone, not also by its apiVersion, kind and name"
+)
 def test_an_owner_reference_naming_another_object_is_an_absent_owner(core):
     owner = cm(core, "owner")
     reference = owned_by(owner)
@@ -99,11 +112,15 @@ def test_pods_bound_to_a_node_wait_for_their_kubelet(core):
     core.create_namespaced_pod("default", pod)
     core.delete_namespaced_pod("p", "default")
     terminating = core.read_namespaced_pod("p", "default")
-    assert terminating.metadata.deletion_timestamp is not None and terminating.metadata.deletion_grace_period_seconds == 30
+    assert (
+        terminating.metadata.deletion_timestamp is not None and terminating.metadata.deletion_grace_period_seconds == 30
+    )
     core.delete_namespaced_pod("p", "default", grace_period_seconds=0)
     with pytest.raises(ApiException):
         core.read_namespaced_pod("p", "default")
-    core.create_namespaced_pod("default", {**pod, "spec": {"containers": pod["spec"]["containers"]}, "metadata": {"name": "unbound"}})
+    core.create_namespaced_pod(
+        "default", {**pod, "spec": {"containers": pod["spec"]["containers"]}, "metadata": {"name": "unbound"}}
+    )
     core.delete_namespaced_pod("unbound", "default")
     assert [p.metadata.name for p in core.list_namespaced_pod("default").items] == []
 
@@ -133,14 +150,22 @@ def test_delete_collection(core):
 def test_delete_options_come_from_the_body_when_one_is_sent(core):
     """With a body, the query's DeleteOptions are ignored: a kubelet's final delete must put its grace period 0 in
     the body (the pod runtime once sent it as a query parameter, and pods stayed Terminating on a real server)."""
-    pod = core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {
-        "nodeName": "node-1", "containers": [{"name": "c", "image": "i:1"}]}})
-    core.delete_namespaced_pod("p", "default", grace_period_seconds=0, body={"preconditions": {"uid": pod.metadata.uid}})
+    pod = core.create_namespaced_pod(
+        "default",
+        {"metadata": {"name": "p"}, "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i:1"}]}},
+    )
+    core.delete_namespaced_pod(
+        "p", "default", grace_period_seconds=0, body={"preconditions": {"uid": pod.metadata.uid}}
+    )
     terminating = core.read_namespaced_pod("p", "default")
     assert terminating.metadata.deletion_grace_period_seconds == 30
-    core.delete_namespaced_pod("p", "default", grace_period_seconds=0, body={"preconditions": {"uid": pod.metadata.uid}})
+    core.delete_namespaced_pod(
+        "p", "default", grace_period_seconds=0, body={"preconditions": {"uid": pod.metadata.uid}}
+    )
     assert core.read_namespaced_pod("p", "default").metadata.deletion_grace_period_seconds == 30
-    core.delete_namespaced_pod("p", "default", body={"gracePeriodSeconds": 0, "preconditions": {"uid": pod.metadata.uid}})
+    core.delete_namespaced_pod(
+        "p", "default", body={"gracePeriodSeconds": 0, "preconditions": {"uid": pod.metadata.uid}}
+    )
     with pytest.raises(ApiException) as raised:
         core.read_namespaced_pod("p", "default")
     assert raised.value.status == 404

@@ -33,15 +33,29 @@ def test_core_and_group_discovery(kube):
     resources = {r.name: r for r in kubernetes.client.CoreV1Api(kube).get_api_resources().resources}
     pods = resources["pods"]
     assert pods.namespaced and pods.kind == "Pod" and pods.short_names == ["po"] and "all" in pods.categories
-    assert sorted(pods.verbs) == sorted(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+    assert sorted(pods.verbs) == sorted(
+        ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    )
     assert resources["pods/status"].verbs == ["get", "patch", "update"]
-    assert {"pods/log", "namespaces", "services", "configmaps", "secrets", "serviceaccounts", "events"} <= resources.keys()
+    assert {
+        "pods/log",
+        "namespaces",
+        "services",
+        "configmaps",
+        "secrets",
+        "serviceaccounts",
+        "events",
+    } <= resources.keys()
     assert not resources["namespaces"].namespaced
 
 
-@pytest.mark.known_difference("no aggregated discovery (apidiscovery.k8s.io/v2): clients fall back to one request per group")
+@pytest.mark.known_difference(
+    "no aggregated discovery (apidiscovery.k8s.io/v2): clients fall back to one request per group"
+)
 def test_aggregated_discovery(api_server):
-    status, content_type, body = get(api_server, "/apis", accept="application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    status, content_type, body = get(
+        api_server, "/apis", accept="application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    )
     assert status == 200 and json.loads(body)["kind"] == "APIGroupDiscoveryList"
 
 
@@ -61,7 +75,9 @@ def test_a_crd_serves_its_resource_and_deleting_it_stops_serving(kube, kubectl):
 def test_short_names_resolve_as_on_a_real_server(kube, kubectl):
     """`rc` is core Kubernetes' ReplicationControllers; a RayCluster is `rayc`."""
     apply_crd(kube)
-    kubernetes.client.CustomObjectsApi(kube).create_namespaced_custom_object("cluster.ray.io", "v1", "default", "rayclusters", RC)
+    kubernetes.client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        "cluster.ray.io", "v1", "default", "rayclusters", RC
+    )
     result = kubectl("get", "rc")
     assert result.stdout == "" and "No resources found" in result.stderr
     assert kubectl("get", "rayc", "-o", "name").stdout.split() == ["raycluster.cluster.ray.io/c1"]
@@ -69,11 +85,19 @@ def test_short_names_resolve_as_on_a_real_server(kube, kubectl):
 
 def test_openapi_v3_says_patch_takes_field_validation(api_server, kube):
     apply_crd(kube)
-    paths = wait_for(lambda: (lambda p: p if "apis/cluster.ray.io/v1" in p else None)(
-        json.loads(get(api_server, "/openapi/v3")[2])["paths"]), message="the CRD's OpenAPI v3 document published")
+    paths = wait_for(
+        lambda: (lambda p: p if "apis/cluster.ray.io/v1" in p else None)(
+            json.loads(get(api_server, "/openapi/v3")[2])["paths"]
+        ),
+        message="the CRD's OpenAPI v3 document published",
+    )
     assert {"api/v1", "apis/cluster.ray.io/v1"} <= paths.keys()
     _, _, body = get(api_server, paths["apis/cluster.ray.io/v1"]["serverRelativeURL"])
     doc = json.loads(body)
     patch = doc["paths"]["/apis/cluster.ray.io/v1/namespaces/{namespace}/rayclusters/{name}"]["patch"]
     assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
-    assert patch["x-kubernetes-group-version-kind"] == {"group": "cluster.ray.io", "version": "v1", "kind": "RayCluster"}
+    assert patch["x-kubernetes-group-version-kind"] == {
+        "group": "cluster.ray.io",
+        "version": "v1",
+        "kind": "RayCluster",
+    }

@@ -19,7 +19,9 @@ def run_helm(kubeconfig, tmp_path, monkeypatch):
     binary = str(helm())
 
     def run(*args):
-        result = subprocess.run([binary, *args], capture_output=True, text=True, env=helm_env(tmp_path, kubeconfig), timeout=120)
+        result = subprocess.run(
+            [binary, *args], capture_output=True, text=True, env=helm_env(tmp_path, kubeconfig), timeout=120
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -56,5 +58,7 @@ def test_install_upgrade_uninstall(run_helm, core, kube):
 
 def test_install_into_a_new_namespace(run_helm, core):
     run_helm("install", "other", str(CHART), "--namespace", "team", "--create-namespace")
-    assert core.read_namespaced_config_map("other-config", "team").metadata.labels["app.kubernetes.io/instance"] == "other"
+    assert (
+        core.read_namespaced_config_map("other-config", "team").metadata.labels["app.kubernetes.io/instance"] == "other"
+    )
     assert release_secrets(core, "team") == ["sh.helm.release.v1.other.v1"]

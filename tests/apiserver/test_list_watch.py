@@ -42,14 +42,22 @@ def test_field_selectors(core):
     make(core, "x")
     make(core, "x", namespace="other")
     assert names(core.list_config_map_for_all_namespaces(field_selector="metadata.name=x").items) == ["x", "x"]
-    assert [c.metadata.namespace for c in core.list_config_map_for_all_namespaces(field_selector="metadata.namespace=other").items] == ["other"]
-    core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
+    assert [
+        c.metadata.namespace
+        for c in core.list_config_map_for_all_namespaces(field_selector="metadata.namespace=other").items
+    ] == ["other"]
+    core.create_namespaced_pod(
+        "default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}
+    )
     assert names(core.list_namespaced_pod("default", field_selector="status.phase=Pending").items) == ["p"]
     assert core.list_namespaced_pod("default", field_selector="status.phase!=Pending").items == []
     with pytest.raises(ApiException) as raised:
         core.list_namespaced_config_map("default", field_selector="data.a=1")
     assert raised.value.status == 400
-    assert '"data.a\\" is not a known field selector: only \\"metadata.name\\", \\"metadata.namespace\\"' in raised.value.body
+    assert (
+        '"data.a\\" is not a known field selector: only \\"metadata.name\\", \\"metadata.namespace\\"'
+        in raised.value.body
+    )
     with pytest.raises(ApiException) as raised:
         core.list_namespaced_pod("default", field_selector="data.a=1")
     assert raised.value.status == 400 and "field label not supported: data.a" in raised.value.body
@@ -86,8 +94,15 @@ def test_watch_from_a_resource_version_replays_what_came_after(core):
     make(core, "w1")
     core.patch_namespaced_config_map("w1", "default", {"data": {"a": "1"}})
     core.delete_namespaced_config_map("w1", "default")
-    events = [(e["type"], e["object"].metadata.name) for e in kubernetes.watch.Watch().stream(
-        core.list_namespaced_config_map, "default", resource_version=listed.metadata.resource_version, timeout_seconds=1)]
+    events = [
+        (e["type"], e["object"].metadata.name)
+        for e in kubernetes.watch.Watch().stream(
+            core.list_namespaced_config_map,
+            "default",
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=1,
+        )
+    ]
     assert events == [("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1")]
 
 
@@ -110,8 +125,16 @@ def test_watch_with_a_selector_sees_objects_enter_and_leave_it(core):
     make(core, "m")
     core.patch_namespaced_config_map("m", "default", {"metadata": {"labels": {"pick": "me"}}})
     core.patch_namespaced_config_map("m", "default", {"metadata": {"labels": {"pick": "other"}}})
-    events = [(e["type"], e["object"].metadata.name) for e in kubernetes.watch.Watch().stream(
-        core.list_namespaced_config_map, "default", label_selector="pick=me", resource_version=start, timeout_seconds=1)]
+    events = [
+        (e["type"], e["object"].metadata.name)
+        for e in kubernetes.watch.Watch().stream(
+            core.list_namespaced_config_map,
+            "default",
+            label_selector="pick=me",
+            resource_version=start,
+            timeout_seconds=1,
+        )
+    ]
     assert events == [("ADDED", "m"), ("DELETED", "m")]
 
 
@@ -119,20 +142,37 @@ def test_a_watch_list_ends_its_initial_events_with_a_bookmark(core):
     """sendInitialEvents: the objects as ADDED, then a BOOKMARK marked k8s.io/initial-events-end (what a client
     waits for before it trusts its cache)."""
     make(core, "x")
-    raw = core.list_namespaced_config_map("default", watch=True, allow_watch_bookmarks=True, send_initial_events=True,
-                                          resource_version_match="NotOlderThan", timeout_seconds=2, _preload_content=False)
+    raw = core.list_namespaced_config_map(
+        "default",
+        watch=True,
+        allow_watch_bookmarks=True,
+        send_initial_events=True,
+        resource_version_match="NotOlderThan",
+        timeout_seconds=2,
+        _preload_content=False,
+    )
     events = [json.loads(line) for line in raw.read().decode().splitlines() if line]
     assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [("ADDED", "x"), ("BOOKMARK", None)]
     assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
-    assert int(events[1]["object"]["metadata"]["resourceVersion"]) >= int(events[0]["object"]["metadata"]["resourceVersion"])
+    assert int(events[1]["object"]["metadata"]["resourceVersion"]) >= int(
+        events[0]["object"]["metadata"]["resourceVersion"]
+    )
 
 
-@pytest.mark.project_server("its bookmark interval is a knob; kube-apiserver sends periodic bookmarks about once a minute")
+@pytest.mark.project_server(
+    "its bookmark interval is a knob; kube-apiserver sends periodic bookmarks about once a minute"
+)
 def test_bookmarks(api_server, core):
     api_server.api.bookmark_interval = 0.2
     start = core.list_namespaced_config_map("default").metadata.resource_version
-    raw = core.list_namespaced_config_map("default", watch=True, allow_watch_bookmarks=True, resource_version=start,
-                                          timeout_seconds=1, _preload_content=False)
+    raw = core.list_namespaced_config_map(
+        "default",
+        watch=True,
+        allow_watch_bookmarks=True,
+        resource_version=start,
+        timeout_seconds=1,
+        _preload_content=False,
+    )
     lines = [line for line in raw.read().decode().splitlines() if line]
     assert lines and all('"type": "BOOKMARK"' in line for line in lines)
 
@@ -141,9 +181,17 @@ def test_watch_ends_at_its_timeout(core):
     import time
 
     began = time.monotonic()
-    assert list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, "default",
-                                                resource_version=core.list_namespaced_config_map("default").metadata.resource_version,
-                                                timeout_seconds=1)) == []
+    assert (
+        list(
+            kubernetes.watch.Watch().stream(
+                core.list_namespaced_config_map,
+                "default",
+                resource_version=core.list_namespaced_config_map("default").metadata.resource_version,
+                timeout_seconds=1,
+            )
+        )
+        == []
+    )
     assert 0.9 < time.monotonic() - began < 5
 
 
@@ -156,8 +204,9 @@ def compactable(request, tmp_path_factory):
 
 
 def test_a_watch_from_a_compacted_version_expires(compactable, tmp_path):
-    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
-        str(compactable.write_kubeconfig(tmp_path / "kubeconfig"))))
+    core = kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config(str(compactable.write_kubeconfig(tmp_path / "kubeconfig")))
+    )
     old = core.list_namespaced_config_map("default").metadata.resource_version
     make(core, "x")
     newest = make(core, "y").metadata.resource_version
@@ -165,12 +214,18 @@ def test_a_watch_from_a_compacted_version_expires(compactable, tmp_path):
         compactable.compact(int(newest))
     else:
         compactable.api.store.compact()
-    raw = core.list_namespaced_config_map("default", watch=True, resource_version=old, timeout_seconds=1, _preload_content=False)
+    raw = core.list_namespaced_config_map(
+        "default", watch=True, resource_version=old, timeout_seconds=1, _preload_content=False
+    )
     assert raw.status == 200
     [event] = [json.loads(line) for line in raw.read().decode().splitlines() if line]
     assert event["type"] == "ERROR" and (event["object"]["code"], event["object"]["reason"]) == (410, "Expired")
     with pytest.raises(ApiException) as raised:  # as a client sees it
-        list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=old, timeout_seconds=1))
+        list(
+            kubernetes.watch.Watch().stream(
+                core.list_namespaced_config_map, "default", resource_version=old, timeout_seconds=1
+            )
+        )
     assert raised.value.status == 410
 
 
@@ -181,12 +236,18 @@ def test_the_project_servers_history_is_bounded():
 
     small = ApiServer(history_limit=5).start()
     try:
-        client = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=small.url)))
+        client = kubernetes.client.CoreV1Api(
+            kubernetes.client.ApiClient(kubernetes.client.Configuration(host=small.url))
+        )
         first = client.list_namespaced_config_map("default").metadata.resource_version
         for i in range(10):
             client.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
         with pytest.raises(ApiException) as raised:
-            list(kubernetes.watch.Watch().stream(client.list_namespaced_config_map, "default", resource_version=first, timeout_seconds=1))
+            list(
+                kubernetes.watch.Watch().stream(
+                    client.list_namespaced_config_map, "default", resource_version=first, timeout_seconds=1
+                )
+            )
         assert raised.value.status == 410
     finally:
         small.stop()
@@ -194,7 +255,9 @@ def test_the_project_servers_history_is_bounded():
 
 def test_kubectl_wait_for_jsonpath(kubectl, core):
     make(core, "slow")
-    timer = threading.Timer(0.5, lambda: core.patch_namespaced_config_map("slow", "default", {"data": {"ready": "yes"}}))
+    timer = threading.Timer(
+        0.5, lambda: core.patch_namespaced_config_map("slow", "default", {"data": {"ready": "yes"}})
+    )
     timer.start()
     result = kubectl("wait", "--for=jsonpath={.data.ready}=yes", "configmap/slow", "--timeout=10s")
     timer.join()

@@ -9,7 +9,7 @@ from tests.conftest import apply_crd, urlopen
 
 
 def status_of(error: ApiException) -> dict:
-    return json.loads(error.body)
+    return json.loads(error.body or "null")
 
 
 def raises(call, *args, **kwargs) -> dict:
@@ -20,9 +20,15 @@ def raises(call, *args, **kwargs) -> dict:
     return body
 
 
-RC = {"apiVersion": "cluster.ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c1"},
-      "spec": {"headPodType": "head", "podTypes": [{"name": "head", "maxWorkers": 0,
-               "podConfig": {"spec": {"containers": [{"name": "ray-node"}]}}}]}}
+RC = {
+    "apiVersion": "cluster.ray.io/v1",
+    "kind": "RayCluster",
+    "metadata": {"name": "c1"},
+    "spec": {
+        "headPodType": "head",
+        "podTypes": [{"name": "head", "maxWorkers": 0, "podConfig": {"spec": {"containers": [{"name": "ray-node"}]}}}],
+    },
+}
 
 
 def test_metadata_set_by_the_server(core):
@@ -56,13 +62,21 @@ def test_already_exists_and_not_found(core):
 def test_stale_resource_version_conflicts(core):
     created = core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}, "data": {"v": "1"}})
     stale = created.metadata.resource_version
-    core.replace_namespaced_config_map("cm", "default", {"metadata": {"name": "cm", "resourceVersion": stale}, "data": {"v": "2"}})
-    body = raises(core.replace_namespaced_config_map, "cm", "default",
-                  {"metadata": {"name": "cm", "resourceVersion": stale}, "data": {"v": "3"}})
+    core.replace_namespaced_config_map(
+        "cm", "default", {"metadata": {"name": "cm", "resourceVersion": stale}, "data": {"v": "2"}}
+    )
+    body = raises(
+        core.replace_namespaced_config_map,
+        "cm",
+        "default",
+        {"metadata": {"name": "cm", "resourceVersion": stale}, "data": {"v": "3"}},
+    )
     assert (body["code"], body["reason"]) == (409, "Conflict")
     assert "the object has been modified; please apply your changes to the latest version" in body["message"]
     # A merge patch carrying the stale version is refused too.
-    body = raises(core.patch_namespaced_config_map, "cm", "default", {"metadata": {"resourceVersion": stale}, "data": {"v": "4"}})
+    body = raises(
+        core.patch_namespaced_config_map, "cm", "default", {"metadata": {"resourceVersion": stale}, "data": {"v": "4"}}
+    )
     assert body["reason"] == "Conflict"
     assert core.read_namespaced_config_map("cm", "default").data == {"v": "2"}
 
@@ -96,10 +110,14 @@ def test_status_subresource_split(kube, custom):
     assert "status" not in created  # status is not taken on create
     main = custom.patch_namespaced_custom_object(*args, {"spec": {"maxWorkers": 1}, "status": {"phase": "Error"}})
     assert "status" not in main and main["spec"]["maxWorkers"] == 1
-    status = custom.patch_namespaced_custom_object_status(*args, {"spec": {"maxWorkers": 9}, "status": {"phase": "Running"}})
+    status = custom.patch_namespaced_custom_object_status(
+        *args, {"spec": {"maxWorkers": 9}, "status": {"phase": "Running"}}
+    )
     assert status["status"] == {"phase": "Running"} and status["spec"]["maxWorkers"] == 1
     current = custom.get_namespaced_custom_object(*args)
-    replaced = custom.replace_namespaced_custom_object_status(*args, {**current, "status": {"phase": "Updating"}, "metadata": {**current["metadata"], "labels": {"x": "y"}}})
+    replaced = custom.replace_namespaced_custom_object_status(
+        *args, {**current, "status": {"phase": "Updating"}, "metadata": {**current["metadata"], "labels": {"x": "y"}}}
+    )
     assert replaced["status"] == {"phase": "Updating"} and "labels" not in replaced["metadata"]
 
 
@@ -112,48 +130,79 @@ def test_invalid_names_and_labels(core):
     assert body["reason"] == "Invalid" and body["details"]["causes"][0]["field"] == "metadata.labels"
     # A Service's name is an RFC 1123 label since Kubernetes 1.34 (it may start with a digit), never with dots.
     assert core.create_namespaced_service("default", {"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}})
-    body = raises(core.create_namespaced_service, "default", {"metadata": {"name": "svc.a"}, "spec": {"ports": [{"port": 80}]}})
+    body = raises(
+        core.create_namespaced_service, "default", {"metadata": {"name": "svc.a"}, "spec": {"ports": [{"port": 80}]}}
+    )
     assert 'metadata.name: Invalid value: "svc.a": must not contain dots' in body["message"]
-    body = raises(core.create_namespaced_service, "default", {"metadata": {"name": "Svc"}, "spec": {"ports": [{"port": 80}]}})
+    body = raises(
+        core.create_namespaced_service, "default", {"metadata": {"name": "Svc"}, "spec": {"ports": [{"port": 80}]}}
+    )
     assert "a lowercase RFC 1123 label" in body["message"]
 
 
 def test_pods_get_defaults_and_need_their_service_account(core):
-    pod = core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    pod = core.create_namespaced_pod(
+        "default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    )
     assert pod.status.phase == "Pending" and pod.spec.restart_policy == "Always"
     assert pod.spec.service_account_name == "default" and pod.spec.termination_grace_period_seconds == 30
     assert pod.spec.containers[0].image_pull_policy == "Always"
-    body = raises(core.create_namespaced_pod, "default", {"metadata": {"name": "q"}, "spec": {
-        "serviceAccountName": "nobody", "containers": [{"name": "c", "image": "busybox:1"}]}})
-    assert (body["code"], body["reason"]) == (403, "Forbidden") and 'serviceaccount "nobody" not found' in body["message"]
-    body = raises(core.create_namespaced_pod, "default", {"metadata": {"name": "r"}, "spec": {"containers": [{"name": "c"}]}})
+    body = raises(
+        core.create_namespaced_pod,
+        "default",
+        {
+            "metadata": {"name": "q"},
+            "spec": {"serviceAccountName": "nobody", "containers": [{"name": "c", "image": "busybox:1"}]},
+        },
+    )
+    assert (body["code"], body["reason"]) == (403, "Forbidden") and 'serviceaccount "nobody" not found' in body[
+        "message"
+    ]
+    body = raises(
+        core.create_namespaced_pod, "default", {"metadata": {"name": "r"}, "spec": {"containers": [{"name": "c"}]}}
+    )
     assert body["reason"] == "Invalid" and "spec.containers[0].image: Required value" in body["message"]
     body = raises(core.patch_namespaced_pod, "p", "default", {"spec": {"restartPolicy": "Never"}})
     assert body["reason"] == "Invalid" and "pod updates may not change fields" in body["message"]
-    assert core.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}).spec.containers[0].image == "busybox:2"
+    assert (
+        core.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}})
+        .spec.containers[0]
+        .image
+        == "busybox:2"
+    )
 
 
 def test_resource_quantities(core):
     """A quantity that does not parse fails decoding (400); a negative one is invalid (422), and requests
     default to the limits, so both are named."""
+
     def pod(name, cpu):
-        return {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i:1", "resources": {"limits": {"cpu": cpu}}}]}}
+        return {
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "i:1", "resources": {"limits": {"cpu": cpu}}}]},
+        }
 
     for bad in ("abc", "1.5.5", "1Gb"):
         body = raises(core.create_namespaced_pod, "default", pod("bad", bad))
         assert (body["code"], body["reason"]) == (400, "BadRequest")
-        assert body["message"] == ('Pod in version "v1" cannot be handled as a Pod: quantities must match the regular '
-                                   "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+        assert body["message"] == (
+            'Pod in version "v1" cannot be handled as a Pod: quantities must match the regular '
+            "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+        )
     body = raises(core.create_namespaced_pod, "default", pod("negative", "-1"))
     assert (body["code"], body["reason"]) == (422, "Invalid")
-    assert [c["field"] for c in body["details"]["causes"]] == ["spec.containers[0].resources.limits[cpu]",
-                                                               "spec.containers[0].resources.requests[cpu]"]
+    assert [c["field"] for c in body["details"]["causes"]] == [
+        "spec.containers[0].resources.limits[cpu]",
+        "spec.containers[0].resources.requests[cpu]",
+    ]
     created = core.create_namespaced_pod("default", pod("fine", "500m"))
     assert created.spec.containers[0].resources.requests == {"cpu": "500m"}
 
 
 def test_services_get_a_cluster_ip_that_is_immutable(core):
-    service = core.create_namespaced_service("default", {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}], "selector": {"a": "b"}}})
+    service = core.create_namespaced_service(
+        "default", {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}], "selector": {"a": "b"}}}
+    )
     assert service.spec.cluster_ip.startswith("10.96.") and service.spec.type == "ClusterIP"
     assert service.spec.ports[0].target_port == 80 and service.spec.ports[0].protocol == "TCP"
     body = raises(core.patch_namespaced_service, "s", "default", {"spec": {"clusterIP": "10.96.9.9"}})
@@ -162,7 +211,9 @@ def test_services_get_a_cluster_ip_that_is_immutable(core):
 
 
 def test_secrets_string_data_and_base64(core):
-    secret = core.create_namespaced_secret("default", {"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}})
+    secret = core.create_namespaced_secret(
+        "default", {"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}}
+    )
     assert secret.data == {"password": "aHVudGVyMg=="} and secret.type == "Opaque" and secret.string_data is None
     body = raises(core.create_namespaced_secret, "default", {"metadata": {"name": "t"}, "data": {"x": "not base64!"}})
     assert body["code"] == 400
@@ -180,8 +231,12 @@ def test_creating_in_a_terminating_namespace_is_forbidden(core):
 def test_unsupported_media_type(api_server):
     import urllib.request
 
-    request = urllib.request.Request(api_server.url + "/api/v1/namespaces/default/configmaps/x", method="PATCH",
-                                     data=b"{}", headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        api_server.url + "/api/v1/namespaces/default/configmaps/x",
+        method="PATCH",
+        data=b"{}",
+        headers={"Content-Type": "text/plain"},
+    )
     with pytest.raises(urllib.error.HTTPError) as raised:
         urlopen(api_server, request)
     body = json.loads(raised.value.read())
@@ -192,18 +247,35 @@ def test_builtin_objects_are_checked_against_the_kubernetes_schemas(api_server, 
     """A decode error names the field (the real server as a Go struct field, this one by its JSON path)."""
     from tests.conftest import raw_request
 
-    status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/pods", {
-        "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": "http"}]}]}})
+    status, body = raw_request(
+        api_server,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        {
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": "http"}]}]},
+        },
+    )
     assert (status, body["reason"]) == (400, "BadRequest")
     assert body["message"].startswith('Pod in version "v1" cannot be handled as a Pod:')
     assert "containerPort" in body["message"]
-    status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/services", {
-        "metadata": {"name": "s"}, "spec": {"ports": [{"name": "x"}]}})
+    status, body = raw_request(
+        api_server,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        {"metadata": {"name": "s"}, "spec": {"ports": [{"name": "x"}]}},
+    )
     assert (status, body["reason"]) == (422, "Invalid")
-    assert "spec.ports[0].port" in [c["field"] for c in body["details"]["causes"]]  # the real server: "Invalid value: 0"
+    assert "spec.ports[0].port" in [
+        c["field"] for c in body["details"]["causes"]
+    ]  # the real server: "Invalid value: 0"
     # Unknown fields are dropped, with a warning; refused when the client asks for strict field validation.
-    status, body = raw_request(api_server, "POST", "/api/v1/namespaces/default/configmaps",
-                               {"metadata": {"name": "u"}, "data": {"a": "1"}, "dta": {"b": "2"}})
+    status, body = raw_request(
+        api_server,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        {"metadata": {"name": "u"}, "data": {"a": "1"}, "dta": {"b": "2"}},
+    )
     assert status == 201 and "dta" not in body and core.read_namespaced_config_map("u", "default").data == {"a": "1"}
     manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\ndta:\n  a: '1'\n"
     result = kubectl("apply", "-f", "-", input=manifest, check=False)

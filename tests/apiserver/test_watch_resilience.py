@@ -21,8 +21,14 @@ class Watched:
     def __init__(self):
         self.seen: list[str] = []
         core = kubernetes.client.CoreV1Api(api_client())
-        self.cache = WatchCache(core.list_namespaced_config_map, "default", label_selector="watched=yes",
-                                on_change=self.record, watch_seconds=30, name="ConfigMaps")
+        self.cache = WatchCache(
+            core.list_namespaced_config_map,
+            "default",
+            label_selector="watched=yes",
+            on_change=self.record,
+            watch_seconds=30,
+            name="ConfigMaps",
+        )
 
     def record(self, obj):
         value = (obj.get("data") or {}).get("value")
@@ -56,9 +62,15 @@ def server_with_data(tmp_path, monkeypatch):
 
 def test_the_watch_loses_no_update_through_410_and_restart(server_with_data):
     servers, restart = server_with_data
-    core = lambda: kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(  # noqa: E731
-        kubernetes.client.Configuration(host=servers[-1].url)))
-    core().create_namespaced_config_map("default", {"metadata": {"name": "w", "labels": {"watched": "yes"}}, "data": {"value": "1"}})
+
+    def core() -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(
+            kubernetes.client.ApiClient(kubernetes.client.Configuration(host=servers[-1].url))
+        )
+
+    core().create_namespaced_config_map(
+        "default", {"metadata": {"name": "w", "labels": {"watched": "yes"}}, "data": {"value": "1"}}
+    )
     with Watched() as operator:
         wait_for(lambda: operator.seen[-1:] == ["1"], timeout=30, message="the watch saw value 1")
 

@@ -47,21 +47,32 @@ def test_lint_is_clean(values):
     extra = ["-f", str(values)] if values else []
     for strict in ([], ["--strict"]):
         result = run_helm("lint", str(CHART), *strict, *extra)
-        assert "0 chart(s) failed" in result.stdout and "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+        assert (
+            "0 chart(s) failed" in result.stdout and "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+        )
 
 
 def test_default_renders_a_cluster_and_a_cluster_scoped_operator_in_the_releases_namespace():
     """`helm template -n ray` puts every operator object in `ray` (it once put them into `default` whatever -n said)."""
     objects = kinds(render())
-    assert set(objects) == {"RayCluster/demo", "ServiceAccount/demo-ray-operator", "ClusterRole/demo-ray-operator",
-                            "ClusterRoleBinding/demo-ray-operator", "Deployment/demo-ray-operator",
-                            "PodDisruptionBudget/demo-ray-operator"}
-    assert {o["metadata"].get("namespace") for k, o in objects.items() if not k.startswith(("RayCluster", "ClusterRole"))} == {"ray"}
+    assert set(objects) == {
+        "RayCluster/demo",
+        "ServiceAccount/demo-ray-operator",
+        "ClusterRole/demo-ray-operator",
+        "ClusterRoleBinding/demo-ray-operator",
+        "Deployment/demo-ray-operator",
+        "PodDisruptionBudget/demo-ray-operator",
+    }
+    assert {
+        o["metadata"].get("namespace") for k, o in objects.items() if not k.startswith(("RayCluster", "ClusterRole"))
+    } == {"ray"}
     binding = objects["ClusterRoleBinding/demo-ray-operator"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-ray-operator", "namespace": "ray"}]
     resources = objects["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
-    custom = kinds(render("demo", "ray", "--set", "operatorResources.limits.memory=8Gi", "--set", "operatorTmpSizeLimit=2Gi"))
+    custom = kinds(
+        render("demo", "ray", "--set", "operatorResources.limits.memory=8Gi", "--set", "operatorTmpSizeLimit=2Gi")
+    )
     pod = custom["Deployment/demo-ray-operator"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "8Gi"}
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
@@ -75,13 +86,20 @@ def test_operator_only_cluster_only_namespaced_and_operator_namespace():
     assert {o["kind"] for o in render("op", "ray", "--set", "operatorOnly=true")} == OPERATOR_KINDS
     assert [o["kind"] for o in render("rc", "ray", "--set", "clusterOnly=true")] == ["RayCluster"]
     namespaced = kinds(render("team", "team-a", "--set", "namespacedOperator=true"))
-    assert set(namespaced) == {"RayCluster/team", "ServiceAccount/team-ray-operator", "Role/team-ray-operator",
-                               "RoleBinding/team-ray-operator", "Deployment/team-ray-operator",
-                               "PodDisruptionBudget/team-ray-operator"}
+    assert set(namespaced) == {
+        "RayCluster/team",
+        "ServiceAccount/team-ray-operator",
+        "Role/team-ray-operator",
+        "RoleBinding/team-ray-operator",
+        "Deployment/team-ray-operator",
+        "PodDisruptionBudget/team-ray-operator",
+    }
     assert {o["metadata"].get("namespace") for k, o in namespaced.items() if k != "RayCluster/team"} == {"team-a"}
     env = namespaced["Deployment/team-ray-operator"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env[1:] == [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
-                       for name in ("RAY_OPERATOR_LEASE_NAMESPACE", "RAY_OPERATOR_POD_NAMESPACE")]
+    assert env[1:] == [
+        {"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+        for name in ("RAY_OPERATOR_LEASE_NAMESPACE", "RAY_OPERATOR_POD_NAMESPACE")
+    ]
     elsewhere = kinds(render("demo", "ray", "--set", "operatorNamespace=ray-system"))
     assert elsewhere["Deployment/demo-ray-operator"]["metadata"]["namespace"] == "ray-system"
     assert elsewhere["ClusterRoleBinding/demo-ray-operator"]["subjects"][0]["namespace"] == "ray-system"
@@ -96,8 +114,10 @@ def test_two_clusters_in_one_namespace():
 def test_replicas_are_all_active_rolled_one_at_a_time_and_drained_one_at_a_time():
     deployment = kinds(render("demo", "ray"))["Deployment/demo-ray-operator"]
     assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
-                                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RAY_OPERATOR_GROUP"]["value"] == "demo-ray-operator"  # another release's replicas are not its peers
     budget = kinds(render("demo", "ray"))["PodDisruptionBudget/demo-ray-operator"]
@@ -115,10 +135,18 @@ def test_rbac_is_exactly_what_the_operator_uses():
         {"apiGroups": ["cluster.ray.io"], "resources": ["rayclusters/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "patch", "delete"]},
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create"]},
+        {
+            "apiGroups": ["policy"],
+            "resources": ["poddisruptionbudgets"],
+            "verbs": ["list", "watch", "create", "delete"],
+        },
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        },
     ]
 
 
@@ -127,8 +155,11 @@ def test_the_operator_pod_is_locked_down():
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     [container] = pod["containers"]
-    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]}}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -148,24 +179,34 @@ def test_the_rendered_raycluster_is_the_python_mirror_and_valid(values):
     assert validate_raycluster(rendered) == []
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--set", "podTypes.rayWorkerType.maxWorkrs=3"], "additional properties 'maxWorkrs' not allowed"),
-    (["--set", "headPodType=gpu"], 'headPodType "gpu" is not one of podTypes (rayHeadType, rayWorkerType)'),
-    (["--set", "podTypes.rayWorkerType.minWorkers=-1"], "minimum: got -1, want 0"),
-    (["--set", "namespacedOperator=yes"], "namespacedOperator"),
-], ids=["typo", "unknown head", "negative", "not a boolean"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--set", "podTypes.rayWorkerType.maxWorkrs=3"], "additional properties 'maxWorkrs' not allowed"),
+        (["--set", "headPodType=gpu"], 'headPodType "gpu" is not one of podTypes (rayHeadType, rayWorkerType)'),
+        (["--set", "podTypes.rayWorkerType.minWorkers=-1"], "minimum: got -1, want 0"),
+        (["--set", "namespacedOperator=yes"], "namespacedOperator"),
+    ],
+    ids=["typo", "unknown head", "negative", "not a boolean"],
+)
 def test_bad_values_are_refused_with_a_readable_message(flags, message):
     result = run_helm("template", "demo", str(CHART), *flags, check=False)
     assert result.returncode != 0 and message in result.stderr
 
 
 def test_plain_manifests_are_what_the_chart_renders(tmp_path):
-    subprocess.run([str(ROOT / "charts/render-manifests"), str(tmp_path)], check=True, timeout=120,
-                   env={"HELM": str(helm()), "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [str(ROOT / "charts/render-manifests"), str(tmp_path)],
+        check=True,
+        timeout=120,
+        env={"HELM": str(helm()), "PATH": "/usr/bin:/bin"},
+    )
     committed = sorted(p.name for p in (ROOT / "manifests").iterdir())
     assert committed == sorted(p.name for p in tmp_path.iterdir())
     for name in committed:
-        assert (ROOT / "manifests" / name).read_text() == (tmp_path / name).read_text(), f"manifests/{name} is stale: run charts/render-manifests"
+        assert (ROOT / "manifests" / name).read_text() == (tmp_path / name).read_text(), (
+            f"manifests/{name} is stale: run charts/render-manifests"
+        )
 
 
 def test_the_image_pins_a_ray_version_the_operator_supports():
@@ -204,8 +245,11 @@ def test_the_grafana_dashboard_queries_only_what_the_operator_exports():
     dashboard = json.loads(config_map["data"]["ray-operator.json"])
     queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     used = {name for query in queries for name in re.findall(r"\b(?:ray_operator|process)_[a-z_]+", query)}
-    assert {"ray_operator_clusters", "ray_operator_autoscaler_restarts_total",
-            "ray_operator_reconcile_duration_seconds_bucket"} <= used
+    assert {
+        "ray_operator_clusters",
+        "ray_operator_autoscaler_restarts_total",
+        "ray_operator_reconcile_duration_seconds_bucket",
+    } <= used
     assert used <= exported_metric_names()
 
 
@@ -222,8 +266,21 @@ def test_render_of_a_values_file_is_what_helm_template_makes(values, tmp_path):
         values = tmp_path / f"{values}.yaml"
         values.write_text(yaml.safe_dump(SHORT_VALUES[values.stem]))
     [rendered] = [o for o in render("example-cluster", "ray", "-f", str(values)) if o["kind"] == "RayCluster"]
-    ours = subprocess.run([sys.executable, "-m", "ray_operator", "render", str(values), "--namespace", "ray"],
-                          capture_output=True, text=True, timeout=120)
+    ours = subprocess.run(
+        [sys.executable, "-m", "ray_operator", "render", str(values), "--namespace", "ray"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ours.returncode == 0, ours.stderr
     rendered["metadata"].setdefault("namespace", "ray")  # helm install puts it in the release's namespace
     assert yaml.safe_load(ours.stdout) == autoscaler_config(rendered)
+
+
+def test_the_chart_the_image_and_the_packages_have_one_version_with_a_changelog_entry():
+    from ray_operator import __version__
+
+    chart = load_yaml(CHART / "Chart.yaml")
+    assert chart["version"] == chart["appVersion"] == __version__
+    assert load_yaml(CHART / "values.yaml")["operatorImage"] == f"ray-operator:{__version__}"
+    assert f"\n## {__version__}\n" in (ROOT / "CHANGELOG.md").read_text()

@@ -24,7 +24,9 @@ def secured(control_plane, tmp_path):
     admin = control_plane.write_kubeconfig(tmp_path / "admin")
 
     def run(*args: str) -> str:
-        result = subprocess.run([str(helm()), *args], capture_output=True, text=True, env=helm_env(tmp_path, admin), timeout=120)
+        result = subprocess.run(
+            [str(helm()), *args], capture_output=True, text=True, env=helm_env(tmp_path, admin), timeout=120
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -32,8 +34,11 @@ def secured(control_plane, tmp_path):
     yield control_plane, run, client
     uninstall_every_release(run)
     apps = kubernetes.client.AppsV1Api(client)
-    wait_for(lambda: not apps.list_deployment_for_all_namespaces(label_selector="app.kubernetes.io/name=ray").items,
-             timeout=60, message="the releases' Deployments gone")
+    wait_for(
+        lambda: not apps.list_deployment_for_all_namespaces(label_selector="app.kubernetes.io/name=ray").items,
+        timeout=60,
+        message="the releases' Deployments gone",
+    )
 
 
 def names(items) -> list[str]:
@@ -48,20 +53,44 @@ def test_install_every_combination(secured):
 
     notes = run("install", "demo", CHART, "--namespace", "ray", "--create-namespace")
     assert "kubectl -n ray get rayclusters demo" in notes and "grep 'demo,ray'" in notes
-    assert ("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret demo-ray-auth -o jsonpath='{.data.token}' "
-            "| base64 -d) ray job submit --address http://demo-ray-head.ray.svc.cluster.local:8265 -- <command>") in notes
+    assert (
+        "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret demo-ray-auth -o jsonpath='{.data.token}' "
+        "| base64 -d) ray job submit --address http://demo-ray-head.ray.svc.cluster.local:8265 -- <command>"
+    ) in notes
     assert names(rayclusters("ray")) == ["demo"]
     assert names(apps.list_namespaced_deployment("ray").items) == ["demo-ray-operator"]  # the release's namespace
     assert "demo-ray-operator" in names(rbac.list_cluster_role().items)
     assert core.read_namespaced_service_account("demo-ray-operator", "ray")
 
-    notes = run("install", "second", CHART, "--namespace", "ray", "--set", "clusterOnly=true", "--set", "rayAuthentication=disabled")
+    notes = run(
+        "install",
+        "second",
+        CHART,
+        "--namespace",
+        "ray",
+        "--set",
+        "clusterOnly=true",
+        "--set",
+        "rayAuthentication=disabled",
+    )
     assert "no authentication (rayAuthentication: disabled)" in notes and "RAY_AUTH_TOKEN" not in notes
     assert names(rayclusters("ray")) == ["demo", "second"]
     assert names(apps.list_namespaced_deployment("ray").items) == ["demo-ray-operator"]
 
-    core.create_namespace({"metadata": {"name": "chart-system"}})  # the operator's namespace must exist, as in any cluster
-    run("install", "ops", CHART, "--namespace", "ray", "--set", "operatorOnly=true", "--set", "operatorNamespace=chart-system")
+    core.create_namespace(
+        {"metadata": {"name": "chart-system"}}
+    )  # the operator's namespace must exist, as in any cluster
+    run(
+        "install",
+        "ops",
+        CHART,
+        "--namespace",
+        "ray",
+        "--set",
+        "operatorOnly=true",
+        "--set",
+        "operatorNamespace=chart-system",
+    )
     assert names(rayclusters("ray")) == ["demo", "second"]
     assert names(apps.list_namespaced_deployment("chart-system").items) == ["ops-ray-operator"]
 
@@ -80,10 +109,14 @@ def test_a_namespaced_operator_cannot_read_pods_elsewhere(secured, tmp_path):
     run("install", "team", CHART, "--namespace", "team-a", "--create-namespace", "--set", "namespacedOperator=true")
     core.create_namespace({"metadata": {"name": "chart-elsewhere"}})
     token = core.create_namespaced_service_account_token("team-ray-operator", "team-a", {"spec": {}}).status.token
-    operator = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
-        str(server.write_kubeconfig(tmp_path / "operator", token))))
+    operator = kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "operator", token)))
+    )
     assert operator.list_namespaced_pod("team-a", label_selector="ray-cluster-name").items == []
-    for call in (lambda: operator.list_namespaced_pod("chart-elsewhere"), lambda: operator.list_pod_for_all_namespaces()):
+    for call in (
+        lambda: operator.list_namespaced_pod("chart-elsewhere"),
+        lambda: operator.list_pod_for_all_namespaces(),
+    ):
         with pytest.raises(ApiException) as raised:
             call()
         assert raised.value.status == 403 and json.loads(raised.value.body)["reason"] == "Forbidden"
@@ -94,13 +127,27 @@ def test_the_opt_in_admission_policy_refuses_what_reaches_the_node(secured):
     the host's network or PIDs, or mount a hostPath is refused at admission; an ordinary one is admitted."""
     server, run, client = secured
     custom = kubernetes.client.CustomObjectsApi(client)
-    run("install", "guarded", CHART, "--namespace", "ray", "--create-namespace", "--set", "clusterOnly=true",
-        "--set", "admissionPolicy=true")
+    run(
+        "install",
+        "guarded",
+        CHART,
+        "--namespace",
+        "ray",
+        "--create-namespace",
+        "--set",
+        "clusterOnly=true",
+        "--set",
+        "admissionPolicy=true",
+    )
     ordinary = custom.get_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", "guarded")
 
     def variant(name, change):
-        body = {"apiVersion": "cluster.ray.io/v1", "kind": "RayCluster", "metadata": {"name": name},
-                "spec": json.loads(json.dumps(ordinary["spec"]))}
+        body = {
+            "apiVersion": "cluster.ray.io/v1",
+            "kind": "RayCluster",
+            "metadata": {"name": name},
+            "spec": json.loads(json.dumps(ordinary["spec"])),
+        }
         change(body["spec"]["podTypes"][1]["podConfig"]["spec"])
         return body
 
@@ -118,8 +165,11 @@ def test_the_opt_in_admission_policy_refuses_what_reaches_the_node(secured):
         ("host-network", lambda s: s.update(hostNetwork=True), "asks for the host's network"),
         ("host-pid", lambda s: s.update(hostPID=True), "asks for the host's PIDs"),
         ("host-path", lambda s: s["volumes"].append({"name": "root", "hostPath": {"path": "/"}}), "mounts a hostPath"),
-        ("init", lambda s: s.update(initContainers=[{"name": "i", "securityContext": {"privileged": True}}]),
-         "asks to be privileged"),
+        (
+            "init",
+            lambda s: s.update(initContainers=[{"name": "i", "securityContext": {"privileged": True}}]),
+            "asks to be privileged",
+        ),
     ]:
         assert why in (refusal(variant(name, change)) or ""), name
     assert refusal(variant("plain", lambda s: s["containers"][0].update(securityContext={"privileged": False}))) is None

@@ -60,8 +60,12 @@ def test_lifecycle_of_the_cpu_example(kube, steps):
         spec = kube.get("example-cluster", "ray")["spec"]
         spec["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "600Mi"
         kube.patch("example-cluster", "ray", {"spec": spec})
-        wait_for(lambda: (lambda now: len(now) == min_workers and not now & before)(
-            {w.metadata.uid for w in kube.workers("example-cluster", "ray")}), timeout=120)
+        wait_for(
+            lambda: (lambda now: len(now) == min_workers and not now & before)(
+                {w.metadata.uid for w in kube.workers("example-cluster", "ray")}
+            ),
+            timeout=120,
+        )
         kube.wait_phase("example-cluster", "ray", "Running", timeout=60)
     with steps("RayCluster deleted -> no pods, services or processes"):
         delete_and_wait_gone(kube, "example-cluster", "ray")
@@ -143,30 +147,61 @@ def test_the_sandbox_as_the_readme_runs_it(sandbox_venv, tmp_path, steps, mode):
     values.write_text((ROOT / "values/cpu-only.yaml").read_text() + f"rayAuthentication: {mode}\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with open(output, "w") as out:
-        sandbox = subprocess.Popen([str(sandbox_venv.parent / "ray-operator"), "sandbox", "--values", str(values),
-                                    "--kubeconfig-out", str(config), "--work-dir", str(tmp_path / "sandbox"),
-                                    "--subnet", "10.199.0.0/16"],
-                                   stdout=out, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+        sandbox = subprocess.Popen(
+            [
+                str(sandbox_venv.parent / "ray-operator"),
+                "sandbox",
+                "--values",
+                str(values),
+                "--kubeconfig-out",
+                str(config),
+                "--work-dir",
+                str(tmp_path / "sandbox"),
+                "--subnet",
+                "10.199.0.0/16",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
     try:
+
         def get() -> str:
             if not config.exists():
                 return ""
-            return subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "rayclusters"],
-                                  capture_output=True, text=True, timeout=30).stdout
+            return subprocess.run(
+                [str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "rayclusters"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
 
         with steps("sandbox -> kubectl shows example-cluster Running, 0 restarts"):
             table = wait_for(lambda: (lambda out: out if "Running" in out else None)(get()), timeout=180)
             header, row = table.splitlines()
-            assert header.split()[:3] == ["NAME", "STATUS", "RESTARTS"] and row.split()[:3] == ["example-cluster", "Running", "0"]
+            assert header.split()[:3] == ["NAME", "STATUS", "RESTARTS"] and row.split()[:3] == [
+                "example-cluster",
+                "Running",
+                "0",
+            ]
         with steps("the printed job command (refused without the token) -> scaled up"):
-            start = {"token": "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl", "disabled": "ray job submit --address"}[mode]
-            printed = wait_for(lambda: [line.strip() for line in output.read_text().splitlines()
-                                        if line.strip().startswith(start)], timeout=30, message="the job command")[0]
+            start = {"token": "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl", "disabled": "ray job submit --address"}[
+                mode
+            ]
+            printed = wait_for(
+                lambda: [line.strip() for line in output.read_text().splitlines() if line.strip().startswith(start)],
+                timeout=30,
+                message="the job command",
+            )[0]
             shell_env = {**env, "KUBECONFIG": str(config), "PATH": f"{kubectl().parent}:{env['PATH']}"}
 
             def submit(command: str) -> subprocess.CompletedProcess | None:
                 """The command's outcome once the dashboard answers (a moment after the cluster is Running)."""
-                done = subprocess.run(["bash", "-c", command], env=shell_env, capture_output=True, text=True, timeout=300)
+                done = subprocess.run(
+                    ["bash", "-c", command], env=shell_env, capture_output=True, text=True, timeout=300
+                )
                 return None if "Failed to connect to Ray" in done.stderr else done
 
             if mode == "token":
@@ -174,8 +209,24 @@ def test_the_sandbox_as_the_readme_runs_it(sandbox_venv, tmp_path, steps, mode):
                 assert without.returncode != 0 and "Unauthorized" in without.stderr, without.stderr
             submitted = wait_for(lambda: submit(printed), timeout=60, interval=1)
             assert submitted.returncode == 0 and "4 tasks done" in submitted.stdout, submitted.stderr
-            desired = subprocess.run([str(kubectl()), "--kubeconfig", str(config), "-n", "ray", "get", "pods", "-l",
-                                      "ray-node-type=worker", "-o", "name"], capture_output=True, text=True, timeout=30).stdout
+            desired = subprocess.run(
+                [
+                    str(kubectl()),
+                    "--kubeconfig",
+                    str(config),
+                    "-n",
+                    "ray",
+                    "get",
+                    "pods",
+                    "-l",
+                    "ray-node-type=worker",
+                    "-o",
+                    "name",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
             assert len(desired.split()) > 1  # more than the example's one minWorker
         with steps("Ctrl-C -> everything stopped"):
             sandbox.send_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
@@ -53,22 +54,35 @@ def test_no_head_pod_for_a_raycluster_deleted_before_the_watch_says_so(kube, cor
     assert len(head_pods(core)) == 1  # the controller does create a head for a RayCluster that exists
     core.delete_collection_namespaced_pod("ray")
     deleted, body = controller_for(kube, objects, membership, tmp_path, "deleted")
-    kubernetes.client.CustomObjectsApi(kube).delete_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", "deleted")
+    kubernetes.client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+        "cluster.ray.io", "v1", "ray", "rayclusters", "deleted"
+    )
     deleted.reconcile()  # still holding the body the watch last delivered
     assert head_pods(core) == []
 
 
-def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(kube, core, objects, membership, tmp_path, caplog):
+def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(
+    kube, core, objects, membership, tmp_path, caplog
+):
     """Its creates come back 403 NamespaceTerminating: no Error, no traceback, nothing more created."""
     caplog.set_level(logging.INFO)
     apply_crd(kube)
     controller, _ = controller_for(kube, objects, membership, tmp_path, "doomed")
-    controller.update(kubernetes.client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
-        "cluster.ray.io", "v1", "ray", "rayclusters", "doomed", {"status": {"operator": membership.owner_record}}))
+    controller.update(
+        kubernetes.client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
+            "cluster.ray.io", "v1", "ray", "rayclusters", "doomed", {"status": {"operator": membership.owner_record}}
+        )
+    )
     core.create_namespaced_config_map("ray", {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
     core.delete_namespace("ray")  # Terminating while the held ConfigMap stays; its RayCluster is deleted
-    wait_for(lambda: not kubernetes.client.CustomObjectsApi(kube).list_namespaced_custom_object(
-        "cluster.ray.io", "v1", "ray", "rayclusters")["items"], message="the RayCluster deleted with its namespace")
+    wait_for(
+        lambda: (
+            not kubernetes.client.CustomObjectsApi(kube).list_namespaced_custom_object(
+                "cluster.ray.io", "v1", "ray", "rayclusters"
+            )["items"]
+        ),
+        message="the RayCluster deleted with its namespace",
+    )
     controller.reconcile_once()  # still holding the RayCluster the watch last delivered
     assert head_pods(core) == [] and core.list_namespaced_service("ray").items == []
     assert "its namespace is being deleted" in caplog.text
@@ -78,13 +92,33 @@ def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(kube, core
 def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, objects, membership, tmp_path):
     apply_crd(kube)
     body = create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "same", "ray"))
-    controller = ClusterController(body, Settings(work_dir=tmp_path, max_pending_pods=3, pending_timeout_seconds=42.0),
-                                   KubeCalls(kube), objects, membership)
+    controller = ClusterController(
+        body,
+        Settings(work_dir=tmp_path, max_pending_pods=3, pending_timeout_seconds=42.0),
+        KubeCalls(kube),
+        objects,
+        membership,
+    )
     controller.reconcile()
     manifest = tmp_path / "same.yaml"
     manifest.write_text(yaml.safe_dump(body))
-    rendered = subprocess.run([sys.executable, "-m", "ray_operator", "render", str(manifest), "--max-pending-pods", "3",
-                               "--pending-timeout", "42"], capture_output=True, text=True, check=True, timeout=120).stdout
+    rendered = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ray_operator",
+            "render",
+            str(manifest),
+            "--max-pending-pods",
+            "3",
+            "--pending-timeout",
+            "42",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
     written = json.loads(controller.config_path.read_text())
     # The one addition: where the node provider reads this operator's Lease deadline.
     assert written["provider"].pop("fence_file") == str(tmp_path / "lease-valid-until")
@@ -105,7 +139,9 @@ def test_a_reconciliation_with_nothing_to_change_makes_no_request(kube, objects,
     assert list(api_server.request_log)[before:] == []
 
 
-def test_only_a_new_spec_another_owner_or_another_raycluster_of_the_name_is_a_change(kube, objects, membership, tmp_path):
+def test_only_a_new_spec_another_owner_or_another_raycluster_of_the_name_is_a_change(
+    kube, objects, membership, tmp_path
+):
     """The operator's own status writes come back through the watch: they must not wake the cluster again; a
     hand-over to this operator (status.operator) must."""
     apply_crd(kube)
@@ -113,9 +149,14 @@ def test_only_a_new_spec_another_owner_or_another_raycluster_of_the_name_is_a_ch
     with_status = {**body, "metadata": {**body["metadata"], "resourceVersion": "999"}, "status": {"phase": "Updating"}}
     assert not controller.update(with_status)
     assert controller.update({**with_status, "metadata": {**with_status["metadata"], "generation": 2}})
-    assert controller.update({**with_status, "metadata": {**with_status["metadata"], "generation": 2, "uid": "another"}})
-    handed = {**with_status, "metadata": {**with_status["metadata"], "generation": 2, "uid": "another"},
-              "status": {"phase": "Running", "operator": membership.owner_record}}
+    assert controller.update(
+        {**with_status, "metadata": {**with_status["metadata"], "generation": 2, "uid": "another"}}
+    )
+    handed = {
+        **with_status,
+        "metadata": {**with_status["metadata"], "generation": 2, "uid": "another"},
+        "status": {"phase": "Running", "operator": membership.owner_record},
+    }
     assert controller.update(handed)
 
 
@@ -130,8 +171,10 @@ def test_replicas_run_the_clusters_chosen_for_them_and_hand_them_over_as_replica
         return Membership(KubeCalls(kube), "default", identity, retry_seconds=3600).start()
 
     replicas = {identity: replica(identity) for identity in ("op-1", "op-2")}
-    bodies = [create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), f"c{i}", "ray"))
-              for i in range(6)]
+    bodies = [
+        create_raycluster(kube, raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), f"c{i}", "ray"))
+        for i in range(6)
+    ]
     controllers: dict[tuple[str, str], ClusterController] = {}
 
     def reconcile_all() -> dict[str, str]:
@@ -145,41 +188,55 @@ def test_replicas_run_the_clusters_chosen_for_them_and_hand_them_over_as_replica
                 controller = controllers.get((identity, name))
                 if controller is None:
                     controller = controllers[identity, name] = ClusterController(
-                        body, Settings(work_dir=tmp_path / identity), KubeCalls(kube), objects, member)
-                controller.update(custom.get_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", name))
+                        body, Settings(work_dir=tmp_path / identity), KubeCalls(kube), objects, member
+                    )
+                controller.update(
+                    custom.get_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", name)
+                )
                 controller.reconcile()
-        return {body["metadata"]["name"]: custom.get_namespaced_custom_object(
-            "cluster.ray.io", "v1", "ray", "rayclusters", body["metadata"]["name"])["status"]["operator"]["identity"]
-            for body in bodies}
+        return {
+            body["metadata"]["name"]: custom.get_namespaced_custom_object(
+                "cluster.ray.io", "v1", "ray", "rayclusters", body["metadata"]["name"]
+            )["status"]["operator"]["identity"]
+            for body in bodies
+        }
 
-    def chosen_among(*members: str) -> dict[str, str]:
+    def chosen_among(*members: str) -> dict[str, str | None]:
         return {body["metadata"]["name"]: chosen(body["metadata"]["uid"], members) for body in bodies}
 
     def events(reason: str) -> int:
-        return sum(1 for e in kubernetes.client.CoreV1Api(kube).list_namespaced_event("ray").items if e.reason == reason)
+        return sum(
+            1 for e in kubernetes.client.CoreV1Api(kube).list_namespaced_event("ray").items if e.reason == reason
+        )
 
     wait_for(lambda: replicas["op-1"].refresh() == replicas["op-2"].refresh() == {"op-1", "op-2"}, message="2 members")
     assert reconcile_all() == chosen_among("op-1", "op-2")
     assert len(head_pods(kubernetes.client.CoreV1Api(kube))) == 6  # one head each, by its owner alone
 
-    replicas["op-3"] = replica("op-3")
-    wait_for(lambda: all(m.refresh() == {"op-1", "op-2", "op-3"} for m in replicas.values()), message="3 members")
+    # The third replica: named so that hashing gives it a share of these six uids (the API server draws them; one
+    # name in ~11 gets none), so that the hand-over is seen each run.
+    third = next(
+        name for name in (f"op-{n}" for n in itertools.count(3)) if name in chosen_among("op-1", "op-2", name).values()
+    )
+    replicas[third] = replica(third)
+    wait_for(lambda: all(m.refresh() == {"op-1", "op-2", third} for m in replicas.values()), message="3 members")
     owners = reconcile_all()
-    assert owners == chosen_among("op-1", "op-2", "op-3")
-    moved = sum(owner == "op-3" for owner in owners.values())
-    assert moved and events("HandedOver") == moved  # only op-3's share moved, each by an Event
+    assert owners == chosen_among("op-1", "op-2", third)
+    moved = sum(owner == third for owner in owners.values())
+    assert moved and events("HandedOver") == moved  # only the third's share moved, each by an Event
 
-    for name, owner in owners.items():  # what op-3 counted while it ran them
-        if owner == "op-3":
-            custom.patch_namespaced_custom_object_status("cluster.ray.io", "v1", "ray", "rayclusters", name,
-                                                         {"status": {"autoscalerRetries": 3}})
-    replicas.pop("op-3").stop()  # its Lease is deleted: the others take its clusters at once
-    wait_for(lambda: all(m.refresh() == {"op-1", "op-2"} for m in replicas.values()), message="op-3 gone")
+    for name, owner in owners.items():  # what the third counted while it ran them
+        if owner == third:
+            custom.patch_namespaced_custom_object_status(
+                "cluster.ray.io", "v1", "ray", "rayclusters", name, {"status": {"autoscalerRetries": 3}}
+            )
+    replicas.pop(third).stop()  # its Lease is deleted: the others take its clusters at once
+    wait_for(lambda: all(m.refresh() == {"op-1", "op-2"} for m in replicas.values()), message="the third gone")
     taken = reconcile_all()
     assert taken == chosen_among("op-1", "op-2")
     assert events("TakenOver") == moved
     for name, owner in owners.items():  # the new owner starts from the status the old one wrote
-        if owner == "op-3":
+        if owner == third:
             assert controllers[taken[name], name].status.current["autoscalerRetries"] == 3
     assert len(head_pods(kubernetes.client.CoreV1Api(kube))) == 6  # no pod made or deleted by a move
     for member in replicas.values():

@@ -25,8 +25,9 @@ def member(kube, identity: str, clock: Clock, group: str = "ray-operator", **kwa
     """A Membership whose own thread never renews within a test (the test renews it), and which reads another
     install's Lease again when asked a second later."""
     calls = KubeCalls(kube, retry_for=0.5)
-    return Membership(calls, "default", identity, group=group, retry_seconds=3600, read_every=1.0, clock=clock,
-                      **kwargs).start()
+    return Membership(
+        calls, "default", identity, group=group, retry_seconds=3600, read_every=1.0, clock=clock, **kwargs
+    ).start()
 
 
 def test_a_lease_is_valid_until_its_renew_deadline_then_fenced_until_renewed(kube):
@@ -104,8 +105,9 @@ def test_autoscalers_read_the_deadline_and_a_lapse_stops_them_before_it_moves_on
     assert not fence.fenced(path)
     mine.stop()  # a stopped operator fences its autoscalers at once
     assert fence.fenced(path)
-    late = member(kube, "op-i", clock, fence_path=path, on_lapse=lambda: lapses.append(fence.fenced(path)),
-                  renew_deadline=10.0)
+    late = member(
+        kube, "op-i", clock, fence_path=path, on_lapse=lambda: lapses.append(fence.fenced(path)), renew_deadline=10.0
+    )
     clock.now += 10.5  # the Lease lapsed: on the next renewal, on_lapse runs while the old deadline still fences
     assert late.renew() and lapses == [True]
     late.stop()

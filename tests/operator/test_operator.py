@@ -15,9 +15,11 @@ import sys
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
 import psutil
 import pytest
+from kubernetes.client import PolicyV1Api, V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from control_plane.processes import stop
@@ -32,7 +34,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs
 kube, no_cluster_left = stack_fixtures("kube")
 
 
-def raycluster(name: str, namespace: str = "ray", min_workers: int = 0, max_workers: int = 2, idle_minutes: float = 0.1) -> dict:
+def raycluster(
+    name: str, namespace: str = "ray", min_workers: int = 0, max_workers: int = 2, idle_minutes: float = 0.1
+) -> dict:
     values = load_yaml(ROOT / "values/namespaced-operator.yaml")
     values["podTypes"]["rayHeadType"]["memory"] = "512Mi"
     values["podTypes"]["rayWorkerType"].update(minWorkers=min_workers, maxWorkers=max_workers, memory="512Mi")
@@ -71,24 +75,51 @@ class Phases:
 
 def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str, operator_running: bool = True) -> None:
     kube.delete(name, namespace)
-    wait_for(lambda: not kube.pods(namespace, f"ray-cluster-name={name}")
-             and not [s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"]
-             and kube.ray_token(name, namespace) is None,
-             timeout=90, message=f"{name}'s pods, Service and token Secret deleted",
-             state=lambda: kube.describe(namespace))
-    wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"ray-cluster-name={name}").items,
-             timeout=90, message=f"{name}'s pods stopped by the kubelet", state=lambda: kube.describe(namespace))
+    wait_for(
+        lambda: (
+            not kube.pods(namespace, f"ray-cluster-name={name}")
+            and not [
+                s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"
+            ]
+            and kube.ray_token(name, namespace) is None
+            and head_budget(kube, name, namespace) is None
+        ),
+        timeout=90,
+        message=f"{name}'s pods, Service, token Secret and head budget deleted",
+        state=lambda: kube.describe(namespace),
+    )
+    wait_for(
+        lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"ray-cluster-name={name}").items,
+        timeout=90,
+        message=f"{name}'s pods stopped by the kubelet",
+        state=lambda: kube.describe(namespace),
+    )
     if not operator_running:
         return
-    files = kube.work / f"operator{len(kube.operators) - 1}" / f"{namespace}.{name}"  # its autoscaler's config, heartbeat…
-    wait_for(lambda: not files.exists(), timeout=30, message=f"the operator's files of {name} removed",
-             state=lambda: sorted(p.name for p in files.iterdir()) if files.exists() else [])
+    files = (
+        kube.work / f"operator{len(kube.operators) - 1}" / f"{namespace}.{name}"
+    )  # its autoscaler's config, heartbeat…
+    wait_for(
+        lambda: not files.exists(),
+        timeout=30,
+        message=f"the operator's files of {name} removed",
+        state=lambda: sorted(p.name for p in files.iterdir()) if files.exists() else [],
+    )
+
+
+def head_budget(kube: LocalKube, name: str, namespace: str) -> Any:
+    """The cluster's head PodDisruptionBudget, None when there is none."""
+    try:
+        return PolicyV1Api(kube.client).read_namespaced_pod_disruption_budget(f"{name}-ray-head", namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 def monitor_pid(kube: LocalKube, name: str, namespace: str) -> int:
-    pids = [int(m.group(1)) for line in kube.operator_lines() if line.startswith(f"{name},{namespace} ")
-            for m in [re.search(r"started the autoscaler \(pid (\d+)\)", line)] if m]
-    return pids[-1]
+    """The cluster's autoscaler process the operators started last."""
+    return kube.autoscalers(namespace)[name][-1][0]
 
 
 def test_create_goes_updating_then_running_and_logs_carry_the_prefix(kube):
@@ -127,24 +158,52 @@ def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
     assert max(most) == 2  # the podType's maxWorkers, not more
     wait_for(lambda: not kube.workers("scale", "ray"), timeout=90, message="idle workers removed")
     assert kube.status("scale", "ray")["phase"] == "Running"
+    # Idle workers drain with nothing to wait for: Ray stops at once (their grace is minutes).
+    wait_for(
+        lambda: (
+            kube.status("scale", "ray").get("drainingWorkers") == 0
+            and not kube.core.list_namespaced_pod(
+                "ray", label_selector="ray-cluster-name=scale,ray-node-type=worker"
+            ).items
+        ),
+        timeout=30,
+        message="the removed workers stopped",
+        state=lambda: kube.describe("ray"),
+    )
     # Each decision of the autoscaler is an Event with its reason; the view is back to the head alone.
-    events = wait_for(lambda: (lambda got: got if {"ScaledUp", "ScaledDown"} <= set(got) else None)(
-        {e.reason: e.message for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=scale").items}),
-        timeout=30, message="the scaling Events")
-    assert re.fullmatch(r"Adding \d node\(s\) of type rayWorkerType\. Pending demand: \d+x \{CPU: 1\}\.", events["ScaledUp"])
+    events = wait_for(
+        lambda: (lambda got: got if {"ScaledUp", "ScaledDown"} <= set(got) else None)(
+            {
+                e.reason: e.message
+                for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=scale").items
+            }
+        ),
+        timeout=30,
+        message="the scaling Events",
+    )
+    assert re.fullmatch(
+        r"Adding \d node\(s\) of type rayWorkerType\. Pending demand: \d+x \{CPU: 1\}\.", events["ScaledUp"]
+    )
     assert re.match(r"Removing \d nodes of type rayWorkerType \(idle", events["ScaledDown"]), events["ScaledDown"]
-    wait_for(lambda: (kube.status("scale", "ray").get("autoscaler") or {}).get("usage", {}).get("CPU") == "0/1",
-             timeout=30, message="the head's CPU alone in status.autoscaler")
-    # `kubectl describe` tells the story: where the cluster is and why, per podType, the autoscaler's view, its decisions.
+    wait_for(
+        lambda: (kube.status("scale", "ray").get("autoscaler") or {}).get("usage", {}).get("CPU") == "0/1",
+        timeout=30,
+        message="the head's CPU alone in status.autoscaler",
+    )
+    # `kubectl describe` tells the story: where the cluster is and why, per podType, the autoscaler's view, its
+    # decisions.
     described = kubectl_output(kube, "describe", "raycluster", "scale")
     for told in (
-        r"Conditions:\n\s+Last Transition Time:.*\n\s+Message:\s+Ray's GCS answers at [\d.]+:6379\n\s+Reason:\s+GCSAnswers\n"
-        r"\s+Status:\s+True\n\s+Type:\s+HeadReady\n",
-        r"\s+Message:\s+the autoscaler makes its rounds\n\s+Reason:\s+Running\n\s+Status:\s+True\n\s+Type:\s+AutoscalerHealthy\n",
+        r"Conditions:\n\s+Last Transition Time:.*\n\s+Message:\s+Ray's GCS answers at [\d.]+:6379\n"
+        r"\s+Reason:\s+GCSAnswers\n\s+Status:\s+True\n\s+Type:\s+HeadReady\n",
+        r"\s+Message:\s+the autoscaler makes its rounds\n\s+Reason:\s+Running\n\s+Status:\s+True\n"
+        r"\s+Type:\s+AutoscalerHealthy\n",
         r"\s+Phase:\s+Running\n",
-        r"Pod Types:\n(?:.*\n)*?\s+Desired:\s+0\n\s+Name:\s+rayWorkerType\n\s+Pending:\s+0\n\s+Ready:\s+0\n",
+        r"Pod Types:\n(?:.*\n)*?\s+Desired:\s+0\n\s+Draining:\s+0\n\s+Name:\s+rayWorkerType\n\s+Pending:\s+0\n"
+        r"\s+Ready:\s+0\n",
         r"Autoscaler:\n(?:.*\n)*?\s+Usage:\n\s+CPU:\s+0/1\n",
-        r"Events:\n(?:.*\n)*?\s+Normal\s+ScaledUp\s+.*Adding \d node\(s\) of type rayWorkerType\. Pending demand: \d+x \{CPU: 1\}",
+        r"Events:\n(?:.*\n)*?\s+Normal\s+ScaledUp\s+.*Adding \d node\(s\) of type rayWorkerType\. "
+        r"Pending demand: \d+x \{CPU: 1\}",
         r"Events:\n(?:.*\n)*?\s+Normal\s+ScaledDown\s+.*Removing \d nodes of type rayWorkerType \(idle",
     ):
         assert re.search(told, described), f"{told!r} not in:\n{described}"
@@ -160,13 +219,24 @@ def test_demand_no_podtype_can_hold_is_named_in_status_an_event_and_kubectl(kube
     script = "import ray\nray.init()\nray.get(ray.remote(num_cpus=100)(lambda: 1).remote())\n"
     job = client.submit_job(entrypoint=f'python -c "{script}"', entrypoint_num_cpus=0)
     try:
-        status = wait_for(lambda: (lambda s: s if (s.get("autoscaler") or {}).get("infeasibleDemand") else None)(
-            kube.status("toobig", "ray")), timeout=90, message="infeasible demand in status")
+        status = wait_for(
+            lambda: (lambda s: s if (s.get("autoscaler") or {}).get("infeasibleDemand") else None)(
+                kube.status("toobig", "ray")
+            ),
+            timeout=90,
+            message="infeasible demand in status",
+        )
         assert status["autoscaler"]["infeasibleDemand"] == [{"resources": {"CPU": 100.0}, "count": 1}]
         assert status["phase"] == "Running" and "no podType can hold {CPU: 100}" in status["message"]
-        wait_for(lambda: [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=toobig").items
-                          if e.reason == "InfeasibleDemand" and e.type == "Warning"], timeout=60,
-                 message="the InfeasibleDemand Event")
+        wait_for(
+            lambda: [
+                e
+                for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=toobig").items
+                if e.reason == "InfeasibleDemand" and e.type == "Warning"
+            ],
+            timeout=60,
+            message="the InfeasibleDemand Event",
+        )
         wide = kubectl_output(kube, "get", "rayclusters", "toobig", "-o", "wide")
         assert "USAGE" in wide and "DEMAND" in wide and "1x {CPU: 100}" in wide and "CPU 0/1" in wide, wide
         described = kubectl_output(kube, "describe", "raycluster", "toobig")
@@ -178,8 +248,13 @@ def test_demand_no_podtype_can_hold_is_named_in_status_an_event_and_kubectl(kube
 
 
 def kubectl_output(kube: LocalKube, *args: str) -> str:
-    return subprocess.run([str(kubectl()), "--kubeconfig", str(kube.kubeconfig), "-n", "ray", *args],
-                          capture_output=True, text=True, check=True, timeout=60).stdout
+    return subprocess.run(
+        [str(kubectl()), "--kubeconfig", str(kube.kubeconfig), "-n", "ray", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
 
 
 def test_a_killed_autoscaler_is_counted_in_status_and_metrics_and_restarted_without_touching_other_clusters(kube):
@@ -194,7 +269,9 @@ def test_a_killed_autoscaler_is_counted_in_status_and_metrics_and_restarted_with
     kube.wait_phase("crash", "ray", "Running", autoscalerRetries=1, timeout=60)
     assert phases.stop()[-2:] == ["AutoscalingExceptionRecovery", "Running"]
     assert kube.head("crash", "ray").metadata.uid == head_uid  # the head was fine: only the autoscaler restarted
-    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=crash,reason=AutoscalerFailed").items
+    events = kube.core.list_namespaced_event(
+        "ray", field_selector="involvedObject.name=crash,reason=AutoscalerFailed"
+    ).items
     assert len(events) == 1 and "exited" in events[0].message
     assert kube.status("bystander", "ray")["phase"] == "Running"
     assert kube.status("bystander", "ray")["autoscalerRetries"] == 0
@@ -202,13 +279,19 @@ def test_a_killed_autoscaler_is_counted_in_status_and_metrics_and_restarted_with
     restarts = "ray_operator_autoscaler_restarts_total"
     assert kube.metric(restarts, namespace="ray", cluster="crash") == 1
     assert kube.metric(restarts, namespace="ray", cluster="bystander") is None
-    wait_for(lambda: kube.metric("ray_operator_clusters", phase="Running") == 2, timeout=30,
-             message="/metrics: two clusters Running (earlier tests' clusters forgotten)")
+    wait_for(
+        lambda: kube.metric("ray_operator_clusters", phase="Running") == 2,
+        timeout=30,
+        message="/metrics: two clusters Running (earlier tests' clusters forgotten)",
+    )
     assert kube.metric("ray_operator_clusters", phase="AutoscalingExceptionRecovery") == 0
     assert kube.metric("ray_operator_reconcile_duration_seconds_count") > 0
     delete_and_wait_gone(kube, "crash", "ray")
-    wait_for(lambda: kube.metric(restarts, namespace="ray", cluster="crash") is None, timeout=30,
-             message="/metrics: the deleted cluster's series removed")
+    wait_for(
+        lambda: kube.metric(restarts, namespace="ray", cluster="crash") is None,
+        timeout=30,
+        message="/metrics: the deleted cluster's series removed",
+    )
     delete_and_wait_gone(kube, "bystander", "ray")
 
 
@@ -220,7 +303,9 @@ def test_a_hung_autoscaler_is_counted_and_restarted(kube):
     status = kube.wait_phase("hang", "ray", "Running", autoscalerRetries=1, timeout=90)
     assert monitor_pid(kube, "hang", "ray") != pid
     assert not os.path.exists(f"/proc/{pid}")
-    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=hang,reason=AutoscalerFailed").items
+    events = kube.core.list_namespaced_event(
+        "ray", field_selector="involvedObject.name=hang,reason=AutoscalerFailed"
+    ).items
     assert "made no progress" in events[0].message
     assert status["conditions"][1] == {**status["conditions"][1], "type": "AutoscalerHealthy", "status": "True"}
     delete_and_wait_gone(kube, "hang", "ray")
@@ -233,21 +318,41 @@ def test_pending_pods_do_not_run_away(kube):
     kube.create(stuck)
     kube.wait_phase("stuck", "ray", "Running")
     wait_for(lambda: len(kube.workers("stuck", "ray")) == 2, timeout=60, message="two Pending workers")
-    status = wait_for(lambda: (lambda s: s if any("Pending" in t.get("message", "") for t in s.get("podTypes", [])) else None)(
-        kube.status("stuck", "ray")), timeout=30, message="the reason in status")
+    status = wait_for(
+        lambda: (lambda s: s if any("Pending" in t.get("message", "") for t in s.get("podTypes", [])) else None)(
+            kube.status("stuck", "ray")
+        ),
+        timeout=30,
+        message="the reason in status",
+    )
     [worker_type] = [t for t in status["podTypes"] if t["name"] == "rayWorkerType"]
     assert worker_type["pending"] == 2 and worker_type["ready"] == 0
     assert worker_type["message"] == "2 pods are Pending (the bound is 2): no more are launched until they start"
     # The autoscaler keeps trying to launch the other two, and the bound holds them back: a Warning says so.
-    [held] = wait_for(lambda: [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=stuck").items
-                               if e.reason == "LaunchesHeldBack"], timeout=90, message="a LaunchesHeldBack Event",
-                      state=lambda: [(e.reason, e.count, e.message) for e in kube.core.list_namespaced_event(
-                          "ray", field_selector="involvedObject.name=stuck").items])
+    [held] = wait_for(
+        lambda: [
+            e
+            for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=stuck").items
+            if e.reason == "LaunchesHeldBack"
+        ],
+        timeout=90,
+        message="a LaunchesHeldBack Event",
+        state=lambda: [
+            (e.reason, e.count, e.message)
+            for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=stuck").items
+        ],
+    )
     assert held.type == "Warning" and held.message == (
         "Failed to launch 2 node(s) of type rayWorkerType. (Pending pods): 2 pods are Pending (the bound is 2): "
-        "no more are launched until they start.")
-    held_back = lambda: sum(line.startswith("stuck,ray ") and "not launching 2 rayWorkerType pods" in line  # noqa: E731
-                            for line in kube.operator_lines())
+        "no more are launched until they start."
+    )
+
+    def held_back() -> int:
+        return sum(
+            line.startswith("stuck,ray ") and "not launching 2 rayWorkerType pods" in line
+            for line in kube.operator_lines()
+        )
+
     rounds = held_back()
     wait_for(lambda: held_back() >= rounds + 3, timeout=60, message="three more autoscaler rounds held back")
     assert len(kube.workers("stuck", "ray")) == 2
@@ -266,9 +371,15 @@ def test_an_autoscaler_that_outgrows_its_memory_limit_restarts_alone(kube):
     fat = raycluster("fat", min_workers=2_000_000_000, max_workers=2_000_000_000)
     fat["spec"]["maxWorkers"] = 2_000_000_000
     kube.create(fat)
-    wait_for(lambda: (lambda s: s if s.get("autoscalerRetries", 0) >= 1 else None)(kube.status("fat", "ray")),
-             timeout=180, message="a counted memory failure", state=lambda: kube.status("fat", "ray"))
-    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=fat,reason=AutoscalerFailed").items
+    wait_for(
+        lambda: (lambda s: s if s.get("autoscalerRetries", 0) >= 1 else None)(kube.status("fat", "ray")),
+        timeout=180,
+        message="a counted memory failure",
+        state=lambda: kube.status("fat", "ray"),
+    )
+    events = kube.core.list_namespaced_event(
+        "ray", field_selector="involvedObject.name=fat,reason=AutoscalerFailed"
+    ).items
     assert "limit of 1024 MiB" in events[0].message, events[0].message
     thin = kube.status("thin", "ray")
     assert (thin["phase"], thin["autoscalerRetries"]) == ("Running", 0)
@@ -280,9 +391,7 @@ def test_an_autoscaler_that_outgrows_its_memory_limit_restarts_alone(kube):
 
 def live_autoscalers(kube: LocalKube, name: str, namespace: str) -> list[int]:
     """The autoscaler processes of a cluster still running, whichever operator started them."""
-    pids = [int(m.group(1)) for line in kube.operator_lines() if line.startswith(f"{name},{namespace} ")
-            for m in [re.search(r"started the autoscaler \(pid (\d+)\)", line)] if m]
-    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    return sorted(kube.live_autoscalers(namespace).get(name, set()))
 
 
 def events_of(kube: LocalKube, name: str, reason: str) -> list:
@@ -300,19 +409,36 @@ def test_a_second_install_leaves_a_cluster_the_first_runs_alone_and_says_so(kube
     first = kube.status("shared", "ray")["operator"]
     pods = {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=shared")}
     kube.start_operator("--group", "another-install")
-    [event] = wait_for(lambda: events_of(kube, "shared", "OwnedByAnotherOperator"), timeout=60,
-                       message="the second operator's Event")
-    assert f"run by the operator {first['identity']} (Lease {first['lease']})" in event.message and event.type == "Warning"
+    [event] = wait_for(
+        lambda: events_of(kube, "shared", "OwnedByAnotherOperator"), timeout=60, message="the second operator's Event"
+    )
+    assert (
+        f"run by the operator {first['identity']} (Lease {first['lease']})" in event.message and event.type == "Warning"
+    )
     assert len(live_autoscalers(kube, "shared", "ray")) == 1
-    wait_for(lambda: kube.status("shared", "ray").get("operator") == first and len(live_autoscalers(kube, "shared", "ray")) == 1,
-             timeout=10, interval=1, message="still one autoscaler, the first operator's")  # holds over the checks
+    wait_for(
+        lambda: (
+            kube.status("shared", "ray").get("operator") == first and len(live_autoscalers(kube, "shared", "ray")) == 1
+        ),
+        timeout=10,
+        interval=1,
+        message="still one autoscaler, the first operator's",
+    )  # holds over the checks
     stop(kube.operators[-2])  # SIGTERM: the first operator deletes its Lease on the way out
-    second = wait_for(lambda: (lambda o: o if o and o != first else None)(kube.status("shared", "ray").get("operator")),
-                      timeout=60, message="the second operator owning the cluster")
+    second = wait_for(
+        lambda: (lambda o: o if o and o != first else None)(kube.status("shared", "ray").get("operator")),
+        timeout=60,
+        message="the second operator owning the cluster",
+    )
     [taken] = wait_for(lambda: events_of(kube, "shared", "TakenOver"), timeout=30, message="the TakenOver Event")
     assert f"taking the cluster over from {first['identity']}" in taken.message and second["identity"] in taken.message
-    wait_for(lambda: len(live_autoscalers(kube, "shared", "ray")) == 1 and kube.status("shared", "ray")["phase"] == "Running",
-             timeout=60, message="the second operator's autoscaler running")
+    wait_for(
+        lambda: (
+            len(live_autoscalers(kube, "shared", "ray")) == 1 and kube.status("shared", "ray")["phase"] == "Running"
+        ),
+        timeout=60,
+        message="the second operator's autoscaler running",
+    )
     assert {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=shared")} == pods
     assert kube.status("shared", "ray")["autoscalerRetries"] == 0
     delete_and_wait_gone(kube, "shared", "ray")
@@ -342,18 +468,33 @@ def test_a_paused_replicas_autoscaler_stops_itself_and_the_other_replica_takes_t
     sampler.start()
     os.kill(owner.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: not psutil.pid_exists(running) or psutil.Process(running).status() == psutil.STATUS_ZOMBIE,
-                 timeout=30, message="the paused replica's autoscaler stopping itself")
-        taken = wait_for(lambda: (lambda o: o if o and o != first else None)(kube.status("paused", "ray").get("operator")),
-                         timeout=60, message="the other replica owning the cluster")
-        wait_for(lambda: len(live_autoscalers(kube, "paused", "ray")) == 1, timeout=60,
-                 message="the other replica's autoscaler running")
+        wait_for(
+            lambda: not psutil.pid_exists(running) or psutil.Process(running).status() == psutil.STATUS_ZOMBIE,
+            timeout=30,
+            message="the paused replica's autoscaler stopping itself",
+        )
+        taken = wait_for(
+            lambda: (lambda o: o if o and o != first else None)(kube.status("paused", "ray").get("operator")),
+            timeout=60,
+            message="the other replica owning the cluster",
+        )
+        wait_for(
+            lambda: len(live_autoscalers(kube, "paused", "ray")) == 1,
+            timeout=60,
+            message="the other replica's autoscaler running",
+        )
     finally:
         os.kill(owner.pid, signal.SIGCONT)
-    wait_for(lambda: any("lapsed" in line for line in kube.operator_lines()), timeout=30,
-             message="the resumed replica finding its Lease lapsed")
-    wait_for(lambda: kube.status("paused", "ray").get("operator") == taken and len(seen) > 100, timeout=30,
-             message="the cluster staying with the other replica")
+    wait_for(
+        lambda: any("lapsed" in line for line in kube.operator_lines()),
+        timeout=30,
+        message="the resumed replica finding its Lease lapsed",
+    )
+    wait_for(
+        lambda: kube.status("paused", "ray").get("operator") == taken and len(seen) > 100,
+        timeout=30,
+        message="the cluster staying with the other replica",
+    )
     stop_sampling.set()
     sampler.join(5)
     assert max(seen) == 1, seen
@@ -380,7 +521,10 @@ def test_an_enormous_exponent_is_an_error_at_once_while_the_cluster_beside_it_sc
     submitted.start()
     status = kube.wait_phase("hostile", "ray", "Error", timeout=30)
     print(f"hostile RayCluster in Error {time.monotonic() - created:.2f}s after its creation")
-    assert "limits.cpu: '1e1000000' is more than Kubernetes allows for a quantity (9223372036854775807)" in status["message"]
+    assert (
+        "limits.cpu: '1e1000000' is more than Kubernetes allows for a quantity (9223372036854775807)"
+        in status["message"]
+    )
     assert events_of(kube, "hostile", "InvalidSpec")
     wait_for(lambda: kube.workers("healthy", "ray"), timeout=90, message="the healthy cluster scaled up")
     submitted.join(timeout=180)
@@ -404,24 +548,66 @@ def test_a_deleted_head_pod_is_counted_and_the_cluster_recovers(kube):
     delete_and_wait_gone(kube, "headless", "ray")
 
 
+def test_the_heads_disruption_budget_refuses_its_eviction_until_the_cluster_opts_out(kube):
+    """`kubectl drain` evicts: the real API server refuses to evict a Ready head under the budget the operator keeps
+    (the disruption controller counts it); headPodDisruptionBudget: false deletes the budget, true makes it again,
+    and neither touches a pod."""
+    kube.create(raycluster("guarded"))
+    kube.wait_phase("guarded", "ray", "Running")
+    wait_for(
+        lambda: (lambda b: b is not None and b.status is not None and b.status.current_healthy == 1)(
+            head_budget(kube, "guarded", "ray")
+        ),
+        timeout=60,
+        message="the head budget counting the Ready head",
+    )
+    budget = head_budget(kube, "guarded", "ray")
+    assert budget.spec.selector.match_labels == {"ray-cluster-name": "guarded", "ray-node-type": "head"}
+    assert budget.status.disruptions_allowed == 0
+    head = kube.head("guarded", "ray").metadata
+    with pytest.raises(ApiException) as refused:
+        kube.core.create_namespaced_pod_eviction(head.name, "ray", V1Eviction(metadata=V1ObjectMeta(name=head.name)))
+    assert refused.value.status == 429 and "disruption budget" in refused.value.body
+
+    kube.patch("guarded", "ray", {"spec": {"headPodDisruptionBudget": False}})
+    wait_for(lambda: head_budget(kube, "guarded", "ray") is None, timeout=30, message="the budget deleted")
+    kube.patch("guarded", "ray", {"spec": {"headPodDisruptionBudget": True}})
+    wait_for(lambda: head_budget(kube, "guarded", "ray"), timeout=30, message="the budget made again")
+    assert kube.head("guarded", "ray").metadata.uid == head.uid
+    kube.wait_phase("guarded", "ray", "Running")
+    delete_and_wait_gone(kube, "guarded", "ray")
+
+
 def test_a_head_that_fails_at_once_is_recreated_with_backoff(kube):
-    """A head whose Ray cannot start: each new head waits out the restart backoff (1, 2, 4, 4 s here), no churn."""
+    """A head whose Ray cannot start: each new head waits out the restart backoff (1, 2, 4, 4 s here, of which half is
+    drawn at random: at least 0.5, 1, 2, 2 s), no churn."""
     broken = raycluster("broken")
     broken["spec"]["headStartRayCommands"] = ["ray start --head --port=6379 --no-monitor --no-such-flag"]
     kube.create(broken)
-    wait_for(lambda: kube.status("broken", "ray").get("autoscalerRetries", 0) >= 5, timeout=120, message="five head failures")
-    created = [datetime.strptime(" ".join(line.split()[1:3]), "%Y-%m-%d %H:%M:%S,%f") for line in kube.operator_lines()
-               if line.startswith("broken,ray ") and "created head pod" in line]
-    gaps = [(later - earlier).total_seconds() for earlier, later in zip(created, created[1:])]
-    assert len(gaps) >= 4 and all(gap >= min(4, 2 ** i) for i, gap in enumerate(gaps)), gaps
+    wait_for(
+        lambda: kube.status("broken", "ray").get("autoscalerRetries", 0) >= 5, timeout=120, message="five head failures"
+    )
+    created = [
+        datetime.strptime(" ".join(line.split()[1:3]), "%Y-%m-%d %H:%M:%S,%f")
+        for line in kube.operator_lines()
+        if line.startswith("broken,ray ") and "created head pod" in line
+    ]
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(created, created[1:], strict=False)]
+    assert len(gaps) >= 4 and all(gap >= min(4, 2**i) / 2 for i, gap in enumerate(gaps)), gaps
     status = kube.status("broken", "ray")
     assert status["phase"] == "AutoscalingExceptionRecovery"
     # The cause, quoted from the head container's last log line with its exit code, and how often in a row.
-    assert re.search(r"the head pod broken-\S+ is Failed: container ray-node exited with code 2: .*"
-                     r"No such option '--no-such-flag'.* \(\d+ times in a row\)", status["message"]), status["message"]
+    assert re.search(
+        r"the head pod broken-\S+ is Failed: container ray-node exited with code 2: .*"
+        r"No such option '--no-such-flag'.* \(\d+ times in a row\)",
+        status["message"],
+    ), status["message"]
     # One Warning Event for the repeated cause, counted, not one per failure.
-    failed = [e for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=broken").items
-              if e.reason == "AutoscalerFailed"]
+    failed = [
+        e
+        for e in kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=broken").items
+        if e.reason == "AutoscalerFailed"
+    ]
     assert len(failed) == 1 and failed[0].count >= 5 and failed[0].type == "Warning", failed
     assert "No such option '--no-such-flag'" in failed[0].message
     delete_and_wait_gone(kube, "broken", "ray")
@@ -447,8 +633,11 @@ def test_spec_changes_restart_replace_or_reconfigure(kube):
     spec = kube.get("changes", "ray")["spec"]
     spec["podTypes"][1]["podConfig"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "600Mi"
     kube.patch("changes", "ray", {"spec": spec})
-    wait_for(lambda: [w.metadata.uid for w in kube.workers("changes", "ray")] not in ([worker], []), timeout=90,
-             message="the worker replaced")
+    wait_for(
+        lambda: [w.metadata.uid for w in kube.workers("changes", "ray")] not in ([worker], []),
+        timeout=90,
+        message="the worker replaced",
+    )
     assert kube.head("changes", "ray").metadata.uid == head
     kube.wait_phase("changes", "ray", "Running", timeout=90)
 
@@ -456,8 +645,11 @@ def test_spec_changes_restart_replace_or_reconfigure(kube):
     spec = kube.get("changes", "ray")["spec"]
     spec["podTypes"][0]["podConfig"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "600Mi"
     kube.patch("changes", "ray", {"spec": spec})
-    wait_for(lambda: (lambda new: new is not None and new.metadata.uid != head)(kube.head("changes", "ray")),
-             timeout=60, message="a new head")
+    wait_for(
+        lambda: (lambda new: new is not None and new.metadata.uid != head)(kube.head("changes", "ray")),
+        timeout=60,
+        message="a new head",
+    )
     status = kube.wait_phase("changes", "ray", "Running", timeout=120)
     assert status["autoscalerRetries"] == 0  # a change is not a failure
     assert status["observedGeneration"] == kube.get("changes", "ray")["metadata"]["generation"]
@@ -516,7 +708,9 @@ def test_deletion_leaves_nothing_even_with_the_operator_stopped(kube):
     kube.wait_phase("gone2", "ray", "Running")
     wait_for(lambda: kube.workers("gone2", "ray"), timeout=60, message="a worker")
     kube.stop_operator()
-    delete_and_wait_gone(kube, "gone2", "ray", operator_running=False)  # ownerReferences: no operator, no finalizer needed
+    delete_and_wait_gone(
+        kube, "gone2", "ray", operator_running=False
+    )  # ownerReferences: no operator, no finalizer needed
     kube.start_operator()
     wait_for(lambda: kube.pod_networks() == 0, timeout=60, message="no pod namespaces left")
 
@@ -544,23 +738,36 @@ def test_token_authentication_locks_the_cluster_and_disabled_opens_it(kube):
     kube.wait_phase("locked", "ray", "Running")
     auth = kube.status("locked", "ray")["rayAuthentication"]
     assert auth["mode"] == "token" and auth["secretName"] == "locked-ray-auth"
-    assert auth["submitJob"].startswith("RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret locked-ray-auth")
-    described = subprocess.run([str(kubectl()), "--kubeconfig", str(kube.kubeconfig), "-n", "ray", "describe",
-                                "raycluster", "locked"], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert auth["submitJob"].startswith(
+        "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(kubectl -n ray get secret locked-ray-auth"
+    )
+    described = subprocess.run(
+        [str(kubectl()), "--kubeconfig", str(kube.kubeconfig), "-n", "ray", "describe", "raycluster", "locked"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert re.search(r"Secret Name:\s+locked-ray-auth\n", described)
     assert re.search(r"Submit Job:\s+" + re.escape(auth["submitJob"]) + "\n", described)
     token = kube.ray_token("locked", "ray")
     head = kube.head("locked", "ray")
     env = {e.name: e for e in head.spec.containers[0].env}
-    assert env["RAY_AUTH_MODE"].value == "token" and env["RAY_AUTH_TOKEN"].value_from.secret_key_ref.name == "locked-ray-auth"
+    assert (
+        env["RAY_AUTH_MODE"].value == "token"
+        and env["RAY_AUTH_TOKEN"].value_from.secret_key_ref.name == "locked-ray-auth"
+    )
     assert len(token) == 64 and token not in json.dumps(kube.client.sanitize_for_serialization(head))
     with pytest.raises(AuthenticationError, match="Unauthorized"):
         run_ray_job(head.status.pod_ip, tasks=1)
     assert kube.run_job("locked", "ray", tasks=1) == "SUCCEEDED"
 
     kube.patch("locked", "ray", {"spec": {"rayAuthentication": "disabled"}})
-    wait_for(lambda: (lambda h: h is not None and h.metadata.uid != head.metadata.uid)(kube.head("locked", "ray")),
-             timeout=60, message="the head restarted for the new mode")
+    wait_for(
+        lambda: (lambda h: h is not None and h.metadata.uid != head.metadata.uid)(kube.head("locked", "ray")),
+        timeout=60,
+        message="the head restarted for the new mode",
+    )
     kube.wait_phase("locked", "ray", "Running")
     assert kube.status("locked", "ray")["rayAuthentication"] == {"mode": "disabled"}
     assert run_ray_job(kube.head("locked", "ray").status.pod_ip, tasks=1) == "SUCCEEDED"  # no token needed
@@ -574,20 +781,35 @@ def test_an_autoscaler_the_head_refuses_says_why_and_recovers_once_it_can_authen
     kube.wait_phase("refused", "ray", "Running")
     head_uid = kube.head("refused", "ray").metadata.uid
     secret = kube.core.read_namespaced_secret("refused-ray-auth", "ray")
-    kube.core.patch_namespaced_secret("refused-ray-auth", "ray", {"data": {"token": base64.b64encode(b"f" * 64).decode()}})
+    kube.core.patch_namespaced_secret(
+        "refused-ray-auth", "ray", {"data": {"token": base64.b64encode(b"f" * 64).decode()}}
+    )
     os.kill(monitor_pid(kube, "refused", "ray"), signal.SIGKILL)
-    status = wait_for(lambda: (lambda s: s if "AuthenticationError" in s.get("message", "") else None)(
-        kube.status("refused", "ray")), timeout=90, message="the head's refusal in status.message",
-        state=lambda: kube.status("refused", "ray"))
+    status = wait_for(
+        lambda: (lambda s: s if "AuthenticationError" in s.get("message", "") else None)(kube.status("refused", "ray")),
+        timeout=90,
+        message="the head's refusal in status.message",
+        state=lambda: kube.status("refused", "ray"),
+    )
     assert status["phase"] == "AutoscalingExceptionRecovery"
-    assert re.match(r"the autoscaler exited with code 1: AuthenticationError: .*InvalidAuthToken: Authentication token is "
-                    r"missing or incorrect", status["message"]), status["message"]
-    events = kube.core.list_namespaced_event("ray", field_selector="involvedObject.name=refused,reason=AutoscalerFailed").items
+    assert re.match(
+        r"the autoscaler exited with code 1: AuthenticationError: .*InvalidAuthToken: Authentication token is "
+        r"missing or incorrect",
+        status["message"],
+    ), status["message"]
+    events = kube.core.list_namespaced_event(
+        "ray", field_selector="involvedObject.name=refused,reason=AutoscalerFailed"
+    ).items
     assert any("InvalidAuthToken" in e.message for e in events), [e.message for e in events]
     kube.core.patch_namespaced_secret("refused-ray-auth", "ray", {"data": secret.data})
-    status = wait_for(lambda: (lambda s: s if s.get("phase") == "Running" and s["autoscalerRetries"] >= 2 else None)(
-        kube.status("refused", "ray")), timeout=120, message="Running again with the right token",
-        state=lambda: kube.status("refused", "ray"))
+    status = wait_for(
+        lambda: (lambda s: s if s.get("phase") == "Running" and s["autoscalerRetries"] >= 2 else None)(
+            kube.status("refused", "ray")
+        ),
+        timeout=120,
+        message="Running again with the right token",
+        state=lambda: kube.status("refused", "ray"),
+    )
     assert status["message"] == "" and kube.head("refused", "ray").metadata.uid == head_uid
     delete_and_wait_gone(kube, "refused", "ray")
 
@@ -598,7 +820,8 @@ import json, sys
 from ray._raylet import GcsClient
 client = GcsClient(address=sys.argv[1])
 metadata = json.loads(client.internal_kv_get(b"CLUSTER_METADATA", b"cluster"))
-client.internal_kv_put(b"CLUSTER_METADATA", json.dumps({**metadata, "ray_version": "2.51.0"}).encode(), True, b"cluster")
+older = json.dumps({**metadata, "ray_version": "2.51.0"}).encode()
+client.internal_kv_put(b"CLUSTER_METADATA", older, True, b"cluster")
 """
 
 
@@ -606,8 +829,12 @@ def test_a_cluster_whose_ray_has_no_token_authentication_errors_and_its_pods_go(
     kube.create(raycluster("old"))
     kube.wait_phase("old", "ray", "Running")
     token = kube.ray_token("old", "ray")
-    subprocess.run([sys.executable, "-c", CLAIM_RAY_2_51, f"{kube.head('old', 'ray').status.pod_ip}:6379"], check=True,
-                   timeout=60, env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    subprocess.run(
+        [sys.executable, "-c", CLAIM_RAY_2_51, f"{kube.head('old', 'ray').status.pod_ip}:6379"],
+        check=True,
+        timeout=60,
+        env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+    )
     os.kill(monitor_pid(kube, "old", "ray"), signal.SIGKILL)  # its next autoscaler reads the version again
     kube.wait_phase("old", "ray", "Error", timeout=120)
     message = kube.status("old", "ray")["message"]

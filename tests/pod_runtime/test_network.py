@@ -62,8 +62,15 @@ def test_a_pod_network_that_cannot_be_made_leaves_nothing_and_the_next_pod_gets_
         subprocess.run(["ip", "link", "del", taken], check=True)
         name, ip = net.add_pod(second)
         assert ip == "10.198.0.2"  # the failed pod's address was given back
-        assert subprocess.run(["ip", "netns", "exec", name, "ip", "-br", "addr", "show", "eth0"], capture_output=True,
-                              text=True, check=True).stdout.split()[2] == "10.198.0.2/16"
+        assert (
+            subprocess.run(
+                ["ip", "netns", "exec", name, "ip", "-br", "addr", "show", "eth0"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[2]
+            == "10.198.0.2/16"
+        )
     finally:
         net.teardown()
         NamespaceNetwork.remove_leftovers("tnet")

@@ -7,14 +7,17 @@ import signal
 import subprocess
 from pathlib import Path
 
+import kubernetes
 import pytest
 
 from tests.conftest import wait_for
 from tests.local_kube import LocalKube
 
 RAY_IMAGE = "rayproject/ray:2.60.0"
-NETWORKS = [pytest.param("netns", marks=pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")),
-            "loopback"]
+NETWORKS = [
+    pytest.param("netns", marks=pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")),
+    "loopback",
+]
 
 
 @pytest.fixture(params=NETWORKS)
@@ -29,10 +32,21 @@ def kube(tmp_path, request):
 
 
 def pod(name, script, restart="Never", labels=None, image=RAY_IMAGE, grace=30):
-    return {"metadata": {"name": name, "labels": labels or {}}, "spec": {
-        "restartPolicy": restart, "terminationGracePeriodSeconds": grace,
-        "containers": [{"name": "main", "image": image, "command": ["/bin/bash", "-c", script],
-                        "env": [{"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}}
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": grace,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "command": ["/bin/bash", "-c", script],
+                    "env": [{"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                }
+            ],
+        },
+    }
 
 
 def phase(kube, name):
@@ -40,7 +54,9 @@ def phase(kube, name):
 
 
 def test_a_pod_runs_with_its_own_ip_hostname_and_processes(kube):
-    kube.core.create_namespaced_pod("default", pod("p", "echo ip=$MY_POD_IP host=$(hostname) procs=$(ls /proc | grep -c '^[0-9]'); sleep 30"))
+    kube.core.create_namespaced_pod(
+        "default", pod("p", "echo ip=$MY_POD_IP host=$(hostname) procs=$(ls /proc | grep -c '^[0-9]'); sleep 30")
+    )
     wait_for(lambda: phase(kube, "p") == "Running", timeout=30)
     status = kube.core.read_namespaced_pod("p", "default").status
     assert status.pod_ip.startswith(kube.subnet.split("0.0/")[0])
@@ -58,8 +74,11 @@ def test_exit_codes_and_restart_policies(kube):
     wait_for(lambda: phase(kube, "ok") == "Succeeded" and phase(kube, "bad") == "Failed", timeout=30)
     terminated = kube.core.read_namespaced_pod("bad", "default").status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason, terminated.message) == (3, "Error", None)
-    wait_for(lambda: kube.core.read_namespaced_pod("again", "default").status.container_statuses[0].restart_count >= 2,
-             timeout=30, message="restarts")
+    wait_for(
+        lambda: kube.core.read_namespaced_pod("again", "default").status.container_statuses[0].restart_count >= 2,
+        timeout=30,
+        message="restarts",
+    )
     assert phase(kube, "again") == "Running"
 
 
@@ -78,12 +97,17 @@ def test_a_failed_container_s_log_tail_is_its_termination_message_when_asked(kub
 
 def test_service_names_resolve_to_ready_pods(kube):
     kube.core.create_namespaced_pod("default", pod("server", "sleep 60", labels={"app": "s"}))
-    kube.core.create_namespaced_service("default", {"metadata": {"name": "svc"}, "spec": {"selector": {"app": "s"}, "ports": [{"port": 80}]}})
+    kube.core.create_namespaced_service(
+        "default", {"metadata": {"name": "svc"}, "spec": {"selector": {"app": "s"}, "ports": [{"port": 80}]}}
+    )
     wait_for(lambda: phase(kube, "server") == "Running", timeout=30)
     ip = kube.core.read_namespaced_pod("server", "default").status.pod_ip
     # Endpoints follow readiness a moment later, as in Kubernetes: the client asks until the names resolve.
     names = "svc.default.svc.cluster.local svc.default.svc svc.default"
-    kube.core.create_namespaced_pod("default", pod("client", f"until getent hosts {names} >/dev/null; do sleep 0.2; done; getent hosts {names}; sleep 60"))
+    kube.core.create_namespaced_pod(
+        "default",
+        pod("client", f"until getent hosts {names} >/dev/null; do sleep 0.2; done; getent hosts {names}; sleep 60"),
+    )
     log = wait_for(lambda: kube.core.read_namespaced_pod_log("client", "default"), timeout=30)
     assert log.split()[0] == ip
 
@@ -94,19 +118,33 @@ def test_pods_listen_on_the_same_port_each_on_its_own_ip(kube):
         kube.core.create_namespaced_pod("default", pod(name, serve, labels={"app": name}))
     wait_for(lambda: phase(kube, "a") == "Running" and phase(kube, "b") == "Running", timeout=30)
     ips = [kube.core.read_namespaced_pod(name, "default").status.pod_ip for name in ("a", "b")]
-    fetch = "import sys, urllib.request; print(urllib.request.urlopen(f'http://{sys.argv[1]}:8000/name', timeout=5).read().decode())"
-    until = lambda target: f"until python3 -c \"{fetch}\" {target} 2>/dev/null; do sleep 0.2; done"  # noqa: E731
+    fetch = (
+        "import sys, urllib.request; "
+        "print(urllib.request.urlopen(f'http://{sys.argv[1]}:8000/name', timeout=5).read().decode())"
+    )
+    until = lambda target: f'until python3 -c "{fetch}" {target} 2>/dev/null; do sleep 0.2; done'  # noqa: E731
     kube.core.create_namespaced_pod("default", pod("client", f"{until(ips[0])}; {until(ips[1])}; sleep 60"))
     kube.core.create_namespaced_pod("default", pod("self", f"({serve}) & {until('127.0.0.1')}; sleep 60"))
-    wait_for(lambda: kube.core.read_namespaced_pod_log("client", "default").split()[:2] == ["a", "b"], timeout=30,
-             message="each server answers on its own pod IP")
-    wait_for(lambda: "self" in kube.core.read_namespaced_pod_log("self", "default").split(), timeout=30,
-             message="a pod reaches its own server on 127.0.0.1")
+    wait_for(
+        lambda: kube.core.read_namespaced_pod_log("client", "default").split()[:2] == ["a", "b"],
+        timeout=30,
+        message="each server answers on its own pod IP",
+    )
+    wait_for(
+        lambda: "self" in kube.core.read_namespaced_pod_log("self", "default").split(),
+        timeout=30,
+        message="a pod reaches its own server on 127.0.0.1",
+    )
 
 
 def test_other_images_are_refused_with_a_clear_status(kube):
     kube.core.create_namespaced_pod("default", pod("web", "true", image="nginx:1"))
-    waiting = wait_for(lambda: (lambda s: s and s[0].state.waiting)(kube.core.read_namespaced_pod("web", "default").status.container_statuses), timeout=30)
+    waiting = wait_for(
+        lambda: (lambda s: s and s[0].state.waiting)(
+            kube.core.read_namespaced_pod("web", "default").status.container_statuses
+        ),
+        timeout=30,
+    )
     assert waiting.reason == "ErrImagePull" and "rayproject/ray images only" in waiting.message
     assert phase(kube, "web") == "Pending"
 
@@ -115,8 +153,34 @@ def test_deletion_stops_the_pod_within_its_grace_period(kube):
     kube.core.create_namespaced_pod("default", pod("term", "trap 'exit 0' TERM; sleep 600 & wait", grace=20))
     wait_for(lambda: phase(kube, "term") == "Running", timeout=30)
     kube.core.delete_namespaced_pod("term", "default")
-    wait_for(lambda: not kube.core.list_namespaced_pod("default").items, timeout=15, message="pod gone well before its grace period")
+    wait_for(
+        lambda: not kube.core.list_namespaced_pod("default").items,
+        timeout=15,
+        message="pod gone well before its grace period",
+    )
     wait_for(lambda: kube.pod_networks() == 0, timeout=10, message="its namespace removed")
+
+
+def test_a_deleted_pods_containers_are_reported_stopped_before_its_object_goes(kube):
+    """As a kubelet does: a controller sees how a deleted pod's containers ended (exit code, termination message)."""
+    ends = pod("ends", "trap 'echo stopping; exit 3' TERM; sleep 600 & wait")
+    ends["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    kube.core.create_namespaced_pod("default", ends)
+    wait_for(lambda: phase(kube, "ends") == "Running", timeout=30)
+    watch = kubernetes.watch.Watch()
+    events = watch.stream(
+        kube.core.list_namespaced_pod, "default", field_selector="metadata.name=ends", timeout_seconds=30
+    )
+    kube.core.delete_namespaced_pod("ends", "default")
+    last = None
+    for event in events:
+        if event["type"] == "DELETED":
+            break
+        last = event["object"]
+    watch.stop()
+    ended = last.status.container_statuses[0].state.terminated
+    assert last.metadata.deletion_timestamp and last.status.phase == "Failed"
+    assert ended.exit_code == 3 and ended.message.strip().endswith("stopping")
 
 
 def test_a_pod_deleted_during_an_api_outage_is_finalized_when_the_api_returns(kube):
@@ -125,8 +189,11 @@ def test_a_pod_deleted_during_an_api_outage_is_finalized_when_the_api_returns(ku
     kube.core.delete_namespaced_pod("outage", "default")
     port = int(kube.server.url.rsplit(":", 1)[1])
     kube.server.stop()  # the pod's processes end while the API server is away: the final delete must wait for it
-    wait_for(lambda: "final delete failed (retrying)" in (kube.work / "runtime.log").read_text(), timeout=30,
-             message="the runtime retrying its final delete")
+    wait_for(
+        lambda: "final delete failed (retrying)" in (kube.work / "runtime.log").read_text(),
+        timeout=30,
+        message="the runtime retrying its final delete",
+    )
     kube.start_server(port)
     wait_for(lambda: not kube.core.list_namespaced_pod("default").items, timeout=30, message="the pod object deleted")
 
@@ -169,10 +236,16 @@ def test_env_from_a_secret_waits_for_the_secret_as_a_kubelets_does(kube):
     spec = pod("s", 'echo "token=$RAY_AUTH_TOKEN optional=${EXTRA-unset}"; sleep 30')
     spec["spec"]["containers"][0]["env"] += [
         {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "auth", "key": "token"}}},
-        {"name": "EXTRA", "valueFrom": {"secretKeyRef": {"name": "other", "key": "x", "optional": True}}}]
+        {"name": "EXTRA", "valueFrom": {"secretKeyRef": {"name": "other", "key": "x", "optional": True}}},
+    ]
     kube.core.create_namespaced_pod("default", spec)
-    waiting = wait_for(lambda: (lambda s: s and s[0].state.waiting)(kube.core.read_namespaced_pod("s", "default").status.container_statuses),
-                       timeout=30, message="the container waiting for its Secret")
+    waiting = wait_for(
+        lambda: (lambda s: s and s[0].state.waiting)(
+            kube.core.read_namespaced_pod("s", "default").status.container_statuses
+        ),
+        timeout=30,
+        message="the container waiting for its Secret",
+    )
     assert (waiting.reason, waiting.message) == ("CreateContainerConfigError", 'secret "auth" not found')
     kube.core.create_namespaced_secret("default", {"metadata": {"name": "auth"}, "data": {"token": "czNjcmV0"}})
     wait_for(lambda: phase(kube, "s") == "Running", timeout=30)

@@ -14,11 +14,14 @@ def secret(*owners: tuple[str, str, str]):
     return SimpleNamespace(metadata=SimpleNamespace(owner_references=references))
 
 
-@pytest.mark.parametrize("owners, left", [
-    ([("cluster.ray.io/v1", "RayCluster", "old")], True),  # an earlier RayCluster of the same name: replaced
-    ([("cluster.ray.io/v1", "RayCluster", "new")], False),  # this one's
-    ([("ray.io/v1", "RayCluster", "kuberay")], False),  # KubeRay's <name>-ray-auth: never ours to delete
-    ([], False),  # the user's own
-])
+@pytest.mark.parametrize(
+    "owners, left",
+    [
+        ([("cluster.ray.io/v1", "RayCluster", "old")], True),  # an earlier RayCluster of the same name: replaced
+        ([("cluster.ray.io/v1", "RayCluster", "new")], False),  # this one's
+        ([("ray.io/v1", "RayCluster", "kuberay")], False),  # KubeRay's <name>-ray-auth: never ours to delete
+        ([], False),  # the user's own
+    ],
+)
 def test_only_a_leftover_of_ours_is_replaced(owners, left):
     assert _left_by_another(secret(*owners), PROVIDER) is left

@@ -50,9 +50,14 @@ class FakeRayCluster:
             head = name.startswith("demo-rayheadtype")
             static = {"CPU": 1.0}
             dynamic = {"CPU": 0.0 if (self.busy or head) else 1.0}
-            self.load.update(ip, name.encode().ljust(28, b"0")[:28], static, dynamic,
-                             node_idle_duration_s=0 if self.busy or head else 3600,
-                             waiting_bundles=self.demand if head else [])
+            self.load.update(
+                ip,
+                name.encode().ljust(28, b"0")[:28],
+                static,
+                dynamic,
+                node_idle_duration_s=0 if self.busy or head else 3600,
+                waiting_bundles=self.demand if head else [],
+            )
 
 
 def workers(kube):

@@ -34,7 +34,9 @@ def test_render_every_example(path):
 
 
 def test_render_values_file_with_release_name_and_namespace():
-    result = run("render", "--name", "team-cluster", "--namespace", "team-a", str(ROOT / "values/namespaced-operator.yaml"))
+    result = run(
+        "render", "--name", "team-cluster", "--namespace", "team-a", str(ROOT / "values/namespaced-operator.yaml")
+    )
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert config["cluster_name"] == "team-cluster"
@@ -66,14 +68,18 @@ spec:
       spec:
         containers: {containers}
 """
-GOOD = dict(head="head", min=0, max=1, resource=1,
-            containers="[{name: ray-node, resources: {limits: {cpu: '1', memory: 1Gi}}}]")
+GOOD = dict(
+    head="head", min=0, max=1, resource=1, containers="[{name: ray-node, resources: {limits: {cpu: '1', memory: 1Gi}}}]"
+)
 BROKEN = {
     "missing headPodType": ({"head": "null"}, "spec.headPodType: is required"),
     "unknown headPodType": ({"head": "gpu"}, "spec.headPodType: 'gpu' is not one of the podTypes (head)"),
     "negative minWorkers": ({"min": -1}, "spec.podTypes[0].minWorkers: -1 is negative"),
     "inverted min/max": ({"min": 3}, "spec.podTypes[0].maxWorkers: 1 is less than minWorkers 3"),
-    "non-numeric rayResources": ({"resource": "lots"}, "spec.podTypes[0].rayResources.accel: 'lots' is not a whole number"),
+    "non-numeric rayResources": (
+        {"resource": "lots"},
+        "spec.podTypes[0].rayResources.accel: 'lots' is not a whole number",
+    ),
     "unparsable quantity": (
         {"containers": "[{name: ray-node, resources: {limits: {cpu: 'two'}}}]"},
         "spec.podTypes[0].podConfig.spec.containers[0].resources.limits.cpu: 'two' is not a Kubernetes quantity",
@@ -118,7 +124,10 @@ def test_render_lists_all_problems(tmp_path):
         ("kind: ConfigMap\n", "no RayCluster in it"),
         ("image: null\nheadPodType: null\npodTypes: {head: {CPU: 1}}\n", "the values file lacks image, headPodType"),
         ("kind: RayCluster\nspec: " + "[" * 10_000 + "]" * 10_000 + "\n", "nested too deeply to be read"),
-        ("headPodType: h\npodTypes: {h: {maxWorkers: two, CPU: .nan}}\n", "spec.podTypes[0].maxWorkers: 'two' is not a whole number"),
+        (
+            "headPodType: h\npodTypes: {h: {maxWorkers: two, CPU: .nan}}\n",
+            "spec.podTypes[0].maxWorkers: 'two' is not a whole number",
+        ),
     ],
     ids=["not yaml", "no raycluster", "incomplete values", "too deep", "hostile values"],
 )

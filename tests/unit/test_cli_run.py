@@ -19,13 +19,28 @@ def test_every_flag_of_run_is_documented():
 
 def test_clusters_are_counted_by_phase_with_their_demand_and_workers():
     registry = CollectorRegistry()
-    busy = {"phase": "Running", "podTypes": [{"name": "rayWorkerType", "ready": 2, "pending": 1}],
-            "autoscaler": {"pendingDemand": [{"resources": {"CPU": 1}, "count": 3}, {"resources": {"GPU": 1}, "count": 1}],
-                           "demandTotal": 4}}
-    registry.register(ClusterCollector(lambda: [("ray", "busy", busy), ("ray", "calm", {"phase": "Running"}),
-                                                ("ray", "bad", {"phase": "Error"}), ("ray", "new", {})]))
-    counts = {phase: registry.get_sample_value("ray_operator_clusters", {"phase": phase})
-              for phase in ("Updating", "Running", "AutoscalingExceptionRecovery", "Error")}
+    busy = {
+        "phase": "Running",
+        "podTypes": [{"name": "rayWorkerType", "ready": 2, "pending": 1}],
+        "autoscaler": {
+            "pendingDemand": [{"resources": {"CPU": 1}, "count": 3}, {"resources": {"GPU": 1}, "count": 1}],
+            "demandTotal": 4,
+        },
+    }
+    registry.register(
+        ClusterCollector(
+            lambda: [
+                ("ray", "busy", busy),
+                ("ray", "calm", {"phase": "Running"}),
+                ("ray", "bad", {"phase": "Error"}),
+                ("ray", "new", {}),
+            ]
+        )
+    )
+    counts = {
+        phase: registry.get_sample_value("ray_operator_clusters", {"phase": phase})
+        for phase in ("Updating", "Running", "AutoscalingExceptionRecovery", "Error")
+    }
     assert counts == {"Updating": 0, "Running": 2, "AutoscalingExceptionRecovery": 0, "Error": 1}
     assert registry.get_sample_value("ray_operator_pending_demand", {"namespace": "ray", "cluster": "busy"}) == 4
     assert registry.get_sample_value("ray_operator_pending_demand", {"namespace": "ray", "cluster": "calm"}) == 0
@@ -43,9 +58,21 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path, endpoint, flag
         port = taken.getsockname()[1]
         ports = {"--metrics-port": "0", "--health-port": "0", flag: str(port)}
         result = subprocess.run(
-            [sys.executable, "-c", "from ray_operator.cli import main; main()", "run", "--kubeconfig", str(kubeconfig),
-             "--work-dir", str(tmp_path / "work"), *[arg for item in ports.items() for arg in item]],
-            capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                "from ray_operator.cli import main; main()",
+                "run",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--work-dir",
+                str(tmp_path / "work"),
+                *[arg for item in ports.items() for arg in item],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 1
     assert f"Error: cannot serve {endpoint} on 0.0.0.0:{port}: Address already in use ({flag}:" in result.stderr
     assert "Traceback" not in result.stderr

@@ -12,8 +12,16 @@ from tests.conftest import LEGACY_EXAMPLE, load_yaml
 
 # Keys StandardAutoscaler.reset() reads without defaults (it never runs prepare_config).
 KEYS_THE_AUTOSCALER_READS = {
-    "file_mounts", "cluster_synced_files", "worker_setup_commands", "worker_start_ray_commands",
-    "available_node_types", "head_node_type", "max_workers", "provider", "cluster_name", "auth",
+    "file_mounts",
+    "cluster_synced_files",
+    "worker_setup_commands",
+    "worker_start_ray_commands",
+    "available_node_types",
+    "head_node_type",
+    "max_workers",
+    "provider",
+    "cluster_name",
+    "auth",
 }
 
 
@@ -45,19 +53,34 @@ def full_cluster():
                         "apiVersion": "v1",
                         "kind": "Pod",
                         "metadata": {"labels": {"team": "a"}},
-                        "spec": {"containers": [{"name": "ray-node", "image": "rayproject/ray:2.60.0",
-                                                 "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}}}]},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "ray-node",
+                                    "image": "rayproject/ray:2.60.0",
+                                    "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}},
+                                }
+                            ]
+                        },
                     },
                 },
                 {
                     "name": "gpu",
                     "minWorkers": 1,
                     "maxWorkers": 4,
+                    "drainTimeoutSeconds": 600,
                     "rayResources": {"accel": 2},
                     "setupCommands": ["pip install torch"],
                     "podConfig": {
-                        "spec": {"nodeSelector": {"gpu": "yes"}, "containers": [
-                            {"name": "ray-node", "resources": {"requests": {"cpu": 4}, "limits": {"nvidia.com/gpu": 1}}}]},
+                        "spec": {
+                            "nodeSelector": {"gpu": "yes"},
+                            "containers": [
+                                {
+                                    "name": "ray-node",
+                                    "resources": {"requests": {"cpu": 4}, "limits": {"nvidia.com/gpu": 1}},
+                                }
+                            ],
+                        },
                     },
                 },
             ],
@@ -74,8 +97,10 @@ def test_every_field_maps():
     assert config["upscaling_speed"] == 2.5
     assert config["idle_timeout_minutes"] == 0.5
     assert config["head_node_type"] == "head"
-    token_env = [{"name": "RAY_AUTH_MODE", "value": "token"},
-                 {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "demo-ray-auth", "key": "token"}}}]
+    token_env = [
+        {"name": "RAY_AUTH_MODE", "value": "token"},
+        {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "demo-ray-auth", "key": "token"}}},
+    ]
     for pod_type in rc["spec"]["podTypes"]:  # the template, with Ray's authentication (rayAuthentication: token)
         pod_type["podConfig"]["spec"]["containers"][0]["env"] = token_env
     assert config["available_node_types"] == {
@@ -107,18 +132,32 @@ def test_every_field_maps():
         "ray_auth_mode": "token",
         "max_pending_pods": 10,
         "pending_timeout_seconds": 600.0,
+        "drain_seconds": {"head": 120, "gpu": 600},  # the default for a podType that sets none
+        "head_disruption_budget": True,  # unless headPodDisruptionBudget is false
     }
     # Ray runs no commands itself: the pods do (see the provider section).
-    for key in ("setup_commands", "head_setup_commands", "worker_setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands", "initialization_commands"):
+    for key in (
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+        "initialization_commands",
+    ):
         assert config[key] == []
     assert config["file_mounts"] == {} and config["cluster_synced_files"] == [] and config["auth"] == {}
 
 
 def test_defaults_of_the_legacy_operator():
     rc = full_cluster()
-    for key in ("maxWorkers", "upscalingSpeed", "idleTimeoutMinutes", "headStartRayCommands",
-                "workerStartRayCommands", "headServicePorts"):
+    for key in (
+        "maxWorkers",
+        "upscalingSpeed",
+        "idleTimeoutMinutes",
+        "headStartRayCommands",
+        "workerStartRayCommands",
+        "headServicePorts",
+    ):
         del rc["spec"][key]
     del rc["metadata"]["namespace"], rc["metadata"]["uid"]
     del rc["spec"]["podTypes"][1]["minWorkers"]
@@ -147,7 +186,10 @@ def test_legacy_manifest_converts_like_the_legacy_operator():
     assert config["cluster_name"] == "example-cluster"
     assert config["head_node_type"] == "head-node"
     assert config["available_node_types"]["worker-node"]["resources"] == {
-        "CPU": 1, "memory": 512 * 1024**2, "example-resource-a": 1, "example-resource-b": 1,
+        "CPU": 1,
+        "memory": 512 * 1024**2,
+        "example-resource-a": 1,
+        "example-resource-b": 1,
     }
     assert config["available_node_types"]["worker-node"]["min_workers"] == 2
 

@@ -48,7 +48,9 @@ def test_printer_columns_show_status_and_restarts(crd):
 def _unstructural_paths(node, path="openAPIV3Schema"):
     """Paths of schema nodes that break Kubernetes' structural-schema rule: every node has a type."""
     problems = []
-    if not (node.get("type") or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")):
+    if not (
+        node.get("type") or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         problems.append(path)
     for name, child in (node.get("properties") or {}).items():
         problems += _unstructural_paths(child, f"{path}.{name}")
@@ -67,8 +69,16 @@ def test_status_fields_are_declared(schema):
     # Undeclared status fields would be pruned silently by the API server.
     status = schema["properties"]["status"]["properties"]
     assert status["phase"]["enum"] == ["Updating", "Running", "AutoscalingExceptionRecovery", "Error"]
-    for field in ("autoscalerRetries", "message", "observedGeneration", "conditions", "podTypes",
-                  "lastUpdateTime", "readyWorkers", "desiredWorkers"):
+    for field in (
+        "autoscalerRetries",
+        "message",
+        "observedGeneration",
+        "conditions",
+        "podTypes",
+        "lastUpdateTime",
+        "readyWorkers",
+        "desiredWorkers",
+    ):
         assert field in status
 
 
@@ -78,7 +88,9 @@ def test_schema_accepts_every_example(schema, example_raycluster):
 
 def test_cel_rules_are_present(schema):
     spec = schema["properties"]["spec"]
-    assert "self.podTypes.exists(p, p.name == self.headPodType)" in [r["rule"] for r in spec["x-kubernetes-validations"]]
+    assert "self.podTypes.exists(p, p.name == self.headPodType)" in [
+        r["rule"] for r in spec["x-kubernetes-validations"]
+    ]
     pod_type = spec["properties"]["podTypes"]["items"]
     assert any("minWorkers <= self.maxWorkers" in r["rule"] for r in pod_type["x-kubernetes-validations"])
     # Unique podType names: a list of type map keyed by name.

@@ -15,8 +15,12 @@ import pytest
 
 from tests.conftest import ROOT
 
-SHIPPED = {"ray_operator": ROOT / "operator/ray_operator", "autoscaler_bridge": ROOT / "autoscaler_bridge",
-           "kube_apiserver": ROOT / "kube_apiserver", "pod_runtime": ROOT / "pod_runtime"}
+SHIPPED = {
+    "ray_operator": ROOT / "operator/ray_operator",
+    "autoscaler_bridge": ROOT / "autoscaler_bridge",
+    "kube_apiserver": ROOT / "kube_apiserver",
+    "pod_runtime": ROOT / "pod_runtime",
+}
 LOCAL_KUBERNETES = ("kube_apiserver", "pod_runtime")
 # Each distribution's setup.cfg and the packages it ships: the operator alone, and the sandbox's local Kubernetes.
 DISTRIBUTIONS = {"setup.cfg": ("ray_operator", "autoscaler_bridge"), "sandbox/setup.cfg": LOCAL_KUBERNETES}
@@ -58,10 +62,17 @@ def test_the_operator_does_not_declare_what_only_the_sandbox_needs():
 def test_the_operator_never_imports_the_local_kubernetes():
     """Every module of the operator and its bridge imported, and nothing of the sandbox's API server or pod runtime
     with them (`ray-operator sandbox` imports them only when it runs)."""
-    modules = [f"{package}.{path.stem}" for package in ("ray_operator", "autoscaler_bridge")
-               for path in SHIPPED[package].glob("*.py") if path.stem not in ("__init__", "__main__")]
-    script = f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint(' '.join(sys.modules))"
-    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300,
-                            cwd=ROOT).stdout.split()
+    modules = [
+        f"{package}.{path.stem}"
+        for package in ("ray_operator", "autoscaler_bridge")
+        for path in SHIPPED[package].glob("*.py")
+        if path.stem not in ("__init__", "__main__")
+    ]
+    script = (
+        f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint(' '.join(sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300, cwd=ROOT
+    ).stdout.split()
     assert "ray_operator.sandbox" in loaded
     assert [m for m in loaded if m.split(".")[0] in (*LOCAL_KUBERNETES, "control_plane", "tests")] == []

@@ -18,7 +18,10 @@ def test_head_service_and_pod_are_made_as_the_cache_then_shows_them(cluster, kub
     pod_cache = WatchCache(calls.core.list_namespaced_pod, "ray", label_selector="ray-cluster-name")
     create_head_service(calls, config, services)
     create_head_service(calls, config, services)  # made meanwhile by another pass: no error
-    assert services.get("ray", "demo-ray-head")["spec"]["selector"] == {"ray-cluster-name": "demo", "ray-node-type": "head"}
+    assert services.get("ray", "demo-ray-head")["spec"]["selector"] == {
+        "ray-cluster-name": "demo",
+        "ray-node-type": "head",
+    }
     head = create_head_pod(calls, config, pod_cache)
     assert pod_cache.get("ray", head["metadata"]["name"]) == head
     [pod] = pods(kube)

@@ -30,6 +30,9 @@ def test_any_mutation_ends_in_a_config_or_listed_problems(seed):
             autoscaler_config(mutation.raycluster)
             outcomes["config"] += 1
         except InvalidRayCluster as invalid:
-            assert invalid.problems and all(len(str(p)) < 1100 for p in invalid.problems), (mutation.path, mutation.what)
+            assert invalid.problems and all(len(str(p)) < 1100 for p in invalid.problems), (
+                mutation.path,
+                mutation.what,
+            )
             outcomes["problems"] += 1
     assert outcomes["problems"] > 100 and outcomes["config"] > 0, outcomes

@@ -12,7 +12,7 @@ from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_
 from autoscaler_bridge import fence
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.kube_client import KubeCalls
-from autoscaler_bridge.node_provider import KubernetesNodeProvider
+from autoscaler_bridge.node_provider import KubernetesNodeProvider, delete_pods
 from kube_apiserver.server import ApiServer
 from ray_operator.helm_values import raycluster_from_values
 from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
@@ -34,14 +34,21 @@ def provider(cluster, kube):
 
 
 def worker_tags(config, **extra):
-    return {TAG_RAY_NODE_KIND: "worker", TAG_RAY_USER_NODE_TYPE: "rayWorkerType", TAG_RAY_NODE_STATUS: "uninitialized",
-            "ray-launch-config": "a" * 40, "ray-node-name": f"ray-{config['cluster_name']}-worker", **extra}
+    return {
+        TAG_RAY_NODE_KIND: "worker",
+        TAG_RAY_USER_NODE_TYPE: "rayWorkerType",
+        TAG_RAY_NODE_STATUS: "uninitialized",
+        "ray-launch-config": "a" * 40,
+        "ray-node-name": f"ray-{config['cluster_name']}-worker",
+        **extra,
+    }
 
 
 def launch(provider, config, count):
     node_type = config["available_node_types"]["rayWorkerType"]
-    return provider.create_node_with_resources_and_labels(node_type["node_config"], worker_tags(config), count,
-                                                          node_type["resources"], {})
+    return provider.create_node_with_resources_and_labels(
+        node_type["node_config"], worker_tags(config), count, node_type["resources"], {}
+    )
 
 
 def pods(kube, namespace="ray", selector="ray-cluster-name=demo"):
@@ -68,7 +75,12 @@ def test_created_pods_carry_tags_labels_and_owner(provider, cluster, kube):
         assert labels[TAG_RAY_USER_NODE_TYPE] == "rayWorkerType" and labels["ray-launch-config"] == "a" * 40
         assert labels["app.kubernetes.io/component"] == "ray-worker"
         [owner] = pod.metadata.owner_references
-        assert (owner.kind, owner.name, owner.uid, owner.controller) == ("RayCluster", "demo", stored["metadata"]["uid"], True)
+        assert (owner.kind, owner.name, owner.uid, owner.controller) == (
+            "RayCluster",
+            "demo",
+            stored["metadata"]["uid"],
+            True,
+        )
         assert "--num-cpus=1" in pod.spec.containers[0].args[0]
 
 
@@ -83,8 +95,10 @@ def test_listing_tags_state_and_ips_follow_the_pods(provider, cluster, kube):
 
     set_phase(kube, first, "Running", "10.1.0.7")
     set_phase(kube, second, "Failed")
-    wait_for(lambda: provider.is_running(first) and provider.non_terminated_nodes({TAG_RAY_NODE_STATUS: "update-failed"}),
-             message="the watch's word on both pods")
+    wait_for(
+        lambda: provider.is_running(first) and provider.non_terminated_nodes({TAG_RAY_NODE_STATUS: "update-failed"}),
+        message="the watch's word on both pods",
+    )
     assert provider.is_running(first) and provider.internal_ip(first) == "10.1.0.7"
     assert provider.external_ip(first) == "10.1.0.7"
     assert provider.node_tags(first)[TAG_RAY_NODE_STATUS] == "up-to-date"
@@ -115,8 +129,9 @@ def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster,
     a paused or cut-off operator's autoscalers stop acting before another operator may take the cluster over."""
     _, config = cluster
     deadline = tmp_path / "lease-valid-until"
-    fenced_provider = KubernetesNodeProvider({**config["provider"], "fence_file": str(deadline)},
-                                             config["cluster_name"], KubeCalls(kube))
+    fenced_provider = KubernetesNodeProvider(
+        {**config["provider"], "fence_file": str(deadline)}, config["cluster_name"], KubeCalls(kube)
+    )
     fence.write_deadline(deadline, time.monotonic() + 60)
     names = list(launch(fenced_provider, config, 2))
     fence.write_deadline(deadline, time.monotonic() - 1)
@@ -136,7 +151,9 @@ def test_the_head_is_never_terminated(provider, cluster, kube):
 
     _, config = cluster
     head_type = config["available_node_types"]["rayHeadType"]
-    head = build_ray_pod(config["provider"], "demo", head_type["node_config"], head_tags(config), head_type["resources"])
+    head = build_ray_pod(
+        config["provider"], "demo", head_type["node_config"], head_tags(config), head_type["resources"]
+    )
     name = kubernetes.client.CoreV1Api(kube).create_namespaced_pod("ray", head).metadata.name
     wait_for(lambda: provider.non_terminated_nodes({}) == [name], message="the head in the provider's view")
     provider.terminate_node(name)
@@ -149,7 +166,12 @@ def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api
     def one_round():
         before = len(api_server.request_log)
         for node in provider.non_terminated_nodes({}):
-            provider.node_tags(node), provider.internal_ip(node), provider.is_running(node), provider.is_terminated(node)
+            (
+                provider.node_tags(node),
+                provider.internal_ip(node),
+                provider.is_running(node),
+                provider.is_terminated(node),
+            )
         provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "worker"})
         return len(api_server.request_log) - before
 
@@ -260,5 +282,20 @@ def test_launches_stop_while_a_pod_is_pending_too_long():
     running = {"metadata": {"creationTimestamp": "2025-12-31T23:00:00Z"}, "status": {"phase": "Running"}}
     assert pending_pods_block([fresh, running], 10, 300, now) is None
     assert pending_pods_block([old, fresh], 10, 300, now) == (
-        "1 pods have been Pending for more than 300s: no more are launched until they start")
+        "1 pods have been Pending for more than 300s: no more are launched until they start"
+    )
     assert pending_pods_block([old], None, None, now + timedelta(days=1)) is None
+
+
+def test_a_deletion_may_give_a_pod_a_grace_period_of_its_own(provider, cluster, kube):
+    """What a cluster restart does to workers made to drain: they are deleted with time to stop Ray, not to drain.
+    Bound to a node, the pods stay, being deleted, with the grace each was given."""
+    _, config = cluster
+    names = sorted(launch(provider, config, 2))
+    core = kubernetes.client.CoreV1Api(kube)
+    for name in names:
+        binding = {"metadata": {"name": name}, "target": {"kind": "Node", "name": "n1"}}
+        core.create_namespaced_pod_binding(name, "ray", binding, _preload_content=False)
+    delete_pods(KubeCalls(kube), "ray", names, provider._cache, {names[0]: 15})
+    graces = [core.read_namespaced_pod(name, "ray").metadata.deletion_grace_period_seconds for name in names]
+    assert graces == [15, 135]  # the second: the pod's own (its drain of 120 s, and 15 s to stop Ray)

@@ -36,7 +36,9 @@ def metadata(wheel: Path) -> tuple[list[str], list[Requirement]]:
 def test_the_operator_wheel_holds_the_operator_alone(wheels):
     names, requirements = metadata(wheels["ray_operator"])
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
-        "ray_operator", "autoscaler_bridge"}
+        "ray_operator",
+        "autoscaler_bridge",
+    }
     always = {r.name.lower() for r in requirements if r.marker is None}
     assert "ray" in always and always.isdisjoint({"cryptography", "kubernetes-validate", "ray-operator-sandbox"})
     [sandbox] = [r for r in requirements if r.name == "ray-operator-sandbox"]
@@ -60,8 +62,9 @@ def test_the_two_distributions_have_one_version(wheels):
 def test_the_operator_alone_runs_and_says_how_to_get_the_sandbox(wheels, tmp_path):
     python = venv_with(tmp_path / "venv", [wheels["ray_operator"]], system_site_packages=False)
     command = str(python.parent / "ray-operator")
-    run_help = subprocess.run([command, "run", "--help"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
-                              timeout=120)
+    run_help = subprocess.run(
+        [command, "run", "--help"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert run_help.returncode == 0 and "--max-pending-pods" in run_help.stdout, run_help.stderr
     sandbox = subprocess.run([command, "sandbox"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
     assert sandbox.returncode == 1
@@ -74,15 +77,31 @@ def test_an_installed_wheel_renders_and_finds_its_files(wheels, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "short.yaml").write_text("podTypes:\n  rayWorkerType:\n    maxWorkers: 7\n")
-    rendered = subprocess.run([str(python.parent / "ray-operator"), "render", "short.yaml"], cwd=elsewhere, env=ENV,
-                              capture_output=True, text=True, timeout=120)
+    rendered = subprocess.run(
+        [str(python.parent / "ray-operator"), "render", "short.yaml"],
+        cwd=elsewhere,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert rendered.returncode == 0, rendered.stderr
     assert "max_workers: 7" in rendered.stdout  # the chart's defaults, merged from the installed copy
-    found = subprocess.run([str(python), "-c",
-                            "import ray_operator.bundled as b, ray_operator.sandbox as s, pod_runtime; "
-                            "print(b.__file__); print(b.crd()['kind']); "
-                            "print(b.example('cpu-only.yaml').read_text().count('podTypes')); print(s.missing_parts()); "
-                            "print(pod_runtime.__file__)"],
-                           cwd=elsewhere, env=ENV, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    found = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import ray_operator.bundled as b, ray_operator.sandbox as s, pod_runtime; "
+            "print(b.__file__); print(b.crd()['kind']); "
+            "print(b.example('cpu-only.yaml').read_text().count('podTypes')); print(s.missing_parts()); "
+            "print(pod_runtime.__file__)",
+        ],
+        cwd=elsewhere,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
     assert found[0].startswith(str(tmp_path)) and found[1:4] == ["CustomResourceDefinition", "1", "[]"]
     assert found[4].startswith(str(tmp_path))

@@ -39,9 +39,7 @@ def test_missing_head_pod_type():
 
 
 def test_unknown_head_pod_type():
-    assert messages(cluster(headPodType="gpu")) == [
-        "spec.headPodType: 'gpu' is not one of the podTypes (head, worker)"
-    ]
+    assert messages(cluster(headPodType="gpu")) == ["spec.headPodType: 'gpu' is not one of the podTypes (head, worker)"]
 
 
 def test_negative_and_inverted_min_max():
@@ -68,8 +66,22 @@ def test_non_numeric_min_max_and_spec_numbers():
     ]
 
 
+def test_the_head_disruption_budget_is_true_or_false():
+    assert messages(cluster(headPodDisruptionBudget=False)) == []
+    assert messages(cluster(headPodDisruptionBudget="no")) == [
+        "spec.headPodDisruptionBudget: 'no' is not true or false"
+    ]
+
+
 def test_global_max_workers_below_the_sum_of_min_workers():
-    rc = cluster(maxWorkers=1, podTypes=[pod_type("head"), pod_type("a", minWorkers=1, maxWorkers=1), pod_type("b", minWorkers=1, maxWorkers=1)])
+    rc = cluster(
+        maxWorkers=1,
+        podTypes=[
+            pod_type("head"),
+            pod_type("a", minWorkers=1, maxWorkers=1),
+            pod_type("b", minWorkers=1, maxWorkers=1),
+        ],
+    )
     assert messages(rc) == ["spec.maxWorkers: 1 is less than the podTypes' minWorkers together (2)"]
 
 
@@ -119,8 +131,18 @@ def test_pod_type_without_any_cpu():
 
 
 def test_cpu_of_a_sidecar_does_not_count_for_the_ray_container():
-    rc = cluster(podTypes=[{"name": "head", "podConfig": {"spec": {"containers": [
-        {"name": "ray-node"}, {"name": "sidecar", "resources": {"limits": {"cpu": 1}}}]}}}])
+    rc = cluster(
+        podTypes=[
+            {
+                "name": "head",
+                "podConfig": {
+                    "spec": {
+                        "containers": [{"name": "ray-node"}, {"name": "sidecar", "resources": {"limits": {"cpu": 1}}}]
+                    }
+                },
+            }
+        ]
+    )
     assert [p.path for p in validate_raycluster(rc)] == ["spec.podTypes[0].podConfig.spec.containers[0].resources"]
 
 
@@ -175,7 +197,9 @@ def test_start_commands():
 
 
 def test_head_service_ports():
-    rc = cluster(headServicePorts=[{"name": "serve", "port": 8000}, {"name": "serve", "port": 0, "targetPort": 1.5}, "x"])
+    rc = cluster(
+        headServicePorts=[{"name": "serve", "port": 8000}, {"name": "serve", "port": 0, "targetPort": 1.5}, "x"]
+    )
     assert messages(rc) == [
         "spec.headServicePorts[1].name: 'serve' appears twice",
         "spec.headServicePorts[1].port: 0 is not a port number (1-65535)",
@@ -185,7 +209,12 @@ def test_head_service_ports():
 
 
 def test_setup_commands_alias_and_types():
-    rc = cluster(podTypes=[pod_type("head", setupCommands=["pip install x"], workerSetupCommands=["y"]), pod_type("w", setupCommands=[1])])
+    rc = cluster(
+        podTypes=[
+            pod_type("head", setupCommands=["pip install x"], workerSetupCommands=["y"]),
+            pod_type("w", setupCommands=[1]),
+        ]
+    )
     assert messages(rc) == [
         "spec.podTypes[0]: give setupCommands or workerSetupCommands (its alias), not both",
         "spec.podTypes[1].setupCommands[0]: 1 is not a string",
@@ -229,17 +258,19 @@ def test_hostile_numbers_are_listed_problems():
     ray_container(rc)["resources"]["limits"]["cpu"] = "1e1000000"
     ray_container(rc)["resources"]["requests"] = {"memory": 10**30, "nvidia.com/gpu": "-1"}
     rc["spec"]["podTypes"][1]["rayResources"] = {"accel": 2**64}
-    assert sorted(messages(rc)) == sorted([
-        "spec.upscalingSpeed: inf is not a finite number",
-        "spec.idleTimeoutMinutes: nan is not a finite number",
-        "spec.maxWorkers: 2147483648 is more than Kubernetes allows for a count (2147483647)",
-        "spec.podTypes[1].podConfig.spec.containers[0].resources.limits.cpu: '1e1000000' is more than Kubernetes "
-        "allows for a quantity (9223372036854775807)",
-        "spec.podTypes[1].podConfig.spec.containers[0].resources.requests.memory: 1000000000000000000000000000000 is "
-        "more than Kubernetes can hold (int64)",
-        "spec.podTypes[1].podConfig.spec.containers[0].resources.requests.nvidia.com/gpu: '-1' is negative",
-        "spec.podTypes[1].rayResources.accel: 18446744073709551616 is more than Kubernetes can hold (int64)",
-    ])
+    assert sorted(messages(rc)) == sorted(
+        [
+            "spec.upscalingSpeed: inf is not a finite number",
+            "spec.idleTimeoutMinutes: nan is not a finite number",
+            "spec.maxWorkers: 2147483648 is more than Kubernetes allows for a count (2147483647)",
+            "spec.podTypes[1].podConfig.spec.containers[0].resources.limits.cpu: '1e1000000' is more than Kubernetes "
+            "allows for a quantity (9223372036854775807)",
+            "spec.podTypes[1].podConfig.spec.containers[0].resources.requests.memory: 1000000000000000000000000000000 "
+            "is more than Kubernetes can hold (int64)",
+            "spec.podTypes[1].podConfig.spec.containers[0].resources.requests.nvidia.com/gpu: '-1' is negative",
+            "spec.podTypes[1].rayResources.accel: 18446744073709551616 is more than Kubernetes can hold (int64)",
+        ]
+    )
 
 
 def test_every_containers_quantities_are_checked():
@@ -261,15 +292,18 @@ def test_wrong_shapes_of_what_the_operator_reads_are_problems():
     container.update(env="FOO=bar", ports=[{"containerPort": 70000}], volumeMounts=["dshm"], command="ray start")
     rc["spec"]["podTypes"][1]["podConfig"]["metadata"] = {"labels": {"a": 1}, "ownerReferences": {}}
     rc["spec"]["podTypes"][1]["podConfig"]["spec"]["volumes"] = [{"emptyDir": {}}]
-    assert sorted(messages(rc)) == sorted([
-        "spec.podTypes[1].podConfig.metadata.labels: 'a': 1 is not a string to a string",
-        "spec.podTypes[1].podConfig.metadata.ownerReferences: {} is not a list",
-        "spec.podTypes[1].podConfig.spec.volumes[0].name: is required",
-        "spec.podTypes[1].podConfig.spec.containers[0].env: 'FOO=bar' is not a list",
-        "spec.podTypes[1].podConfig.spec.containers[0].ports[0].containerPort: 70000 is not a port number (1-65535)",
-        "spec.podTypes[1].podConfig.spec.containers[0].volumeMounts[0]: 'dshm' is not an object",
-        "spec.podTypes[1].podConfig.spec.containers[0].command: 'ray start' is not a list of shell commands",
-    ])
+    assert sorted(messages(rc)) == sorted(
+        [
+            "spec.podTypes[1].podConfig.metadata.labels: 'a': 1 is not a string to a string",
+            "spec.podTypes[1].podConfig.metadata.ownerReferences: {} is not a list",
+            "spec.podTypes[1].podConfig.spec.volumes[0].name: is required",
+            "spec.podTypes[1].podConfig.spec.containers[0].env: 'FOO=bar' is not a list",
+            "spec.podTypes[1].podConfig.spec.containers[0].ports[0].containerPort: 70000 is not a port number "
+            "(1-65535)",
+            "spec.podTypes[1].podConfig.spec.containers[0].volumeMounts[0]: 'dshm' is not an object",
+            "spec.podTypes[1].podConfig.spec.containers[0].command: 'ray start' is not a list of shell commands",
+        ]
+    )
 
 
 def test_what_json_cannot_hold_is_a_problem_at_any_depth():
@@ -285,13 +319,16 @@ def test_what_json_cannot_hold_is_a_problem_at_any_depth():
     found = messages(rc)
     [deep] = [m for m in found if m.startswith("spec.podTypes[0].podConfig.spec.deep[0][0]")]
     assert deep.endswith(": nests deeper than 64 levels")  # refused before anything that recurses sees it
-    assert sorted(m for m in found if m != deep) == sorted([
-        "spec.podTypes[0].podConfig.spec.deep[1]: nan is not a finite number",
-        "spec.podTypes[0].podConfig.spec.nodeSelector: the key 1 is not a string",
-        "spec.podTypes[0].podConfig.metadata.annotations.when: datetime.date(2024, 1, 1) (date) is not JSON: quote it",
-        "spec.podTypes[0].podConfig.metadata.annotations: 'when': datetime.date(2024, 1, 1) is not a string to a "
-        "string",
-    ])
+    assert sorted(m for m in found if m != deep) == sorted(
+        [
+            "spec.podTypes[0].podConfig.spec.deep[1]: nan is not a finite number",
+            "spec.podTypes[0].podConfig.spec.nodeSelector: the key 1 is not a string",
+            "spec.podTypes[0].podConfig.metadata.annotations.when: datetime.date(2024, 1, 1) (date) is not JSON: "
+            "quote it",
+            "spec.podTypes[0].podConfig.metadata.annotations: 'when': datetime.date(2024, 1, 1) is not a string to a "
+            "string",
+        ]
+    )
 
 
 def test_many_problems_are_counted_past_twenty():
@@ -323,3 +360,14 @@ def test_a_raycluster_larger_than_kubernetes_stores_is_refused_first():
     rc = cluster()
     rc["spec"]["podTypes"][0]["podConfig"]["metadata"] = {"annotations": {f"a{i}": "x" * 1000 for i in range(4000)}}
     assert messages(rc) == ["RayCluster: is larger than Kubernetes stores (3 MiB)"]
+
+
+def test_drain_time_and_grace_period_are_whole_seconds():
+    worker = pod_type("worker", drainTimeoutSeconds=-5)
+    worker["podConfig"]["spec"]["terminationGracePeriodSeconds"] = "30s"
+    assert messages(cluster(podTypes=[pod_type("head", drainTimeoutSeconds=1.5), worker])) == [
+        "spec.podTypes[0].drainTimeoutSeconds: 1.5 is not a whole number",
+        "spec.podTypes[1].drainTimeoutSeconds: -5 is negative",
+        "spec.podTypes[1].podConfig.spec.terminationGracePeriodSeconds: '30s' is not a whole number",
+    ]
+    assert messages(cluster(podTypes=[pod_type("head"), pod_type("worker", drainTimeoutSeconds=0)])) == []

@@ -35,8 +35,11 @@ def test_it_lists_then_hears_creates_changes_and_deletes_of_its_selection(core):
     core.create_namespaced_pod("ray", pod("other", cluster="else"))
     changed: list[str] = []
     cache = WatchCache(
-        core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo",
-        on_change=lambda obj: changed.append(obj["metadata"]["name"]), name="pods",
+        core.list_namespaced_pod,
+        "ray",
+        label_selector="ray-cluster-name=demo",
+        on_change=lambda obj: changed.append(obj["metadata"]["name"]),
+        name="pods",
     ).start()
     try:
         assert cache.wait_synced(10)
@@ -44,8 +47,10 @@ def test_it_lists_then_hears_creates_changes_and_deletes_of_its_selection(core):
         core.create_namespaced_pod("ray", pod("after"))
         wait_for(lambda: names(cache) == ["after", "before"], message="the created pod in the cache")
         core.patch_namespaced_pod("after", "ray", {"metadata": {"annotations": {"seen": "yes"}}})
-        wait_for(lambda: any((p["metadata"].get("annotations") or {}).get("seen") for p in cache.items()),
-                 message="the change in the cache")
+        wait_for(
+            lambda: any((p["metadata"].get("annotations") or {}).get("seen") for p in cache.items()),
+            message="the change in the cache",
+        )
         core.delete_namespaced_pod("before", "ray", grace_period_seconds=0)
         wait_for(lambda: names(cache) == ["after"], message="the deleted pod gone from the cache")
         assert "other" not in changed and changed.count("after") == 2
@@ -73,8 +78,11 @@ def test_it_cannot_know_before_its_first_list_nor_while_the_api_is_down_and_then
             cache.items()
         server = ApiServer(port=port, data_file=data).start()
         core.create_namespaced_pod("ray", pod("two"))
-        wait_for(lambda: cache.wait_synced(0) and names(cache) == ["one", "two"], timeout=30,
-                 message="the cache listed again")
+        wait_for(
+            lambda: cache.wait_synced(0) and names(cache) == ["one", "two"],
+            timeout=30,
+            message="the cache listed again",
+        )
     finally:
         cache.stop()
         server.stop()
@@ -102,7 +110,9 @@ def test_a_response_older_than_what_the_watch_saw_does_not_turn_the_cache_back(c
         assert cache.wait_synced(10)
         created = core.api_client.sanitize_for_serialization(core.create_namespaced_pod("ray", pod("raced")))
         core.patch_namespaced_pod_status("raced", "ray", {"status": {"phase": "Running", "podIP": "10.0.0.7"}})
-        wait_for(lambda: (cache.get("ray", "raced") or {}).get("status", {}).get("podIP"), message="the watch's Running")
+        wait_for(
+            lambda: (cache.get("ray", "raced") or {}).get("status", {}).get("podIP"), message="the watch's Running"
+        )
         cache.put(created)
         assert cache.get("ray", "raced")["status"]["podIP"] == "10.0.0.7"
     finally:
@@ -115,8 +125,13 @@ def test_a_transform_keeps_only_what_the_reader_uses_of_listed_heard_and_put_obj
     from ray_operator.cluster_objects import metadata_and_status
 
     core.create_namespaced_pod("ray", pod("listed"))
-    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo", name="pods",
-                       transform=metadata_and_status).start()
+    cache = WatchCache(
+        core.list_namespaced_pod,
+        "ray",
+        label_selector="ray-cluster-name=demo",
+        name="pods",
+        transform=metadata_and_status,
+    ).start()
     try:
         assert cache.wait_synced(10)
         core.create_namespaced_pod("ray", pod("heard"))
@@ -136,8 +151,9 @@ def test_an_index_finds_one_clusters_objects_through_list_events_put_and_discard
     from ray_operator.cluster_objects import cluster_of
 
     core.create_namespaced_pod("ray", pod("a-1", cluster="a"))
-    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name", name="pods",
-                       index=cluster_of).start()
+    cache = WatchCache(
+        core.list_namespaced_pod, "ray", label_selector="ray-cluster-name", name="pods", index=cluster_of
+    ).start()
     try:
         assert cache.wait_synced(10)
         core.create_namespaced_pod("ray", pod("a-2", cluster="a"))

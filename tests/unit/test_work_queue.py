@@ -104,13 +104,22 @@ def test_a_hung_key_holds_one_worker_and_the_others_go_on():
     assert done[-1] == "hung"
 
 
-@pytest.mark.parametrize("busy, workers, health", [
-    ([], 4, {"workers": 4, "busy": 0}),
-    ([(("ray", "a"), 2.04), (("ray", "b"), 400.0)], 4,
-     {"workers": 4, "busy": 2, "longest": {"key": "ray/b", "seconds": 400.0}}),  # one hung cluster holds one worker
-    ([(("ray", "a"), 301.0), (("ray", "b"), 10.0)], 2,
-     {"workers": 2, "busy": 2, "longest": {"key": "ray/a", "seconds": 301.0}}),  # the other still gets through
-])
+@pytest.mark.parametrize(
+    "busy, workers, health",
+    [
+        ([], 4, {"workers": 4, "busy": 0}),
+        (
+            [(("ray", "a"), 2.04), (("ray", "b"), 400.0)],
+            4,
+            {"workers": 4, "busy": 2, "longest": {"key": "ray/b", "seconds": 400.0}},
+        ),  # one hung cluster holds one worker
+        (
+            [(("ray", "a"), 301.0), (("ray", "b"), 10.0)],
+            2,
+            {"workers": 2, "busy": 2, "longest": {"key": "ray/a", "seconds": 301.0}},
+        ),  # the other still gets through
+    ],
+)
 def test_the_pools_health_says_what_it_works_on(busy, workers, health):
     assert pool_health(busy, workers, stuck_seconds=300) == health
 

@@ -1,0 +1,154 @@
+"""What a Ray worker's container does when its pod is deleted: drain its Ray node, then wait for the running work.
+
+Whoever deletes a worker pod (its autoscaler scaling down or replacing it, `kubectl delete pod`, `kubectl drain` of
+its Kubernetes node, a preempted machine), the container's shell gets SIGTERM and runs this file (ray_pod embeds
+its source: the Ray image has Ray, not this package) with the PID of the `ray start` it ran and the seconds it may
+drain. It asks the GCS to drain this Ray node (DrainNode, reason preemption, with that deadline): the node takes no
+new tasks or actors; once it is idle its raylet exits by itself (what Ray 2.60 does itself on SIGTERM, done here
+for every Ray the operator supports, without depending on how the user's command passes signals on). Past the
+deadline it names what still ran (the `ray::` titles of the node's worker processes) and exits EXIT_DEADLINE; the
+shell then stops Ray, within the pod's grace period.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_DRAINED = 0  # the node had no work left, or drained and its raylet exited
+EXIT_NOT_DRAINED = 1  # the GCS could not be asked (the head is gone, say): Ray is stopped at once
+EXIT_DEADLINE = 124  # work was still running at the deadline: the last line says what
+POLL_SECONDS = 0.5
+CONNECT_SECONDS = 3.0
+GCS_CHECK_POLLS = 4  # while waiting, whether the GCS still answers is asked every 4th poll
+IDLE_TITLE = "ray::IDLE"
+# The raylet's own agents, not work. Spelled in parts: `ray stop` kills any process whose command line holds these
+# titles whole, and the container's shell has this source in its command line.
+AGENT_TITLES = {f"ray::{agent}Agent" for agent in ("Dashboard", "RuntimeEnv")}
+
+
+def flag_value(args: Sequence[str], name: str) -> str | None:
+    """The value of `--name=value` in a command line."""
+    prefix = f"--{name}="
+    return next((arg[len(prefix) :] for arg in args if arg.startswith(prefix)), None)
+
+
+def running_work(titles: Sequence[str]) -> list[str]:
+    """The tasks and actors a node's worker processes run, from their titles (`ray::f`, `ray::Actor.method`);
+    idle workers and Ray's agents left out."""
+    return sorted(
+        {t for t in titles if t.startswith("ray::") and not t.startswith(IDLE_TITLE) and t not in AGENT_TITLES}
+    )
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """A process's state and parent, from /proc (the Ray image may lack psutil); None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        stat = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat is not None:
+            parents[int(entry.name)] = stat[1]
+    found, frontier = [], {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier}
+        found.extend(sorted(frontier))
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().rstrip("\0").split("\0")
+    except OSError:
+        return []
+
+
+def _raylet(ray_start_pid: int) -> int | None:
+    for pid in _descendants(ray_start_pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at a host:port, or None if something does."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except (OSError, ValueError) as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+def drain(ray_start_pid: int, seconds: float) -> int:
+    """Drain this node for at most `seconds`; an exit code above."""
+    started = time.monotonic()
+    raylet = _raylet(ray_start_pid)
+    if raylet is None:
+        return EXIT_DRAINED
+    args = _cmdline(raylet)
+    node_id, gcs_address = flag_value(args, "node_id"), flag_value(args, "gcs-address")
+    if not node_id or not gcs_address:
+        print(f"cannot drain: the raylet's command line names no node id or GCS address: {args}", flush=True)
+        return EXIT_NOT_DRAINED
+    # Ray's client waits ~40 s for a GCS that is gone (a head deleted beside its workers): ask the port first.
+    problem = _unreachable(gcs_address)
+    if problem:
+        print(f"cannot drain: the GCS at {gcs_address} does not answer: {problem}", flush=True)
+        return EXIT_NOT_DRAINED
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a Cython module without stubs
+    from ray.core.generated import autoscaler_pb2
+
+    deadline_ms = int((time.time() + seconds) * 1000)
+    try:
+        accepted, why = GcsClient(address=gcs_address).drain_node(
+            node_id,
+            autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),  # type: ignore[attr-defined]
+            "its pod is being deleted",
+            deadline_ms,
+            timeout=max(1.0, min(10.0, seconds / 4)),
+        )
+    except Exception as error:  # noqa: BLE001 - the GCS is gone or refused: nothing to wait for
+        print(f"cannot drain: the GCS at {gcs_address} did not answer: {error}", flush=True)
+        return EXIT_NOT_DRAINED
+    if not accepted:
+        print(f"cannot drain: the GCS refused: {why}", flush=True)
+        return EXIT_NOT_DRAINED
+    print(f"draining Ray node {node_id} for at most {seconds:g}s: it takes no new work", flush=True)
+    polls = 0
+    while time.monotonic() - started < seconds:
+        if not _alive(raylet):
+            print("drained: the node's work is done", flush=True)
+            return EXIT_DRAINED
+        polls += 1
+        if polls % GCS_CHECK_POLLS == 0 and _unreachable(gcs_address):  # the cluster itself is going: so is its work
+            print("the GCS is gone: stopping without waiting longer", flush=True)
+            return EXIT_NOT_DRAINED
+        time.sleep(POLL_SECONDS)
+    work = running_work([" ".join(_cmdline(pid)).strip() for pid in _descendants(raylet)]) if _alive(raylet) else []
+    if not work:
+        return EXIT_DRAINED
+    print(f"drain deadline of {seconds:g}s passed; still running: {', '.join(work)}", flush=True)
+    return EXIT_DEADLINE
+
+
+if __name__ == "__main__":
+    sys.exit(drain(int(sys.argv[1]), float(sys.argv[2])))
