@@ -45,8 +45,9 @@ from control_plane import ControlPlane
 from control_plane.processes import stop
 from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, job_client, pod_subnet
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, job_client, pod_subnet
 
 NAMESPACE = "chaos"
 TASKS, TASK_SECONDS = 3, 2.0

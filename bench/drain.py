@@ -31,8 +31,9 @@ from typing import Any
 from bench.watching import EventWatch
 from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, job_client, running_stack
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, job_client, running_stack
 
 NAMESPACE = "bench"
 INTERVAL = 2  # the autoscaler's seconds between rounds

@@ -44,7 +44,7 @@ from bench.scale import NAMESPACE, bench_control_plane, running_operator
 from control_plane import ControlPlane
 from control_plane.processes import free_port
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import CRD_FILE, ROOT, load_yaml
+from tests.harness.files import CRD_FILE, ROOT, load_yaml
 
 ARGS = ("cluster.ray.io", "v1", NAMESPACE, "rayclusters")
 HEALTHY_NAMESPACE = "fuzz-healthy"
@@ -133,7 +133,7 @@ def plain_stack(work: Path) -> Iterator[Stack]:
 @contextmanager
 def ray_stack(work: Path) -> Iterator[Stack]:
     """The tests' stack on a real control plane: pod runtime as kubelet, real Ray, and a healthy cluster Running."""
-    from tests.local_kube import pod_subnet, running_stack
+    from tests.harness.local_kube import pod_subnet, running_stack
 
     gateway = str(ipaddress.ip_network(pod_subnet("netns")).network_address + 1)
     plane = ControlPlane(work / "control-plane", addresses=[gateway]).start()

@@ -39,8 +39,9 @@ from bench.scale import percentile
 from control_plane import ControlPlane
 from control_plane.processes import free_port, stop
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, pod_subnet, running_stack
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, pod_subnet, running_stack
 
 NAMESPACE = "handover"
 STARTED = re.compile(r"^(\S+),(\S+) .*started the autoscaler \(pid (\d+)\)")

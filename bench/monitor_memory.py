@@ -31,8 +31,9 @@ import psutil
 from autoscaler_bridge.kube_client import USER_AGENT
 from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, running_stack
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, running_stack
 
 MB = 1_000_000
 TARGET_MB = 10

@@ -25,7 +25,7 @@ import kubernetes
 
 from bench.scale import NAMESPACE, bench_control_plane, create_clusters, percentile, running_operator
 from bench.watching import EventWatch
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 class GenerationWatch(EventWatch):

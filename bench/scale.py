@@ -44,7 +44,9 @@ from bench.watching import FirstPods
 from control_plane import ControlPlane
 from control_plane.processes import start, stop
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, apply_crd, load_yaml, wait_for
+from tests.harness.api import apply_crd
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
 
 NAMESPACE = "bench"
 CONTROLLERS = ["garbagecollector", "namespace", "serviceaccount", "serviceaccount-token"]

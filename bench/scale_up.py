@@ -27,8 +27,9 @@ from pathlib import Path
 from bench.watching import FirstPods
 from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, job_client, running_stack
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, job_client, running_stack
 
 NAMESPACE = "bench"
 TARGET_ROUNDS = 1.2

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kube_apiserver.kubeconfig import write_kubeconfig
 from tests.apiserver.conftest import a_server
-from tests.conftest import server_ca
+from tests.harness.api import server_ca
 
 
 @pytest.fixture(params=["project", "kubernetes"])
@@ -108,7 +108,7 @@ def test_cluster_role_binding_grants_everywhere(secured, tmp_path):
 
     import subprocess
 
-    from tests.tools import kubectl
+    from tests.harness.tools import kubectl
 
     config = secured.write_kubeconfig(tmp_path / "reader", token)
 

@@ -5,7 +5,8 @@ import json
 import kubernetes
 import pytest
 
-from tests.conftest import raw_request, wait_for
+from tests.harness.api import raw_request
+from tests.harness.waiting import wait_for
 
 
 def test_core_events_with_field_selectors(core):

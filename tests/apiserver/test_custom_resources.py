@@ -8,7 +8,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import apply_crd
+from tests.harness.api import apply_crd
 from tests.apiserver.test_objects import RC
 
 ARGS = ("cluster.ray.io", "v1", "default", "rayclusters")

@@ -3,7 +3,7 @@
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 def cm(core, name, **metadata):

@@ -7,7 +7,8 @@ import kubernetes
 import pytest
 
 from tests.apiserver.test_objects import RC
-from tests.conftest import apply_crd, urlopen, wait_for
+from tests.harness.api import apply_crd, urlopen
+from tests.harness.waiting import wait_for
 
 
 def get(api_server, path, accept="application/json"):

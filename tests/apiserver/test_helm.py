@@ -8,8 +8,9 @@ import subprocess
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import ROOT, wait_for
-from tests.tools import helm, helm_env
+from tests.harness.files import ROOT
+from tests.harness.waiting import wait_for
+from tests.harness.tools import helm, helm_env
 
 CHART = ROOT / "tests/data/charts/probe"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import apply_crd, urlopen
+from tests.harness.api import apply_crd, urlopen
 
 
 def status_of(error: ApiException) -> dict:
@@ -245,7 +245,7 @@ def test_unsupported_media_type(api_server):
 
 def test_builtin_objects_are_checked_against_the_kubernetes_schemas(api_server, core, kubectl):
     """A decode error names the field (the real server as a Go struct field, this one by its JSON path)."""
-    from tests.conftest import raw_request
+    from tests.harness.api import raw_request
 
     status, body = raw_request(
         api_server,

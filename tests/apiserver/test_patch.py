@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import apply_crd, raw_request
+from tests.harness.api import apply_crd, raw_request
 from tests.apiserver.test_objects import RC
 
 JSON_PATCH = "application/json-patch+json"

@@ -12,7 +12,7 @@ from autoscaler_bridge.kube_client import api_client
 from autoscaler_bridge.watch_cache import WatchCache
 from kube_apiserver.kubeconfig import write_kubeconfig
 from kube_apiserver.server import ApiServer
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 class Watched:

@@ -15,8 +15,8 @@ import yaml
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.validation import validate_raycluster
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import CRD_FILE, ROOT, VALUES_FILES, load_yaml
-from tests.tools import helm
+from tests.harness.files import CRD_FILE, ROOT, VALUES_FILES, load_yaml
+from tests.harness.tools import helm
 
 CHART = ROOT / "charts/ray"
 OPERATOR_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget"}

@@ -12,8 +12,9 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import ROOT, wait_for
-from tests.tools import helm, helm_env, uninstall_every_release
+from tests.harness.files import ROOT
+from tests.harness.waiting import wait_for
+from tests.harness.tools import helm, helm_env, uninstall_every_release
 
 CHART = str(ROOT / "charts/ray")
 

@@ -17,10 +17,11 @@ import pytest
 
 from ray_operator import __version__
 from tests.chart.test_workflow_on_kubernetes import CHART, FAST_IDLE, Cli, nothing_left, ray_pods
-from tests.conftest import ROOT, wait_for
-from tests.local_kube import LocalKube
-from tests.operator.test_operator import head_budget
-from tests.tools import uninstall_every_release
+from tests.harness.files import ROOT
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube
+from tests.harness.rayclusters import head_budget
+from tests.harness.tools import uninstall_every_release
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
-from tests.local_kube import LocalKube
-from tests.tools import helm, helm_env, kubectl, uninstall_every_release
+from tests.harness.files import ROOT
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube
+from tests.harness.tools import helm, helm_env, kubectl, uninstall_every_release
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 

@@ -15,9 +15,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from control_plane import ControlPlane, ControlPlaneError
-from tests.conftest import wait_for
-from tests.local_kube import LocalKube
-from tests.tools import kubectl
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube
+from tests.harness.tools import kubectl
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 

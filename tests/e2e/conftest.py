@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.local_kube import stack_fixtures
+from tests.harness.local_kube import stack_fixtures
 
 TIMINGS: list[tuple[str, str, float]] = []
 

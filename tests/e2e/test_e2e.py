@@ -15,9 +15,10 @@ import psutil
 import pytest
 
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, load_yaml, wait_for
-from tests.operator.test_operator import delete_and_wait_gone, monitor_pid
-from tests.tools import build_wheels, kubectl, venv_with
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
+from tests.harness.rayclusters import delete_and_wait_gone, monitor_pid
+from tests.harness.tools import build_wheels, kubectl, venv_with
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 

@@ -3,10 +3,10 @@ heads listen on the same ports, each on its own 127.x address, both Running; a j
 
 from __future__ import annotations
 
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 from tests.e2e.test_e2e import example
-from tests.local_kube import stack_fixtures
-from tests.operator.test_operator import delete_and_wait_gone
+from tests.harness.local_kube import stack_fixtures
+from tests.harness.rayclusters import delete_and_wait_gone
 
 
 kube, no_cluster_left = stack_fixtures("e2e-loopback", network="loopback")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.harness.files import ROOT
 
 
 def run_benchmark(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess:

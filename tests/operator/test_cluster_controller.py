@@ -19,7 +19,9 @@ from ray_operator.helm_values import raycluster_from_values
 from ray_operator.membership import Membership
 from ray_operator.settings import Settings
 from ray_operator.shards import chosen
-from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
+from tests.harness.api import apply_crd, create_raycluster
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
 
 
 @pytest.fixture

@@ -29,9 +29,9 @@ import pytest
 
 from autoscaler_bridge import crash_point
 from control_plane.processes import stop
-from tests.conftest import wait_for
-from tests.local_kube import LocalKube, stack_fixtures
-from tests.operator.test_operator import head_budget, raycluster
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, stack_fixtures
+from tests.harness.rayclusters import head_budget, raycluster
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 

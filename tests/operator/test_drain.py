@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.local_kube import LocalKube, job_client, stack_fixtures
-from tests.operator.test_operator import raycluster
-from tests.tools import kubectl
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, job_client, stack_fixtures
+from tests.harness.rayclusters import raycluster
+from tests.harness.tools import kubectl
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 

@@ -10,7 +10,7 @@ import kubernetes
 from autoscaler_bridge import fence
 from autoscaler_bridge.kube_client import KubeCalls
 from ray_operator.membership import GROUP_LABEL, Membership, lease_name
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 class Clock:

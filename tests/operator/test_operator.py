@@ -15,33 +15,22 @@ import sys
 import threading
 import time
 from datetime import datetime
-from typing import Any
 
 import psutil
 import pytest
-from kubernetes.client import PolicyV1Api, V1Eviction, V1ObjectMeta
+from kubernetes.client import V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from control_plane.processes import stop
-from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, load_yaml, wait_for
-from tests.local_kube import LocalKube, job_client, run_ray_job, stack_fixtures
-from tests.tools import kubectl
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube, job_client, run_ray_job, stack_fixtures
+from tests.harness.rayclusters import delete_and_wait_gone, head_budget, monitor_pid, raycluster
+from tests.harness.tools import kubectl
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
 
 kube, no_cluster_left = stack_fixtures("kube")
-
-
-def raycluster(
-    name: str, namespace: str = "ray", min_workers: int = 0, max_workers: int = 2, idle_minutes: float = 0.1
-) -> dict:
-    values = load_yaml(ROOT / "values/namespaced-operator.yaml")
-    values["podTypes"]["rayHeadType"]["memory"] = "512Mi"
-    values["podTypes"]["rayWorkerType"].update(minWorkers=min_workers, maxWorkers=max_workers, memory="512Mi")
-    values["idleTimeoutMinutes"] = idle_minutes
-    return raycluster_from_values(values, name, namespace)
 
 
 class Phases:
@@ -71,55 +60,6 @@ class Phases:
         self._thread.join()
         self._sample()
         return self.seen
-
-
-def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str, operator_running: bool = True) -> None:
-    kube.delete(name, namespace)
-    wait_for(
-        lambda: (
-            not kube.pods(namespace, f"ray-cluster-name={name}")
-            and not [
-                s for s in kube.core.list_namespaced_service(namespace).items if s.metadata.name == f"{name}-ray-head"
-            ]
-            and kube.ray_token(name, namespace) is None
-            and head_budget(kube, name, namespace) is None
-        ),
-        timeout=90,
-        message=f"{name}'s pods, Service, token Secret and head budget deleted",
-        state=lambda: kube.describe(namespace),
-    )
-    wait_for(
-        lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"ray-cluster-name={name}").items,
-        timeout=90,
-        message=f"{name}'s pods stopped by the kubelet",
-        state=lambda: kube.describe(namespace),
-    )
-    if not operator_running:
-        return
-    files = (
-        kube.work / f"operator{len(kube.operators) - 1}" / f"{namespace}.{name}"
-    )  # its autoscaler's config, heartbeat…
-    wait_for(
-        lambda: not files.exists(),
-        timeout=30,
-        message=f"the operator's files of {name} removed",
-        state=lambda: sorted(p.name for p in files.iterdir()) if files.exists() else [],
-    )
-
-
-def head_budget(kube: LocalKube, name: str, namespace: str) -> Any:
-    """The cluster's head PodDisruptionBudget, None when there is none."""
-    try:
-        return PolicyV1Api(kube.client).read_namespaced_pod_disruption_budget(f"{name}-ray-head", namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-
-
-def monitor_pid(kube: LocalKube, name: str, namespace: str) -> int:
-    """The cluster's autoscaler process the operators started last."""
-    return kube.autoscalers(namespace)[name][-1][0]
 
 
 def test_create_goes_updating_then_running_and_logs_carry_the_prefix(kube):

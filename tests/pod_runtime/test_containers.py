@@ -60,7 +60,7 @@ def test_pods_find_ray_from_a_venv_with_system_site_packages(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.harness.files import ROOT
 
     subprocess.run(
         [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(tmp_path / "venv")],

@@ -10,8 +10,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.conftest import wait_for
-from tests.local_kube import LocalKube
+from tests.harness.waiting import wait_for
+from tests.harness.local_kube import LocalKube
 
 RAY_IMAGE = "rayproject/ray:2.60.0"
 NETWORKS = [

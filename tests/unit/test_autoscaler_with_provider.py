@@ -11,7 +11,7 @@ from ray.autoscaler._private.autoscaler import StandardAutoscaler
 from ray.autoscaler._private.load_metrics import LoadMetrics
 
 from tests.unit.test_node_provider import cluster, pods, set_phase  # noqa: F401 - fixtures
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.node_provider import cluster_pods

@@ -8,7 +8,7 @@ import yaml
 from ray.autoscaler._private.util import validate_config
 
 from ray_operator import __version__
-from tests.conftest import LEGACY_EXAMPLE, ROOT, VALUES_FILES
+from tests.harness.files import LEGACY_EXAMPLE, ROOT, VALUES_FILES
 
 RAY_OPERATOR = shutil.which("ray-operator")
 pytestmark = pytest.mark.skipif(RAY_OPERATOR is None, reason="the package is not installed (pip install -e .)")

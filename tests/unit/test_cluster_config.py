@@ -8,7 +8,7 @@ from ray.autoscaler._private.util import validate_config
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.names import DEFAULT_HEAD_START_RAY_COMMANDS, DEFAULT_WORKER_START_RAY_COMMANDS
 from autoscaler_bridge.validation import InvalidRayCluster
-from tests.conftest import LEGACY_EXAMPLE, load_yaml
+from tests.harness.files import LEGACY_EXAMPLE, load_yaml
 
 # Keys StandardAutoscaler.reset() reads without defaults (it never runs prepare_config).
 KEYS_THE_AUTOSCALER_READS = {

@@ -11,7 +11,7 @@ import copy
 import jsonschema
 import pytest
 
-from tests.conftest import CRD_FILE, load_yaml
+from tests.harness.files import CRD_FILE, load_yaml
 
 
 @pytest.fixture(scope="module")

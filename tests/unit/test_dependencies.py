@@ -10,10 +10,11 @@ import importlib.metadata
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.harness.files import ROOT
 
 SHIPPED = {
     "ray_operator": ROOT / "operator/ray_operator",
@@ -76,3 +77,51 @@ def test_the_operator_never_imports_the_local_kubernetes():
     ).stdout.split()
     assert "ray_operator.sandbox" in loaded
     assert [m for m in loaded if m.split(".")[0] in (*LOCAL_KUBERNETES, "control_plane", "tests")] == []
+
+
+def imports_of(path: Path) -> set[str]:
+    """The modules a test module imports, with what the tests' own modules it imports import in turn."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    for name in [n for n in names if n.startswith("tests.")]:
+        module = ROOT / (name.replace(".", "/") + ".py")
+        if module.exists():
+            names |= imports_of(module)
+    return names
+
+
+# Makes the sandbox's packages and the control plane unimportable, as on a machine with the operator alone.
+WITHOUT_SANDBOX = """
+import importlib.abc, sys
+class NoSandbox(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"no module named {{name!r}} (the sandbox is not installed)")
+sys.meta_path.insert(0, NoSandbox())
+import pytest
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--collect-only", *sys.argv[1:]]))
+"""
+
+
+def test_the_unit_tests_of_pure_code_need_no_sandbox():
+    """Every unit test module that does not itself meet an API server collects with the sandbox's API server, pod
+    runtime and the control plane unimportable: tests/conftest.py and the harness import them only when needed."""
+    blocked = (*LOCAL_KUBERNETES, "control_plane")
+    pure = [
+        str(path)
+        for path in sorted((ROOT / "tests/unit").glob("test_*.py"))
+        if not any(name.split(".")[0] in blocked for name in imports_of(path))
+    ]
+    assert len(pure) > 10
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SANDBOX.format(blocked=set(blocked)), *pure],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]

@@ -13,7 +13,7 @@ from ray.autoscaler._private.event_summarizer import EventSummarizer
 from autoscaler_bridge import drain_on_term
 from autoscaler_bridge.drain_on_term import flag_value, running_work
 from autoscaler_bridge.draining_autoscaler import rejected_template, removal_template, take_back_removal
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 def test_the_raylets_node_id_and_gcs_address_come_from_its_command_line():

@@ -9,7 +9,7 @@ from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.validation import InvalidRayCluster
 from bench.mutations import mutations
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import CRD_FILE, ROOT, load_yaml
+from tests.harness.files import CRD_FILE, ROOT, load_yaml
 
 EXAMPLE = raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "fz", "fuzz")
 SCHEMA = load_yaml(CRD_FILE)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -15,7 +15,9 @@ from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.node_provider import KubernetesNodeProvider, delete_pods
 from kube_apiserver.server import ApiServer
 from ray_operator.helm_values import raycluster_from_values
-from tests.conftest import ROOT, apply_crd, create_raycluster, load_yaml, wait_for
+from tests.harness.api import apply_crd, create_raycluster
+from tests.harness.files import ROOT, load_yaml
+from tests.harness.waiting import wait_for
 
 
 @pytest.fixture

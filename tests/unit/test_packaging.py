@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import ROOT
-from tests.tools import build_wheels, venv_with
+from tests.harness.files import ROOT
+from tests.harness.tools import build_wheels, venv_with
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 

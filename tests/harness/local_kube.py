@@ -33,7 +33,9 @@ from control_plane import ControlPlane
 from control_plane.processes import free_port, start, stop
 from kube_apiserver.server import ApiServer
 from pod_runtime.network import NETWORKS
-from tests.conftest import ROOT, apply_crd, wait_for
+from tests.harness.api import apply_crd
+from tests.harness.files import ROOT
+from tests.harness.waiting import wait_for
 
 OPERATOR_FLAGS = [  # no --resync-seconds: the tests see the operator woken by watches and due checks alone
     "--autoscaler-interval",
