@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import re
 import signal
 import tempfile
 import threading
@@ -32,7 +31,6 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-import psutil
 
 from bench.monitor_memory import HEAD_COMMANDS
 from bench.scale import percentile
@@ -41,10 +39,9 @@ from control_plane.processes import free_port, stop
 from ray_operator.helm_values import raycluster_from_values
 from tests.harness.files import ROOT, load_yaml
 from tests.harness.waiting import wait_for
-from tests.harness.local_kube import LocalKube, pod_subnet, running_stack
+from tests.harness.local_kube import LocalKube, autoscaler_alive, pod_subnet, running_stack, started_autoscaler
 
 NAMESPACE = "handover"
-STARTED = re.compile(r"^(\S+),(\S+) .*started the autoscaler \(pid (\d+)\)")
 
 
 def raycluster(name: str) -> dict:
@@ -63,7 +60,7 @@ class Autoscalers:
 
     def __init__(self, kube: LocalKube, names: list[str]) -> None:
         self.kube, self.names = kube, names
-        self.pids: dict[int, str] = {}  # autoscaler pid → its cluster
+        self.pids: dict[int, tuple[str, float]] = {}  # autoscaler pid → its cluster, when it was started
         self.duplicates = 0
         self.running: dict[str, set[int]] = {}
         self.gaps: dict[str, list[tuple[float, float]]] = defaultdict(list)  # cluster → (start, end) without one
@@ -94,16 +91,12 @@ class Autoscalers:
         complete = new[: new.rfind(b"\n") + 1]
         self._read += len(complete)
         for line in complete.decode(errors="replace").splitlines():
-            found = STARTED.match(line)
-            if found and found.group(2) == NAMESPACE:
-                self.pids[int(found.group(3))] = found.group(1)
+            found = started_autoscaler(line)
+            if found and found[1] == NAMESPACE:
+                self.pids[found[2]] = (found[0], found[3])
         running: dict[str, set[int]] = {name: set() for name in self.names}
-        for pid, name in list(self.pids.items()):
-            try:
-                alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                alive = False
-            if alive:
+        for pid, (name, started) in list(self.pids.items()):
+            if autoscaler_alive(pid, started):
                 running.setdefault(name, set()).add(pid)
             else:
                 del self.pids[pid]

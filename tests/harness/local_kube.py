@@ -67,6 +67,25 @@ STARTED_AUTOSCALER = re.compile(r"^(\S+),(\S+) (\S+ \S+) .*started the autoscale
 NODE_CAPACITY = ["cpu=64", "memory=64Gi"]
 
 
+def started_autoscaler(line: str) -> tuple[str, str, int, float] | None:
+    """An operator's log line saying it started a cluster's autoscaler: (cluster, namespace, pid, when)."""
+    found = STARTED_AUTOSCALER.match(line)
+    if not found:
+        return None
+    when = datetime.strptime(found.group(3), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return found.group(1), found.group(2), int(found.group(4)), when
+
+
+def autoscaler_alive(pid: int, started: float) -> bool:
+    """Whether the autoscaler of `pid` started at `started` still runs: a process of that pid made later is another
+    one (pids are reused)."""
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() <= started + 1.0 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def pod_subnet(network: str) -> str:
     """The pod network of this test process's runtimes (their gateway is where pods reach the API server)."""
     return f"{10 if network == 'netns' else 127}.{200 + os.getpid() % 50}.0.0/16"
@@ -370,25 +389,16 @@ class LocalKube:
         """Each cluster's autoscaler processes, (pid, when it was started), in the order the operators' log says."""
         started: dict[str, list[tuple[int, float]]] = {}
         for line in self.operator_lines():
-            found = STARTED_AUTOSCALER.match(line)
-            if found and found.group(2) == namespace:
-                when = datetime.strptime(found.group(3), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                started.setdefault(found.group(1), []).append((int(found.group(4)), when))
+            found = started_autoscaler(line)
+            if found and found[1] == namespace:
+                started.setdefault(found[0], []).append((found[2], found[3]))
         return started
 
     def live_autoscalers(self, namespace: str) -> dict[str, set[int]]:
         """Each cluster's autoscaler processes still running: a process of that pid made after the log line is another
         one (pids are reused)."""
-
-        def alive(pid: int, started: float) -> bool:
-            try:
-                process = psutil.Process(pid)
-                return process.create_time() <= started + 1.0 and process.status() != psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                return False
-
         return {
-            cluster: {pid for pid, started in found if alive(pid, started)}
+            cluster: {pid for pid, started in found if autoscaler_alive(pid, started)}
             for cluster, found in self.autoscalers(namespace).items()
         }
 
