@@ -27,7 +27,6 @@ line: `chaos: F faults, J jobs completed, V invariant violations`, the violation
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import random
 import signal
 import subprocess
@@ -47,7 +46,7 @@ from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
 from tests.harness.files import ROOT, load_yaml
 from tests.harness.waiting import wait_for
-from tests.harness.local_kube import LocalKube, job_client, pod_subnet
+from tests.harness.local_kube import LocalKube, job_client, pod_gateway
 
 NAMESPACE = "chaos"
 TASKS, TASK_SECONDS = 3, 2.0
@@ -283,7 +282,7 @@ def main() -> None:
     args = parser.parse_args()
     network = network_kind(args.network)
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as work:
-        gateway = str(ipaddress.ip_network(pod_subnet(network)).network_address + 1)
+        gateway = pod_gateway(network)
         plane = ControlPlane(Path(work) / "control-plane", addresses=[gateway]).start()
         kube = LocalKube(Path(work), network=network, control_plane=plane)
         stopping, load_stopping = threading.Event(), threading.Event()

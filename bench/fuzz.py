@@ -22,7 +22,6 @@ It ends with one line: `fuzz: M mutations, R refused at admission, E Error, V va
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import subprocess
 import sys
@@ -133,9 +132,9 @@ def plain_stack(work: Path) -> Iterator[Stack]:
 @contextmanager
 def ray_stack(work: Path) -> Iterator[Stack]:
     """The tests' stack on a real control plane: pod runtime as kubelet, real Ray, and a healthy cluster Running."""
-    from tests.harness.local_kube import pod_subnet, running_stack
+    from tests.harness.local_kube import pod_gateway, running_stack
 
-    gateway = str(ipaddress.ip_network(pod_subnet("netns")).network_address + 1)
+    gateway = pod_gateway("netns")
     plane = ControlPlane(work / "control-plane", addresses=[gateway]).start()
     try:
         with running_stack(work / "stack", control_plane=plane) as kube:

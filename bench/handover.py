@@ -22,7 +22,6 @@ deleted while clusters moved (target 0). It ends with one line per scenario:
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import tempfile
 import threading
@@ -39,7 +38,7 @@ from control_plane.processes import free_port, stop
 from ray_operator.helm_values import raycluster_from_values
 from tests.harness.files import ROOT, load_yaml
 from tests.harness.waiting import wait_for
-from tests.harness.local_kube import LocalKube, autoscaler_alive, pod_subnet, running_stack, started_autoscaler
+from tests.harness.local_kube import LocalKube, autoscaler_alive, pod_gateway, running_stack, started_autoscaler
 
 NAMESPACE = "handover"
 
@@ -159,7 +158,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--clusters", type=int, default=6)
     args = parser.parse_args()
-    gateway = str(ipaddress.ip_network(pod_subnet("netns")).network_address + 1)
+    gateway = pod_gateway("netns")
     with tempfile.TemporaryDirectory(prefix="bench-handover-") as work:
         plane = ControlPlane(Path(work) / "control-plane", addresses=[gateway]).start()
         try:

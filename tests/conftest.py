@@ -26,12 +26,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The test run's real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler;
     built from Go modules on first use), shared by every suite that meets one. Its certificate also names the
     gateways of the pod networks of tests.harness.local_kube, where pods reach it."""
-    import ipaddress
-
     from control_plane import ControlPlane
-    from tests.harness.local_kube import pod_subnet
+    from tests.harness.local_kube import pod_gateway
 
-    gateways = [str(ipaddress.ip_network(pod_subnet(kind)).network_address + 1) for kind in ("netns", "loopback")]
+    gateways = [pod_gateway(kind) for kind in ("netns", "loopback")]
     plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), addresses=gateways).start()
     yield plane
     plane.stop()

@@ -10,6 +10,7 @@ run left behind; a control plane given from outside is left running for its owne
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 from collections.abc import Iterator
@@ -89,6 +90,12 @@ def autoscaler_alive(pid: int, started: float) -> bool:
 def pod_subnet(network: str) -> str:
     """The pod network of this test process's runtimes (their gateway is where pods reach the API server)."""
     return f"{10 if network == 'netns' else 127}.{200 + os.getpid() % 50}.0.0/16"
+
+
+def pod_gateway(network: str) -> str:
+    """Where the pods of pod_subnet(network) reach the API server: the address a control plane's certificate must
+    name."""
+    return str(ipaddress.ip_network(pod_subnet(network)).network_address + 1)
 
 
 class LocalKube:
