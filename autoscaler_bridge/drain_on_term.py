@@ -4,10 +4,11 @@ Whoever deletes a worker pod (its autoscaler scaling down or replacing it, `kube
 its Kubernetes node, a preempted machine), the container's shell gets SIGTERM and runs this file (ray_pod embeds
 its source: the Ray image has Ray, not this package) with the PID of the `ray start` it ran and the seconds it may
 drain. It asks the GCS to drain this Ray node (DrainNode, reason preemption, with that deadline): the node takes no
-new tasks or actors; once it is idle its raylet exits by itself (what Ray 2.60 does itself on SIGTERM, done here
-for every Ray the operator supports, without depending on how the user's command passes signals on). Past the
-deadline it names what still ran (the `ray::` titles of the node's worker processes) and exits EXIT_DEADLINE; the
-shell then stops Ray, within the pod's grace period.
+new tasks or actors; once it is idle its raylet exits by itself (what Ray 2.60 does itself on SIGTERM, done here for
+every Ray the operator supports, without depending on how the user's command passes signals on). A pod deleted while
+Ray starts first waits, within the deadline, for its node to join (killed as it joins, it could take work and lose
+it). Past the deadline it names what still ran (the `ray::` titles of the node's worker processes) and exits
+EXIT_DEADLINE; the shell then stops Ray, within the pod's grace period.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 EXIT_DRAINED = 0  # the node had no work left, or drained and its raylet exited
 EXIT_NOT_DRAINED = 1  # the GCS could not be asked (the head is gone, say): Ray is stopped at once
@@ -28,6 +30,7 @@ IDLE_TITLE = "ray::IDLE"
 # The raylet's own agents, not work. Spelled in parts: `ray stop` kills any process whose command line holds these
 # titles whole, and the container's shell has this source in its command line.
 AGENT_TITLES = {f"ray::{agent}Agent" for agent in ("Dashboard", "RuntimeEnv")}
+T = TypeVar("T")
 
 
 def flag_value(args: Sequence[str], name: str) -> str | None:
@@ -98,17 +101,42 @@ def _unreachable(address: str) -> str | None:
     return None
 
 
+def _running_raylet(ray_start_pid: int) -> tuple[int, str, str] | None:
+    """The raylet under `ray start`, its node id and GCS address; None while there is none yet, or while it is being
+    exec'd (its command line is empty until then)."""
+    raylet = _raylet(ray_start_pid)
+    args = _cmdline(raylet) if raylet is not None else []
+    node_id, gcs_address = flag_value(args, "node_id"), flag_value(args, "gcs-address")
+    return (raylet, node_id, gcs_address) if raylet is not None and node_id and gcs_address else None
+
+
+def _poll(found: Callable[[], T | None], worth_it: Callable[[], bool], deadline: float) -> T | None:
+    """What `found` gives once it gives something; None once it is no longer `worth_it` or the deadline passed."""
+    while time.monotonic() < deadline and worth_it():
+        value = found()
+        if value is not None:
+            return value
+        time.sleep(POLL_SECONDS)
+    return None
+
+
+def _joined(gcs: Any, node_id: str, timeout: float) -> bool | None:
+    """True once the GCS counts a node alive, None before (a raylet starting has not registered yet)."""
+    from ray.core.generated import gcs_pb2, gcs_service_pb2
+
+    this_node = gcs_service_pb2.GetAllNodeInfoRequest.NodeSelector(node_id=bytes.fromhex(node_id))  # type: ignore[attr-defined]
+    alive = gcs_pb2.GcsNodeInfo.ALIVE  # type: ignore[attr-defined]
+    return bool(gcs.get_all_node_info(timeout=timeout, node_selectors=[this_node], state_filter=alive)) or None
+
+
 def drain(ray_start_pid: int, seconds: float) -> int:
     """Drain this node for at most `seconds`; an exit code above."""
-    started = time.monotonic()
-    raylet = _raylet(ray_start_pid)
-    if raylet is None:
-        return EXIT_DRAINED
-    args = _cmdline(raylet)
-    node_id, gcs_address = flag_value(args, "node_id"), flag_value(args, "gcs-address")
-    if not node_id or not gcs_address:
-        print(f"cannot drain: the raylet's command line names no node id or GCS address: {args}", flush=True)
-        return EXIT_NOT_DRAINED
+    deadline = time.monotonic() + seconds
+    # A pod deleted while Ray starts waits for its raylet: killed as it joins, it could take work and lose it.
+    running = _poll(lambda: _running_raylet(ray_start_pid), lambda: _alive(ray_start_pid), deadline)
+    if running is None:
+        return EXIT_DRAINED  # Ray is not running (any more): no work to wait for
+    raylet, node_id, gcs_address = running
     # Ray's client waits ~40 s for a GCS that is gone (a head deleted beside its workers): ask the port first.
     problem = _unreachable(gcs_address)
     if problem:
@@ -117,14 +145,19 @@ def drain(ray_start_pid: int, seconds: float) -> int:
     from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a Cython module without stubs
     from ray.core.generated import autoscaler_pb2
 
-    deadline_ms = int((time.time() + seconds) * 1000)
+    gcs = GcsClient(address=gcs_address)
+    rpc_seconds = max(1.0, min(10.0, seconds / 4))
     try:
-        accepted, why = GcsClient(address=gcs_address).drain_node(
+        # The GCS accepts the drain of a node it does not know yet, and does nothing: wait for this one to join.
+        joined = _poll(lambda: _joined(gcs, node_id, rpc_seconds), lambda: _alive(raylet), deadline)
+        if joined is None:
+            return EXIT_DRAINED  # the raylet ended, or never joined: it ran no work
+        accepted, why = gcs.drain_node(
             node_id,
             autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),  # type: ignore[attr-defined]
             "its pod is being deleted",
-            deadline_ms,
-            timeout=max(1.0, min(10.0, seconds / 4)),
+            int((time.time() + deadline - time.monotonic()) * 1000),
+            timeout=rpc_seconds,
         )
     except Exception as error:  # noqa: BLE001 - the GCS is gone or refused: nothing to wait for
         print(f"cannot drain: the GCS at {gcs_address} did not answer: {error}", flush=True)
@@ -134,7 +167,7 @@ def drain(ray_start_pid: int, seconds: float) -> int:
         return EXIT_NOT_DRAINED
     print(f"draining Ray node {node_id} for at most {seconds:g}s: it takes no new work", flush=True)
     polls = 0
-    while time.monotonic() - started < seconds:
+    while time.monotonic() < deadline:
         if not _alive(raylet):
             print("drained: the node's work is done", flush=True)
             return EXIT_DRAINED

@@ -377,6 +377,11 @@ class LocalKube:
             f"operator [{warnings(self.operator_log)}]"
         )
 
+    def container_log(self, namespace: str, pod: str, container: str = "ray-node") -> str:
+        """What a container wrote, as the pod runtime keeps it (also once its pod is gone)."""
+        path = self.work / "pods" / f"{namespace}_{pod}_{container}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def _last_lines(self, pod: Any) -> str:
         """The last lines a pod's first container wrote (what a pod slow to stop is doing)."""
         try:

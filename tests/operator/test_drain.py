@@ -120,7 +120,7 @@ def start_job(kube: LocalKube, name: str, seconds: int, script: str = JOB, tasks
 
 def all_running(client, job: str) -> None:
     wait_for(
-        lambda: "ALL_RUNNING" in client.get_job_logs(job),
+        lambda: "ALL_RUNNING" in client.get_job_logs(job).splitlines(),  # the log also holds the script
         timeout=180,
         message="every task running",
         state=lambda: client.get_job_logs(job)[-2000:],
@@ -148,7 +148,8 @@ def long_task_pod(kube: LocalKube, client, job: str, name: str) -> str:
     return next(p.metadata.name for p in kube.workers(name, "ray") if p.status.pod_ip == ip)
 
 
-def finished(client, job: str) -> str:
+def finished(client, job: str) -> list[str]:
+    """The lines of a job that succeeded (its log begins with its script: a marker counts as a whole line)."""
     from ray.job_submission import JobStatus
 
     wait_for(
@@ -157,10 +158,10 @@ def finished(client, job: str) -> str:
         message="the job's end",
         state=lambda: client.get_job_logs(job)[-2000:],
     )
-    logs = client.get_job_logs(job)
-    said = [line for line in logs.splitlines() if "[state-dump]" not in line and "(raylet)" not in line]
+    lines = client.get_job_logs(job).splitlines()
+    said = [line for line in lines if "[state-dump]" not in line and "(raylet)" not in line]
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, "\n".join(said[-40:])  # the driver's, not Ray's dumps
-    return logs
+    return lines
 
 
 def test_a_worker_deleted_by_kubectl_finishes_its_task_and_new_work_lands_elsewhere(kube):
@@ -183,13 +184,44 @@ def test_a_worker_deleted_by_kubectl_finishes_its_task_and_new_work_lands_elsewh
         timeout=30,
         message="the Draining Event",
     )
-    logs = finished(client, job)
-    assert "SHORT_TASK_ELSEWHERE True" in logs and "LONG_TASK_DONE True" in logs
+    printed = finished(client, job)
+    assert "SHORT_TASK_ELSEWHERE True" in printed and "LONG_TASK_DONE True" in printed
     wait_for(
         lambda: pod not in {p.metadata.name for p in kube.core.list_namespaced_pod("ray").items},
         timeout=60,
         message="the drained pod gone",
     )
+
+
+def test_a_worker_deleted_while_ray_starts_drains_its_node_once_it_joins(kube):
+    """Deleted as `ray start` begins (its command says so first), a worker waits for its Ray node to join, drains it
+    (it takes no work) and goes once its raylet exits, long before its 120 s deadline."""
+    rc = drain_cluster("drain-early", drain_seconds=120)
+    rc["spec"]["workerStartRayCommands"] = ["echo Ray starting; ulimit -n 65536; ray start --address=$RAY_HEAD_IP:6379"]
+    kube.create(rc)
+    pod = wait_for(
+        lambda: next(
+            (
+                p.metadata.name
+                for p in kube.workers("drain-early", "ray")
+                if "Ray starting" in kube.container_log("ray", p.metadata.name).splitlines()
+            ),
+            None,
+        ),
+        timeout=240,
+        message="`ray start` beginning on a worker",
+        state=lambda: kube.describe("ray"),
+    )
+    delete_pod(kube, pod)
+    wait_for(
+        lambda: pod not in {p.metadata.name for p in kube.core.list_namespaced_pod("ray").items},
+        timeout=60,
+        message="the deleted worker gone",
+        state=lambda: kube.container_log("ray", pod)[-2000:],
+    )
+    said = kube.container_log("ray", pod).splitlines()
+    assert [line for line in said if line.startswith("draining Ray node ")], said[-20:]
+    assert "drained: the node's work is done" in said, said[-20:]
 
 
 def test_a_changed_podtypes_workers_finish_their_tasks_before_they_are_replaced(kube):
@@ -200,8 +232,8 @@ def test_a_changed_podtypes_workers_finish_their_tasks_before_they_are_replaced(
     pod_types = kube.get("drain-change", "ray")["spec"]["podTypes"]
     pod_types[1]["podConfig"].setdefault("metadata", {}).setdefault("labels", {})["template"] = "v2"
     kube.patch("drain-change", "ray", {"spec": {"podTypes": pod_types}})
-    logs = finished(client, job)
-    assert "SHORT_TASK_ELSEWHERE True" in logs and "LONG_TASK_DONE True" in logs
+    printed = finished(client, job)
+    assert "SHORT_TASK_ELSEWHERE True" in printed and "LONG_TASK_DONE True" in printed
     wait_for(
         lambda: (
             lambda workers: (
