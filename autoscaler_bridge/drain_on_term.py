@@ -34,9 +34,13 @@ T = TypeVar("T")
 
 
 def flag_value(args: Sequence[str], name: str) -> str | None:
-    """The value of `--name=value` in a command line."""
-    prefix = f"--{name}="
-    return next((arg[len(prefix) :] for arg in args if arg.startswith(prefix)), None)
+    """The value of `--name=value` or `--name value` in a command line."""
+    for index, arg in enumerate(args):
+        if arg.startswith(f"--{name}="):
+            return arg[len(name) + 3 :]
+        if arg == f"--{name}" and index + 1 < len(args):
+            return args[index + 1]
+    return None
 
 
 def running_work(titles: Sequence[str]) -> list[str]:
@@ -110,6 +114,24 @@ def _running_raylet(ray_start_pid: int) -> tuple[int, str, str] | None:
     return (raylet, node_id, gcs_address) if raylet is not None and node_id and gcs_address else None
 
 
+def _joining(ray_start_pid: int) -> str | None:
+    """The GCS address a worker's `ray start` joins (its --address), while it runs."""
+    for pid in [ray_start_pid, *_descendants(ray_start_pid)]:
+        args = _cmdline(pid)
+        if "start" in args:
+            return flag_value(args, "address")
+    return None
+
+
+def _starting(ray_start_pid: int) -> bool:
+    """Whether `ray start` still runs and may yet start a raylet: not once the GCS it joins does not answer (a head
+    deleted beside its starting workers: `ray start` would wait minutes for it)."""
+    if not _alive(ray_start_pid):
+        return False
+    address = _joining(ray_start_pid)
+    return address is None or _unreachable(address) is None
+
+
 def _poll(found: Callable[[], T | None], worth_it: Callable[[], bool], deadline: float) -> T | None:
     """What `found` gives once it gives something; None once it is no longer `worth_it` or the deadline passed."""
     while time.monotonic() < deadline and worth_it():
@@ -133,9 +155,9 @@ def drain(ray_start_pid: int, seconds: float) -> int:
     """Drain this node for at most `seconds`; an exit code above."""
     deadline = time.monotonic() + seconds
     # A pod deleted while Ray starts waits for its raylet: killed as it joins, it could take work and lose it.
-    running = _poll(lambda: _running_raylet(ray_start_pid), lambda: _alive(ray_start_pid), deadline)
+    running = _poll(lambda: _running_raylet(ray_start_pid), lambda: _starting(ray_start_pid), deadline)
     if running is None:
-        return EXIT_DRAINED  # Ray is not running (any more): no work to wait for
+        return EXIT_DRAINED  # Ray is not running (any more), or cannot join: no work to wait for
     raylet, node_id, gcs_address = running
     # Ray's client waits ~40 s for a GCS that is gone (a head deleted beside its workers): ask the port first.
     problem = _unreachable(gcs_address)
