@@ -5,9 +5,9 @@ its Kubernetes node, a preempted machine), the container's shell gets SIGTERM an
 its source: the Ray image has Ray, not this package) with the PID of the `ray start` it ran and the seconds it may
 drain. It asks the GCS to drain this Ray node (DrainNode, reason preemption, with that deadline): the node takes no
 new tasks or actors; once it is idle its raylet exits by itself (what Ray 2.60 does itself on SIGTERM, done here for
-every Ray the operator supports, without depending on how the user's command passes signals on). A pod deleted while
-Ray starts first waits, within the deadline, for its node to join (killed as it joins, it could take work and lose
-it). Past the deadline it names what still ran (the `ray::` titles of the node's worker processes) and exits
+every Ray the operator supports, without depending on how the user's command passes signals on). A pod deleted as
+its raylet starts first waits, within the deadline, for its node to join (stopped as it joins, it could take work
+and lose it). Past the deadline it names what still ran (the `ray::` titles of the node's worker processes) and exits
 EXIT_DEADLINE; the shell then stops Ray, within the pod's grace period.
 """
 
@@ -25,6 +25,7 @@ EXIT_NOT_DRAINED = 1  # the GCS could not be asked (the head is gone, say): Ray 
 EXIT_DEADLINE = 124  # work was still running at the deadline: the last line says what
 POLL_SECONDS = 0.5
 CONNECT_SECONDS = 3.0
+RESOLVE_SECONDS = 5.0  # how long a lookup failing for now is retried
 GCS_CHECK_POLLS = 4  # while waiting, whether the GCS still answers is asked every 4th poll
 IDLE_TITLE = "ray::IDLE"
 # The raylet's own agents, not work. Spelled in parts: `ray stop` kills any process whose command line holds these
@@ -34,13 +35,9 @@ T = TypeVar("T")
 
 
 def flag_value(args: Sequence[str], name: str) -> str | None:
-    """The value of `--name=value` or `--name value` in a command line."""
-    for index, arg in enumerate(args):
-        if arg.startswith(f"--{name}="):
-            return arg[len(name) + 3 :]
-        if arg == f"--{name}" and index + 1 < len(args):
-            return args[index + 1]
-    return None
+    """The value of `--name=value` in a command line."""
+    prefix = f"--{name}="
+    return next((arg[len(prefix) :] for arg in args if arg.startswith(prefix)), None)
 
 
 def running_work(titles: Sequence[str]) -> list[str]:
@@ -96,13 +93,20 @@ def _raylet(ray_start_pid: int) -> int | None:
 
 
 def _unreachable(address: str) -> str | None:
-    """Why nothing answers at a host:port, or None if something does."""
+    """Why nothing answers at a host:port, or None if something does. A name the resolver cannot look up for now
+    (EAI_AGAIN: DNS busy, not a name that is gone) is asked again for up to RESOLVE_SECONDS."""
     host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
-    except (OSError, ValueError) as error:
-        return str(error) or type(error).__name__
-    return None
+    give_up = time.monotonic() + RESOLVE_SECONDS
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+            return None
+        except socket.gaierror as error:
+            if error.errno != socket.EAI_AGAIN or time.monotonic() >= give_up:
+                return str(error)
+        except (OSError, ValueError) as error:
+            return str(error) or type(error).__name__
+        time.sleep(POLL_SECONDS)
 
 
 def _running_raylet(ray_start_pid: int) -> tuple[int, str, str] | None:
@@ -112,24 +116,6 @@ def _running_raylet(ray_start_pid: int) -> tuple[int, str, str] | None:
     args = _cmdline(raylet) if raylet is not None else []
     node_id, gcs_address = flag_value(args, "node_id"), flag_value(args, "gcs-address")
     return (raylet, node_id, gcs_address) if raylet is not None and node_id and gcs_address else None
-
-
-def _joining(ray_start_pid: int) -> str | None:
-    """The GCS address a worker's `ray start` joins (its --address), while it runs."""
-    for pid in [ray_start_pid, *_descendants(ray_start_pid)]:
-        args = _cmdline(pid)
-        if "start" in args:
-            return flag_value(args, "address")
-    return None
-
-
-def _starting(ray_start_pid: int) -> bool:
-    """Whether `ray start` still runs and may yet start a raylet: not once the GCS it joins does not answer (a head
-    deleted beside its starting workers: `ray start` would wait minutes for it)."""
-    if not _alive(ray_start_pid):
-        return False
-    address = _joining(ray_start_pid)
-    return address is None or _unreachable(address) is None
 
 
 def _poll(found: Callable[[], T | None], worth_it: Callable[[], bool], deadline: float) -> T | None:
@@ -154,10 +140,14 @@ def _joined(gcs: Any, node_id: str, timeout: float) -> bool | None:
 def drain(ray_start_pid: int, seconds: float) -> int:
     """Drain this node for at most `seconds`; an exit code above."""
     deadline = time.monotonic() + seconds
-    # A pod deleted while Ray starts waits for its raylet: killed as it joins, it could take work and lose it.
-    running = _poll(lambda: _running_raylet(ray_start_pid), lambda: _starting(ray_start_pid), deadline)
+    started = _raylet(ray_start_pid)
+    if started is None:
+        return EXIT_DRAINED  # no raylet (Ray stopped, or drained idle and exited): no work to wait for
+    starting: int = started
+    # A raylet just started shows its command line once exec'd; it is awaited, not stopped as it may join.
+    running = _poll(lambda: _running_raylet(ray_start_pid), lambda: _alive(starting), deadline)
     if running is None:
-        return EXIT_DRAINED  # Ray is not running (any more), or cannot join: no work to wait for
+        return EXIT_DRAINED  # it ended first: no work to wait for
     raylet, node_id, gcs_address = running
     # Ray's client waits ~40 s for a GCS that is gone (a head deleted beside its workers): ask the port first.
     problem = _unreachable(gcs_address)

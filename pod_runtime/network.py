@@ -114,15 +114,21 @@ class PodNetwork:
             self._used.pop(address, None)
 
     def write_hosts(self, name: str, entries: list[tuple[str, list[str]]]) -> None:
-        """The pod's /etc/hosts, rewritten in place (the pod sees this very file through a bind mount)."""
+        """The pod's /etc/hosts, rewritten in place (the pod sees this very file through a bind mount) and only when
+        it changes: a lookup reading it mid-rewrite could miss a name. The new text is written over the old, then the
+        rest cut off, so a reader never finds it empty."""
         lines = ["127.0.0.1 localhost", "::1 localhost"] + [f"{ip} {' '.join(names)}" for ip, names in entries]
+        text = "\n".join(lines) + "\n"
         with self._lock:
             if name not in self._live:
                 return
-            with open(self.files / name / "hosts", "a+") as hosts:
+            path = self.files / name / "hosts"
+            with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as hosts:
+                if hosts.read() == text:
+                    return
                 hosts.seek(0)
+                hosts.write(text)
                 hosts.truncate()
-                hosts.write("\n".join(lines) + "\n")
 
     def command(self, name: str, hostname: str, argv: list[str], volumes: list[tuple[str, str]] = ()) -> list[str]:
         """The command line that runs `argv` as a container of pod `name`, with `volumes` (host directory,

@@ -21,8 +21,6 @@ def test_the_raylets_node_id_and_gcs_address_come_from_its_command_line():
     assert flag_value(args, "node_id") == "abc123"
     assert flag_value(args, "gcs-address") == "10.0.0.1:6379"
     assert flag_value(args, "node-id") is None
-    assert flag_value(["ray", "start", "--address", "10.0.0.1:6379", "--block"], "address") == "10.0.0.1:6379"
-    assert flag_value(["ray", "start", "--address"], "address") is None
 
 
 def test_running_work_is_named_by_the_workers_titles_and_idle_ones_are_left_out():
@@ -94,17 +92,12 @@ def test_the_raylet_is_found_among_the_descendants_of_ray_start(tmp_path):
     finally:
         start.kill()
         subprocess.run(["pkill", "-f", str(raylet)], check=False)
-    # `ray start` without a raylet yet, joining a GCS that does not answer: it cannot start one, nothing to wait for.
-    joining = subprocess.Popen(["/bin/bash", "-c", "sleep 60; true", "start", "--address", "127.0.0.1:9"])
+    # No raylet under `ray start` (stopped, or drained idle and exited): nothing to wait for.
+    lonely = subprocess.Popen(["sleep", "60"])
     try:
-        wait_for(lambda: drain_on_term._joining(joining.pid) == "127.0.0.1:9", timeout=10, message="ray start")
         started = time.monotonic()
-        assert drain_on_term.drain(joining.pid, 60) == drain_on_term.EXIT_DRAINED
+        assert drain_on_term.drain(lonely.pid, 60) == drain_on_term.EXIT_DRAINED
         assert time.monotonic() - started < 30
     finally:
-        joining.kill()
-        joining.wait()
-    # `ray start` that ended: nothing to drain.
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-    assert drain_on_term.drain(ended.pid, 5) == drain_on_term.EXIT_DRAINED
+        lonely.kill()
+        lonely.wait()
