@@ -67,6 +67,15 @@ def test_lifecycle_of_the_cpu_example(kube, steps):
             ),
             timeout=120,
         )
+        # Replaced means running Ray (a worker deleted before its shell traps SIGTERM ignores it: a known gap).
+        wait_for(
+            lambda: all(
+                "Ray runtime started." in kube.container_log("ray", w.metadata.name)
+                for w in kube.workers("example-cluster", "ray")
+            ),
+            timeout=120,
+            message="the new workers running Ray",
+        )
         kube.wait_phase("example-cluster", "ray", "Running", timeout=60)
     with steps("RayCluster deleted -> no pods, services or processes"):
         delete_and_wait_gone(kube, "example-cluster", "ray")
