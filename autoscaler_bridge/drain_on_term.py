@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,13 +110,11 @@ def _unreachable(address: str) -> str | None:
         time.sleep(POLL_SECONDS)
 
 
-def _running_raylet(ray_start_pid: int) -> tuple[int, str, str] | None:
-    """The raylet under `ray start`, its node id and GCS address; None while there is none yet, or while it is being
-    exec'd (its command line is empty until then)."""
-    raylet = _raylet(ray_start_pid)
-    args = _cmdline(raylet) if raylet is not None else []
+def _node_flags(raylet: int) -> tuple[str, str] | None:
+    """A raylet's node id and GCS address; None while it is being exec'd (its command line is empty until then)."""
+    args = _cmdline(raylet)
     node_id, gcs_address = flag_value(args, "node_id"), flag_value(args, "gcs-address")
-    return (raylet, node_id, gcs_address) if raylet is not None and node_id and gcs_address else None
+    return (node_id, gcs_address) if node_id and gcs_address else None
 
 
 def _poll(found: Callable[[], T | None], worth_it: Callable[[], bool], deadline: float) -> T | None:
@@ -140,15 +139,14 @@ def _joined(gcs: Any, node_id: str, timeout: float) -> bool | None:
 def drain(ray_start_pid: int, seconds: float) -> int:
     """Drain this node for at most `seconds`; an exit code above."""
     deadline = time.monotonic() + seconds
-    started = _raylet(ray_start_pid)
-    if started is None:
+    raylet = _raylet(ray_start_pid)
+    if raylet is None:
         return EXIT_DRAINED  # no raylet (Ray stopped, or drained idle and exited): no work to wait for
-    starting: int = started
     # A raylet just started shows its command line once exec'd; it is awaited, not stopped as it may join.
-    running = _poll(lambda: _running_raylet(ray_start_pid), lambda: _alive(starting), deadline)
-    if running is None:
+    flags = _poll(partial(_node_flags, raylet), partial(_alive, raylet), deadline)
+    if flags is None:
         return EXIT_DRAINED  # it ended first: no work to wait for
-    raylet, node_id, gcs_address = running
+    node_id, gcs_address = flags
     # Ray's client waits ~40 s for a GCS that is gone (a head deleted beside its workers): ask the port first.
     problem = _unreachable(gcs_address)
     if problem:
@@ -161,7 +159,7 @@ def drain(ray_start_pid: int, seconds: float) -> int:
     rpc_seconds = max(1.0, min(10.0, seconds / 4))
     try:
         # The GCS accepts the drain of a node it does not know yet, and does nothing: wait for this one to join.
-        joined = _poll(lambda: _joined(gcs, node_id, rpc_seconds), lambda: _alive(raylet), deadline)
+        joined = _poll(lambda: _joined(gcs, node_id, rpc_seconds), partial(_alive, raylet), deadline)
         if joined is None:
             return EXIT_DRAINED  # the raylet ended, or never joined: it ran no work
         accepted, why = gcs.drain_node(
