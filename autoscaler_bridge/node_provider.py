@@ -109,21 +109,26 @@ def delete_pods(
     calls: KubeCalls, namespace: str, names: list[str], pods: WatchCache, grace: dict[str, int] | None = None
 ) -> list[str]:
     """Delete these pods (the autoscaler's workers, or every pod of a cluster the operator restarts), a few at a
-    time, each within its own grace period or the one `grace` gives it; they leave the cache at once and the watch
-    says the rest. Returns those that were gone already."""
+    time, each within its own grace period or the one `grace` gives it. The cache shows each at once as the
+    deletion left it: terminating (its containers drain and stop) or gone; the watch says the rest. Returns those
+    that were gone already."""
 
     def delete(name: str) -> bool:
         seconds = (grace or {}).get(name)
         options = {} if seconds is None else {"grace_period_seconds": seconds}
         try:
-            calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False, **options)
-            existed = True
+            response: Any = calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False, **options)
         except ApiException as error:
             if error.status != 404:
                 raise
-            existed = False
-        pods.discard(namespace, name)
-        return existed
+            pods.discard(namespace, name)
+            return False
+        left = json.loads(response.data)
+        if (left.get("metadata") or {}).get("deletionGracePeriodSeconds"):
+            pods.refresh(left)
+        else:
+            pods.discard(namespace, name)
+        return True
 
     if not names:
         return []
@@ -159,6 +164,15 @@ class KubernetesNodeProvider(NodeProvider):
             p
             for p in self._cache.items(wait=SYNC_SECONDS)
             if not p["metadata"].get("deletionTimestamp") and wanted <= (p["metadata"].get("labels") or {}).items()
+        ]
+
+    def terminating_workers(self) -> list[str]:
+        """The cluster's worker pods being deleted (draining, or stopping Ray): they go, but are still there."""
+        return [
+            p["metadata"]["name"]
+            for p in self._cache.items(wait=SYNC_SECONDS)
+            if p["metadata"].get("deletionTimestamp")
+            and (p["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD
         ]
 
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:

@@ -135,6 +135,15 @@ class WatchCache:
             if held is None or not _later(held, obj):
                 self._store(obj)
 
+    def refresh(self, obj: dict[str, Any]) -> None:
+        """An object this process changed (a pod it deleted that stays, terminating), if the cache still holds it:
+        never added back, since the watch may already have seen it go."""
+        obj = self._transform(obj)
+        with self._lock:
+            held = self._items.get(key_of(obj))
+            if held is not None and not _later(held, obj):
+                self._store(obj)
+
     def discard(self, namespace: str, name: str) -> None:
         """An object this process found gone (404)."""
         with self._lock:

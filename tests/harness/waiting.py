@@ -1,10 +1,12 @@
-"""How every test waits: for a condition, bounded, saying what it saw when the bound passes."""
+"""How every test waits: for a condition, bounded, saying what it saw when the bound passes; and how it sees what
+happened between its waits: samples taken in the background."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -27,3 +29,34 @@ def wait_for(
             seen = f" (seen: {state()})" if state else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {message}{seen}")
         time.sleep(interval)
+
+
+class Sampler(Generic[T]):
+    """What `sample()` returns, every `interval` seconds in the background from now until stop(): the most heads a
+    cluster had at once, every phase it went through, whether a worker went before its replacement ran."""
+
+    def __init__(self, sample: Callable[[], T], interval: float = 0.2) -> None:
+        self.samples: list[T] = []
+        self._sample, self._interval = sample, interval
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sampler")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self.samples.append(self._sample())
+                if self._stop.wait(self._interval):
+                    return
+        except BaseException as failure:  # noqa: BLE001 - raised again by stop(), in the test's own thread
+            self._failure = failure
+
+    def stop(self) -> list[T]:
+        """Every sample, the last one taken now; a sample that raised raises here."""
+        self._stop.set()
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        self.samples.append(self._sample())
+        return self.samples

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 
 from autoscaler_bridge import crash_point
 from control_plane.processes import stop
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import Sampler, wait_for
 from tests.harness.local_kube import LocalKube, stack_fixtures
 from tests.harness.rayclusters import head_budget, raycluster
 
@@ -88,25 +87,9 @@ def events_posted(kube: LocalKube) -> int:
     return sum(event.count or 1 for event in listed)
 
 
-class HeadWatch:
-    """The most heads (not being deleted) the cluster had at once, sampled in the background."""
-
-    def __init__(self, kube: LocalKube) -> None:
-        self.most = 0
-        self._stop = threading.Event()
-
-        def sample() -> None:
-            while not self._stop.wait(0.2):
-                heads = kube.pods(NAMESPACE, f"ray-cluster-name={NAME},ray-node-type=head")
-                self.most = max(self.most, len(heads))
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.most
+def head_count(kube: LocalKube) -> Sampler[int]:
+    """The heads (not being deleted) the cluster has, sampled in the background."""
+    return Sampler(lambda: len(kube.pods(NAMESPACE, f"ray-cluster-name={NAME},ray-node-type=head")))
 
 
 def set_spec(kube: LocalKube, change: Callable[[dict[str, Any]], None]) -> None:
@@ -233,7 +216,7 @@ def test_the_operator_converges_after_a_crash_at_every_write_of_its_main_paths(k
         point = f"{path.__name__}@{k}"
         base = operators.settled()
         crash_point.crash_at(operators.ledger, base + k if k else 0)
-        events, heads = events_posted(kube), HeadWatch(kube)
+        events, heads = events_posted(kube), head_count(kube)
         state["want"] = want = path(kube, state["want"])
         ended = not crash_or_end(kube, operators, want, point)
         if ended and k:
@@ -248,8 +231,9 @@ def test_the_operator_converges_after_a_crash_at_every_write_of_its_main_paths(k
                 problems.append(f"{point}: the operator exited with {code}: {kube.operator_lines()[-3:]}")
             operators.start()
         converge(kube, want, point)
-        if heads.stop() > 1:
-            problems.append(f"{point}: {heads.most} heads at once")
+        most = max(heads.stop())
+        if most > 1:
+            problems.append(f"{point}: {most} heads at once")
         if events_posted(kube) - events > EVENTS_PER_PATH:
             problems.append(f"{point}: {events_posted(kube) - events} Events")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import Sampler, wait_for
 from tests.harness.local_kube import LocalKube, job_client, stack_fixtures
 from tests.harness.rayclusters import raycluster
 from tests.harness.tools import kubectl
@@ -230,16 +230,28 @@ def test_a_worker_deleted_while_ray_starts_drains_its_node_once_it_joins(kube):
     assert "drained: the node's work is done" in said, said[-20:]
 
 
-def test_a_changed_podtypes_workers_finish_their_tasks_before_they_are_replaced(kube):
+def test_a_changed_podtypes_new_workers_run_before_the_old_ones_drain_and_their_tasks_complete(kube):
+    """maxWorkers 4 leaves room for the two new-template workers: they run before an old one goes, and the podType
+    never has more than 4 pods (draining ones included)."""
     running_cluster(kube, "drain-change", drain_seconds=90)
     old = {p.metadata.name for p in kube.workers("drain-change", "ray")}
     client, job = start_job(kube, "drain-change", seconds=60)
     long_task_pod(kube, client, job, "drain-change")
+    workers = Sampler(
+        lambda: [
+            (p.metadata.name in old, bool(p.metadata.deletion_timestamp), p.status.phase == "Running")
+            for p in kube.workers("drain-change", "ray")
+        ]
+    )
     pod_types = kube.get("drain-change", "ray")["spec"]["podTypes"]
     pod_types[1]["podConfig"].setdefault("metadata", {}).setdefault("labels", {})["template"] = "v2"
     kube.patch("drain-change", "ray", {"spec": {"podTypes": pod_types}})
     printed = finished(client, job)
     assert "SHORT_TASK_ELSEWHERE True" in printed and "LONG_TASK_DONE True" in printed
+    for sample in workers.stop():
+        assert len(sample) <= 4, sample
+        released = len(old) - sum(was_old and not deleting for was_old, deleting, _ in sample)
+        assert released <= sum(not was_old and running for was_old, _, running in sample), sample
     wait_for(
         lambda: (
             lambda workers: (

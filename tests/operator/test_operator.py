@@ -22,7 +22,7 @@ from kubernetes.client import V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from control_plane.processes import stop
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import Sampler, wait_for
 from tests.harness.local_kube import LocalKube, job_client, run_ray_job, stack_fixtures
 from tests.harness.rayclusters import delete_and_wait_gone, head_budget, monitor_pid, raycluster
 from tests.harness.tools import kubectl
@@ -33,40 +33,25 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs
 kube, no_cluster_left = stack_fixtures("kube")
 
 
-class Phases:
-    """Every phase a RayCluster goes through, sampled every 0.1 s in the background."""
+def phases(kube: LocalKube, name: str, namespace: str) -> Sampler[str | None]:
+    """A RayCluster's phase, sampled every 0.1 s in the background."""
+    return Sampler(lambda: kube.status(name, namespace).get("phase"), interval=0.1)
 
-    def __init__(self, kube: LocalKube, name: str, namespace: str) -> None:
-        self.seen: list[str] = []
-        self._stop = threading.Event()
 
-        self._sample = lambda: self._record(kube.status(name, namespace).get("phase"))
-
-        def sample() -> None:
-            while not self._stop.is_set():
-                self._sample()
-                self._stop.wait(0.1)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-
-    def _record(self, phase: str | None) -> None:
-        if phase and (not self.seen or self.seen[-1] != phase):
-            self.seen.append(phase)
-
-    def stop(self) -> list[str]:
-        """The phases seen, the current one last."""
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-        return self.seen
+def passed(samples: list[str | None]) -> list[str]:
+    """The phases sampled, each once in a row, the current one last."""
+    seen: list[str] = []
+    for phase in samples:
+        if phase and (not seen or seen[-1] != phase):
+            seen.append(phase)
+    return seen
 
 
 def test_create_goes_updating_then_running_and_logs_carry_the_prefix(kube):
-    phases = Phases(kube, "first", "ray")
+    sampled = phases(kube, "first", "ray")
     kube.create(raycluster("first"))
     status = kube.wait_phase("first", "ray", "Running", timeout=120)
-    seen = phases.stop()
+    seen = passed(sampled.stop())
     assert seen[0] == "Updating" and seen[-1] == "Running" and "Error" not in seen
     assert status["autoscalerRetries"] == 0
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
@@ -81,21 +66,11 @@ def test_create_goes_updating_then_running_and_logs_carry_the_prefix(kube):
 def test_a_job_needing_more_cpus_scales_up_then_idle_workers_go(kube):
     kube.create(raycluster("scale", max_workers=2))
     kube.wait_phase("scale", "ray", "Running")
-    most = []
-    sampler_stop = threading.Event()
-
-    def sample():
-        while not sampler_stop.is_set():
-            most.append(len(kube.workers("scale", "ray")))
-            sampler_stop.wait(0.3)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    workers = Sampler(lambda: len(kube.workers("scale", "ray")), interval=0.3)
     status = kube.run_job("scale", "ray", tasks=3)
-    sampler_stop.set()
-    sampler.join()
+    most = max(workers.stop())
     assert status == "SUCCEEDED"
-    assert max(most) == 2  # the podType's maxWorkers, not more
+    assert most == 2  # the podType's maxWorkers, not more
     wait_for(lambda: not kube.workers("scale", "ray"), timeout=90, message="idle workers removed")
     assert kube.status("scale", "ray")["phase"] == "Running"
     # Idle workers drain with nothing to wait for: Ray stops at once (their grace is minutes).
@@ -204,10 +179,10 @@ def test_a_killed_autoscaler_is_counted_in_status_and_metrics_and_restarted_with
     kube.wait_phase("bystander", "ray", "Running")
     bystander_pid = monitor_pid(kube, "bystander", "ray")
     head_uid = kube.head("crash", "ray").metadata.uid
-    phases = Phases(kube, "crash", "ray")
+    sampled = phases(kube, "crash", "ray")
     os.kill(monitor_pid(kube, "crash", "ray"), signal.SIGKILL)
     kube.wait_phase("crash", "ray", "Running", autoscalerRetries=1, timeout=60)
-    assert phases.stop()[-2:] == ["AutoscalingExceptionRecovery", "Running"]
+    assert passed(sampled.stop())[-2:] == ["AutoscalingExceptionRecovery", "Running"]
     assert kube.head("crash", "ray").metadata.uid == head_uid  # the head was fine: only the autoscaler restarted
     events = kube.core.list_namespaced_event(
         "ray", field_selector="involvedObject.name=crash,reason=AutoscalerFailed"
@@ -397,15 +372,7 @@ def test_a_paused_replicas_autoscaler_stops_itself_and_the_other_replica_takes_t
     second = kube.start_operator()
     [running] = live_autoscalers(kube, "paused", "ray")
     owner = kube.operators[-2]
-    seen: list[int] = []
-    stop_sampling = threading.Event()
-
-    def sample() -> None:  # the most autoscalers the cluster had at once, every 100 ms
-        while not stop_sampling.wait(0.1):
-            seen.append(len(live_autoscalers(kube, "paused", "ray")))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    autoscalers = Sampler(lambda: len(live_autoscalers(kube, "paused", "ray")), interval=0.1)
     os.kill(owner.pid, signal.SIGSTOP)
     try:
         wait_for(
@@ -431,12 +398,11 @@ def test_a_paused_replicas_autoscaler_stops_itself_and_the_other_replica_takes_t
         message="the resumed replica finding its Lease lapsed",
     )
     wait_for(
-        lambda: kube.status("paused", "ray").get("operator") == taken and len(seen) > 100,
+        lambda: kube.status("paused", "ray").get("operator") == taken and len(autoscalers.samples) > 100,
         timeout=30,
         message="the cluster staying with the other replica",
     )
-    stop_sampling.set()
-    sampler.join(5)
+    seen = autoscalers.stop()  # the most autoscalers the cluster had at once, every 100 ms
     assert max(seen) == 1, seen
     assert {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=paused")} == pods
     assert kube.status("paused", "ray")["autoscalerRetries"] == 0
@@ -479,10 +445,10 @@ def test_a_deleted_head_pod_is_counted_and_the_cluster_recovers(kube):
     kube.wait_phase("headless", "ray", "Running")
     wait_for(lambda: kube.workers("headless", "ray"), timeout=60, message="the minWorkers worker")
     old_head = kube.head("headless", "ray").metadata
-    phases = Phases(kube, "headless", "ray")
+    sampled = phases(kube, "headless", "ray")
     kube.core.delete_namespaced_pod(old_head.name, "ray")
     kube.wait_phase("headless", "ray", "Running", autoscalerRetries=1, timeout=120)
-    assert "AutoscalingExceptionRecovery" in phases.stop()
+    assert "AutoscalingExceptionRecovery" in passed(sampled.stop())
     assert kube.head("headless", "ray").metadata.uid != old_head.uid
     wait_for(lambda: len(kube.workers("headless", "ray")) == 1, timeout=90, message="minWorkers honoured again")
     delete_and_wait_gone(kube, "headless", "ray")

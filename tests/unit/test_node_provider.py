@@ -299,5 +299,6 @@ def test_a_deletion_may_give_a_pod_a_grace_period_of_its_own(provider, cluster, 
         binding = {"metadata": {"name": name}, "target": {"kind": "Node", "name": "n1"}}
         core.create_namespaced_pod_binding(name, "ray", binding, _preload_content=False)
     delete_pods(KubeCalls(kube), "ray", names, provider._cache, {names[0]: 15})
+    assert sorted(provider.terminating_workers()) == names and provider.non_terminated_nodes({}) == []  # at once
     graces = [core.read_namespaced_pod(name, "ray").metadata.deletion_grace_period_seconds for name in names]
     assert graces == [15, 135]  # the second: the pod's own (its drain of 120 s, and 15 s to stop Ray)

@@ -119,6 +119,25 @@ def test_a_response_older_than_what_the_watch_saw_does_not_turn_the_cache_back(c
         cache.stop()
 
 
+def test_a_refreshed_object_replaces_the_one_held_and_one_gone_is_not_brought_back(core):
+    """A pod this process deleted that stays, terminating, is seen so at once; one the watch already saw go stays
+    gone (the deletion's response may come after the watch's DELETED event)."""
+    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo").start()
+    try:
+        assert cache.wait_synced(10)
+        created = core.api_client.sanitize_for_serialization(core.create_namespaced_pod("ray", pod("held")))
+        wait_for(lambda: names(cache) == ["held"], message="the watch's pod")
+        terminating = {**created, "metadata": {**created["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+        cache.refresh(terminating)
+        assert cache.get("ray", "held")["metadata"]["deletionTimestamp"] == "2026-01-01T00:00:00Z"
+        core.delete_namespaced_pod("held", "ray")
+        wait_for(lambda: names(cache) == [], message="the watch's deletion")
+        cache.refresh(terminating)
+        assert names(cache) == []
+    finally:
+        cache.stop()
+
+
 def test_a_transform_keeps_only_what_the_reader_uses_of_listed_heard_and_put_objects(core):
     """The operator's pod cache keeps no spec and no managedFields (ray_operator.cluster_objects): 10,000 clusters'
     pods fit in a replica's memory."""
