@@ -24,6 +24,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -153,9 +154,9 @@ class Container:
             data = log_file.read()
         return tail(data, TERMINATION_MESSAGE_LINES, None).decode(errors="replace")
 
-    def stop(self, grace: float) -> None:
+    def terminate(self) -> None:
         """SIGTERM to the container's PID 1 (as a container runtime sends it: the container's other processes are
-        its to stop), SIGKILL to what is left after `grace` seconds."""
+        its to stop)."""
         if self.process is None or self.process.poll() is not None:
             return
         try:
@@ -167,11 +168,20 @@ class Container:
                 process.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
-        try:
-            self.process.wait(timeout=max(grace, 0.1))
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # unshare dies; --kill-child takes the pod's PID 1 along
-            self.process.wait(timeout=10)
+
+    def reap(self, deadline: Callable[[], float]) -> None:
+        """Wait for the container to end, and SIGKILL what is left at `deadline()` (a time.monotonic() time, which
+        a grace period shortened meanwhile brings forward), but not before 0.1 s."""
+        if self.process is None:
+            return
+        while self.process.poll() is None:
+            left = deadline() - time.monotonic()
+            try:
+                self.process.wait(timeout=max(min(left, POLL_SECONDS), 0.1))
+            except subprocess.TimeoutExpired:
+                if left <= POLL_SECONDS:
+                    os.killpg(self.process.pid, signal.SIGKILL)  # unshare dies; --kill-child takes PID 1 along
+                    self.process.wait(timeout=10)
 
     def status(self, image: str) -> dict[str, Any]:
         running = self.process is not None and self.finished is None  # an exit counts once the pod's worker has seen it
@@ -317,7 +327,7 @@ class PodWorker:
                 return self._start()
             except Exception as error:  # noqa: BLE001 - retried, as a kubelet retries
                 log.exception("pod %s/%s: could not start (retrying in %.0fs)", self.namespace, self.name, delay)
-                self._release(0.0)
+                self._release(lambda: 0.0)
                 self._waiting("CreateContainerError", str(error))
             if self.deleting.wait(delay):
                 return False
@@ -415,14 +425,15 @@ class PodWorker:
                 self._report()
             self.deleting.wait(POLL_SECONDS)
 
-    def _release(self, grace: float, report: bool = False) -> None:
-        """Stop the containers (and, if `report`, say how they ended, as a kubelet does before its final delete of
-        a pod) and remove the pod's network: what a start made."""
-        for container in self.containers:
-            try:
-                container.stop(grace)
-            except Exception:  # noqa: BLE001 - the network and the pod object must still go
-                log.exception("pod %s/%s: stopping container %s failed", self.namespace, self.name, container.name)
+    def _release(self, deadline: Callable[[], float], report: bool = False) -> None:
+        """Stop the containers, together, each killed if still there at `deadline()` (and, if `report`, say how they
+        ended, as a kubelet does before its final delete of a pod), and remove the pod's network: what a start made."""
+        for stop in (Container.terminate, lambda container: container.reap(deadline)):
+            for container in self.containers:
+                try:
+                    stop(container)
+                except Exception:  # noqa: BLE001 - the network and the pod object must still go
+                    log.exception("pod %s/%s: stopping container %s failed", self.namespace, self.name, container.name)
         if report and self.containers:
             try:
                 for container in self.containers:
@@ -437,10 +448,12 @@ class PodWorker:
         self.containers, self.net_name, self.ip = [], None, None
 
     def _finish(self) -> None:
-        gone = self.gone.is_set()
-        grace = 0.0 if gone else self.grace
-        log.info("pod %s/%s: stopping its containers (grace %gs)", self.namespace, self.name, grace)
-        self._release(grace, report=self.deleting.is_set() and not gone)
+        gone, started = self.gone.is_set(), time.monotonic()
+        log.info("pod %s/%s: stopping its containers (grace %gs)", self.namespace, self.name, 0 if gone else self.grace)
+        # A shorter grace period given meanwhile (a second DELETE), or the object gone, brings the SIGKILL forward.
+        self._release(
+            lambda: started + (0.0 if self.gone.is_set() else self.grace), report=self.deleting.is_set() and not gone
+        )
         shutil.rmtree(self.volume_dir, ignore_errors=True)
         self.runtime.pod_changed(self.uid, False, None)
         if self.deleting.is_set():

@@ -165,13 +165,28 @@ class ClusterController:
 
     def stop(self, forget: bool = False) -> None:
         """Stop reconciling (a reconciliation under way ends first) and stop the autoscaler; pods are left as they
-        are. `forget` (the RayCluster is gone): its files (autoscaler config, heartbeat, view, decisions) go too."""
+        are. `forget` (the RayCluster is gone or being deleted, and Kubernetes deletes its pods): its files
+        (autoscaler config, heartbeat, view, decisions) go too, and if this replica ran it, its workers are deleted
+        with the time to stop Ray, not to drain (_delete_pods)."""
         self._stopping.set()
         if self._reconciling.acquire(timeout=30):
             self._reconciling.release()
         self._stop_monitor()
         if forget:
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.runs_here:
+                workers = [
+                    p
+                    for deleted in (False, True)
+                    for p in self.objects.pods(self.namespace, self.name, deleted=deleted)
+                    if not is_head(p)
+                    and drain_seconds(p) > 0
+                    and (p["metadata"].get("deletionGracePeriodSeconds") or math.inf) > DRAIN_MARGIN_SECONDS
+                ]
+                try:
+                    self._delete_pods(workers)
+                except Exception as error:  # noqa: BLE001 - Kubernetes deletes them anyway, each within its own grace
+                    self.log.warning("shortening the grace of the deleted cluster's workers failed: %s", error)
 
     def reconcile_once(self) -> float | None:
         """One reconciliation: the seconds until the cluster must be looked at again though nothing changes
@@ -250,9 +265,12 @@ class ClusterController:
         self.head_uid = None
         self.log.info("restarting the cluster: %s", reason)
         self.status.event(body, "ClusterRestarting", reason)
-        pods = self.objects.pods(self.namespace, self.name)
-        # Workers made to drain have no head to drain against now: they get the time to stop Ray, not to drain (one
-        # deleted as it started, before its shell traps SIGTERM, would otherwise wait out the whole drain).
+        self._delete_pods(self.objects.pods(self.namespace, self.name))
+
+    def _delete_pods(self, pods: list[dict[str, Any]]) -> None:
+        """Delete pods whose head goes too (those being deleted already: again, with the shorter grace). Workers
+        made to drain have no head to drain against: they get the time to stop Ray, not to drain (one deleted as it
+        started, before its shell traps SIGTERM, ignores it and would otherwise wait out the whole drain)."""
         grace = {p["metadata"]["name"]: DRAIN_MARGIN_SECONDS for p in pods if drain_seconds(p) > 0}
         delete_pods(self.calls, self.namespace, [p["metadata"]["name"] for p in pods], self.objects.pod_cache, grace)
 

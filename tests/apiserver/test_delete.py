@@ -115,6 +115,10 @@ def test_pods_bound_to_a_node_wait_for_their_kubelet(core):
     assert (
         terminating.metadata.deletion_timestamp is not None and terminating.metadata.deletion_grace_period_seconds == 30
     )
+    core.delete_namespaced_pod("p", "default", grace_period_seconds=10)  # a shorter grace period is taken
+    assert core.read_namespaced_pod("p", "default").metadata.deletion_grace_period_seconds == 10
+    core.delete_namespaced_pod("p", "default", grace_period_seconds=20)  # a longer one is not
+    assert core.read_namespaced_pod("p", "default").metadata.deletion_grace_period_seconds == 10
     core.delete_namespaced_pod("p", "default", grace_period_seconds=0)
     with pytest.raises(ApiException):
         core.read_namespaced_pod("p", "default")

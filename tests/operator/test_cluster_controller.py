@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.names import DRAIN_ANNOTATION
 from ray_operator.cluster_controller import ClusterController
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.helm_values import raycluster_from_values
@@ -61,6 +62,40 @@ def test_no_head_pod_for_a_raycluster_deleted_before_the_watch_says_so(kube, cor
     )
     deleted.reconcile()  # still holding the body the watch last delivered
     assert head_pods(core) == []
+
+
+def test_a_deleted_clusters_workers_get_the_time_to_stop_ray_not_to_drain(kube, core, objects, membership, tmp_path):
+    """Its head goes with it, so nothing can drain: a worker that ignores SIGTERM (deleted as it started, before its
+    shell trapped it) would hold its pod for the whole drain. The replica that ran the cluster deletes its workers
+    made to drain with 15 s of grace, shortening the grace of those the garbage collector deleted first."""
+    apply_crd(kube)
+    controller, _ = controller_for(kube, objects, membership, tmp_path, "gone")
+    controller.reconcile()
+    assert controller.runs_here
+
+    def worker(name: str, drain: str | None) -> None:
+        annotations = {DRAIN_ANNOTATION: drain} if drain else {}
+        labels = {"ray-cluster-name": "gone", "ray-node-type": "worker"}
+        spec = {"nodeName": "n1", "terminationGracePeriodSeconds": 135, "containers": [{"name": "r", "image": "i"}]}
+        core.create_namespaced_pod(
+            "ray", {"metadata": {"name": name, "labels": labels, "annotations": annotations}, "spec": spec}
+        )
+
+    worker("live", "120")
+    worker("collected", "120")
+    worker("no-drain", None)
+    core.delete_namespaced_pod("collected", "ray")  # the garbage collector's deletion, with the pod's own grace
+    wait_for(
+        lambda: len(objects.pods("ray", "gone", deleted=True)) == 1 and len(objects.pods("ray", "gone")) == 3,
+        message="the operator's watch seeing the workers",
+    )
+    controller.stop(forget=True)
+    graces = {p.metadata.name: p.metadata.deletion_grace_period_seconds for p in core.list_namespaced_pod("ray").items}
+    assert {name: graces[name] for name in ("live", "collected", "no-drain")} == {
+        "live": 15,
+        "collected": 15,
+        "no-drain": None,  # stops at once anyway: left to the garbage collector
+    }
 
 
 def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(

@@ -161,6 +161,25 @@ def test_deletion_stops_the_pod_within_its_grace_period(kube):
     wait_for(lambda: kube.pod_networks() == 0, timeout=10, message="its namespace removed")
 
 
+def test_a_shorter_grace_period_given_while_a_pod_stops_brings_its_kill_forward(kube):
+    """As a kubelet does: a pod that ignores SIGTERM (a PID 1 without a handler, here one that traps it to nothing)
+    is killed once the grace period of a second, shorter DELETE has passed, not at the end of its first one."""
+    kube.core.create_namespaced_pod("default", pod("stubborn", "trap '' TERM; sleep 600 & wait", grace=300))
+    wait_for(lambda: phase(kube, "stubborn") == "Running", timeout=30)
+    kube.core.delete_namespaced_pod("stubborn", "default")
+    wait_for(
+        lambda: "stubborn: stopping its containers" in (kube.work / "runtime.log").read_text(),
+        timeout=10,
+        message="the runtime stopping the pod",
+    )
+    kube.core.delete_namespaced_pod("stubborn", "default", grace_period_seconds=1)
+    wait_for(
+        lambda: not kube.core.list_namespaced_pod("default").items,
+        timeout=20,
+        message="the pod killed after its shortened grace period",
+    )
+
+
 def test_a_deleted_pods_containers_are_reported_stopped_before_its_object_goes(kube):
     """As a kubelet does: a controller sees how a deleted pod's containers ended (exit code, termination message)."""
     ends = pod("ends", "trap 'echo stopping; exit 3' TERM; sleep 600 & wait")

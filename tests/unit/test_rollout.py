@@ -14,8 +14,8 @@ from autoscaler_bridge.node_provider import cluster_pods
 from autoscaler_bridge.rollout import REPLACEMENT, Rollout, Step, rollout_step
 from ray_operator.head import create_head_pod
 from tests.harness.waiting import wait_for
-from tests.unit.test_autoscaler_with_provider import DrainingGcs
-from tests.unit.test_node_provider import cluster, pods, set_phase  # noqa: F401 - fixtures
+from tests.unit.test_autoscaler_with_provider import DrainingGcs, workers
+from tests.unit.test_node_provider import cluster, set_phase  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize(
@@ -92,16 +92,13 @@ def replace_workers(kube, config: dict, max_workers: int) -> tuple[set[str], lis
     gcs = DrainingGcs()
     autoscaler = DrainingAutoscaler(lambda: copy.deepcopy(config), load, gcs, update_interval_s=0)
 
-    def workers() -> list:
-        return [p for p in pods(kube) if p.metadata.labels["ray-node-type"] == "worker"]
-
     def round_() -> list:
         kubelet.tick()
         autoscaler.update()
-        return workers()
+        return workers(kube)
 
     wait_for(lambda: [p.status.phase for p in round_()] == ["Running", "Running"], timeout=60, message="two workers")
-    old = {p.metadata.name for p in workers()}
+    old = {p.metadata.name for p in workers(kube)}
     worker_type["node_config"].setdefault("metadata", {}).setdefault("labels", {})["template"] = "v2"
     history = []
 
@@ -117,19 +114,18 @@ def replace_workers(kube, config: dict, max_workers: int) -> tuple[set[str], lis
 
 def test_with_room_new_template_workers_run_before_an_outdated_one_goes(cluster, kube):
     old, history = replace_workers(kube, cluster[1], max_workers=4)
-    for workers in history:
-        assert len(workers) <= 4
-        new_running = sum(not outdated and not deleting for _, outdated, deleting in workers)
-        old_going = sum(outdated and deleting for _, outdated, deleting in workers)
-        gone = len(old) - sum(outdated for _, outdated, _ in workers)
-        assert old_going + gone <= new_running, workers  # each outdated worker released had its replacement running
-    replacements = [p for p in pods(kube) if p.metadata.labels["ray-node-type"] == "worker"]
-    assert all(p.metadata.labels.get(REPLACEMENT) == "true" for p in replacements)
+    for seen in history:
+        assert len(seen) <= 4
+        new_running = sum(not outdated and not deleting for _, outdated, deleting in seen)
+        old_going = sum(outdated and deleting for _, outdated, deleting in seen)
+        gone = len(old) - sum(outdated for _, outdated, _ in seen)
+        assert old_going + gone <= new_running, seen  # each outdated worker released had its replacement running
+    assert all(p.metadata.labels.get(REPLACEMENT) == "true" for p in workers(kube))
 
 
 def test_without_room_one_outdated_worker_drains_at_a_time_and_maxworkers_holds(cluster, kube):
     _, history = replace_workers(kube, cluster[1], max_workers=2)
-    for workers in history:
-        assert len(workers) <= 2, workers  # draining ones included
-        assert sum(not deleting for _, _, deleting in workers) >= 1, workers  # one fewer at most, for a drain
-    assert any(sum(deleting for _, _, deleting in workers) == 1 for workers in history)
+    for seen in history:
+        assert len(seen) <= 2, seen  # draining ones included
+        assert sum(not deleting for _, _, deleting in seen) >= 1, seen  # one fewer at most, for a drain
+    assert any(sum(deleting for _, _, deleting in seen) == 1 for seen in history)
