@@ -128,12 +128,24 @@ def _poll(found: Callable[[], T | None], worth_it: Callable[[], bool], deadline:
 
 
 def _joined(gcs: Any, node_id: str, timeout: float) -> bool | None:
-    """True once the GCS counts a node alive, None before (a raylet starting has not registered yet)."""
-    from ray.core.generated import gcs_pb2, gcs_service_pb2
+    """True once the GCS counts a node alive, None before (a raylet starting has not registered yet). Every alive
+    node is listed: this runs with the image's Ray, and the client of Ray 2.52 cannot select one node (2.60's can)."""
+    from ray.core.generated import gcs_pb2
 
-    this_node = gcs_service_pb2.GetAllNodeInfoRequest.NodeSelector(node_id=bytes.fromhex(node_id))  # type: ignore[attr-defined]
-    alive = gcs_pb2.GcsNodeInfo.ALIVE  # type: ignore[attr-defined]
-    return bool(gcs.get_all_node_info(timeout=timeout, node_selectors=[this_node], state_filter=alive)) or None
+    alive = gcs.get_all_node_info(timeout=timeout, state_filter=gcs_pb2.GcsNodeInfo.ALIVE)  # type: ignore[attr-defined]
+    return any(node.hex() == node_id for node in alive) or None
+
+
+def drain_node(gcs: Any, node_id: str, reason: str, message: str, deadline_ms: int, timeout: float) -> Any:
+    """The GCS's DrainNode for one node (reason: a DrainNodeReason name): (accepted, why not), within `timeout`
+    where Ray's client takes one (2.60's does, 2.52's does not: there the caller has seen the GCS answer)."""
+    from ray.core.generated import autoscaler_pb2
+
+    args = (node_id, autoscaler_pb2.DrainNodeReason.Value(reason), message, deadline_ms)  # type: ignore[attr-defined]
+    try:
+        return gcs.drain_node(*args, timeout=timeout)
+    except TypeError:  # "an unexpected keyword argument": a Ray whose client has no timeout here
+        return gcs.drain_node(*args)
 
 
 def drain(ray_start_pid: int, seconds: float) -> int:
@@ -153,7 +165,6 @@ def drain(ray_start_pid: int, seconds: float) -> int:
         print(f"cannot drain: the GCS at {gcs_address} does not answer: {problem}", flush=True)
         return EXIT_NOT_DRAINED
     from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a Cython module without stubs
-    from ray.core.generated import autoscaler_pb2
 
     gcs = GcsClient(address=gcs_address)
     rpc_seconds = max(1.0, min(10.0, seconds / 4))
@@ -162,12 +173,13 @@ def drain(ray_start_pid: int, seconds: float) -> int:
         joined = _poll(lambda: _joined(gcs, node_id, rpc_seconds), partial(_alive, raylet), deadline)
         if joined is None:
             return EXIT_DRAINED  # the raylet ended, or never joined: it ran no work
-        accepted, why = gcs.drain_node(
+        accepted, why = drain_node(
+            gcs,
             node_id,
-            autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),  # type: ignore[attr-defined]
+            "DRAIN_NODE_REASON_PREEMPTION",
             "its pod is being deleted",
             int((time.time() + deadline - time.monotonic()) * 1000),
-            timeout=rpc_seconds,
+            rpc_seconds,
         )
     except Exception as error:  # noqa: BLE001 - the GCS is gone or refused: nothing to wait for
         print(f"cannot drain: the GCS at {gcs_address} did not answer: {error}", flush=True)

@@ -26,6 +26,7 @@ from typing import Any
 from ray.autoscaler._private.autoscaler import StandardAutoscaler
 from ray.autoscaler.tags import TAG_RAY_USER_NODE_TYPE
 
+from autoscaler_bridge.drain_on_term import drain_node
 from autoscaler_bridge.ray_pod import pod_type_drain_seconds
 from autoscaler_bridge.rollout import REPLACEMENT, Rollout, rollout_step
 
@@ -149,19 +150,18 @@ class DrainingAutoscaler(StandardAutoscaler):  # type: ignore[misc]  # Ray's cla
 
     def _idle_drain_accepted(self, node: str, node_type: str, seconds: float) -> bool:
         """Whether the GCS drained an idle node (or it is no Ray node, or the GCS could not say: it goes)."""
-        from ray.core.generated import autoscaler_pb2
-
         provider: Any = self.provider
         ray_node = self.load_metrics.node_id_by_ip.get(provider.internal_ip(node))
         if ray_node is None:
             return True
         try:
-            accepted, why = self.gcs_client.drain_node(
+            accepted, why = drain_node(
+                self.gcs_client,
                 ray_node.hex() if isinstance(ray_node, bytes) else ray_node,
-                autoscaler_pb2.DrainNodeReason.Value(IDLE_TERMINATION),  # type: ignore[attr-defined]
+                IDLE_TERMINATION,
                 "idle: the autoscaler removes it",
                 int((time.time() + seconds) * 1000),
-                timeout=DRAIN_RPC_SECONDS,
+                DRAIN_RPC_SECONDS,
             )
         except Exception as error:  # noqa: BLE001 - the node may be gone already: its pod goes as Ray decided
             log.warning("draining idle node %s failed (it is removed anyway): %s", node, error)

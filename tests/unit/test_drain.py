@@ -101,3 +101,38 @@ def test_the_raylet_is_found_among_the_descendants_of_ray_start(tmp_path):
     finally:
         lonely.kill()
         lonely.wait()
+
+
+class GcsOf252:
+    """The GCS client's calls the drain makes, as Ray 2.52 has them: no timeout on drain_node, no node selector."""
+
+    def __init__(self, alive: list[str]) -> None:
+        self.alive, self.drained = alive, []
+
+    def get_all_node_info(self, timeout=None, state_filter=None):
+        from ray._raylet import NodeID
+
+        return {NodeID.from_hex(node): object() for node in self.alive}
+
+    def drain_node(self, node_id, reason, reason_message, deadline_timestamp_ms):
+        self.drained.append((node_id, reason))
+        return True, ""
+
+
+class GcsOf260(GcsOf252):
+    """As Ray 2.60 has them: drain_node takes a timeout."""
+
+    def drain_node(self, node_id, reason, reason_message, deadline_timestamp_ms, timeout=None):
+        assert timeout == 3.0
+        return super().drain_node(node_id, reason, reason_message, deadline_timestamp_ms)
+
+
+@pytest.mark.parametrize("gcs_client", [GcsOf252, GcsOf260])
+def test_the_drain_asks_the_gcs_as_every_supported_ray_lets_it(gcs_client):
+    node, other = "ab" * 28, "cd" * 28
+    gcs = gcs_client([other])
+    assert drain_on_term._joined(gcs, node, 3.0) is None  # not yet registered
+    gcs.alive.append(node)
+    assert drain_on_term._joined(gcs, node, 3.0) is True
+    assert drain_on_term.drain_node(gcs, node, "DRAIN_NODE_REASON_PREEMPTION", "going", 1, 3.0) == (True, "")
+    assert gcs.drained == [(node, 2)]  # DrainNodeReason PREEMPTION
