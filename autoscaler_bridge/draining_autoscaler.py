@@ -131,6 +131,7 @@ class DrainingAutoscaler(StandardAutoscaler):  # type: ignore[misc]  # Ray's cla
                 log.info("launching %d %s nodes to replace outdated ones before they go", step.launch, node_type)
                 self.launch_new_node(step.launch, node_type)
             rooms[node_type] = room - step.launch
+            cluster_room -= step.launch
         self.__dict__["_rollout_room"] = rooms
         self.terminate_scheduled_nodes()
 

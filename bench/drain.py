@@ -1,30 +1,39 @@
-"""Benchmark: the work lost when the autoscaler removes idle workers under a bursty load, with drain on and off
-(issue 24).
+"""Benchmark: the work lost when workers go, with drain on and off (issue 24), in two scenarios.
 
 Runs the local stack the operator tests use (the project's API server, the pod runtime with real Ray pods,
-`ray-operator run` with a 2 s autoscaler round) and, for each drain setting, a RayCluster whose head holds no CPU
-and whose one-CPU workers (minWorkers 0) go after `--idle` seconds idle. One job's driver then runs `--cycles`
-cycles: a burst of `--burst` one-CPU tasks (Ray's default 3 retries), and, once they are done, a pause of about
-the idle timeout, so that the next burst lands as the workers go idle: some before the autoscaler's decision,
-some just after (each cycle's offset is another step of `OFFSETS`). Printed per setting:
+`ray-operator run` with a 2 s autoscaler round) and, for each drain setting, a RayCluster whose head holds no CPU.
+
+`--scenario idle` (the default): one-CPU workers (minWorkers 0) go after `--idle` seconds idle. One job's driver
+runs `--cycles` cycles: a burst of `--burst` one-CPU tasks (Ray's default 3 retries), and, once they are done, a
+pause of about the idle timeout, so that the next burst lands as the workers go idle: some before the autoscaler's
+decision, some just after (each cycle's offset is another step of `OFFSETS`). Printed per setting:
 
 - tasks run, retried (attempts past the first, from Ray's task state) and failed (their retries spent);
 - the idle workers removed (with drain on, each one's drain accepted) and the idle drains rejected (the worker had
   taken a task again and stayed), from the RayCluster's ScaledDown and DrainRejected Events; the worker pods deleted.
 
+`--scenario replace`: `--workers` workers (minWorkers; maxWorkers `--max-workers`), each running a task of
+`--task-seconds`, when the worker podType's template changes; `--replacements` times. Printed per setting: the
+tasks run, retried and failed, the most worker pods there were at once (draining ones included), and the seconds
+from the change until every worker has the new template (mean).
+
 Drain off is `drainTimeoutSeconds: 0`, the behaviour before issue 24: Ray's v1 autoscaler de-registers the idle
-node and its pod is deleted, whatever it took meanwhile.
+node and its pod is deleted, whatever it took meanwhile; a changed template's workers are all deleted at once.
 
     python -m bench.drain                         (from the repository, after `pip install -e '.[test]'`)
     python -m bench.drain --cycles 20 --burst 2 --drain on,off
+    python -m bench.drain --scenario replace --replacements 5 --workers 2 --max-workers 4
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +68,46 @@ attempts = list_tasks(filters=[("func_or_class_name", "=", "burst_task")], limit
 print("RESULT", json.dumps({{"run": {cycles} * {burst}, "failed": failed,
                             "retried": sum(1 for a in attempts if a.attempt_number > 0)}}), flush=True)
 """
+# One task per worker (Ray's default 3 retries), each saying it started to an actor on the head (where the driver
+# runs): once all run, the driver says so, and then what became of them.
+REPLACE_DRIVER = """
+import json, time, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.state import list_tasks
+ray.init()
+@ray.remote(num_cpus=0)
+class Board:
+    def __init__(self): self.started = 0
+    def start(self): self.started += 1
+    def count(self): return self.started
+@ray.remote(num_cpus=1)
+def long_task(board, seconds):
+    ray.get(board.start.remote())
+    time.sleep(seconds)
+here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+board = Board.options(scheduling_strategy=here).remote()
+refs = [long_task.remote(board, {seconds}) for _ in range({tasks})]
+while ray.get(board.count.remote()) < {tasks}:
+    time.sleep(0.2)
+print("ALL_RUNNING", flush=True)
+failed = 0
+for ref in refs:
+    try:
+        ray.get(ref)
+    except Exception:
+        failed += 1
+attempts = list_tasks(filters=[("func_or_class_name", "=", "long_task")], limit=10000, raise_on_missing_output=False)
+print("RESULT", json.dumps({{"run": {tasks}, "failed": failed,
+                            "retried": sum(1 for a in attempts if a.attempt_number > 0)}}), flush=True)
+"""
 
 
-def raycluster(name: str, drain_seconds: int, workers: int, idle: float) -> dict[str, Any]:
+def raycluster(name: str, drain_seconds: int, workers: int, idle: float, min_workers: int = 0) -> dict[str, Any]:
     values = load_yaml(ROOT / "values/cpu-only.yaml")
     values["idleTimeoutMinutes"] = idle / 60
     values["podTypes"]["rayHeadType"].update(CPU=1, memory="512Mi", rayResources={"CPU": 0})  # tasks go to workers
     values["podTypes"]["rayWorkerType"].update(
-        CPU=1, minWorkers=0, maxWorkers=workers, memory="512Mi", drainTimeoutSeconds=drain_seconds
+        CPU=1, minWorkers=min_workers, maxWorkers=workers, memory="512Mi", drainTimeoutSeconds=drain_seconds
     )
     return raycluster_from_values(values, name, NAMESPACE)
 
@@ -87,67 +128,153 @@ def decisions(kube: LocalKube, name: str) -> tuple[int, int]:
     return removed, rejected
 
 
-def measure(kube: LocalKube, name: str, drain_seconds: int, args: argparse.Namespace) -> dict[str, int]:
-    """One RayCluster through the cycles: what its driver and its Events counted, and its worker pods deleted."""
+class WorkerPods(EventWatch):
+    """A cluster's worker pods from one watch: those deleted, and the most there were at once (deleting included)."""
+
+    def __init__(self, kube: LocalKube, name: str) -> None:
+        self.existing: set[str] = set()
+        self.deleted: set[str] = set()
+        self.most = 0
+        super().__init__(
+            self._count,
+            kube.core.list_namespaced_pod,
+            NAMESPACE,
+            label_selector=f"ray-cluster-name={name},ray-node-type=worker",
+        )
+
+    def _count(self, event: dict[str, Any]) -> None:
+        pod = event["object"].metadata.name
+        if event["type"] == "DELETED":
+            self.existing.discard(pod)
+            self.deleted.add(pod)
+        else:
+            self.existing.add(pod)
+            self.most = max(self.most, len(self.existing))
+
+
+def run_driver(kube: LocalKube, name: str, driver: str, timeout: float, started: Callable[[], None]) -> dict[str, int]:
+    """Submit a driver to the cluster's head, call `started()` once it prints ALL_RUNNING (if it does), and return
+    what it printed as its RESULT."""
     from ray.job_submission import JobStatus
 
-    deleted: set[str] = set()
-    pods = EventWatch(
-        lambda event: deleted.add(event["object"].metadata.name) if event["type"] == "DELETED" else None,
-        kube.core.list_namespaced_pod,
-        NAMESPACE,
-        label_selector=f"ray-cluster-name={name},ray-node-type=worker",
-    )
-    kube.create(raycluster(name, drain_seconds, args.burst, args.idle))
-    kube.wait_phase(name, NAMESPACE, "Running", timeout=180)
     client = job_client(kube.head(name, NAMESPACE).status.pod_ip, kube.ray_token(name, NAMESPACE))
-    driver = DRIVER.format(
-        cycles=args.cycles, burst=args.burst, seconds=args.task_seconds, idle=args.idle, offsets=OFFSETS
-    )
     job = client.submit_job(entrypoint=f"python -c '{driver}'", entrypoint_num_cpus=0)
+
+    def logs() -> str:
+        try:
+            return str(client.get_job_logs(job))
+        except OSError:
+            return ""  # a request timed out (the dashboard was busy): asked again
 
     def ended() -> bool:
         try:
             return client.get_job_status(job) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
         except OSError:
-            return False  # a request timed out (the dashboard was busy): asked again
+            return False
 
-    wait_for(
-        ended,
-        timeout=120 + args.cycles * (args.idle + 60),
-        interval=0.5,
-        message=f"{name}'s driver",
-        state=lambda: client.get_job_logs(job)[-2000:],
-    )
-    logs = client.get_job_logs(job)
-    result = re.search(r"^RESULT (.*)$", logs, re.MULTILINE)
+    if "ALL_RUNNING" in driver:
+        wait_for(lambda: "ALL_RUNNING" in logs().splitlines(), timeout=timeout, interval=0.5, message=f"{name}'s tasks")
+        started()
+    wait_for(ended, timeout=timeout, interval=0.5, message=f"{name}'s driver", state=lambda: logs()[-2000:])
+    result = re.search(r"^RESULT (.*)$", logs(), re.MULTILINE)
     if not result:
-        raise RuntimeError(f"{name}: the driver printed no result:\n{logs[-2000:]}")
+        raise RuntimeError(f"{name}: the driver printed no result:\n{logs()[-2000:]}")
     counted: dict[str, int] = json.loads(result.group(1))
-    counted["removed"], counted["rejected"] = decisions(kube, name)
+    return counted
+
+
+def delete_cluster(kube: LocalKube, name: str) -> None:
     kube.delete(name, NAMESPACE)
     wait_for(
         lambda: not kube.core.list_namespaced_pod(NAMESPACE, label_selector=f"ray-cluster-name={name}").items,
         timeout=DRAIN_ON_SECONDS + 60,
         message=f"{name}'s pods gone",
     )
+
+
+def measure(kube: LocalKube, name: str, drain_seconds: int, args: argparse.Namespace) -> dict[str, int]:
+    """One RayCluster through the cycles: what its driver and its Events counted, and its worker pods deleted."""
+    pods = WorkerPods(kube, name)
+    kube.create(raycluster(name, drain_seconds, args.burst, args.idle))
+    kube.wait_phase(name, NAMESPACE, "Running", timeout=180)
+    driver = DRIVER.format(
+        cycles=args.cycles, burst=args.burst, seconds=args.task_seconds, idle=args.idle, offsets=OFFSETS
+    )
+    counted = run_driver(kube, name, driver, 120 + args.cycles * (args.idle + 60), lambda: None)
+    counted["removed"], counted["rejected"] = decisions(kube, name)
+    delete_cluster(kube, name)
     pods.stop()
-    counted["deleted"] = len(deleted)
+    counted["deleted"] = len(pods.deleted)
     return counted
+
+
+def replaced(kube: LocalKube, name: str, template: str, workers: int) -> bool:
+    """Whether the cluster's workers are `workers` of the template `template`, none being deleted."""
+    pods = kube.workers(name, NAMESPACE)
+    return len(pods) == workers and all(
+        p.metadata.labels.get("bench-template") == template and not p.metadata.deletion_timestamp for p in pods
+    )
+
+
+def change_template(kube: LocalKube, name: str, template: str, changed: list[float]) -> None:
+    """Label the worker podType's template `template` (a new template: its workers are replaced); note when."""
+    pod_types = kube.get(name, NAMESPACE)["spec"]["podTypes"]
+    pod_types[1]["podConfig"]["metadata"]["labels"]["bench-template"] = template
+    kube.patch(name, NAMESPACE, {"spec": {"podTypes": pod_types}})
+    changed.append(time.monotonic())
+
+
+def measure_replace(kube: LocalKube, name: str, drain_seconds: int, args: argparse.Namespace) -> dict[str, float]:
+    """One RayCluster through the replacements: its tasks run, retried and failed, the most worker pods at once, and
+    the mean seconds from each template change until every worker had the new template."""
+    pods = WorkerPods(kube, name)
+    body = raycluster(name, drain_seconds, args.max_workers, args.idle, min_workers=args.workers)
+    body["spec"]["podTypes"][1]["podConfig"].setdefault("metadata", {}).setdefault("labels", {})["bench-template"] = "0"
+    kube.create(body)
+    wait_for(
+        lambda: replaced(kube, name, "0", args.workers) and kube.status(name, NAMESPACE).get("phase") == "Running",
+        timeout=240,
+        message=f"{name} running with {args.workers} workers",
+    )
+    totals = {"run": 0, "retried": 0, "failed": 0}
+    seconds: list[float] = []
+    for replacement in range(1, args.replacements + 1):
+        template, changed = str(replacement), list[float]()
+        driver = REPLACE_DRIVER.format(tasks=args.workers, seconds=args.task_seconds)
+        change = functools.partial(change_template, kube, name, template, changed)
+        counted = run_driver(kube, name, driver, 300 + args.task_seconds * 4, change)
+        for key, value in counted.items():
+            totals[key] += value
+        wait_for(
+            functools.partial(replaced, kube, name, template, args.workers),
+            timeout=300 + args.task_seconds,
+            interval=0.5,
+            message=f"{name}'s workers of template {template}",
+        )
+        seconds.append(time.monotonic() - changed[0])
+    delete_cluster(kube, name)
+    pods.stop()
+    return {**totals, "most": pods.most, "seconds": sum(seconds) / len(seconds)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=20, help="bursts, each landing as the workers go idle")
-    parser.add_argument("--burst", type=int, default=2, help="tasks per burst (and maxWorkers)")
-    parser.add_argument("--task-seconds", type=float, default=3.0, help="how long each task runs")
+    parser.add_argument("--scenario", choices=["idle", "replace"], default="idle", help="how the workers go")
+    parser.add_argument("--cycles", type=int, default=20, help="idle: bursts, each landing as the workers go idle")
+    parser.add_argument("--burst", type=int, default=2, help="idle: tasks per burst (and maxWorkers)")
     parser.add_argument("--idle", type=float, default=8.0, help="seconds a worker is idle before it goes")
+    parser.add_argument("--replacements", type=int, default=3, help="replace: template changes")
+    parser.add_argument("--workers", type=int, default=2, help="replace: minWorkers, each running a task")
+    parser.add_argument("--max-workers", type=int, default=4, help="replace: maxWorkers")
+    parser.add_argument("--task-seconds", type=float, help="how long each task runs (idle: 3, replace: 20)")
     parser.add_argument("--drain", default="on,off", help="the settings to run: on (60 s), off (0 s), or both")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()
     settings = [s.strip() for s in args.drain.split(",")]
     if set(settings) - {"on", "off"}:
         parser.error(f"--drain: {args.drain!r} is not on, off or on,off")
+    if args.task_seconds is None:
+        args.task_seconds = 3.0 if args.scenario == "idle" else 20.0
     with (
         tempfile.TemporaryDirectory(prefix="bench-drain-") as work,
         running_stack(Path(work), network=network_kind(args.network)) as kube,
@@ -155,20 +282,36 @@ def main() -> None:
         kube.stop_operator()
         kube.start_operator("--autoscaler-interval", str(INTERVAL))
         kube.namespace(NAMESPACE)
-        print(
-            f"{'drain':>8} {'cycles':>6} {'tasks':>5} {'retried':>7} {'failed':>6} {'removed':>7} {'rejected':>8} "
-            f"{'deleted':>7}   (idle {args.idle:g} s, autoscaler round {INTERVAL} s, tasks of "
-            f"{args.task_seconds:g} s)",
-            flush=True,
-        )
-        for setting in settings:
-            seconds = DRAIN_ON_SECONDS if setting == "on" else 0
-            counted = measure(kube, f"drain-{setting}", seconds, args)
+        if args.scenario == "idle":
             print(
-                f"{f'{setting} {seconds}s':>8} {args.cycles:>6} {counted['run']:>5} {counted['retried']:>7} "
-                f"{counted['failed']:>6} {counted['removed']:>7} {counted['rejected']:>8} {counted['deleted']:>7}",
+                f"{'drain':>8} {'cycles':>6} {'tasks':>5} {'retried':>7} {'failed':>6} {'removed':>7} "
+                f"{'rejected':>8} {'deleted':>7}   (idle {args.idle:g} s, autoscaler round {INTERVAL} s, tasks of "
+                f"{args.task_seconds:g} s)",
                 flush=True,
             )
+        else:
+            print(
+                f"{'drain':>8} {'replaced':>8} {'tasks':>5} {'retried':>7} {'failed':>6} {'most':>4} {'seconds':>7}"
+                f"   ({args.workers} workers, maxWorkers {args.max_workers}, tasks of {args.task_seconds:g} s)",
+                flush=True,
+            )
+        for setting in settings:
+            seconds = DRAIN_ON_SECONDS if setting == "on" else 0
+            name = f"drain-{setting}"
+            if args.scenario == "idle":
+                counted = measure(kube, name, seconds, args)
+                print(
+                    f"{f'{setting} {seconds}s':>8} {args.cycles:>6} {counted['run']:>5} {counted['retried']:>7} "
+                    f"{counted['failed']:>6} {counted['removed']:>7} {counted['rejected']:>8} {counted['deleted']:>7}",
+                    flush=True,
+                )
+            else:
+                done = measure_replace(kube, name, seconds, args)
+                print(
+                    f"{f'{setting} {seconds}s':>8} {args.replacements:>8} {done['run']:>5g} {done['retried']:>7g} "
+                    f"{done['failed']:>6g} {done['most']:>4g} {done['seconds']:>7.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

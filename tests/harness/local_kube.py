@@ -13,7 +13,7 @@ import base64
 import ipaddress
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import signal
 import subprocess
@@ -465,28 +465,40 @@ def run_ray_job(head_ip: str, tasks: int, seconds: float = 2.0, timeout: float =
 
 
 @contextmanager
-def running_stack(work: Path, network: str = "netns", control_plane: ControlPlane | None = None) -> Iterator[LocalKube]:
-    """API server (the control plane, else the project's) with the CRD, pod runtime (pod IPs from `network`) and a
-    cluster-wide operator; all but the control plane stopped on exit."""
+def running_stack(
+    work: Path,
+    network: str = "netns",
+    control_plane: ControlPlane | None = None,
+    images: dict[str, Path] | None = None,
+) -> Iterator[LocalKube]:
+    """API server (the control plane, else the project's) with the CRD, pod runtime (pod IPs from `network`, with
+    `images` besides the installed ones) and a cluster-wide operator; all but the control plane stopped on exit."""
     local = LocalKube(work, network=network, control_plane=control_plane)
     try:
         local.start_server()
         local.setup_crd()
-        local.start_runtime()
+        local.start_runtime(images=images)
         local.start_operator()
         yield local
     finally:
         local.close()
 
 
-def stack_fixtures(directory: str, network: str = "netns") -> tuple[Any, Any]:
-    """A module's fixtures: `kube`, one running stack for the module on the run's control plane, and (autouse) the
-    deletion after each test of every RayCluster it left, so a failed test leaves nothing to the next.
-    `kube, no_cluster_left = ...`"""
+def stack_fixtures(
+    directory: str, network: str = "netns", images: Callable[[], dict[str, Path]] | None = None
+) -> tuple[Any, Any]:
+    """A module's fixtures: `kube`, one running stack for the module on the run's control plane (its node with the
+    `images()` besides the installed ones), and (autouse) the deletion after each test of every RayCluster it left,
+    so a failed test leaves nothing to the next. `kube, no_cluster_left = ...`"""
 
     @pytest.fixture(scope="module")
     def kube(tmp_path_factory: pytest.TempPathFactory, control_plane: ControlPlane) -> Iterator[LocalKube]:
-        with running_stack(tmp_path_factory.mktemp(directory), network=network, control_plane=control_plane) as local:
+        with running_stack(
+            tmp_path_factory.mktemp(directory),
+            network=network,
+            control_plane=control_plane,
+            images=images() if images else None,
+        ) as local:
             yield local
 
     @pytest.fixture(autouse=True)

