@@ -41,7 +41,7 @@ from bench.watching import EventWatch
 from pod_runtime.network import network_kind
 from ray_operator.helm_values import raycluster_from_values
 from tests.harness.files import ROOT, load_yaml
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import Sampler, wait_for
 from tests.harness.local_kube import LocalKube, job_client, running_stack
 
 NAMESPACE = "bench"
@@ -224,6 +224,11 @@ def change_template(kube: LocalKube, name: str, template: str, changed: list[flo
     changed.append(time.monotonic())
 
 
+def replaced_since(changed: list[float], done: Callable[[], bool]) -> tuple[float, bool]:
+    """Now, and whether the workers are replaced (never before the change)."""
+    return time.monotonic(), bool(changed) and done()
+
+
 def measure_replace(kube: LocalKube, name: str, drain_seconds: int, args: argparse.Namespace) -> dict[str, float]:
     """One RayCluster through the replacements: its tasks run, retried and failed, the most worker pods at once, and
     the mean seconds from each template change until every worker had the new template."""
@@ -241,17 +246,13 @@ def measure_replace(kube: LocalKube, name: str, drain_seconds: int, args: argpar
     for replacement in range(1, args.replacements + 1):
         template, changed = str(replacement), list[float]()
         driver = REPLACE_DRIVER.format(tasks=args.workers, seconds=args.task_seconds)
+        done = functools.partial(replaced, kube, name, template, args.workers)
+        samples = Sampler(functools.partial(replaced_since, changed, done), interval=0.5)
         change = functools.partial(change_template, kube, name, template, changed)
-        counted = run_driver(kube, name, driver, 300 + args.task_seconds * 4, change)
-        for key, value in counted.items():
+        for key, value in run_driver(kube, name, driver, 300 + args.task_seconds * 4, change).items():
             totals[key] += value
-        wait_for(
-            functools.partial(replaced, kube, name, template, args.workers),
-            timeout=300 + args.task_seconds,
-            interval=0.5,
-            message=f"{name}'s workers of template {template}",
-        )
-        seconds.append(time.monotonic() - changed[0])
+        wait_for(done, timeout=300 + args.task_seconds, interval=0.5, message=f"{name}'s workers of {template}")
+        seconds.append(next(when for when, replaced_then in samples.stop() if replaced_then) - changed[0])
     delete_cluster(kube, name)
     pods.stop()
     return {**totals, "most": pods.most, "seconds": sum(seconds) / len(seconds)}

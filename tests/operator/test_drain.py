@@ -47,7 +47,12 @@ node = ray.get(board.where.remote())
 ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node)
 print("LONG_TASK_ON", ip, flush=True)
 gcs = ray._private.worker.global_worker.gcs_client
-while node not in {key.hex() if isinstance(key, bytes) else key for key in gcs.get_draining_nodes()}:
+def draining():
+    if hasattr(gcs, "get_draining_nodes"):
+        return node in {key.hex() if isinstance(key, bytes) else key for key in gcs.get_draining_nodes()}
+    # Ray 2.52: the node state the GCS reports (NodeSnapshot.DRAINING)
+    return any(n.hex() == node and i.state_snapshot.state == 3 for n, i in gcs.get_all_node_info().items())
+while not draining():
     assert time.time() < deadline, "the node was never drained"
     time.sleep(0.2)
 print("DRAINING", flush=True)
