@@ -102,8 +102,11 @@ class DrainingAutoscaler(StandardAutoscaler):  # type: ignore[misc]  # Ray's cla
         def type_of(node: str) -> str:
             return str(provider.node_tags(node).get(TAG_RAY_USER_NODE_TYPE, ""))
 
-        listed = {n: type_of(n) for n in nodes.worker_ids}
         terminating = {n: type_of(n) for n in provider.terminating_workers()}
+        if not held and not terminating:  # no podType being replaced: nothing to count (the common round)
+            self.__dict__["_rollout_room"] = {}
+            return
+        listed = {n: type_of(n) for n in nodes.worker_ids}
         types = {listed[n] for n in held} | {t for n, t in terminating.items() if not self.launch_config_ok(n)}
         pending: dict[str, int] = self.pending_launches.breakdown()
         listed_count, terminating_count = Counter(listed.values()), Counter(terminating.values())

@@ -95,8 +95,12 @@ def drain_cluster(name: str, drain_seconds: int) -> dict:
     return rc
 
 
-def running_cluster(kube: LocalKube, name: str, drain_seconds: int) -> None:
-    kube.create(drain_cluster(name, drain_seconds))
+def running_cluster(kube: LocalKube, name: str, drain_seconds: int, image: str | None = None) -> None:
+    """drain_cluster() created (its pods of `image`, if given), once Running with its 2 workers."""
+    rc = drain_cluster(name, drain_seconds)
+    for pod_type in rc["spec"]["podTypes"] if image else ():
+        pod_type["podConfig"]["spec"]["containers"][0]["image"] = image
+    kube.create(rc)
     wait_for(
         lambda: (
             kube.status(name, "ray").get("phase") == "Running"
@@ -224,6 +228,11 @@ def test_a_worker_deleted_while_ray_starts_drains_its_node_once_it_joins(kube):
         state=lambda: kube.describe("ray"),
     )
     delete_pod(kube, pod)
+    drained_and_gone(kube, pod)
+
+
+def drained_and_gone(kube: LocalKube, pod: str) -> None:
+    """A deleted worker gone within 60 s, its container having drained its Ray node until its work was done."""
     wait_for(
         lambda: pod not in {p.metadata.name for p in kube.core.list_namespaced_pod("ray").items},
         timeout=60,

@@ -13,8 +13,7 @@ import pytest
 
 from tests.harness.local_kube import stack_fixtures
 from tests.harness.tools import ray_image
-from tests.operator.test_drain import delete_pod, drain_cluster, finished, long_task_pod, start_job
-from tests.harness.waiting import wait_for
+from tests.operator.test_drain import delete_pod, drained_and_gone, finished, long_task_pod, running_cluster, start_job
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pod runtime needs root for network namespaces")
 
@@ -32,19 +31,7 @@ print(json.loads(GcsClient(address=sys.argv[1]).internal_kv_get(b"CLUSTER_METADA
 
 
 def test_the_oldest_supported_ray_runs_and_a_deleted_worker_drains_its_task_to_the_end(kube):
-    rc = drain_cluster("oldest", drain_seconds=90)
-    for pod_type in rc["spec"]["podTypes"]:
-        pod_type["podConfig"]["spec"]["containers"][0]["image"] = IMAGE
-    kube.create(rc)
-    wait_for(
-        lambda: (
-            kube.status("oldest", "ray").get("phase") == "Running"
-            and len([p for p in kube.workers("oldest", "ray") if p.status.phase == "Running"]) == 2
-        ),
-        timeout=240,
-        message="Running with 2 workers",
-        state=lambda: kube.describe("ray"),
-    )
+    running_cluster(kube, "oldest", drain_seconds=90, image=IMAGE)
     version = subprocess.run(
         [sys.executable, "-c", RAY_VERSION, f"{kube.head('oldest', 'ray').status.pod_ip}:6379"],
         env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": kube.ray_token("oldest", "ray") or ""},
@@ -59,12 +46,4 @@ def test_the_oldest_supported_ray_runs_and_a_deleted_worker_drains_its_task_to_t
     delete_pod(kube, pod)
     printed = finished(client, job)
     assert "SHORT_TASK_ELSEWHERE True" in printed and "LONG_TASK_DONE True" in printed
-    wait_for(
-        lambda: pod not in {p.metadata.name for p in kube.core.list_namespaced_pod("ray").items},
-        timeout=60,
-        message="the drained pod gone",
-        state=lambda: kube.container_log("ray", pod)[-2000:],
-    )
-    said = kube.container_log("ray", pod).splitlines()
-    assert [line for line in said if line.startswith("draining Ray node ")], said[-20:]
-    assert "drained: the node's work is done" in said, said[-20:]
+    drained_and_gone(kube, pod)
