@@ -98,6 +98,8 @@ def raycluster_from_values(values: Mapping[str, Any], name: str, namespace: str 
             "minWorkers": pod_type.get("minWorkers", 0),
             "maxWorkers": pod_type.get("maxWorkers", 0),
         }
+        if "drainTimeoutSeconds" in pod_type:
+            entry["drainTimeoutSeconds"] = pod_type["drainTimeoutSeconds"]
         if pod_type.get("rayResources"):
             entry["rayResources"] = pod_type["rayResources"]
         entry["podConfig"] = _pod_config(values, pod_type)

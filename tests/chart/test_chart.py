@@ -179,6 +179,16 @@ def test_the_rendered_raycluster_is_the_python_mirror_and_valid(values):
     assert validate_raycluster(rendered) == []
 
 
+def test_the_complete_values_file_sets_every_key_the_chart_takes():
+    """values/complete.yaml is the chart's every key, so the mirror test above covers each (a key the schema takes
+    and the mirror dropped went unnoticed so: drainTimeoutSeconds)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    complete = load_yaml(ROOT / "values/complete.yaml")
+    pod_type_keys = {key for pod_type in complete["podTypes"].values() if pod_type for key in pod_type}
+    assert set(schema["properties"]) - {"global"} - set(complete) == set()
+    assert set(schema["properties"]["podTypes"]["additionalProperties"]["properties"]) - pod_type_keys == set()
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
