@@ -8,6 +8,10 @@ recent; one that expired (410) or failed is replaced by a fresh LIST, after a ba
 first LIST, and from a failure until the next LIST succeeds, `items()` raises `NotSynced`: an API that does not
 answer never reads as "no pods" (Ray issue 58933: the autoscaler terminated every node after a list-pods timeout).
 
+A watch asked for the changes after a resourceVersion; an event at or before it is a replay (a lagging or rewound
+API server sending again what the LIST already held) and is skipped, so that the cache never goes back in time: a
+RayCluster or a pod deleted since is not brought back by its replayed ADDED.
+
 What this process itself just created or deleted is put into the cache at once (`put`), so an autoscaler round sees
 its own launches and deletions without waiting for their events. A `transform` (client-go's SetTransform) keeps
 only what the reader uses of each object, and an `index` (client-go's Indexer) finds the objects of one value (a
@@ -42,6 +46,15 @@ class NotSynced(Exception):
 
 def key_of(obj: dict[str, Any]) -> Key:
     return obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
+
+
+def _not_after(version: str, start: str) -> bool:
+    """Whether the resourceVersion `version` is at or before `start` (both etcd's increasing integers; anything else
+    is taken as after)."""
+    try:
+        return int(version) <= int(start)
+    except (TypeError, ValueError):
+        return False
 
 
 def _later(held: dict[str, Any], obj: dict[str, Any]) -> bool:
@@ -212,6 +225,7 @@ class WatchCache:
     def _watch(self, version: str) -> str | None:
         """Follow one watch from `version` until the server ends it; the last resourceVersion seen, or None when
         the watch expired (410) and a fresh LIST is due."""
+        start = version
         self._response = self._lister(
             *self._args,
             label_selector=self.label_selector,
@@ -234,6 +248,8 @@ class WatchCache:
                     if obj.get("code") == 410:
                         return None
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                if _not_after(obj["metadata"]["resourceVersion"], start):
+                    continue  # a replay of what the cache already holds
                 version = obj["metadata"]["resourceVersion"]
                 if event["type"] == "BOOKMARK":
                     continue

@@ -13,6 +13,13 @@ seconds a fault drawn with `--seed` strikes, once the last one has been recovere
 - apiserver: kube-apiserver stopped for 2 s, then started: recovered once every cluster is Running;
 - compaction: etcd compacted to its newest revision, so that watches from older versions get 410 Gone and list
   again: recovered once every cluster is Running;
+- watch: for `WATCH_FAULT_SECONDS` what the replicas and their autoscalers see of the API server is broken, one way
+  drawn at random: their watches cut every few seconds, their events delayed, replayed from an old resourceVersion,
+  or their LISTs refused (they reach kube-apiserver through tests.harness.watch_faults' proxy): recovered once the
+  fault has ended and every cluster is Running;
+- kubelet: the node's pod runtime stopped and started again; its containers die with it (a node's restart: ours
+  cannot leave them running as a real container runtime would), and it starts every pod bound to it again:
+  recovered once every cluster is Running with its minWorkers;
 - burst: `BURST` more RayClusters created at once (the operator lets `MAX_STARTING_HEADS` heads start together),
   recovered once all are Running, then deleted.
 
@@ -47,6 +54,7 @@ from ray_operator.helm_values import raycluster_from_values
 from tests.harness.files import ROOT, load_yaml
 from tests.harness.waiting import wait_for
 from tests.harness.local_kube import LocalKube, job_client, pod_gateway
+from tests.harness.watch_faults import WatchFaultProxy, WatchFaults
 
 NAMESPACE = "chaos"
 TASKS, TASK_SECONDS = 3, 2.0
@@ -55,7 +63,14 @@ BURST, BURST_SECONDS, MAX_STARTING_HEADS = 3, 240.0, 2
 ORPHAN_SECONDS = 30.0  # a Ray pod's RayCluster gone this long, and the pod not being deleted: an orphan
 JOB_SECONDS = 300.0  # for one job to end, whatever happens to its cluster
 RETRY_SECONDS = 1.0  # between a job's failed attempt and the next
-FAULTS = ("operator", "autoscaler", "head", "worker", "apiserver", "compaction", "burst")
+WATCH_FAULT_SECONDS = 20.0
+WATCH_FAULTS = {
+    "cut": WatchFaults(cut=3.0),
+    "delayed": WatchFaults(delay=3.0),
+    "replayed": WatchFaults(rewind=True),
+    "unlisted": WatchFaults(cut=2.0, refuse_lists=True),
+}
+FAULTS = ("operator", "autoscaler", "head", "worker", "apiserver", "compaction", "watch", "kubelet", "burst")
 
 
 def raycluster(name: str, min_workers: int = 1, max_workers: int = 3) -> dict[str, Any]:
@@ -173,6 +188,8 @@ class Chaos:
     def __init__(self, kube: LocalKube, plane: ControlPlane, clusters: list[str], replicas: int, seed: int) -> None:
         self.kube, self.plane, self.clusters = kube, plane, clusters
         self.random = random.Random(seed)
+        self.proxy = WatchFaultProxy(plane, seed)
+        self.kubeconfig = self.proxy.kubeconfig(kube.work / "proxy.kubeconfig")
         self.operators: dict[str, subprocess.Popen] = {}
         self.started = 0
         for _ in range(replicas):
@@ -183,7 +200,7 @@ class Chaos:
         self.started += 1
         identity = f"chaos-{self.started}"
         self.operators[identity] = self.kube.start_operator(
-            "--identity", identity, "--max-starting-heads", str(MAX_STARTING_HEADS)
+            "--identity", identity, "--max-starting-heads", str(MAX_STARTING_HEADS), kubeconfig=self.kubeconfig
         )
 
     def all_running(self, names: list[str] | None = None) -> bool:
@@ -244,6 +261,22 @@ class Chaos:
             revision = int(str(kube.core.list_namespaced_pod(NAMESPACE).metadata.resource_version))
             self.plane.compact(revision)
             return f"etcd compacted to revision {revision}", self.all_running, RECOVERY_SECONDS
+        if kind == "watch":
+            way = self.random.choice(sorted(WATCH_FAULTS))
+            self.proxy.faults = WATCH_FAULTS[way]
+            ends = time.monotonic() + WATCH_FAULT_SECONDS
+            return (
+                f"the replicas' watches {way} for {WATCH_FAULT_SECONDS:.0f} s",
+                lambda: self.end_watch_faults(ends) and self.all_running(),
+                WATCH_FAULT_SECONDS + RECOVERY_SECONDS,
+            )
+        if kind == "kubelet":
+            kube.restart_runtime()
+            return (
+                "the node's pod runtime stopped and started",
+                lambda: self.all_running() and all(kube.workers(n, NAMESPACE) for n in self.clusters),
+                RECOVERY_SECONDS,
+            )
         burst = [f"burst-{self.random.randrange(10**6)}" for _ in range(BURST)]
         for name in burst:
             kube.create(raycluster(name, min_workers=0, max_workers=1))
@@ -252,6 +285,13 @@ class Chaos:
             lambda: self.all_running(burst) and self.end_burst(burst),
             BURST_SECONDS,
         )
+
+    def end_watch_faults(self, ends: float) -> bool:
+        """Whether the watch fault has ended (ending it once its time has come)."""
+        if time.monotonic() < ends:
+            return False
+        self.proxy.faults = WatchFaults()
+        return True
 
     def end_burst(self, burst: list[str]) -> bool:
         for name in burst:
@@ -286,6 +326,7 @@ def main() -> None:
         plane = ControlPlane(Path(work) / "control-plane", addresses=[gateway]).start()
         kube = LocalKube(Path(work), network=network, control_plane=plane)
         stopping, load_stopping = threading.Event(), threading.Event()
+        chaos: Chaos | None = None
         try:
             kube.start_server()
             kube.setup_crd()
@@ -344,6 +385,8 @@ def main() -> None:
             stopping.set()
             load_stopping.set()
             kube.close()
+            if chaos is not None:
+                chaos.proxy.stop()
             plane.stop()
 
 

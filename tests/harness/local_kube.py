@@ -117,6 +117,8 @@ class LocalKube:
         self.subnet = pod_subnet(network)
         self.server: ApiServer | ControlPlane | None = None
         self.runtime: subprocess.Popen | None = None
+        self._runtime_keep: tuple[Path, ...] = ()
+        self._runtime_images: dict[str, Path] | None = None
         self.operators: list[subprocess.Popen] = []
         self.operator_log = work / "operator.log"
         self.metrics_url = ""
@@ -140,6 +142,7 @@ class LocalKube:
     def start_runtime(self, *keep: Path, images: dict[str, Path] | None = None) -> None:
         """The pod runtime; pods also see `keep` and this checkout (the installed operator runs from it) when they
         lie under /tmp; `images` are the images the node has besides the installed ones (pod_runtime --image)."""
+        self._runtime_keep, self._runtime_images = keep, images
         self.network.remove_leftovers(self.prefix)
         kubelet = ["--scheduler-binds", *(f"--capacity={c}" for c in NODE_CAPACITY)] if self.control_plane else []
         kubelet += [f"--keep={path}" for path in (ROOT, *keep)]
@@ -164,6 +167,11 @@ class LocalKube:
             self.work / "runtime.log",
         )
         wait_for(lambda: self._node_exists(), timeout=30, message="the pod runtime's node")
+
+    def restart_runtime(self) -> None:
+        """The pod runtime SIGKILLed, its containers dying with it (a node's crash), and started again as before."""
+        stop(self.runtime, signal.SIGKILL)
+        self.start_runtime(*self._runtime_keep, images=self._runtime_images)
 
     def _node_exists(self) -> bool:
         try:

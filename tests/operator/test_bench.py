@@ -76,6 +76,8 @@ def test_the_drain_benchmarks_replacement_scenario_prints_a_row_per_setting():
     assert [row[0] for row in rows] == ["on", "off"], run.stdout
     _, retried, failed, most = rows[0]
     assert (retried, failed) == ("0", "0") and int(most) <= 2, run.stdout  # drained, within maxWorkers
+    _, retried, failed, _ = rows[1]
+    assert int(retried) + int(failed) == 1, run.stdout  # not drained: the task's worker went while it ran
 
 
 def test_the_reconcile_latency_benchmark_prints_a_row_per_size():

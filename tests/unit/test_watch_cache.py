@@ -186,3 +186,36 @@ def test_an_index_finds_one_clusters_objects_through_list_events_put_and_discard
         assert cache.indexed(("ray", "a")) == [] and cache.indexed(("elsewhere", "a")) == []
     finally:
         cache.stop()
+
+
+def test_a_watch_that_replays_what_came_before_its_start_does_not_bring_a_deleted_pod_back(core):
+    """A lagging or rewound API server may send a watch events from before the version it was asked for: a pod
+    created and deleted before then must not reappear in the cache, not even for a moment; later events still
+    come."""
+    before = core.list_namespaced_pod("ray").metadata.resource_version
+    core.create_namespaced_pod("ray", pod("gone"))
+    watches: list[str] = []
+
+    def rewinding(*args, watch=False, resource_version=None, **kwargs):
+        if watch:
+            watches.append(resource_version)
+            resource_version = before  # every watch replays from before the pod was made
+        return core.list_namespaced_pod(*args, watch=watch, resource_version=resource_version, **kwargs)
+
+    changed: list[str] = []
+    cache = WatchCache(
+        rewinding,
+        "ray",
+        label_selector="ray-cluster-name=demo",
+        watch_seconds=1,
+        on_change=lambda obj: changed.append(obj["metadata"]["name"]),
+    ).start()
+    try:
+        assert cache.wait_synced(10) and names(cache) == ["gone"]
+        core.delete_namespaced_pod("gone", "ray", grace_period_seconds=0)
+        wait_for(lambda: names(cache) == [], message="the deletion heard")
+        core.create_namespaced_pod("ray", pod("new"))
+        wait_for(lambda: names(cache) == ["new"] and len(watches) >= 3, timeout=20, message="new, then more watches")
+        assert changed.count("gone") == 2, changed  # listed, deleted: never replayed back
+    finally:
+        cache.stop()
