@@ -17,9 +17,10 @@ seconds a fault drawn with `--seed` strikes, once the last one has been recovere
   drawn at random: their watches cut every few seconds, their events delayed, replayed from an old resourceVersion,
   or their LISTs refused (they reach kube-apiserver through tests.harness.watch_faults' proxy): recovered once the
   fault has ended and every cluster is Running;
-- kubelet: the node's pod runtime stopped and started again; its containers die with it (a node's restart: ours
-  cannot leave them running as a real container runtime would), and it starts every pod bound to it again:
-  recovered once every cluster is Running with its minWorkers;
+- kubelet: the node's pod runtime SIGKILLed and started again; its containers die with it (a node's crash: ours
+  cannot leave them running as a real container runtime does when only the kubelet restarts), and, as a kubelet,
+  the new one reports the Ray pods (restartPolicy Never) Failed, their containers lost: recovered once every cluster
+  is Running on a new head with a new worker;
 - burst: `BURST` more RayClusters created at once (the operator lets `MAX_STARTING_HEADS` heads start together),
   recovered once all are Running, then deleted.
 
@@ -271,10 +272,11 @@ class Chaos:
                 WATCH_FAULT_SECONDS + RECOVERY_SECONDS,
             )
         if kind == "kubelet":
+            lost = {p.metadata.uid for p in kube.pods(NAMESPACE, "ray-cluster-name") if p.status.phase == "Running"}
             kube.restart_runtime()
             return (
-                "the node's pod runtime stopped and started",
-                lambda: self.all_running() and all(kube.workers(n, NAMESPACE) for n in self.clusters),
+                f"the node's pod runtime stopped and started ({len(lost)} Ray pods lost)",
+                lambda: self.all_running() and all(self.runs_anew(n, lost) for n in self.clusters),
                 RECOVERY_SECONDS,
             )
         burst = [f"burst-{self.random.randrange(10**6)}" for _ in range(BURST)]
@@ -285,6 +287,15 @@ class Chaos:
             lambda: self.all_running(burst) and self.end_burst(burst),
             BURST_SECONDS,
         )
+
+    def runs_anew(self, cluster: str, lost: set[str]) -> bool:
+        """Whether the cluster runs a head and a worker, neither of them one of the `lost` pods."""
+        pods = [
+            p
+            for p in self.kube.pods(NAMESPACE, f"ray-cluster-name={cluster}")
+            if p.metadata.uid not in lost and p.status.phase == "Running"
+        ]
+        return {p.metadata.labels.get("ray-node-type") for p in pods} == {"head", "worker"}
 
     def end_watch_faults(self, ends: float) -> bool:
         """Whether the watch fault has ended (ending it once its time has come)."""
@@ -318,8 +329,12 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=20.0, help="seconds between a recovery and the next fault")
     parser.add_argument("--clusters", type=int, default=2, help="RayClusters under a job load")
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="the kinds of fault drawn from, comma-separated")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()
+    kinds = [kind.strip() for kind in args.faults.split(",")]
+    if not kinds or set(kinds) - set(FAULTS):
+        parser.error(f"--faults: {args.faults!r} is not a list of {', '.join(FAULTS)}")
     network = network_kind(args.network)
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as work:
         gateway = pod_gateway(network)
@@ -345,7 +360,7 @@ def main() -> None:
             end = time.monotonic() + args.minutes * 60
             while time.monotonic() < end:
                 stopping.wait(args.every)
-                kind = chaos.random.choice(FAULTS)
+                kind = chaos.random.choice(kinds)
                 began = time.monotonic()
                 what, recovered, bound = chaos.strike(kind)
                 faults[kind] += 1

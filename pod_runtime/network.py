@@ -86,11 +86,15 @@ class PodNetwork:
     def setup(self) -> None:
         self.remove_leftovers(self.prefix)
 
-    def add_pod(self, key: str) -> tuple[str, str]:
-        """A pod's network; returns (its name, the pod IP)."""
+    def add_pod(self, key: str, wanted: str | None = None) -> tuple[str, str]:
+        """A pod's network; returns (its name, the pod IP): `wanted` (the IP it had) if that is free."""
         name = f"{self.prefix}-{key}"
         with self._lock:
-            address = next(str(a) for a in self.subnet.hosts() if str(a) != self.gateway and str(a) not in self._used)
+            free = (a for a in self.subnet.hosts() if str(a) != self.gateway and str(a) not in self._used)
+            if wanted and ipaddress.ip_address(wanted) in self.subnet and wanted not in (self.gateway, *self._used):
+                address = wanted
+            else:
+                address = str(next(free))
             self._used[address] = name
         try:
             self._create(name, address)

@@ -311,12 +311,48 @@ class PodWorker:
                 self._refuse(refused)
                 self.deleting.wait()
                 return
+            if self._lost_with_an_earlier_runtime():
+                self.deleting.wait()
+                return
             if self._start_until_started():
                 self._supervise()
         except Exception:  # noqa: BLE001 - one pod's failure must not take the runtime down
             log.exception("pod %s/%s failed", self.namespace, self.name)
         finally:
             self._finish()
+
+    def _lost_with_an_earlier_runtime(self) -> bool:
+        """Whether the pod ran under an earlier runtime (it has a pod IP), its containers dying with it, and may not
+        run again (restartPolicy Never): then it is Failed, each container reported as a kubelet reports one it can
+        no longer find. A pod that restarts runs again, at its IP (the API server keeps a pod's IP for good)."""
+        if not (self.pod.get("status") or {}).get("podIP") or self.pod["spec"].get("restartPolicy") != "Never":
+            return False
+        log.info("pod %s/%s: its containers died with an earlier runtime; Failed", self.namespace, self.name)
+        lost = {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated",
+            "finishedAt": _now(),
+        }
+        self._patch_status(
+            {
+                "phase": "Failed",
+                "conditions": self._conditions(False),
+                "containerStatuses": [
+                    {
+                        "name": c["name"],
+                        "image": c.get("image", ""),
+                        "imageID": "",
+                        "restartCount": 0,
+                        "ready": False,
+                        "started": False,
+                        "state": {"terminated": lost},
+                    }
+                    for c in self.pod["spec"]["containers"]
+                ],
+            }
+        )
+        return True
 
     def _start_until_started(self) -> bool:
         """Start the pod; a start that fails (its network could not be made, say) is undone, reported as a kubelet
@@ -374,7 +410,8 @@ class PodWorker:
         referenced = self._read_references() if volumes is not None else None
         if volumes is None or referenced is None:
             return False
-        self.net_name, self.ip = self.runtime.network.add_pod(self.uid[:13])
+        had = (self.pod.get("status") or {}).get("podIP")
+        self.net_name, self.ip = self.runtime.network.add_pod(self.uid[:13], had)
         self.pod.setdefault("status", {})["podIP"] = self.ip
         self.runtime.write_hosts(self)
         first_log = None

@@ -229,6 +229,28 @@ def test_nothing_is_left_when_the_runtime_is_killed(kube):
     assert kube.pod_networks() == 0 or wait_for(lambda: kube.pod_networks() <= 1, timeout=30)
 
 
+def test_after_a_runtime_restart_a_pod_that_may_not_restart_is_failed_and_one_that_may_runs_again_at_its_ip(kube):
+    """Its containers died with the runtime (a node's crash): as a kubelet, the new one reports a restartPolicy Never
+    pod's containers as lost, and starts an Always pod's again, at the IP the API server holds for it."""
+    kube.core.create_namespaced_pod("default", pod("never", "sleep 600"))
+    kube.core.create_namespaced_pod("default", pod("always", "sleep 600", restart="Always"))
+    wait_for(lambda: phase(kube, "never") == phase(kube, "always") == "Running", timeout=30)
+    before = kube.core.read_namespaced_pod("always", "default").status
+    kube.restart_runtime()
+    wait_for(lambda: phase(kube, "never") == "Failed", timeout=30, message="the lost pod Failed")
+    lost = kube.core.read_namespaced_pod("never", "default").status.container_statuses[0].state.terminated
+    assert (lost.exit_code, lost.reason) == (137, "ContainerStatusUnknown")
+
+    def running_again():
+        status = kube.core.read_namespaced_pod("always", "default").status
+        container = status.container_statuses[0]
+        fresh = container.state.running and container.container_id != before.container_statuses[0].container_id
+        return status if fresh else None
+
+    after = wait_for(running_again, timeout=30, message="its containers started again")
+    assert after.pod_ip == before.pod_ip and after.phase == "Running"
+
+
 @pytest.mark.parametrize("network", NETWORKS)
 def test_a_pods_private_tmp_still_shows_what_it_must_keep(tmp_path, network):
     """A checkout or venv under /tmp stays visible in a pod (its /tmp is private otherwise)."""
