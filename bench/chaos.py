@@ -21,10 +21,11 @@ seconds a fault drawn with `--seed` strikes, once the last one has been recovere
   cannot leave them running as a real container runtime does when only the kubelet restarts), and, as a kubelet,
   the new one reports the Ray pods (restartPolicy Never) Failed, their containers lost: recovered once every cluster
   is Running on a new head with a new worker;
-- burst: `BURST` more RayClusters created at once (the operator lets `MAX_STARTING_HEADS` heads start together),
+- burst: `--burst` (3) more RayClusters created at once (the operator lets `MAX_STARTING_HEADS` heads start together),
   recovered once all are Running, then deleted.
 
-A fault not recovered from within its bound (RECOVERY_SECONDS; a burst's BURST_SECONDS) is a violation. Checked every
+A fault not recovered from within its bound (RECOVERY_SECONDS; a burst's that for each of its clusters and one
+more) is a violation. Checked every
 second throughout: no cluster with two heads, no Ray pod whose RayCluster is gone for 30 s, no cluster with two live
 autoscalers. A job that fails (its head was lost) is submitted again; every job must end up completed. The last
 line: `chaos: F faults, J jobs completed, V invariant violations`, the violations listed above it.
@@ -60,7 +61,7 @@ from tests.harness.watch_faults import WatchFaultProxy, WatchFaults
 NAMESPACE = "chaos"
 TASKS, TASK_SECONDS = 3, 2.0
 RECOVERY_SECONDS = 60.0
-BURST, BURST_SECONDS, MAX_STARTING_HEADS = 3, 240.0, 2
+MAX_STARTING_HEADS = 2
 ORPHAN_SECONDS = 30.0  # a Ray pod's RayCluster gone this long, and the pod not being deleted: an orphan
 JOB_SECONDS = 300.0  # for one job to end, whatever happens to its cluster
 RETRY_SECONDS = 1.0  # between a job's failed attempt and the next
@@ -186,8 +187,10 @@ class Invariants(threading.Thread):
 
 
 class Chaos:
-    def __init__(self, kube: LocalKube, plane: ControlPlane, clusters: list[str], replicas: int, seed: int) -> None:
-        self.kube, self.plane, self.clusters = kube, plane, clusters
+    def __init__(
+        self, kube: LocalKube, plane: ControlPlane, clusters: list[str], replicas: int, seed: int, burst: int
+    ) -> None:
+        self.kube, self.plane, self.clusters, self.burst = kube, plane, clusters, burst
         self.random = random.Random(seed)
         self.proxy = WatchFaultProxy(plane, seed)
         self.kubeconfig = self.proxy.kubeconfig(kube.work / "proxy.kubeconfig")
@@ -279,13 +282,13 @@ class Chaos:
                 lambda: self.all_running() and all(self.runs_anew(n, lost) for n in self.clusters),
                 RECOVERY_SECONDS,
             )
-        burst = [f"burst-{self.random.randrange(10**6)}" for _ in range(BURST)]
+        burst = [f"burst-{self.random.randrange(10**6)}" for _ in range(self.burst)]
         for name in burst:
             kube.create(raycluster(name, min_workers=0, max_workers=1))
         return (
-            f"{BURST} RayClusters created at once",
+            f"{self.burst} RayClusters created at once",
             lambda: self.all_running(burst) and self.end_burst(burst),
-            BURST_SECONDS,
+            RECOVERY_SECONDS * (self.burst + 1),
         )
 
     def runs_anew(self, cluster: str, lost: set[str]) -> bool:
@@ -329,6 +332,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=20.0, help="seconds between a recovery and the next fault")
     parser.add_argument("--clusters", type=int, default=2, help="RayClusters under a job load")
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas")
+    parser.add_argument("--burst", type=int, default=3, help="RayClusters a burst creates at once")
     parser.add_argument("--faults", default=",".join(FAULTS), help="the kinds of fault drawn from, comma-separated")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()
@@ -349,7 +353,7 @@ def main() -> None:
             clusters = [f"chaos-{i}" for i in range(args.clusters)]
             for name in clusters:
                 kube.create(raycluster(name))
-            chaos = Chaos(kube, plane, clusters, args.replicas, args.seed)
+            chaos = Chaos(kube, plane, clusters, args.replicas, args.seed, args.burst)
             wait_for(chaos.all_running, timeout=300, interval=1, message="every cluster Running")
             invariants = Invariants(kube, stopping)
             invariants.start()

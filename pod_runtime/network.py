@@ -90,11 +90,17 @@ class PodNetwork:
         """A pod's network; returns (its name, the pod IP): `wanted` (the IP it had) if that is free."""
         name = f"{self.prefix}-{key}"
         with self._lock:
-            free = (a for a in self.subnet.hosts() if str(a) != self.gateway and str(a) not in self._used)
-            if wanted and ipaddress.ip_address(wanted) in self.subnet and wanted not in (self.gateway, *self._used):
+            if (
+                wanted
+                and ipaddress.ip_address(wanted) in self.subnet
+                and wanted != self.gateway
+                and wanted not in self._used
+            ):
                 address = wanted
             else:
-                address = str(next(free))
+                address = next(
+                    str(a) for a in self.subnet.hosts() if str(a) != self.gateway and str(a) not in self._used
+                )
             self._used[address] = name
         try:
             self._create(name, address)

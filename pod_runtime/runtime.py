@@ -287,20 +287,24 @@ class PodWorker:
             {
                 "phase": "Pending",
                 "conditions": self._conditions(False),
-                "containerStatuses": [
-                    {
-                        "name": c["name"],
-                        "image": c.get("image", ""),
-                        "imageID": "",
-                        "restartCount": 0,
-                        "ready": False,
-                        "started": False,
-                        "state": {"waiting": {"reason": reason, "message": message}},
-                    }
-                    for c in self.pod["spec"]["containers"]
-                ],
+                "containerStatuses": self._unrun({"waiting": {"reason": reason, "message": message}}),
             }
         )
+
+    def _unrun(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The status of every container of the pod when none runs here: each in `state`."""
+        return [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "restartCount": 0,
+                "ready": False,
+                "started": False,
+                "state": state,
+            }
+            for c in self.pod["spec"]["containers"]
+        ]
 
     def _run(self) -> None:
         try:
@@ -338,18 +342,7 @@ class PodWorker:
             {
                 "phase": "Failed",
                 "conditions": self._conditions(False),
-                "containerStatuses": [
-                    {
-                        "name": c["name"],
-                        "image": c.get("image", ""),
-                        "imageID": "",
-                        "restartCount": 0,
-                        "ready": False,
-                        "started": False,
-                        "state": {"terminated": lost},
-                    }
-                    for c in self.pod["spec"]["containers"]
-                ],
+                "containerStatuses": self._unrun({"terminated": lost}),
             }
         )
         return True
