@@ -95,9 +95,13 @@ def drain_cluster(name: str, drain_seconds: int) -> dict:
     return rc
 
 
-def running_cluster(kube: LocalKube, name: str, drain_seconds: int, image: str | None = None) -> None:
-    """drain_cluster() created (its pods of `image`, if given), once Running with its 2 workers."""
+def running_cluster(
+    kube: LocalKube, name: str, drain_seconds: int, image: str | None = None, authentication: str = "token"
+) -> None:
+    """drain_cluster() created (its pods of `image`, if given; its `rayAuthentication`), once Running with its 2
+    workers."""
     rc = drain_cluster(name, drain_seconds)
+    rc["spec"]["rayAuthentication"] = authentication
     for pod_type in rc["spec"]["podTypes"] if image else ():
         pod_type["podConfig"]["spec"]["containers"][0]["image"] = image
     kube.create(rc)
