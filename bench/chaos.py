@@ -21,7 +21,8 @@ seconds a fault drawn with `--seed` strikes, once the last one has been recovere
   cannot leave them running as a real container runtime does when only the kubelet restarts), and, as a kubelet,
   the new one reports the Ray pods (restartPolicy Never) Failed, their containers lost: recovered once every cluster
   is Running on a new head with a new worker;
-- burst: `--burst` (3) more RayClusters created at once (the operator lets `MAX_STARTING_HEADS` heads start together),
+- burst: `--burst` (3) more RayClusters created at once (the operator lets `--max-starting-heads` (2) heads start
+  together),
   recovered once all are Running, then deleted.
 
 A fault not recovered from within its bound (RECOVERY_SECONDS; a burst's that for each of its clusters and one
@@ -61,7 +62,6 @@ from tests.harness.watch_faults import WatchFaultProxy, WatchFaults
 NAMESPACE = "chaos"
 TASKS, TASK_SECONDS = 3, 2.0
 RECOVERY_SECONDS = 60.0
-MAX_STARTING_HEADS = 2
 ORPHAN_SECONDS = 30.0  # a Ray pod's RayCluster gone this long, and the pod not being deleted: an orphan
 JOB_SECONDS = 300.0  # for one job to end, whatever happens to its cluster
 RETRY_SECONDS = 1.0  # between a job's failed attempt and the next
@@ -188,9 +188,16 @@ class Invariants(threading.Thread):
 
 class Chaos:
     def __init__(
-        self, kube: LocalKube, plane: ControlPlane, clusters: list[str], replicas: int, seed: int, burst: int
+        self,
+        kube: LocalKube,
+        plane: ControlPlane,
+        clusters: list[str],
+        replicas: int,
+        seed: int,
+        burst: int,
+        heads: int,
     ) -> None:
-        self.kube, self.plane, self.clusters, self.burst = kube, plane, clusters, burst
+        self.kube, self.plane, self.clusters, self.burst, self.heads = kube, plane, clusters, burst, heads
         self.random = random.Random(seed)
         self.proxy = WatchFaultProxy(plane, seed)
         self.kubeconfig = self.proxy.kubeconfig(kube.work / "proxy.kubeconfig")
@@ -204,7 +211,7 @@ class Chaos:
         self.started += 1
         identity = f"chaos-{self.started}"
         self.operators[identity] = self.kube.start_operator(
-            "--identity", identity, "--max-starting-heads", str(MAX_STARTING_HEADS), kubeconfig=self.kubeconfig
+            "--identity", identity, "--max-starting-heads", str(self.heads), kubeconfig=self.kubeconfig
         )
 
     def all_running(self, names: list[str] | None = None) -> bool:
@@ -333,6 +340,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=2, help="RayClusters under a job load")
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas")
     parser.add_argument("--burst", type=int, default=3, help="RayClusters a burst creates at once")
+    parser.add_argument("--max-starting-heads", type=int, default=2, help="the replicas' bound on heads starting")
     parser.add_argument("--faults", default=",".join(FAULTS), help="the kinds of fault drawn from, comma-separated")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()
@@ -353,7 +361,7 @@ def main() -> None:
             clusters = [f"chaos-{i}" for i in range(args.clusters)]
             for name in clusters:
                 kube.create(raycluster(name))
-            chaos = Chaos(kube, plane, clusters, args.replicas, args.seed, args.burst)
+            chaos = Chaos(kube, plane, clusters, args.replicas, args.seed, args.burst, args.max_starting_heads)
             wait_for(chaos.all_running, timeout=300, interval=1, message="every cluster Running")
             invariants = Invariants(kube, stopping)
             invariants.start()
