@@ -47,6 +47,8 @@ class WatchFaults:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    """A thread per connection, none of them keeping the process alive."""
+
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -134,9 +136,10 @@ class WatchFaultProxy:
         if listing and faults.refuse_lists:
             self._count("lists refused")
             raise _Cut
-        rewound = watch and faults.rewind and path in self._oldest
-        if rewound:
-            params["resourceVersion"] = self._oldest[path]
+        with self._lock:
+            oldest = self._oldest.get(path) if watch and faults.rewind else None
+        if oldest:
+            params["resourceVersion"] = oldest
             self._count("rewound")
         length = int(client.headers.get("Content-Length") or 0)
         body = client.rfile.read(length) if length else None
@@ -148,7 +151,7 @@ class WatchFaultProxy:
             upstream.request(client.command, f"{path}?{urllib.parse.urlencode(params)}", body, headers)
             response = upstream.getresponse()
             if watch and response.status == 200:
-                self._stream(client, response, path if rewound else None)
+                self._stream(client, response, path if oldest else None)
                 return
             data = response.read()
             if listing and response.status == 200:
