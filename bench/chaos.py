@@ -26,10 +26,10 @@ seconds a fault drawn with `--seed` strikes, once the last one has been recovere
   recovered once all are Running, then deleted.
 
 A fault not recovered from within its bound (RECOVERY_SECONDS; a burst's that for each of its clusters and one
-more) is a violation. Checked every
-second throughout: no cluster with two heads, no Ray pod whose RayCluster is gone for 30 s, no cluster with two live
-autoscalers. A job that fails (its head was lost) is submitted again; every job must end up completed. The last
-line: `chaos: F faults, J jobs completed, V invariant violations`, the violations listed above it.
+more) is a violation. Checked every second throughout: no cluster with two heads, no Ray pod whose RayCluster is gone
+for 30 s, no cluster with two live autoscalers. A job that fails (its head was lost) is submitted again; every job
+must end up completed. The last line: `chaos: F faults, J jobs completed, V invariant violations`, the violations
+listed above it.
 
     python -m bench.chaos --minutes 30 --seed 1            (from the repository, after `pip install -e '.[test]'`)
 """
