@@ -53,21 +53,31 @@ def heads_and_workers(kube: LocalKube, name: str) -> tuple[int, int]:
     return heads, len(pods) - heads
 
 
+def running_with_one_worker(kube: LocalKube, name: str) -> None:
+    """A cluster of minWorkers 1 and maxWorkers 2 created, once Running with its head and one worker."""
+    kube.create(raycluster(name, min_workers=1, max_workers=2))
+    kube.wait_phase(name, "ray", "Running", timeout=180)
+    wait_for(lambda: heads_and_workers(kube, name) == (1, 1), timeout=120, message="the head and the minWorkers worker")
+
+
+def two_min_workers(kube: LocalKube, name: str) -> None:
+    """The cluster's worker podType patched to minWorkers 2."""
+    pod_types = kube.get(name, "ray")["spec"]["podTypes"]
+    next(p for p in pod_types if p["name"] == "rayWorkerType")["minWorkers"] = 2
+    kube.patch(name, "ray", {"spec": {"podTypes": pod_types}})
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_through_faulty_watches_a_cluster_gets_its_head_back_scales_up_and_goes(kube, proxy, fault):
     faults, counted = FAULTS[fault]
     name = f"watch-{fault}"
     struck = proxy.counts[counted]
     proxy.faults = faults
-    kube.create(raycluster(name, min_workers=1, max_workers=2))
-    kube.wait_phase(name, "ray", "Running", timeout=180)
-    wait_for(lambda: heads_and_workers(kube, name) == (1, 1), timeout=120, message="the head and the minWorkers worker")
+    running_with_one_worker(kube, name)
     sampled = Sampler(lambda: heads_and_workers(kube, name), interval=0.2)
     kube.core.delete_namespaced_pod(kube.head(name, "ray").metadata.name, "ray")
     kube.wait_phase(name, "ray", "Running", timeout=180, autoscalerRetries=1)
-    pod_types = kube.get(name, "ray")["spec"]["podTypes"]
-    next(p for p in pod_types if p["name"] == "rayWorkerType")["minWorkers"] = 2
-    kube.patch(name, "ray", {"spec": {"podTypes": pod_types}})
+    two_min_workers(kube, name)
     wait_for(lambda: heads_and_workers(kube, name) == (1, 2), timeout=180, message="two workers")
     samples = sampled.stop()
     assert max(heads for heads, _ in samples) == 1 and max(workers for _, workers in samples) <= 2, samples
@@ -76,9 +86,7 @@ def test_through_faulty_watches_a_cluster_gets_its_head_back_scales_up_and_goes(
 
 
 def test_while_the_operator_cannot_list_it_makes_and_deletes_nothing_then_converges(kube, proxy):
-    kube.create(raycluster("unlisted", min_workers=1, max_workers=2))
-    kube.wait_phase("unlisted", "ray", "Running", timeout=180)
-    wait_for(lambda: heads_and_workers(kube, "unlisted") == (1, 1), timeout=120, message="the minWorkers worker")
+    running_with_one_worker(kube, "unlisted")
     refused = proxy.counts["lists refused"]
     proxy.faults = WatchFaults(cut=1.0, refuse_lists=True)
     # Every watch of the operator and its autoscaler cut, and their LISTs refused: none of their caches can say what
@@ -93,9 +101,7 @@ def test_while_the_operator_cannot_list_it_makes_and_deletes_nothing_then_conver
     sampled = Sampler(lambda: {p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=unlisted")}, interval=0.2)
     victim = kube.workers("unlisted", "ray")[0].metadata
     kube.core.delete_namespaced_pod(victim.name, "ray")
-    pod_types = kube.get("unlisted", "ray")["spec"]["podTypes"]
-    next(p for p in pod_types if p["name"] == "rayWorkerType")["minWorkers"] = 2
-    kube.patch("unlisted", "ray", {"spec": {"podTypes": pod_types}})
+    two_min_workers(kube, "unlisted")
     # The caches have tried to list again and again (with backoff: ~15 s).
     wait_for(
         lambda: proxy.counts["lists refused"] >= refused + 12,
