@@ -3,8 +3,8 @@ over 4 replicas).
 
 For each size N: a fresh control plane (etcd, kube-apiserver, kube-controller-manager; no scheduler and no
 kubelet, so Ray pods are created and stay Pending — the operator's work without Ray's), the CRD, then R replicas
-of `ray-operator run` with their default knobs (one group: each cluster runs on one of them) and N RayClusters of
-values/cpu-only.yaml created at once. Prints, per N:
+of `ray-operator run` with their default knobs but no bound on heads starting (running_operator) (one group: each
+cluster runs on one of them) and N RayClusters of values/cpu-only.yaml created at once. Prints, per N:
 
 - head created: from each RayCluster's create call returning to its head pod's ADDED event on a watch, p50/p99;
 - API requests per RayCluster per minute in steady state (the replicas' Lease renewals included):
@@ -88,7 +88,8 @@ def running_operator(
     plane: ControlPlane, work: Path, *flags: str, name: str = "operator"
 ) -> Iterator[subprocess.Popen]:
     """`ray-operator run` with its default knobs (and `flags`, which win), its work dir and log named `name`;
-    stopped on exit."""
+    stopped on exit. Without a bound on heads starting (`--max-starting-heads 0`): it counts heads per node, and
+    with no scheduler (bench_control_plane) every head stays unplaced and would count on every node."""
     operator = start(
         [
             sys.executable,
@@ -102,6 +103,8 @@ def running_operator(
             "--health-port",
             "0",
             "--metrics-port",
+            "0",
+            "--max-starting-heads",
             "0",
             *flags,
         ],

@@ -197,12 +197,13 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
 @pending_bound_options
 @click.option(
     "--max-starting-heads",
-    type=click.IntRange(min=1),
-    default=10,
+    type=click.IntRange(min=0),
+    default=3,
     show_default=True,
-    help="Head pods starting at once, across the operator's replicas (made less than 5 minutes ago, their "
-    "RayCluster not yet Running); a cluster past it waits for its head. Many heads starting on few nodes "
-    "overload them, and each one's start then fails.",
+    help="Head pods starting at once on one node, whichever of the operator's replicas made them (made less than "
+    "5 minutes ago, their RayCluster not yet Running; a head not placed yet counts on every node); a cluster past "
+    "it waits for its head. Many heads starting on one node overload it, and each one's start then fails. "
+    "0: no bound.",
 )
 @click.option(
     "--monitor-memory-limit",

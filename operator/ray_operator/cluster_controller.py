@@ -62,6 +62,7 @@ from ray_operator.decide import (
     Step,
     decide,
     failure_reason,
+    head_slot,
     recheck_seconds,
 )
 from ray_operator.head import create_head_pod, create_head_service, keep_head_budget
@@ -113,7 +114,6 @@ class ClusterController:
         self.settings, self.calls, self.objects = settings, calls, objects
         self.log = cluster_logger(log, self.name, self.namespace)
         self.status = StatusWriter(calls, self.name, self.namespace)
-        self.status.adopt(body.get("status"))
         # Made with the first config: only a valid RayCluster has one, and its names fit in a file name.
         self.dir = settings.work_dir / f"{self.namespace}.{self.name}"
         self.config_path = self.dir / "autoscaler.json"
@@ -131,6 +131,8 @@ class ClusterController:
         self.runs_here = False  # whether the last observation found the cluster this replica's
         self.drain_said: frozenset[tuple[str, str]] = frozenset()  # (Event reason, worker) of drain Events posted
         self._body = body
+        if self.owned:  # another's status is adopted once the cluster becomes this replica's (observe)
+            self.status.adopt(body.get("status"))
         self._derived_from: tuple[Any, list[Any], dict[str, Any] | None] | None = None
         self._config_text: str | None = None  # the autoscaler config file's content, as last written
         self._stopping = threading.Event()
@@ -360,7 +362,7 @@ class ClusterController:
             service_exists=self.objects.head_service(self.namespace, self.name) is not None,
             budget_exists=self.objects.head_budget(self.namespace, self.name) is not None,
             head=head,
-            heads_starting=self.objects.heads_starting(now) if head is None else 0,
+            heads_starting=self.objects.heads_starting(now) if head is None and self.settings.max_starting_heads else 0,
             head_outdated=labels.get(TAG_RAY_LAUNCH_CONFIG) != head_tags(config)[TAG_RAY_LAUNCH_CONFIG],
             workers=workers,
             deleted_workers=tuple(
@@ -463,7 +465,7 @@ class ClusterController:
         elif action is Action.RESTART_CLUSTER:
             self._restart_cluster(step.cause, body)
         elif action is Action.CREATE_HEAD:
-            self._create_head(obs)
+            return self._create_head(obs, step)
         elif action is Action.START_AUTOSCALER:
             return self._start_monitor(obs, step)
         elif action in (Action.UNSUPPORTED_RAY, Action.NO_TOKEN_AUTH):
@@ -530,14 +532,23 @@ class ClusterController:
         self.status.event(self._body, "AutoscalerFailed", f"{step.cause or step.message}; restarting", warning=True)
         self.failure = failure_reason(step, self.failures_in_a_row)
 
-    def _create_head(self, obs: Observation) -> None:
+    def _create_head(self, obs: Observation, step: Step) -> Step:
+        """The head pod made, if a node may start one more head still: the replica makes its heads one at a time and
+        counts the heads starting again first (each is in the pod cache once made), since clusters decided together
+        each counted without the others' heads."""
         body = self._body
         assert obs.config is not None
         if "secretName" in obs.auth:
             self._ensure_token(body, obs.config)
-        head = create_head_pod(self.calls, obs.config, self.objects.pod_cache)
+        with self.objects.head_creation:
+            if self.settings.max_starting_heads:
+                waiting = head_slot(self.objects.heads_starting(datetime.now(timezone.utc)), self.settings)
+                if waiting is not None:
+                    return waiting
+            head = create_head_pod(self.calls, obs.config, self.objects.pod_cache)
         self.log.info("created head pod %s", head["metadata"]["name"])
         self.status.event(body, "HeadCreated", f"created head pod {head['metadata']['name']}")
+        return step
 
     def _start_monitor(self, obs: Observation, step: Step) -> Step:
         body = self._body

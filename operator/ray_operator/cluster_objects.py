@@ -4,11 +4,13 @@ RayClusters label-selected to Ray's). They are the operator's one way in: each c
 `on_raycluster`, each change of one of a cluster's objects to `on_change(namespace, cluster)`. Nothing is listed or
 created to learn whether it exists; what the operator itself just made or deleted is in the caches at once. Every
 replica caches every RayCluster, pod, Service and budget (any cluster may become its own): only what it reads of
-each is kept (no managedFields, no spec), so 10,000 clusters fit in a replica's memory."""
+each is kept (no managedFields, of a pod's spec only its node, of another replica's RayCluster neither spec nor
+most of its status), so 10,000 clusters fit in a replica's memory."""
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -19,7 +21,7 @@ from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL, head_service_name
 from autoscaler_bridge.watch_cache import SYNC_SECONDS, WatchCache
-from ray_operator.observation import is_head, starting
+from ray_operator.observation import busiest_node_starting, is_head
 
 
 SHARED_DEPTH = 32  # strings nested deeper stay as decoded (validation refuses a RayCluster nested past 64)
@@ -55,14 +57,39 @@ def cluster_of(obj: dict[str, Any]) -> tuple[str, str] | None:
     return (obj["metadata"].get("namespace") or "", cluster) if cluster else None
 
 
+def _only(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: obj[key] for key in keys if key in obj}
+
+
 def metadata_and_status(obj: dict[str, Any]) -> dict[str, Any]:
-    """A pod or Service as the operator reads it: labels, uid, phase, conditions, IP, why a container stopped; never
-    its spec (a Ray pod's is most of it: the start script, env, volumes)."""
-    return without_managed_fields({key: obj[key] for key in ("apiVersion", "kind", "metadata", "status") if key in obj})
+    """A pod or Service as the operator reads it: labels, uid, phase, conditions, IP, why a container stopped, the
+    node a pod was placed on; of its spec nothing else (a Ray pod's is most of it: the start script, env, volumes)."""
+    kept = _only(obj, ("apiVersion", "kind", "metadata", "status"))
+    node = (obj.get("spec") or {}).get("nodeName")
+    return without_managed_fields({**kept, "spec": {"nodeName": node}} if node else kept)
+
+
+def raycluster_as_read_by(identity: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A RayCluster as the operator `identity` reads it: whole if it runs it or nobody does yet (it may claim it);
+    else only what says whose it is and whether its head starts (metadata, status.operator and status.phase): a
+    replica reads another's cluster's spec only once it is its own, and the claim's answer brings it whole
+    (ray_operator.status.StatusWriter.set_owner)."""
+
+    def as_read(obj: dict[str, Any]) -> dict[str, Any]:
+        status = obj.get("status") or {}
+        owner = status.get("operator")
+        if not isinstance(owner, dict) or owner.get("identity") in (None, "", identity):
+            return without_managed_fields(obj)
+        return without_managed_fields(
+            {**_only(obj, ("apiVersion", "kind", "metadata")), "status": _only(status, ("operator", "phase"))}
+        )
+
+    return as_read
 
 
 class ClusterObjects:
-    """The RayClusters, Ray pods and Services of `namespace` (None: every namespace)."""
+    """The RayClusters, Ray pods and Services of `namespace` (None: every namespace), as the operator `identity`
+    reads them."""
 
     def __init__(
         self,
@@ -70,6 +97,7 @@ class ClusterObjects:
         namespace: str | None,
         on_change: Callable[[str, str], None],
         on_raycluster: Callable[[dict[str, Any]], None],
+        identity: str,
     ) -> None:
         core = calls.core
         custom = kubernetes.client.CustomObjectsApi(calls.client)
@@ -105,9 +133,15 @@ class ClusterObjects:
         else:
             lister, args = custom.list_cluster_custom_object, (API_GROUP, API_VERSION, PLURAL)
         self.raycluster_cache = WatchCache(
-            lister, *args, label_selector="", on_change=on_raycluster, name="RayClusters"
+            lister,
+            *args,
+            label_selector="",
+            on_change=on_raycluster,
+            name="RayClusters",
+            transform=raycluster_as_read_by(identity),
         )
         self._caches = (self.pod_cache, self.service_cache, self.budget_cache, self.raycluster_cache)
+        self.head_creation = threading.Lock()  # held while a head is counted for and made (ClusterController)
 
     def start(self) -> ClusterObjects:
         """Pods, Services and budgets first: a RayCluster's first reconciliation finds its objects' caches listing
@@ -125,15 +159,14 @@ class ClusterObjects:
         return all(one.wait_synced(0) for one in self._caches)
 
     def heads_starting(self, now: datetime) -> int:
-        """The head pods starting now (ray_operator.observation.starting) of every cluster the operator's replicas
-        see, whichever replica runs it."""
-        count = 0
-        for pod in self.pod_cache.items(wait=SYNC_SECONDS):
-            key = cluster_of(pod)
-            if key is not None and is_head(pod):
-                body = self.raycluster(*key) or {}
-                count += starting(pod, (body.get("status") or {}).get("phase"), now)
-        return count
+        """The head pods starting now on the busiest node (ray_operator.observation.busiest_node_starting), of every
+        cluster the operator's replicas see, whichever replica runs it."""
+        heads = (
+            (pod, ((self.raycluster(*key) or {}).get("status") or {}).get("phase"))
+            for pod in self.pod_cache.items(wait=SYNC_SECONDS)
+            if is_head(pod) and (key := cluster_of(pod)) is not None
+        )
+        return busiest_node_starting(heads, now)
 
     def raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The RayCluster as the watch last delivered it, None when it is gone."""

@@ -113,18 +113,26 @@ def decide(obs: Observation, settings: Settings) -> Step:
             return Step(Action.HEAD_GONE, "the head pod is gone")
         if memory.backoff_seconds > 0:  # the same backoff as the autoscaler's: no head churn
             return Step(Action.WAIT_HEAD_BACKOFF, f"creating a new head pod in {memory.backoff_seconds:.0f}s")
-        if obs.heads_starting >= settings.max_starting_heads:  # a node overloaded by starting heads starts none
-            return Step(
-                Action.WAIT_HEAD_SLOT,
-                f"creating the head pod once fewer than {settings.max_starting_heads} heads are starting "
-                f"({obs.heads_starting} are)",
-            )
-        return Step(Action.CREATE_HEAD, "creating the head pod")
+        return head_slot(obs.heads_starting, settings) or Step(Action.CREATE_HEAD, "creating the head pod")
     if pod_phase(head) != "Running" or not obs.head_ip:
         return Step(Action.WAIT_HEAD, f"waiting for the head pod {obs.head_name} to run")
     if not obs.gcs_answers:
         return Step(Action.WAIT_GCS, f"waiting for Ray on the head pod (GCS {obs.gcs_address})")
     return _autoscaler_step(obs, settings)
+
+
+def head_slot(heads_starting: int, settings: Settings) -> Step | None:
+    """The wait for a place to start a head in, when as many heads as a node may start together start on the busiest
+    node (ray_operator.observation.busiest_node_starting): heads starting together on one node overload it, and
+    each one's start fails; None: a head may be made."""
+    bound = settings.max_starting_heads
+    if not bound or heads_starting < bound:
+        return None
+    return Step(
+        Action.WAIT_HEAD_SLOT,
+        f"creating the head pod once fewer than {bound} heads are starting on each node ({heads_starting} are on "
+        "the busiest, counting those not placed yet)",
+    )
 
 
 def _autoscaler_step(obs: Observation, settings: Settings) -> Step:

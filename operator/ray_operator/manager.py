@@ -47,7 +47,9 @@ class ClusterManager:
             on_lapse=self._fence_all,
         ).start()
         self.pool = WorkerPool(self.queue, self._reconcile, settings.reconcile_workers).start()
-        self.objects = ClusterObjects(self.calls, settings.namespace, self.wake, self._raycluster_changed)
+        self.objects = ClusterObjects(
+            self.calls, settings.namespace, self.wake, self._raycluster_changed, settings.identity
+        )
         self.objects.start()
         self._exits = threading.Thread(target=self._wake_on_autoscaler_exit, daemon=True, name="autoscaler exits")
         self._exits.start()

@@ -6,6 +6,8 @@ Nothing here makes a request or reads a file: tests build observations by hand.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,9 @@ from ray_operator.shards import MINE
 from ray_operator.status import RUNNING
 
 HEAD_START_SECONDS = 300.0
+CANNOT_START = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
+)
 
 
 def pod_phase(pod: dict[str, Any]) -> str:
@@ -46,15 +51,47 @@ def is_head(pod: dict[str, Any]) -> bool:
     return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
 
 
+def cannot_start(pod: dict[str, Any]) -> bool:
+    """Whether a container of the pod waits for what retrying alone does not bring (an image that cannot be pulled,
+    a config that cannot be made): the pod runs nothing."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any(((c.get("state") or {}).get("waiting") or {}).get("reason") in CANNOT_START for c in statuses)
+
+
 def starting(head: dict[str, Any], cluster_phase: str | None, now: datetime) -> bool:
     """Whether a head pod is starting, as the bound on heads starting at once counts it: not being deleted, made
-    less than HEAD_START_SECONDS ago (a head that never comes up stops holding a place), and its RayCluster not
-    Running yet (its GCS has not answered an autoscaler)."""
+    less than HEAD_START_SECONDS ago (a head that never comes up stops holding a place), not stuck before it runs
+    anything (cannot_start: one tenant's bad image holds no place from others), and its RayCluster not Running yet
+    (its GCS has not answered an autoscaler)."""
     metadata = head["metadata"]
-    if metadata.get("deletionTimestamp") or cluster_phase == RUNNING:
+    if metadata.get("deletionTimestamp") or cluster_phase == RUNNING or cannot_start(head):
         return False
     created = datetime.fromisoformat(metadata.get("creationTimestamp") or now.isoformat())
     return (now - created).total_seconds() < HEAD_START_SECONDS
+
+
+def unschedulable(pod: dict[str, Any]) -> bool:
+    """Whether a scheduler found no node for the pod (its PodScheduled condition is False)."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False" for c in conditions)
+
+
+def busiest_node_starting(heads: Iterable[tuple[dict[str, Any], str | None]], now: datetime) -> int:
+    """How many heads (with their RayCluster's phase) start on the node that starts the most of them: what the bound
+    on heads starting at once counts, since heads starting together on one node overload it. A head counts on the
+    node it was placed on (spec.nodeName); one not placed yet may land on any node, so it counts on each, unless a
+    scheduler found no node for it (it loads none)."""
+    per_node: Counter[str] = Counter()
+    unplaced = 0
+    for head, phase in heads:
+        if not starting(head, phase, now):
+            continue
+        node = (head.get("spec") or {}).get("nodeName")
+        if node:
+            per_node[node] += 1
+        elif not unschedulable(head):
+            unplaced += 1
+    return max(per_node.values(), default=0) + unplaced
 
 
 @dataclass(frozen=True)
@@ -100,7 +137,7 @@ class Observation:
     service_exists: bool = False  # the head Service
     budget_exists: bool = False  # the head's PodDisruptionBudget
     head: dict[str, Any] | None = None
-    heads_starting: int = 0  # when it has no head: heads of the operator's clusters starting now (a bound)
+    heads_starting: int = 0  # when it has no head: busiest_node_starting over every cluster's head (a bound)
     head_outdated: bool = False  # the head pod was made from another head podType template than the spec's
     workers: tuple[dict[str, Any], ...] = ()  # not being deleted
     deleted_workers: tuple[dict[str, Any], ...] = ()  # being deleted: draining, or stopped and about to go

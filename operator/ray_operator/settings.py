@@ -21,7 +21,7 @@ class Settings:
     max_restart_backoff_seconds: float = 60.0
     max_pending_pods: int = DEFAULT_MAX_PENDING_PODS
     pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
-    max_starting_heads: int = 10  # heads of all its clusters starting at once (made, their cluster not yet Running)
+    max_starting_heads: int = 3  # heads starting at once on one node (made, their cluster not yet Running); 0: any
     monitor_memory_limit_mb: int = 1024  # each autoscaler's RLIMIT_DATA
     log_level: str = "INFO"
     identity: str = "ray-operator"  # this operator among operators (its Lease, status.operator)

@@ -31,6 +31,18 @@ def wait_for(
         time.sleep(interval)
 
 
+def holds_for(condition: Callable[[], Any], seconds: float, message: str, interval: float = 0.2) -> None:
+    """Assert that `condition()` stays truthy for `seconds` (that nothing happens, as long as it would take to),
+    checked every `interval`; fails at the first look that finds it false."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not condition():
+            raise AssertionError(f"no longer {message}")
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+
+
 class Sampler(Generic[T]):
     """What `sample()` returns, every `interval` seconds in the background from now until stop(): the most heads a
     cluster had at once, every phase it went through, whether a worker went before its replacement ran."""

@@ -28,7 +28,9 @@ from tests.harness.waiting import wait_for
 @pytest.fixture
 def objects(kube):
     """The operator's watches of RayClusters, Ray pods and Services, as the manager starts them."""
-    watched = ClusterObjects(KubeCalls(kube), None, lambda namespace, name: None, lambda body: None).start()
+    watched = ClusterObjects(
+        KubeCalls(kube), None, lambda namespace, name: None, lambda body: None, "test-operator"
+    ).start()
     yield watched
     watched.stop()
 

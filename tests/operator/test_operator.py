@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 import psutil
 import pytest
@@ -22,7 +22,7 @@ from kubernetes.client import V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from control_plane.processes import stop
-from tests.harness.waiting import Sampler, wait_for
+from tests.harness.waiting import Sampler, holds_for, wait_for
 from tests.harness.local_kube import LocalKube, job_client, run_ray_job, stack_fixtures
 from tests.harness.rayclusters import delete_and_wait_gone, head_budget, monitor_pid, raycluster
 from tests.harness.tools import kubectl
@@ -529,9 +529,8 @@ def test_spec_changes_restart_replace_or_reconfigure(kube):
     spec = kube.get("changes", "ray")["spec"]
     spec["podTypes"][1]["maxWorkers"] = 3
     spec["maxWorkers"], spec["upscalingSpeed"] = 3, 5.0
-    kube.patch("changes", "ray", {"spec": spec})
-    time.sleep(5)
-    kube.wait_phase("changes", "ray", "Running")
+    generation = kube.patch("changes", "ray", {"spec": spec})["metadata"]["generation"]
+    kube.wait_phase("changes", "ray", "Running", observedGeneration=generation)  # an autoscaler round on it
     assert kube.head("changes", "ray").metadata.uid == head
     assert [w.metadata.uid for w in kube.workers("changes", "ray")] == [worker]
 
@@ -591,6 +590,16 @@ def test_an_api_server_restart_does_not_end_scaling(kube):
     delete_and_wait_gone(kube, "outage", "ray")
 
 
+def autoscaler_healthy_since(status: dict, since: datetime) -> bool:
+    """Whether the status says the cluster's autoscaler became healthy (made a round) at `since` or later."""
+    return any(
+        c["type"] == "AutoscalerHealthy"
+        and c["status"] == "True"
+        and datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00")) >= since
+        for c in status.get("conditions") or []
+    )
+
+
 def test_a_restarted_operator_adopts_clusters_without_pod_churn(kube):
     kube.create(raycluster("adopt", min_workers=1))
     kube.wait_phase("adopt", "ray", "Running")
@@ -599,8 +608,13 @@ def test_a_restarted_operator_adopts_clusters_without_pod_churn(kube):
     for how in (signal.SIGTERM, signal.SIGKILL):
         kube.stop_operator(how)
         assert sorted(p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=adopt")) == before
+        restarted = datetime.now(timezone.utc).replace(microsecond=0)
         kube.start_operator()
-        time.sleep(8)
+        wait_for(
+            lambda since=restarted: autoscaler_healthy_since(kube.status("adopt", "ray"), since),
+            timeout=120,
+            message="a round of the new operator's autoscaler",
+        )
         kube.wait_phase("adopt", "ray", "Running")
         assert sorted(p.metadata.uid for p in kube.pods("ray", "ray-cluster-name=adopt")) == before
     delete_and_wait_gone(kube, "adopt", "ray")
@@ -624,10 +638,9 @@ def test_deletion_leaves_nothing_even_with_the_operator_stopped(kube):
 def test_a_namespaced_operator_ignores_other_namespaces(kube):
     kube.stop_operator()
     kube.start_operator("--namespace", "team-a")
+    kube.create(raycluster("theirs", "team-b"))  # first: an operator that saw it would have made it a status by now
     kube.create(raycluster("mine", "team-a"))
-    kube.create(raycluster("theirs", "team-b"))
     kube.wait_phase("mine", "team-a", "Running")
-    time.sleep(3)
     assert kube.status("theirs", "team-b") == {} and kube.pods("team-b") == []
     delete_and_wait_gone(kube, "mine", "team-a")
     kube.delete("theirs", "team-b")
@@ -748,9 +761,15 @@ def test_a_cluster_whose_ray_has_no_token_authentication_errors_and_its_pods_go(
     assert "Use an image with Ray 2.52 or newer, or set rayAuthentication: disabled" in message
     wait_for(lambda: not kube.pods("ray", "ray-cluster-name=old"), timeout=60, message="its open head removed")
     retries = kube.status("old", "ray")["autoscalerRetries"]
-    time.sleep(5)  # no crash loop: five autoscaler intervals later, still no pod and no restart counted
-    assert not kube.pods("ray", "ray-cluster-name=old") and kube.status("old", "ray")["autoscalerRetries"] == retries
-    assert kube.status("old", "ray")["phase"] == "Error"
+    holds_for(  # no crash loop: for five autoscaler intervals, no pod and no restart counted
+        lambda: (
+            not kube.pods("ray", "ray-cluster-name=old")
+            and kube.status("old", "ray")["autoscalerRetries"] == retries
+            and kube.status("old", "ray")["phase"] == "Error"
+        ),
+        seconds=5,
+        message="in Error with no pod and no restart counted",
+    )
     kube.patch("old", "ray", {"spec": {"rayAuthentication": "disabled"}})  # one of the two ways out
     kube.wait_phase("old", "ray", "Running", timeout=120)
     delete_and_wait_gone(kube, "old", "ray")

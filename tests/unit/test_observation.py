@@ -1,4 +1,4 @@
-"""Which head pods count as starting, for the bound on heads starting at once."""
+"""Which head pods count as starting, and where, for the bound on heads starting at once on one node."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ray_operator.observation import HEAD_START_SECONDS, starting
+from ray_operator.observation import HEAD_START_SECONDS, busiest_node_starting, starting
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
 
@@ -15,6 +15,12 @@ def head(age_seconds: float, deleting: bool = False) -> dict:
     created = (NOW - timedelta(seconds=age_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
     metadata = {"name": "h", "creationTimestamp": created}
     return {"metadata": {**metadata, **({"deletionTimestamp": created} if deleting else {})}}
+
+
+def waiting(age_seconds: float, reason: str) -> dict:
+    """A head whose container waits for `reason`."""
+    container = {"name": "ray-node", "state": {"waiting": {"reason": reason}}}
+    return {**head(age_seconds), "status": {"phase": "Pending", "containerStatuses": [container]}}
 
 
 @pytest.mark.parametrize(
@@ -27,7 +33,36 @@ def head(age_seconds: float, deleting: bool = False) -> dict:
         (head(10, deleting=True), "Updating", False),  # going
         (head(HEAD_START_SECONDS + 1), "Updating", False),  # never came up: no longer holds a place
         ({"metadata": {"name": "h"}}, "Updating", True),  # no creationTimestamp yet (just made, as cached)
+        (waiting(10, "ContainerCreating"), "Updating", True),
+        (waiting(10, "ImagePullBackOff"), "Updating", False),  # runs nothing: holds no place from other clusters
+        (waiting(10, "CreateContainerConfigError"), "Updating", False),  # a missing Secret, say
     ],
 )
 def test_a_head_counts_as_starting_until_its_cluster_runs_for_a_bounded_time(pod, cluster_phase, counted):
     assert starting(pod, cluster_phase, NOW) is counted
+
+
+def on(node: str | None = None, unschedulable: bool = False, age_seconds: float = 10) -> dict:
+    """A starting head placed on `node`, or not placed yet (found no node if `unschedulable`)."""
+    placed = {"spec": {"nodeName": node}} if node else {}
+    verdict = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}] if unschedulable else []
+    return {**head(age_seconds), **placed, "status": {"phase": "Pending", "conditions": verdict}}
+
+
+@pytest.mark.parametrize(
+    ("heads", "count"),
+    [
+        ([], 0),
+        ([on("a"), on("b"), on("a")], 2),  # the busiest node: a
+        ([on("a"), on("b"), on(None)], 2),  # not placed yet: it may land on a (or b)
+        ([on(None), on(None)], 2),  # nothing placed yet: both may land on one node
+        ([on("a"), on(None, unschedulable=True)], 1),  # no node has room for it: it loads none
+        ([on("a"), on("a", age_seconds=HEAD_START_SECONDS + 1)], 1),  # never came up: no longer counted
+    ],
+)
+def test_heads_starting_are_counted_on_the_busiest_node_and_unplaced_ones_on_every_node(heads, count):
+    assert busiest_node_starting(((h, "Updating") for h in heads), NOW) == count
+
+
+def test_heads_of_running_clusters_are_not_starting_wherever_they_are():
+    assert busiest_node_starting([(on("a"), "Running"), (on(None), "Running"), (on("a"), None)], NOW) == 1
