@@ -227,7 +227,11 @@ def test_replicas_run_the_clusters_chosen_for_them_and_hand_them_over_as_replica
                 controller = controllers.get((identity, name))
                 if controller is None:
                     controller = controllers[identity, name] = ClusterController(
-                        body, Settings(work_dir=tmp_path / identity), KubeCalls(kube), objects, member
+                        body,
+                        Settings(work_dir=tmp_path / identity, max_starting_heads=0),  # no scheduler places heads
+                        KubeCalls(kube),
+                        objects,
+                        member,
                     )
                 controller.update(
                     custom.get_namespaced_custom_object("cluster.ray.io", "v1", "ray", "rayclusters", name)
