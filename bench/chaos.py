@@ -22,8 +22,7 @@ seconds a fault drawn with `--seed` strikes, once the last one has been recovere
   the new one reports the Ray pods (restartPolicy Never) Failed, their containers lost: recovered once every cluster
   is Running on a new head with a new worker;
 - burst: `--burst` (3) more RayClusters created at once (the operator lets `--max-starting-heads` (2) heads start
-  together),
-  recovered once all are Running, then deleted.
+  together on the node), recovered once all are Running, then deleted.
 
 A fault not recovered from within its bound (RECOVERY_SECONDS; a burst's that for each of its clusters and one
 more) is a violation. Checked every second throughout: no cluster with two heads, no Ray pod whose RayCluster is gone
@@ -340,7 +339,9 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=2, help="RayClusters under a job load")
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas")
     parser.add_argument("--burst", type=int, default=3, help="RayClusters a burst creates at once")
-    parser.add_argument("--max-starting-heads", type=int, default=2, help="the replicas' bound on heads starting")
+    parser.add_argument(
+        "--max-starting-heads", type=int, default=2, help="the replicas' bound on heads starting on one node"
+    )
     parser.add_argument("--faults", default=",".join(FAULTS), help="the kinds of fault drawn from, comma-separated")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
     args = parser.parse_args()

@@ -648,6 +648,35 @@ def test_a_namespaced_operator_ignores_other_namespaces(kube):
     kube.start_operator()
 
 
+def test_clusters_created_together_start_their_heads_within_the_bound_per_node(kube):
+    """Three RayClusters at once with one head allowed to start at a time on the node: never two heads of clusters
+    not yet Running, and all three run."""
+    kube.stop_operator()
+    kube.start_operator("--max-starting-heads", "1")
+    names = [f"together{i}" for i in range(3)]
+
+    def heads_starting() -> tuple[int, bool]:
+        """Heads of clusters not yet Running; whether a cluster says it waits for the bound."""
+        heads = kube.pods("ray", "ray-node-type=head")  # first: a head listed here was made after its peer ran
+        clusters = {head.metadata.labels["ray-cluster-name"] for head in heads}
+        statuses = {name: kube.status(name, "ray") for name in names}
+        starting = sum(statuses[name].get("phase") != "Running" for name in clusters & set(names))
+        return starting, any("heads are starting on each node" in s.get("message", "") for s in statuses.values())
+
+    sampler = Sampler(heads_starting)
+    for name in names:
+        kube.create(raycluster(name))
+    for name in names:
+        kube.wait_phase(name, "ray", "Running", timeout=240)
+    samples = sampler.stop()
+    assert max(starting for starting, _ in samples) == 1
+    assert any(waited for _, waited in samples)  # the bound held clusters back
+    for name in names:
+        delete_and_wait_gone(kube, name, "ray")
+    kube.stop_operator()
+    kube.start_operator()
+
+
 def test_token_authentication_locks_the_cluster_and_disabled_opens_it(kube):
     """By default a job without the cluster's token is refused and one with it runs; the token reaches the pods
     only through a secretKeyRef; rayAuthentication: disabled restarts the cluster open, as clusters were before."""

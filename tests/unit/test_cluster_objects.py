@@ -12,7 +12,7 @@ METADATA = {"name": "c", "namespace": "ray", "uid": "u", "resourceVersion": "7",
 
 
 def raycluster(owner: object) -> dict:
-    status = {"phase": "Running", "message": "", "autoscaler": {"nodes": []}}
+    status: dict[str, object] = {"phase": "Running", "message": "", "autoscaler": {"nodes": []}}
     if owner is not None:
         status["operator"] = owner
     managed = {"managedFields": [{"manager": "kubectl"}]}
