@@ -60,11 +60,13 @@ def cannot_start(pod: dict[str, Any]) -> bool:
 
 def starting(head: dict[str, Any], cluster_phase: str | None, now: datetime) -> bool:
     """Whether a head pod is starting, as the bound on heads starting at once counts it: not being deleted, made
-    less than HEAD_START_SECONDS ago (a head that never comes up stops holding a place), not stuck before it runs
-    anything (cannot_start: one tenant's bad image holds no place from others), and its RayCluster not Running yet
-    (its GCS has not answered an autoscaler)."""
+    less than HEAD_START_SECONDS ago (a head that never comes up stops holding a place), not stopped (Failed or
+    Succeeded), not stuck before it runs anything (cannot_start: one tenant's bad image holds no place from
+    others), and its RayCluster not Running yet (its GCS has not answered an autoscaler)."""
     metadata = head["metadata"]
     if metadata.get("deletionTimestamp") or cluster_phase == RUNNING or cannot_start(head):
+        return False
+    if pod_phase(head) in ("Failed", "Succeeded"):
         return False
     created = datetime.fromisoformat(metadata.get("creationTimestamp") or now.isoformat())
     return (now - created).total_seconds() < HEAD_START_SECONDS

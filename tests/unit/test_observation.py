@@ -34,6 +34,7 @@ def waiting(age_seconds: float, reason: str) -> dict:
         (head(HEAD_START_SECONDS + 1), "Updating", False),  # never came up: no longer holds a place
         ({"metadata": {"name": "h"}}, "Updating", True),  # no creationTimestamp yet (just made, as cached)
         (waiting(10, "ContainerCreating"), "Updating", True),
+        ({**head(10), "status": {"phase": "Failed"}}, "AutoscalingExceptionRecovery", False),  # stopped
         (waiting(10, "ImagePullBackOff"), "Updating", False),  # runs nothing: holds no place from other clusters
         (waiting(10, "CreateContainerConfigError"), "Updating", False),  # a missing Secret, say
     ],
