@@ -236,13 +236,24 @@ class KubernetesNodeProvider(NodeProvider):
         labels: dict[str, str],
     ) -> dict[str, Any]:
         """Create `count` pods of the tagged podType; raises NodeLaunchException if any could not be made, Fenced if
-        the operator's Lease is past its deadline."""
+        the operator's Lease is past its deadline. None while the cluster has no head pod: the operator restarts the
+        cluster, and Ray's autoscaler, counting the head among its podType's nodes, would launch one as a worker."""
         fence.check(self.provider_config.get("fence_file"))
         pod_type = tags.get(TAG_RAY_USER_NODE_TYPE)
         try:
             same_type = self.pods({TAG_RAY_USER_NODE_TYPE: pod_type} if pod_type else {})
+            headless = not self.pods({TAG_RAY_NODE_KIND: NODE_KIND_HEAD})
         except NotSynced as error:
             raise NodeLaunchException("Pods unknown", str(error), src_exc_info=None) from error
+        if headless:
+            log.info(
+                "%s,%s: not launching %d %s pods: the cluster has no head pod",
+                self.cluster_name,
+                self.namespace,
+                count,
+                pod_type,
+            )
+            return {}
         blocked = pending_pods_block(
             same_type,
             self.provider_config.get("max_pending_pods"),

@@ -76,6 +76,7 @@ from ray_operator.shards import MINE, ORPHANED, chosen, ownership
 from ray_operator.status import ERROR, RUNNING, StatusWriter
 
 log = logging.getLogger(__name__)
+CREATES_HEAD = (Action.HEAD_GONE, Action.CREATE_HEAD)  # the steps that make a head pod
 
 
 def _spec_version(body: dict[str, Any]) -> tuple[Any, Any]:
@@ -130,6 +131,7 @@ class ClusterController:
         self.unsupported: tuple[int, str] | None = None  # (generation, why) the cluster's Ray cannot be autoscaled
         self.runs_here = False  # whether the last observation found the cluster this replica's
         self.drain_said: frozenset[tuple[str, str]] = frozenset()  # (Event reason, worker) of drain Events posted
+        self._found_deleted: str | None = None  # the uid of a RayCluster the API server said is gone or being deleted
         self._body = body
         if self.owned:  # another's status is adopted once the cluster becomes this replica's (observe)
             self.status.adopt(body.get("status"))
@@ -153,6 +155,12 @@ class ClusterController:
     @property
     def stopped(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def found_deleted(self) -> bool:
+        """Whether the API server said the RayCluster this controller holds is gone or being deleted, which the
+        watch may say only later (a lagging or cut watch): the manager forgets the cluster at once."""
+        return self._found_deleted is not None and self._found_deleted == self._body["metadata"].get("uid")
 
     def fence(self) -> None:
         """Stop the autoscaler, uncounted, once a reconciliation under way has ended: this operator's Lease lapsed,
@@ -286,7 +294,8 @@ class ClusterController:
 
     def _being_deleted(self, body: dict[str, Any]) -> bool:
         """Whether the RayCluster is gone or being deleted, asked of the API server itself: when a RayCluster is
-        deleted its pods may vanish before the watch says so, and a head pod made then would only be collected."""
+        deleted its pods, head Service and budget may vanish before the watch says so, and what is made again then
+        would only be collected."""
         custom = kubernetes.client.CustomObjectsApi(self.calls.client)
         try:
             live: Any = self.calls(
@@ -443,9 +452,15 @@ class ClusterController:
             return step
         assert obs.config is not None  # a valid spec has a config
         self._write_config(obs.config)
+        budget = obs.config["provider"]["head_disruption_budget"]
+        makes = not obs.service_exists or (budget and not obs.budget_exists) or action in CREATES_HEAD
+        if makes and self._being_deleted(body):  # what the garbage collector just deleted is not made again
+            self.log.info("the RayCluster is being deleted: nothing is made for it")
+            self._found_deleted = body["metadata"].get("uid")
+            return Step(Action.HOLD, "the RayCluster is being deleted")
         if not obs.service_exists:
             create_head_service(self.calls, obs.config, self.objects.service_cache)
-        if obs.budget_exists != obs.config["provider"]["head_disruption_budget"]:
+        if obs.budget_exists != budget:
             made = keep_head_budget(self.calls, obs.config, self.objects.budget_cache)
             self.log.info(
                 "%s the head's PodDisruptionBudget %s", "made" if made else "deleted", head_service_name(self.name)
@@ -455,9 +470,6 @@ class ClusterController:
             self.head_uid = obs.head["metadata"]["uid"]
         for reason, message, warning in obs.decisions:
             self.status.event(body, reason, message, warning=warning)
-        if action in (Action.HEAD_GONE, Action.CREATE_HEAD) and self._being_deleted(body):
-            self.log.info("the RayCluster is being deleted: no new head pod")
-            return Step(Action.HOLD, "the RayCluster is being deleted")
         if action in FAILURES:
             self._fail(obs, step)
             if action is not Action.AUTOSCALER_FAILED:

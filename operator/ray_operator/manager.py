@@ -106,6 +106,10 @@ class ClusterManager:
         if controller is None or controller.stopped:
             return
         recheck = controller.reconcile_once()
+        if controller.found_deleted:
+            namespace, name = key
+            self.forget(namespace, name, only=controller)
+            return
         if recheck is None:
             self.queue.add_after_failure(key)
             return
@@ -123,15 +127,17 @@ class ClusterManager:
                 if controller.autoscaler_exited():
                     self.queue.add(key)
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, only: ClusterController | None = None) -> None:
         """A RayCluster was deleted: stop its autoscaler and remove its files (Kubernetes removes its pods through
-        ownerReferences)."""
+        ownerReferences). `only`: if it is still this controller's (the one that found the RayCluster deleted)."""
         with self._lock:
-            controller = self._controllers.pop((namespace, name), None)
-        if controller is not None:
-            controller.stop(forget=True)
-            AUTOSCALER_RESTARTS.remove(namespace, name)
-            controller.log.info("stopped: the RayCluster was deleted")
+            controller = self._controllers.get((namespace, name))
+            if controller is None or (only is not None and controller is not only):
+                return
+            del self._controllers[(namespace, name)]
+        controller.stop(forget=True)
+        AUTOSCALER_RESTARTS.remove(namespace, name)
+        controller.log.info("stopped: the RayCluster was deleted")
 
     def ready(self) -> bool:
         """Whether the operator serves: its watches have listed, and its Lease is valid."""

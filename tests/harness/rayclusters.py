@@ -54,7 +54,14 @@ def delete_and_wait_gone(kube: LocalKube, name: str, namespace: str, operator_ru
         lambda: not files.exists(),
         timeout=30,
         message=f"the operator's files of {name} removed",
-        state=lambda: sorted(p.name for p in files.iterdir()) if files.exists() else [],
+        state=lambda: (
+            sorted(p.name for p in files.iterdir()) if files.exists() else [],
+            [
+                line[:200]
+                for line in kube.operator_lines()
+                if line.startswith(f"{name},{namespace} ") and " ray_operator." in line
+            ][-4:],
+        ),
     )
 
 

@@ -52,18 +52,44 @@ def head_pods(core) -> list[str]:
     return [p.metadata.name for p in core.list_namespaced_pod("ray", label_selector="ray-node-type=head").items]
 
 
-def test_no_head_pod_for_a_raycluster_deleted_before_the_watch_says_so(kube, core, objects, membership, tmp_path):
+def test_nothing_is_made_for_a_raycluster_deleted_before_the_watch_says_so(kube, core, objects, membership, tmp_path):
+    """Its pods, head Service and budget, which the garbage collector deletes with it, are not made again, and the
+    controller says it found the RayCluster deleted."""
     apply_crd(kube)
-    live, _ = controller_for(kube, objects, membership, tmp_path, "live")
-    live.reconcile()
-    assert len(head_pods(core)) == 1  # the controller does create a head for a RayCluster that exists
+    policy = kubernetes.client.PolicyV1Api(kube)
+
+    def made() -> list[str]:
+        services = [s.metadata.name for s in core.list_namespaced_service("ray").items]
+        budgets = [b.metadata.name for b in policy.list_namespaced_pod_disruption_budget("ray").items]
+        return head_pods(core) + services + budgets
+
+    controller, _ = controller_for(kube, objects, membership, tmp_path, "doomed")
+
+    def seen_gone() -> None:
+        wait_for(
+            lambda: (
+                not objects.pods("ray", "doomed")
+                and objects.head_service("ray", "doomed") is None
+                and objects.head_budget("ray", "doomed") is None
+            ),
+            message="the operator's watches seeing the pods, Service and budget go",
+        )
+
+    controller.reconcile()
+    assert len(made()) == 3  # the controller makes a head, its Service and budget for a RayCluster that exists
     core.delete_collection_namespaced_pod("ray")
-    deleted, body = controller_for(kube, objects, membership, tmp_path, "deleted")
+    core.delete_namespaced_service("doomed-ray-head", "ray")
+    policy.delete_namespaced_pod_disruption_budget("doomed-ray-head", "ray")
+    seen_gone()
+    controller.reconcile()
+    assert len(made()) == 3 and not controller.found_deleted  # made again while the RayCluster exists
     kubernetes.client.CustomObjectsApi(kube).delete_namespaced_custom_object(
-        "cluster.ray.io", "v1", "ray", "rayclusters", "deleted"
+        "cluster.ray.io", "v1", "ray", "rayclusters", "doomed"
     )
-    deleted.reconcile()  # still holding the body the watch last delivered
-    assert head_pods(core) == []
+    seen_gone()  # the garbage collector's deletions
+    controller.reconcile()  # still holding the body the watch last delivered
+    assert made() == []
+    assert controller.found_deleted  # the manager forgets the cluster without waiting for the watch
 
 
 def test_a_deleted_clusters_workers_get_the_time_to_stop_ray_not_to_drain(kube, core, objects, membership, tmp_path):
@@ -101,12 +127,14 @@ def test_a_deleted_clusters_workers_get_the_time_to_stop_ray_not_to_drain(kube, 
 
 
 def test_a_cluster_whose_namespace_is_being_deleted_is_let_go_quietly(
-    kube, core, objects, membership, tmp_path, caplog
+    kube, core, objects, membership, tmp_path, caplog, monkeypatch
 ):
-    """Its creates come back 403 NamespaceTerminating: no Error, no traceback, nothing more created."""
+    """Its creates come back 403 NamespaceTerminating: no Error, no traceback, nothing more created. (Found before
+    the namespace controller deleted the RayCluster itself: then the controller finds it deleted and makes nothing.)"""
     caplog.set_level(logging.INFO)
     apply_crd(kube)
     controller, _ = controller_for(kube, objects, membership, tmp_path, "doomed")
+    monkeypatch.setattr(controller, "_being_deleted", lambda body: False)
     controller.update(
         kubernetes.client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
             "cluster.ray.io", "v1", "ray", "rayclusters", "doomed", {"status": {"operator": membership.owner_record}}

@@ -10,9 +10,10 @@ from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE
 
 from autoscaler_bridge import fence
-from autoscaler_bridge.cluster_config import autoscaler_config
+from autoscaler_bridge.cluster_config import autoscaler_config, head_tags
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.node_provider import KubernetesNodeProvider, delete_pods
+from autoscaler_bridge.ray_pod import build_ray_pod
 from kube_apiserver.server import ApiServer
 from ray_operator.helm_values import raycluster_from_values
 from tests.harness.api import apply_crd, create_raycluster
@@ -20,13 +21,27 @@ from tests.harness.files import ROOT, load_yaml
 from tests.harness.waiting import wait_for
 
 
+WORKERS = {TAG_RAY_NODE_KIND: "worker"}
+
+
+def create_head(kube, config):
+    """The cluster's head pod (as the operator makes it), its name."""
+    head_type = config["available_node_types"]["rayHeadType"]
+    head = build_ray_pod(
+        config["provider"], "demo", head_type["node_config"], head_tags(config), head_type["resources"]
+    )
+    return kubernetes.client.CoreV1Api(kube).create_namespaced_pod("ray", head).metadata.name
+
+
 @pytest.fixture
 def cluster(kube):
-    """A RayCluster stored in the API, and its autoscaler config (with the RayCluster's uid)."""
+    """A RayCluster stored in the API with its head pod, and its autoscaler config (with the RayCluster's uid)."""
     apply_crd(kube)
     values = load_yaml(ROOT / "values/cpu-only.yaml")
     stored = create_raycluster(kube, raycluster_from_values(values, "demo", "ray"))
-    return stored, autoscaler_config(stored)
+    config = autoscaler_config(stored)
+    create_head(kube, config)
+    return stored, config
 
 
 @pytest.fixture
@@ -53,7 +68,8 @@ def launch(provider, config, count):
     )
 
 
-def pods(kube, namespace="ray", selector="ray-cluster-name=demo"):
+def pods(kube, namespace="ray", selector="ray-cluster-name=demo,ray-node-type=worker"):
+    """The cluster's worker pods (or those of `selector`) in the API."""
     return kubernetes.client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector=selector).items
 
 
@@ -89,7 +105,7 @@ def test_created_pods_carry_tags_labels_and_owner(provider, cluster, kube):
 def test_listing_tags_state_and_ips_follow_the_pods(provider, cluster, kube):
     _, config = cluster
     first, second = launch(provider, config, 2)
-    assert sorted(provider.non_terminated_nodes({})) == sorted([first, second])
+    assert sorted(provider.non_terminated_nodes(WORKERS)) == sorted([first, second])
     assert provider.non_terminated_nodes({TAG_RAY_USER_NODE_TYPE: "other"}) == []
     assert provider.node_tags(first)[TAG_RAY_NODE_STATUS] == "uninitialized"
     assert not provider.is_running(first) and not provider.is_terminated(first)
@@ -119,11 +135,11 @@ def test_terminate_deletes_pods_and_tolerates_pods_deleted_by_hand(provider, clu
     names = list(launch(provider, config, 3))
     kubernetes.client.CoreV1Api(kube).delete_namespaced_pod(names[0], "ray")
     provider.terminate_nodes(names)
-    assert provider.non_terminated_nodes({}) == []  # seen at once, before any event
+    assert provider.non_terminated_nodes(WORKERS) == []  # seen at once, before any event
     assert pods(kube) == []
     provider.terminate_node(names[1])  # already gone: no error
     provider.set_node_tags(names[1], {"x": "y"})  # likewise
-    assert provider.non_terminated_nodes({}) == []
+    assert provider.non_terminated_nodes(WORKERS) == []
 
 
 def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster, kube, tmp_path):
@@ -148,18 +164,20 @@ def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster,
 
 
 def test_the_head_is_never_terminated(provider, cluster, kube):
-    from autoscaler_bridge.cluster_config import head_tags
-    from autoscaler_bridge.ray_pod import build_ray_pod
-
-    _, config = cluster
-    head_type = config["available_node_types"]["rayHeadType"]
-    head = build_ray_pod(
-        config["provider"], "demo", head_type["node_config"], head_tags(config), head_type["resources"]
-    )
-    name = kubernetes.client.CoreV1Api(kube).create_namespaced_pod("ray", head).metadata.name
-    wait_for(lambda: provider.non_terminated_nodes({}) == [name], message="the head in the provider's view")
+    [name] = provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "head"})
     provider.terminate_node(name)
-    assert len(pods(kube)) == 1
+    assert [p.metadata.name for p in pods(kube, selector="ray-cluster-name=demo")] == [name]
+
+
+def test_no_worker_is_launched_while_the_cluster_has_no_head(provider, cluster, kube):
+    """Ray's autoscaler counts the head among its podType's nodes: with the head gone (the operator restarts the
+    cluster), it would launch one as a worker."""
+    _, config = cluster
+    [head] = provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "head"})
+    kubernetes.client.CoreV1Api(kube).delete_namespaced_pod(head, "ray")
+    wait_for(lambda: provider.is_terminated(head), message="the head gone in the provider's view")
+    assert launch(provider, config, 1) == {}
+    assert pods(kube) == []
 
 
 def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api_server):
@@ -178,7 +196,7 @@ def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api
         return len(api_server.request_log) - before
 
     launch(provider, config, 2)
-    assert len(provider.non_terminated_nodes({})) == 2  # launches are seen at once
+    assert len(provider.non_terminated_nodes(WORKERS)) == 2  # launches are seen at once
     with_two = one_round()
     launch(provider, config, 20)
     with_twenty_two = one_round()
@@ -213,6 +231,7 @@ def test_transient_api_outage_is_retried(cluster, kube, tmp_path, monkeypatch):
     core = kubernetes.client.CoreV1Api(client)
     core.create_namespace({"metadata": {"name": "ray"}})
     _, config = cluster
+    create_head(client, config)
     provider = KubernetesNodeProvider(config["provider"], "demo", KubeCalls(client))
     server.stop()
     restarted = []
@@ -226,7 +245,9 @@ def test_transient_api_outage_is_retried(cluster, kube, tmp_path, monkeypatch):
     try:
         created = launch(provider, config, 1)
         thread.join()
-        assert list(created) == [p.metadata.name for p in core.list_namespaced_pod("ray").items]
+        assert list(created) == [
+            p.metadata.name for p in core.list_namespaced_pod("ray", label_selector="ray-node-type=worker").items
+        ]
     finally:
         thread.join()
         for s in restarted:
@@ -299,6 +320,6 @@ def test_a_deletion_may_give_a_pod_a_grace_period_of_its_own(provider, cluster, 
         binding = {"metadata": {"name": name}, "target": {"kind": "Node", "name": "n1"}}
         core.create_namespaced_pod_binding(name, "ray", binding, _preload_content=False)
     delete_pods(KubeCalls(kube), "ray", names, provider._cache, {names[0]: 15})
-    assert sorted(provider.terminating_workers()) == names and provider.non_terminated_nodes({}) == []  # at once
+    assert sorted(provider.terminating_workers()) == names and provider.non_terminated_nodes(WORKERS) == []
     graces = [core.read_namespaced_pod(name, "ray").metadata.deletion_grace_period_seconds for name in names]
     assert graces == [15, 135]  # the second: the pod's own (its drain of 120 s, and 15 s to stop Ray)
