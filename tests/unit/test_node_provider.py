@@ -35,18 +35,18 @@ def create_head(kube, config):
 
 @pytest.fixture
 def cluster(kube):
-    """A RayCluster stored in the API with its head pod, and its autoscaler config (with the RayCluster's uid)."""
+    """A RayCluster stored in the API, and its autoscaler config (with the RayCluster's uid)."""
     apply_crd(kube)
     values = load_yaml(ROOT / "values/cpu-only.yaml")
     stored = create_raycluster(kube, raycluster_from_values(values, "demo", "ray"))
-    config = autoscaler_config(stored)
-    create_head(kube, config)
-    return stored, config
+    return stored, autoscaler_config(stored)
 
 
 @pytest.fixture
 def provider(cluster, kube):
+    """The cluster's node provider, its head pod made (workers are launched only beside a head)."""
     _, config = cluster
+    create_head(kube, config)
     return KubernetesNodeProvider(config["provider"], config["cluster_name"], KubeCalls(kube))
 
 
@@ -68,9 +68,13 @@ def launch(provider, config, count):
     )
 
 
-def pods(kube, namespace="ray", selector="ray-cluster-name=demo,ray-node-type=worker"):
-    """The cluster's worker pods (or those of `selector`) in the API."""
+def pods(kube, namespace="ray", selector="ray-cluster-name=demo"):
     return kubernetes.client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector=selector).items
+
+
+def worker_pods(kube):
+    """The cluster's worker pods in the API."""
+    return pods(kube, selector="ray-cluster-name=demo,ray-node-type=worker")
 
 
 def set_phase(kube, name, phase, ip=None, namespace="ray"):
@@ -84,7 +88,7 @@ def test_created_pods_carry_tags_labels_and_owner(provider, cluster, kube):
     stored, config = cluster
     created = launch(provider, config, 2)
     assert len(created) == 2
-    listed = pods(kube)
+    listed = worker_pods(kube)
     assert sorted(p.metadata.name for p in listed) == sorted(created)
     for pod in listed:
         assert pod.metadata.name.startswith("demo-rayworkertype-")
@@ -136,7 +140,7 @@ def test_terminate_deletes_pods_and_tolerates_pods_deleted_by_hand(provider, clu
     kubernetes.client.CoreV1Api(kube).delete_namespaced_pod(names[0], "ray")
     provider.terminate_nodes(names)
     assert provider.non_terminated_nodes(WORKERS) == []  # seen at once, before any event
-    assert pods(kube) == []
+    assert worker_pods(kube) == []
     provider.terminate_node(names[1])  # already gone: no error
     provider.set_node_tags(names[1], {"x": "y"})  # likewise
     assert provider.non_terminated_nodes(WORKERS) == []
@@ -151,22 +155,23 @@ def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster,
         {**config["provider"], "fence_file": str(deadline)}, config["cluster_name"], KubeCalls(kube)
     )
     fence.write_deadline(deadline, time.monotonic() + 60)
+    create_head(kube, config)
     names = list(launch(fenced_provider, config, 2))
     fence.write_deadline(deadline, time.monotonic() - 1)
     with pytest.raises(fence.Fenced):
         launch(fenced_provider, config, 1)
     with pytest.raises(fence.Fenced):
         fenced_provider.terminate_nodes(names)
-    assert sorted(p.metadata.name for p in pods(kube)) == sorted(names)
+    assert sorted(p.metadata.name for p in worker_pods(kube)) == sorted(names)
     fence.write_deadline(deadline, time.monotonic() + 60)  # renewed: on with the work
     fenced_provider.terminate_nodes(names)
-    assert pods(kube) == []
+    assert worker_pods(kube) == []
 
 
 def test_the_head_is_never_terminated(provider, cluster, kube):
     [name] = provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "head"})
     provider.terminate_node(name)
-    assert [p.metadata.name for p in pods(kube, selector="ray-cluster-name=demo")] == [name]
+    assert [p.metadata.name for p in pods(kube)] == [name]
 
 
 def test_no_worker_is_launched_while_the_cluster_has_no_head(provider, cluster, kube):
@@ -177,7 +182,7 @@ def test_no_worker_is_launched_while_the_cluster_has_no_head(provider, cluster, 
     kubernetes.client.CoreV1Api(kube).delete_namespaced_pod(head, "ray")
     wait_for(lambda: provider.is_terminated(head), message="the head gone in the provider's view")
     assert launch(provider, config, 1) == {}
-    assert pods(kube) == []
+    assert worker_pods(kube) == []
 
 
 def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api_server):
@@ -261,7 +266,7 @@ def test_a_failed_launch_is_reported_to_the_autoscaler(provider, cluster, kube):
     kubernetes.client.CoreV1Api(kube).delete_namespaced_service_account("default", "ray")
     with pytest.raises(NodeLaunchException):
         launch(provider, config, 1)
-    assert pods(kube) == []
+    assert worker_pods(kube) == []
 
 
 def test_errors_other_than_transient_ones_are_not_retried(kube):
@@ -282,13 +287,14 @@ def test_launches_stop_while_too_many_pods_are_pending(cluster, kube):
 
     _, config = cluster
     config["provider"]["max_pending_pods"] = 3
+    create_head(kube, config)
     provider = KubernetesNodeProvider(config["provider"], config["cluster_name"], KubeCalls(kube))
     assert len(launch(provider, config, 5)) == 3  # a batch is cut to the bound
     with pytest.raises(NodeLaunchException) as raised:
         launch(provider, config, 1)
     assert "3 pods are Pending (the bound is 3)" in raised.value.description
-    assert len(pods(kube)) == 3
-    started = pods(kube)[0].metadata.name
+    assert len(worker_pods(kube)) == 3
+    started = worker_pods(kube)[0].metadata.name
     set_phase(kube, started, "Running", "10.0.0.9")
     wait_for(lambda: provider.is_running(started), message="the started pod in the provider's view")
     assert len(launch(provider, config, 1)) == 1  # one started, so one more may be Pending
