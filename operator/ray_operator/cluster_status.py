@@ -19,7 +19,7 @@ from ray.autoscaler.tags import TAG_RAY_USER_NODE_TYPE
 from autoscaler_bridge.drain_on_term import EXIT_DEADLINE
 from autoscaler_bridge.node_provider import pending_pods_block
 from ray_operator.decide import AUTOSCALING, ERRORS, FAILURES, NOT_MINE, Action, Step, failure_reason
-from ray_operator.observation import Observation, drain_seconds, draining, pod_phase, pod_ready
+from ray_operator.observation import Observation, drain_seconds, draining, pod_phase, pod_ready, stopped
 from ray_operator.settings import Settings
 from ray_operator.status import ERROR, RECOVERING, RUNNING, UPDATING
 
@@ -77,7 +77,7 @@ def conditions(obs: Observation, step: Step) -> list[dict[str, Any]]:
     head = obs.head
     if head is None:
         head_ready = (False, "NoHeadPod", "the cluster has no head pod")
-    elif pod_phase(head) in ("Failed", "Succeeded"):
+    elif stopped(head):
         head_ready = (False, "HeadPodStopped", f"the head pod {obs.head_name} is {pod_phase(head)}")
     elif pod_phase(head) != "Running" or not obs.head_ip:
         head_ready = (False, "HeadPodStarting", f"the head pod {obs.head_name} is {pod_phase(head)}")

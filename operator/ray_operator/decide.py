@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ray_operator.monitor_process import EXIT_FENCED, EXIT_NO_TOKEN_AUTH, EXIT_OUT_OF_MEMORY, EXIT_UNSUPPORTED_RAY
-from ray_operator.observation import Observation, pod_phase
+from ray_operator.observation import Observation, pod_phase, stopped
 from ray_operator.pod_failures import why_stopped
 from ray_operator.settings import Settings
 from ray_operator.shards import ELSEWHERE, FENCED, FOR_PEER, HAND_OVER, ORPHANED, UNOWNED
@@ -105,7 +105,7 @@ def decide(obs: Observation, settings: Settings) -> Step:
             "restarting the cluster for the head podType's new pod template",
             cause="the head podType's pod template changed",
         )
-    if head is not None and pod_phase(head) in ("Failed", "Succeeded"):
+    if head is not None and stopped(head):
         why = f"{pod_phase(head)}: {why_stopped(head)}"
         return Step(Action.HEAD_FAILED, f"the head pod {obs.head_name} is {why}", cause=f"the head pod is {why}")
     if head is None:

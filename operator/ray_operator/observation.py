@@ -29,6 +29,11 @@ def pod_phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase", "Pending")
 
 
+def stopped(pod: dict[str, Any]) -> bool:
+    """Whether every container of the pod has ended for good (Failed or Succeeded): it runs nothing again."""
+    return pod_phase(pod) in ("Failed", "Succeeded")
+
+
 def drain_seconds(pod: dict[str, Any]) -> int:
     """How long a worker pod drains once deleted (what it was made with); 0: it stops at once."""
     value = (pod["metadata"].get("annotations") or {}).get(DRAIN_ANNOTATION, "0")
@@ -64,9 +69,7 @@ def starting(head: dict[str, Any], cluster_phase: str | None, now: datetime) -> 
     Succeeded), not stuck before it runs anything (cannot_start: one tenant's bad image holds no place from
     others), and its RayCluster not Running yet (its GCS has not answered an autoscaler)."""
     metadata = head["metadata"]
-    if metadata.get("deletionTimestamp") or cluster_phase == RUNNING or cannot_start(head):
-        return False
-    if pod_phase(head) in ("Failed", "Succeeded"):
+    if metadata.get("deletionTimestamp") or cluster_phase == RUNNING or stopped(head) or cannot_start(head):
         return False
     created = datetime.fromisoformat(metadata.get("creationTimestamp") or now.isoformat())
     return (now - created).total_seconds() < HEAD_START_SECONDS
