@@ -47,6 +47,8 @@ from autoscaler_bridge.watch_cache import SYNC_SECONDS, NotSynced, WatchCache
 log = logging.getLogger(__name__)
 
 DELETE_CONCURRENCY = 8
+# The CoreV1Api methods this module calls (the autoscalers' forkserver prepares them: kube_client.share_with_forks).
+API_METHODS = ("list_namespaced_pod", "create_namespaced_pod", "delete_namespaced_pod", "patch_namespaced_pod")
 _TAG_PREFIX = "ray-"
 
 _caches: dict[tuple[str, str, str], WatchCache] = {}

@@ -17,7 +17,7 @@ import yaml
 from autoscaler_bridge.cluster_config import autoscaler_config
 from autoscaler_bridge.names import DEFAULT_MAX_PENDING_PODS, DEFAULT_PENDING_TIMEOUT_SECONDS
 from autoscaler_bridge.validation import InvalidRayCluster
-from ray_operator import __version__
+from ray_operator import __version__, logs
 from ray_operator.helm_values import is_values_file, raycluster_from_values
 
 EXIT_INVALID = 2
@@ -231,7 +231,7 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="INFO",
+    default=logs.DEFAULT_LEVEL,
     show_default=True,
     help="Least severity of the lines logged (Ray's autoscaler's too).",
 )
@@ -264,7 +264,7 @@ def run(
     a restarted operator adopts the clusters and their pods as they are.
     """
     from autoscaler_bridge import crash_point
-    from ray_operator import health, logs, metrics
+    from ray_operator import health, metrics
     from ray_operator.manager import ClusterManager
     from ray_operator.membership import default_identity
     from ray_operator.settings import Settings

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DEFAULT_LEVEL = "INFO"
 
 
 def cluster_prefix(name: str, namespace: str) -> str:
@@ -48,7 +49,7 @@ def cluster_logger(logger: logging.Logger, name: str, namespace: str) -> logging
     return _ClusterAdapter(logger, {"ray_cluster": cluster_prefix(name, namespace)})
 
 
-def configure(level: str = "INFO", fixed_prefix: str | None = None) -> None:
+def configure(level: str = DEFAULT_LEVEL, fixed_prefix: str | None = None) -> None:
     """Log to stderr with the cluster prefix; `fixed_prefix` prefixes every line (a monitor process)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ClusterPrefixFormatter(fixed_prefix))
@@ -56,4 +57,5 @@ def configure(level: str = "INFO", fixed_prefix: str | None = None) -> None:
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    if logging.getLevelName(root.level) != level.upper():  # setting it writes to every logger (their caches)
+        root.setLevel(level.upper())

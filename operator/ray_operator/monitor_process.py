@@ -14,7 +14,8 @@ which the operator turns into the RayCluster's status.autoscaler and Events. Its
 idle nodes first (autoscaler_bridge.draining_autoscaler).
 
 Children are forked from a forkserver that has already imported Ray's
-autoscaler and the node provider: each costs a few MiB instead of a fresh
+autoscaler and the node provider, and made what they all use
+(ray_operator.monitor_forkserver): each costs a few MiB instead of a fresh
 interpreter's ~40, and no child inherits the operator's threads or gRPC state.
 """
 
@@ -45,6 +46,7 @@ PRELOAD = [
     "autoscaler_bridge.draining_autoscaler",
     "kubernetes.client.api.core_v1_api",
     "ray_operator.monitor_process",
+    "ray_operator.monitor_forkserver",  # last: prepares, with all of the above imported, what the monitors share
 ]
 EXIT_UNSUPPORTED_RAY = 3
 EXIT_NO_TOKEN_AUTH = 4  # the cluster asks for token authentication; its Ray has none
@@ -81,7 +83,7 @@ class MonitorSpec:
     gcs_address: str
     config_path: Path
     heartbeat_path: Path
-    log_level: str = "INFO"
+    log_level: str = logs.DEFAULT_LEVEL
     auth_mode: str = AUTH_DISABLED  # the head's Ray authentication mode
     auth_token: str | None = field(default=None, repr=False)
     memory_limit_bytes: int | None = None  # of the monitor's data (heap, stacks), enforced by the kernel

@@ -1,0 +1,32 @@
+"""What the autoscalers' forkserver makes once, for every autoscaler it forks to share.
+
+Imported by the forkserver only, as the last of ray_operator.monitor_process.PRELOAD: a forked autoscaler shares
+its parent's memory until either writes to it, so what every autoscaler would otherwise make for itself as it
+starts, the same in each, is made here. Each item is memory that every running cluster no longer pays for
+(`python -m bench.monitor_memory` measures it):
+
+- the Kubernetes client's configuration, and the argument validators of the API methods the node provider calls
+  (autoscaler_bridge.kube_client.share_with_forks): ~3.5 MB, 2.5 MB more once an autoscaler launched a pod;
+- the root logger at the operator's default level: setting a level writes to every logger of the process (it
+  clears their caches), hundreds of them, Ray's and its libraries': ~0.6 MB;
+- Ray's check of the cluster config against its JSON schema, off: it builds a jsonschema validator whenever the
+  config changes (~1.7 MB) and only logs a failure, at debug level. Every config the operator writes passes it
+  (tests/unit/test_cluster_config.py).
+"""
+
+import logging
+
+import ray.autoscaler._private.autoscaler as ray_autoscaler
+
+from autoscaler_bridge.kube_client import share_with_forks
+from autoscaler_bridge.node_provider import API_METHODS
+from ray_operator.logs import DEFAULT_LEVEL
+
+
+def _validated_by_the_operator(config: dict) -> None:
+    """Ray's validate_config, for configs the operator made."""
+
+
+share_with_forks(API_METHODS)
+logging.getLogger().setLevel(DEFAULT_LEVEL)
+ray_autoscaler.validate_config = _validated_by_the_operator  # type: ignore[attr-defined]
