@@ -201,7 +201,7 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
     default=3,
     show_default=True,
     help="Head pods starting at once on one node, whichever of the operator's replicas made them (made less than "
-    "5 minutes ago, their RayCluster not yet Running; a head not placed yet counts on every node); a cluster past "
+    "5 minutes ago, their Ray node not joined yet; a head not placed yet counts on every node); a cluster past "
     "it waits for its head. Many heads starting on one node overload it, and each one's start then fails. "
     "0: no bound.",
 )

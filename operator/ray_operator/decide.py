@@ -178,6 +178,10 @@ def _autoscaler_step(obs: Observation, settings: Settings) -> Step:
         )
     if not monitor.made_a_round:
         return Step(Action.WAIT_FIRST_ROUND, "waiting for the autoscaler's first round")
+    if obs.memory.phase != RUNNING and not (obs.autoscaler or {}).get("usage"):
+        # The GCS answers before the head's raylet has registered with it, which `ray start` waits for (30 s) and
+        # an overloaded node may not bring: a cluster is Running, and its head no longer starting, once it has.
+        return Step(Action.WAIT_FIRST_ROUND, "waiting for the head's Ray node to join the cluster")
     if obs.outdated_workers:
         return Step(Action.REPLACE_WORKERS, f"replacing {obs.outdated_workers} workers of changed podTypes")
     if not monitor.round_since_config:

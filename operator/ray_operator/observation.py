@@ -67,7 +67,7 @@ def starting(head: dict[str, Any], cluster_phase: str | None, now: datetime) -> 
     """Whether a head pod is starting, as the bound on heads starting at once counts it: not being deleted, made
     less than HEAD_START_SECONDS ago (a head that never comes up stops holding a place), not stopped (Failed or
     Succeeded), not stuck before it runs anything (cannot_start: one tenant's bad image holds no place from
-    others), and its RayCluster not Running yet (its GCS has not answered an autoscaler)."""
+    others), and its RayCluster not Running yet (its Ray node has not joined: ray_operator.decide)."""
     metadata = head["metadata"]
     if metadata.get("deletionTimestamp") or cluster_phase == RUNNING or stopped(head) or cannot_start(head):
         return False

@@ -179,6 +179,17 @@ OTHER = {"identity": "op-b", "lease": "ray-system/ray-operator-op-b"}
             Action.WAIT_FIRST_ROUND,
             "waiting for the autoscaler's first round",
         ),  # not yet stalled: it only just started
+        (  # its first round, before the head's raylet registered: `ray start` on the head may still time out
+            replace(RUNNING, memory=Memory(phase="Updating", head_uid="uid-h"), autoscaler={"usage": {}}),
+            Action.WAIT_FIRST_ROUND,
+            "waiting for the head's Ray node to join the cluster",
+        ),
+        (
+            replace(RUNNING, memory=Memory(phase="Updating", head_uid="uid-h"), autoscaler={"usage": {"memory": {}}}),
+            Action.RUN,
+            "",
+        ),
+        (replace(RUNNING, autoscaler={"usage": {}}), Action.RUN, ""),  # Running stays so: its head no longer starts
         (
             replace(RUNNING, monitor=replace(HEALTHY, exit_code=5)),
             Action.AUTOSCALER_FAILED,
