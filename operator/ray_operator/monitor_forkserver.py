@@ -5,8 +5,9 @@ its parent's memory until either writes to it, so what every autoscaler would ot
 starts, the same in each, is made here. Each item is memory that every running cluster no longer pays for
 (`python -m bench.monitor_memory` measures it):
 
-- the Kubernetes client's configuration, and the argument validators of the API methods the node provider calls
-  (autoscaler_bridge.kube_client.share_with_forks): ~3.5 MB, 2.5 MB more once an autoscaler launched a pod;
+- the Kubernetes client's configuration, the argument validators of the API methods the node provider calls and a
+  first request (autoscaler_bridge.kube_client.share_with_forks): ~4 MB, 2.5 MB more once an autoscaler launched a
+  pod;
 - the root logger at the operator's default level: setting a level writes to every logger of the process (it
   clears their caches), hundreds of them, Ray's and its libraries': ~0.6 MB;
 - Ray's check of the cluster config against its JSON schema, off: it builds a jsonschema validator whenever the
