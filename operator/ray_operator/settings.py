@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoscaler_bridge.names import DEFAULT_MAX_PENDING_PODS, DEFAULT_PENDING_TIMEOUT_SECONDS
+from ray_operator.logs import DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Settings:
     pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
     max_starting_heads: int = 3  # heads starting at once on one node (made, their cluster not yet Running); 0: any
     monitor_memory_limit_mb: int = 1024  # each autoscaler's RLIMIT_DATA
-    log_level: str = "INFO"
+    log_level: str = DEFAULT_LEVEL
     identity: str = "ray-operator"  # this operator among operators (its Lease, status.operator)
     lease_namespace: str = "default"  # where its Lease is
     group: str = "ray-operator"  # the operator's replicas: the operators whose Leases share this label
