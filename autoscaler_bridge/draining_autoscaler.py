@@ -14,6 +14,9 @@ with it. `DrainingAutoscaler` replaces that call, nothing else of the autoscaler
   new-template nodes launched first where maxWorkers leaves room, and no launch of its podType past maxWorkers
   while its outdated nodes drain (autoscaler_bridge.rollout decides);
 - a podType with drainTimeoutSeconds 0 keeps Ray's own behaviour.
+
+It also labels each worker whose Ray node has joined (JOINED_TAG), once: the operator's bound on Ray pods starting
+at once on a node counts a worker until then (autoscaler_bridge.start_gate).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ray.autoscaler._private.autoscaler import StandardAutoscaler
 from ray.autoscaler.tags import TAG_RAY_USER_NODE_TYPE
 
 from autoscaler_bridge.drain_on_term import drain_node
+from autoscaler_bridge.names import JOINED_TAG
 from autoscaler_bridge.ray_pod import pod_type_drain_seconds
 from autoscaler_bridge.rollout import REPLACEMENT, Rollout, rollout_step
 
@@ -81,10 +85,24 @@ class DrainingAutoscaler(StandardAutoscaler):  # type: ignore[misc]  # Ray's cla
         super().schedule_node_termination(node_id, reason_opt, logger_method)
 
     def launch_required_nodes(self, to_launch: dict[str, int]) -> None:
-        """Ray's launches, none past the room of a podType whose outdated nodes are being replaced."""
+        """Ray's launches, none past the room of a podType whose outdated nodes are being replaced; first, the
+        workers that joined since the last round labelled so (every round launches, if only nothing)."""
+        self._label_joined()
         room: dict[str, int] = self.__dict__.get("_rollout_room", {})
         allowed = {t: min(n, room.get(t, n)) for t, n in to_launch.items()}
         super().launch_required_nodes({t: n for t, n in allowed.items() if n > 0})
+
+    def _label_joined(self) -> None:
+        provider: Any = self.provider
+        nodes: Any = self.non_terminated_nodes
+        joined_ips = self.load_metrics.node_id_by_ip
+        for node in nodes.worker_ids:
+            if JOINED_TAG in provider.node_tags(node) or provider.internal_ip(node) not in joined_ips:
+                continue
+            try:
+                provider.set_node_tags(node, {JOINED_TAG: "true"})
+            except Exception as error:  # noqa: BLE001 - the next round tries again; until then it counts as starting
+                log.warning("labelling node %s as joined failed: %s", node, error)
 
     def _runs_ray(self, node: str) -> bool:
         """Whether a node has joined the cluster and is of a podType that drains (its work would be lost)."""

@@ -28,6 +28,8 @@ DEFAULT_PENDING_TIMEOUT_SECONDS = 600.0
 DEFAULT_DRAIN_SECONDS = 120
 # The drain time a worker pod was made with (what its container drains for, whatever its podType says later).
 DRAIN_ANNOTATION = "ray.io/drain-timeout-seconds"
+# The label a worker pod gets once its Ray node has joined the cluster (its autoscaler saw it): it is started.
+JOINED_TAG = "ray-node-joined"
 
 RAY_CONTAINER_NAME = "ray-node"
 GCS_PORT = 6379

@@ -13,7 +13,9 @@ launched or deleted is in the cache at once. While the cache cannot know (its
 first LIST or a failed watch), listing raises instead of reading as "no pods".
 The head pod and Service are the operator's (ray_operator.head); the
 autoscaler never deletes the head. No pod is created or deleted once the
-operator's Lease is past its deadline (autoscaler_bridge.fence).
+operator's Lease is past its deadline (autoscaler_bridge.fence), and no more
+are created at once than the operator's bound on Ray pods starting on a node
+leaves (autoscaler_bridge.start_gate).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ray.autoscaler.node_launch_exception import NodeLaunchException
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
+    STATUS_SETTING_UP,
     STATUS_UNINITIALIZED,
     STATUS_UP_TO_DATE,
     STATUS_UPDATE_FAILED,
@@ -39,8 +42,9 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from autoscaler_bridge import fence
+from autoscaler_bridge import fence, start_gate
 from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.names import JOINED_TAG
 from autoscaler_bridge.ray_pod import build_ray_pod
 from autoscaler_bridge.watch_cache import SYNC_SECONDS, NotSynced, WatchCache
 
@@ -139,13 +143,18 @@ def delete_pods(
 
 
 def node_status(pod: dict[str, Any]) -> str:
-    """`ray-node-status` as the autoscaler must see it: no updater runs, so the pod's phase says it."""
+    """`ray-node-status` as the autoscaler must see it: no updater runs, so the pod's phase says it, and of a running
+    worker whether its Ray node has joined (JOINED_TAG): until then it is setting up. Ray's autoscaler stops a worker
+    up to date that has not reported to the GCS for 30 s ("lost contact with raylet"), which on a loaded node is one
+    still starting Ray (`ray start` alone may take that long), whose start then begins again elsewhere."""
     phase = (pod.get("status") or {}).get("phase")
+    labels = pod["metadata"].get("labels") or {}
     if phase == "Running":
-        return STATUS_UP_TO_DATE
+        joined = JOINED_TAG in labels or labels.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD
+        return STATUS_UP_TO_DATE if joined else STATUS_SETTING_UP
     if phase in ("Failed", "Succeeded"):
         return STATUS_UPDATE_FAILED
-    return (pod["metadata"].get("labels") or {}).get(TAG_RAY_NODE_STATUS, STATUS_UNINITIALIZED)
+    return labels.get(TAG_RAY_NODE_STATUS, STATUS_UNINITIALIZED)
 
 
 class KubernetesNodeProvider(NodeProvider):
@@ -280,6 +289,7 @@ class KubernetesNodeProvider(NodeProvider):
                 max_pending,
             )
             count = allowed
+        count = self._places_to_start(count, pod_type)
         pod = build_ray_pod(
             self.provider_config, self.cluster_name, node_config, tags, {k: int(v) for k, v in resources.items()}
         )
@@ -304,6 +314,24 @@ class KubernetesNodeProvider(NodeProvider):
             self._cache.put(body)
             created[body["metadata"]["name"]] = body
         return created
+
+    def _places_to_start(self, count: int, pod_type: str | None) -> int:
+        """How many of `count` pods may start now, their places claimed: no more than the operator's bound on Ray
+        pods starting at once on one node leaves (autoscaler_bridge.start_gate); the others are launched in a later
+        round."""
+        allowed, taken = start_gate.claim(self.provider_config.get("start_gate_file"), count)
+        if allowed < count:
+            log.info(
+                "%s,%s: launching %d of %d %s pods now: %d Ray pods are starting on the busiest node, as many as the "
+                "operator lets start at once",
+                self.cluster_name,
+                self.namespace,
+                allowed,
+                count,
+                pod_type,
+                taken,
+            )
+        return allowed
 
     def create_node(self, node_config: dict[str, Any], tags: dict[str, str], count: int) -> dict[str, Any]:
         return self.create_node_with_resources_and_labels(node_config, tags, count, {}, {})

@@ -21,7 +21,7 @@ seconds a fault drawn with `--seed` strikes, once the last one has been recovere
   cannot leave them running as a real container runtime does when only the kubelet restarts), and, as a kubelet,
   the new one reports the Ray pods (restartPolicy Never) Failed, their containers lost: recovered once every cluster
   is Running on a new head with a new worker;
-- burst: `--burst` (3) more RayClusters created at once (the operator lets `--max-starting-heads` (2) heads start
+- burst: `--burst` (3) more RayClusters created at once (the operator lets `--max-starting-pods` (3) Ray pods start
   together on the node), recovered once all are Running, then deleted.
 
 A fault not recovered from within its bound (RECOVERY_SECONDS; a burst's that for each of its clusters and one
@@ -194,9 +194,9 @@ class Chaos:
         replicas: int,
         seed: int,
         burst: int,
-        heads: int,
+        starting: int,
     ) -> None:
-        self.kube, self.plane, self.clusters, self.burst, self.heads = kube, plane, clusters, burst, heads
+        self.kube, self.plane, self.clusters, self.burst, self.starting = kube, plane, clusters, burst, starting
         self.random = random.Random(seed)
         self.proxy = WatchFaultProxy(plane, seed)
         self.kubeconfig = self.proxy.kubeconfig(kube.work / "proxy.kubeconfig")
@@ -210,7 +210,7 @@ class Chaos:
         self.started += 1
         identity = f"chaos-{self.started}"
         self.operators[identity] = self.kube.start_operator(
-            "--identity", identity, "--max-starting-heads", str(self.heads), kubeconfig=self.kubeconfig
+            "--identity", identity, "--max-starting-pods", str(self.starting), kubeconfig=self.kubeconfig
         )
 
     def all_running(self, names: list[str] | None = None) -> bool:
@@ -340,7 +340,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas")
     parser.add_argument("--burst", type=int, default=3, help="RayClusters a burst creates at once")
     parser.add_argument(
-        "--max-starting-heads", type=int, default=2, help="the replicas' bound on heads starting on one node"
+        "--max-starting-pods", type=int, default=3, help="the replicas' bound on Ray pods starting on one node"
     )
     parser.add_argument("--faults", default=",".join(FAULTS), help="the kinds of fault drawn from, comma-separated")
     parser.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto", help="the pod runtime's")
@@ -362,7 +362,7 @@ def main() -> None:
             clusters = [f"chaos-{i}" for i in range(args.clusters)]
             for name in clusters:
                 kube.create(raycluster(name))
-            chaos = Chaos(kube, plane, clusters, args.replicas, args.seed, args.burst, args.max_starting_heads)
+            chaos = Chaos(kube, plane, clusters, args.replicas, args.seed, args.burst, args.max_starting_pods)
             wait_for(chaos.all_running, timeout=300, interval=1, message="every cluster Running")
             invariants = Invariants(kube, stopping)
             invariants.start()

@@ -88,7 +88,7 @@ def running_operator(
     plane: ControlPlane, work: Path, *flags: str, name: str = "operator"
 ) -> Iterator[subprocess.Popen]:
     """`ray-operator run` with its default knobs (and `flags`, which win), its work dir and log named `name`;
-    stopped on exit. Without a bound on heads starting (`--max-starting-heads 0`): it counts heads per node, and
+    stopped on exit. Without a bound on Ray pods starting (`--max-starting-pods 0`): it counts them per node, and
     with no scheduler (bench_control_plane) every head stays unplaced and would count on every node."""
     operator = start(
         [
@@ -104,7 +104,7 @@ def running_operator(
             "0",
             "--metrics-port",
             "0",
-            "--max-starting-heads",
+            "--max-starting-pods",
             "0",
             *flags,
         ],

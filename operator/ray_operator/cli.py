@@ -196,14 +196,15 @@ def render(file: Path, name: str, namespace: str | None, max_pending_pods: int, 
 @click.option("--max-restart-backoff", type=float, default=60.0, show_default=True, help="Upper bound of that delay.")
 @pending_bound_options
 @click.option(
-    "--max-starting-heads",
+    "--max-starting-pods",
     type=click.IntRange(min=0),
     default=3,
     show_default=True,
-    help="Head pods starting at once on one node, whichever of the operator's replicas made them (made less than "
-    "5 minutes ago, their Ray node not joined yet; a head not placed yet counts on every node); a cluster past "
-    "it waits for its head. Many heads starting on one node overload it, and each one's start then fails. "
-    "0: no bound.",
+    help="Ray pods (heads and workers) starting at once on one node, whichever of the operator's replicas or "
+    "autoscalers made them (made less than 5 minutes ago, their Ray node not joined yet; a pod not placed yet "
+    "counts on every node); past it a cluster waits for its head, an autoscaler launches its workers later. Heads "
+    "take all places but one, which is kept for the workers of clusters running already. Many Ray pods starting "
+    "on one node overload it, and each one's start then fails. 0: no bound.",
 )
 @click.option(
     "--monitor-memory-limit",
@@ -251,7 +252,7 @@ def run(
     max_restart_backoff: float,
     max_pending_pods: int,
     pending_timeout: float,
-    max_starting_heads: int,
+    max_starting_pods: int,
     monitor_memory_limit: int,
     health_port: int,
     metrics_port: int,
@@ -288,7 +289,7 @@ def run(
         max_restart_backoff_seconds=max_restart_backoff,
         max_pending_pods=max_pending_pods,
         pending_timeout_seconds=pending_timeout,
-        max_starting_heads=max_starting_heads,
+        max_starting_pods=max_starting_pods,
         monitor_memory_limit_mb=monitor_memory_limit,
         log_level=log_level.upper(),
         identity=identity or default_identity(),

@@ -41,7 +41,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.tags import TAG_RAY_LAUNCH_CONFIG
 
-from autoscaler_bridge import ray_auth
+from autoscaler_bridge import ray_auth, start_gate
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags, outdated
 from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL, head_service_name
@@ -62,8 +62,8 @@ from ray_operator.decide import (
     Step,
     decide,
     failure_reason,
-    head_slot,
     recheck_seconds,
+    waiting_for_head_slot,
 )
 from ray_operator.head import create_head_pod, create_head_service, keep_head_budget
 from ray_operator.logs import cluster_logger
@@ -255,8 +255,11 @@ class ClusterController:
         return self._derived_from[1], self._derived_from[2]
 
     def _write_config(self, config: dict[str, Any]) -> None:
-        """The autoscaler's config file, with the file its node provider reads this operator's Lease deadline from."""
-        fenced = {**config, "provider": {**config["provider"], "fence_file": str(self.settings.fence_path)}}
+        """The autoscaler's config file, with the files its node provider reads this operator's Lease deadline from
+        and claims places for Ray pods to start from."""
+        settings = self.settings
+        files = {"fence_file": str(settings.fence_path), "start_gate_file": str(settings.start_gate_path)}
+        fenced = {**config, "provider": {**config["provider"], **files}}
         text = json.dumps(fenced, sort_keys=True)
         if self._config_text is None and self.config_path.exists():
             self._config_text = self.config_path.read_text()
@@ -371,7 +374,7 @@ class ClusterController:
             service_exists=self.objects.head_service(self.namespace, self.name) is not None,
             budget_exists=self.objects.head_budget(self.namespace, self.name) is not None,
             head=head,
-            heads_starting=self.objects.heads_starting(now) if head is None and self.settings.max_starting_heads else 0,
+            pods_starting=self._pods_starting(now) if head is None and self.settings.max_starting_pods else 0,
             head_outdated=labels.get(TAG_RAY_LAUNCH_CONFIG) != head_tags(config)[TAG_RAY_LAUNCH_CONFIG],
             workers=workers,
             deleted_workers=tuple(
@@ -544,20 +547,26 @@ class ClusterController:
         self.status.event(self._body, "AutoscalerFailed", f"{step.cause or step.message}; restarting", warning=True)
         self.failure = failure_reason(step, self.failures_in_a_row)
 
+    def _pods_starting(self, now: datetime) -> int:
+        """The Ray pods starting on the busiest node, and the places claimed for pods about to be made."""
+        return self.objects.pods_starting(now) + start_gate.claimed(self.settings.start_gate_path)
+
     def _create_head(self, obs: Observation, step: Step) -> Step:
-        """The head pod made, if a node may start one more head still: the replica makes its heads one at a time and
-        counts the heads starting again first (each is in the pod cache once made), since clusters decided together
-        each counted without the others' heads."""
+        """The head pod made, if a node may start one more Ray pod still: its place is claimed against the pods
+        starting counted again (clusters decided together each counted without the others' heads), so that neither
+        another cluster's head nor an autoscaler's workers take it meanwhile."""
         body = self._body
         assert obs.config is not None
         if "secretName" in obs.auth:
             self._ensure_token(body, obs.config)
-        with self.objects.head_creation:
-            if self.settings.max_starting_heads:
-                waiting = head_slot(self.objects.heads_starting(datetime.now(timezone.utc)), self.settings)
-                if waiting is not None:
-                    return waiting
-            head = create_head_pod(self.calls, obs.config, self.objects.pod_cache)
+        settings = self.settings
+        if settings.max_starting_pods:
+            counted = (settings.max_starting_pods, self.objects.pods_starting(datetime.now(timezone.utc)))
+            keep = settings.max_starting_pods - settings.head_places
+            allowed, taken = start_gate.claim(settings.start_gate_path, 1, counted, keep)
+            if not allowed:
+                return waiting_for_head_slot(taken, settings)
+        head = create_head_pod(self.calls, obs.config, self.objects.pod_cache)
         self.log.info("created head pod %s", head["metadata"]["name"])
         self.status.event(body, "HeadCreated", f"created head pod {head['metadata']['name']}")
         return step

@@ -10,7 +10,6 @@ most of its status), so 10,000 clusters fit in a replica's memory."""
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -141,7 +140,6 @@ class ClusterObjects:
             transform=raycluster_as_read_by(identity),
         )
         self._caches = (self.pod_cache, self.service_cache, self.budget_cache, self.raycluster_cache)
-        self.head_creation = threading.Lock()  # held while a head is counted for and made (ClusterController)
 
     def start(self) -> ClusterObjects:
         """Pods, Services and budgets first: a RayCluster's first reconciliation finds its objects' caches listing
@@ -158,15 +156,17 @@ class ClusterObjects:
         """Whether every cache has listed (and not failed since)."""
         return all(one.wait_synced(0) for one in self._caches)
 
-    def heads_starting(self, now: datetime) -> int:
-        """The head pods starting now on the busiest node (ray_operator.observation.busiest_node_starting), of every
-        cluster the operator's replicas see, whichever replica runs it."""
-        heads = (
-            (pod, ((self.raycluster(*key) or {}).get("status") or {}).get("phase"))
-            for pod in self.pod_cache.items(wait=SYNC_SECONDS)
-            if is_head(pod) and (key := cluster_of(pod)) is not None
-        )
-        return busiest_node_starting(heads, now)
+    def pods_starting(self, now: datetime) -> int:
+        """The Ray pods starting now on the busiest node (ray_operator.observation.busiest_node_starting), of every
+        cluster the operator's replicas see, whichever replica runs it; raises NotSynced while the cache cannot
+        know."""
+        pods = ((pod, self._phase(pod) if is_head(pod) else None) for pod in self.pod_cache.items(wait=SYNC_SECONDS))
+        return busiest_node_starting(pods, now)
+
+    def _phase(self, pod: dict[str, Any]) -> str | None:
+        """The phase of the pod's RayCluster."""
+        key = cluster_of(pod)
+        return ((self.raycluster(*key) or {}).get("status") or {}).get("phase") if key else None
 
     def raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The RayCluster as the watch last delivered it, None when it is gone."""

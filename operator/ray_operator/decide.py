@@ -40,7 +40,7 @@ class Action(Enum):
     HEAD_FAILED = "HeadFailed"
     HEAD_GONE = "HeadGone"
     WAIT_HEAD_BACKOFF = "WaitHeadBackoff"
-    WAIT_HEAD_SLOT = "WaitHeadSlot"  # as many heads as the operator lets start at once are starting
+    WAIT_HEAD_SLOT = "WaitHeadSlot"  # as many Ray pods as the operator lets start at once on a node are starting
     CREATE_HEAD = "CreateHead"
     WAIT_HEAD = "WaitHead"
     WAIT_GCS = "WaitGCS"
@@ -113,7 +113,7 @@ def decide(obs: Observation, settings: Settings) -> Step:
             return Step(Action.HEAD_GONE, "the head pod is gone")
         if memory.backoff_seconds > 0:  # the same backoff as the autoscaler's: no head churn
             return Step(Action.WAIT_HEAD_BACKOFF, f"creating a new head pod in {memory.backoff_seconds:.0f}s")
-        return head_slot(obs.heads_starting, settings) or Step(Action.CREATE_HEAD, "creating the head pod")
+        return head_slot(obs.pods_starting, settings) or Step(Action.CREATE_HEAD, "creating the head pod")
     if pod_phase(head) != "Running" or not obs.head_ip:
         return Step(Action.WAIT_HEAD, f"waiting for the head pod {obs.head_name} to run")
     if not obs.gcs_answers:
@@ -121,17 +121,23 @@ def decide(obs: Observation, settings: Settings) -> Step:
     return _autoscaler_step(obs, settings)
 
 
-def head_slot(heads_starting: int, settings: Settings) -> Step | None:
-    """The wait for a place to start a head in, when as many heads as a node may start together start on the busiest
-    node (ray_operator.observation.busiest_node_starting): heads starting together on one node overload it, and
-    each one's start fails; None: a head may be made."""
-    bound = settings.max_starting_heads
-    if not bound or heads_starting < bound:
+def head_slot(pods_starting: int, settings: Settings) -> Step | None:
+    """The wait for a place to start a head in, when as many Ray pods as a node may start together start on the
+    busiest node (ray_operator.observation.busiest_node_starting, and the places claimed for workers about to be
+    made: autoscaler_bridge.start_gate): Ray pods starting together on one node overload it, and each one's start
+    fails; None: a head may be made."""
+    if not settings.head_places or pods_starting < settings.head_places:
         return None
+    return waiting_for_head_slot(pods_starting, settings)
+
+
+def waiting_for_head_slot(pods_starting: int, settings: Settings) -> Step:
+    kept = settings.max_starting_pods - settings.head_places
     return Step(
         Action.WAIT_HEAD_SLOT,
-        f"creating the head pod once fewer than {bound} heads are starting on each node ({heads_starting} are on "
-        "the busiest, counting those not placed yet)",
+        f"creating the head pod once fewer than {settings.head_places} Ray pods are starting on each node "
+        f"({pods_starting} are on the busiest, counting those not placed yet"
+        + (f"; {kept} more place is kept for workers)" if kept else ")"),
     )
 
 
@@ -206,7 +212,7 @@ def recheck_seconds(step: Step, obs: Observation, settings: Settings) -> float |
         return obs.memory.backoff_seconds
     if action is Action.WAIT_GCS:
         return 1.0
-    if action is Action.WAIT_HEAD_SLOT:  # other clusters' heads: their changes do not wake this one
+    if action is Action.WAIT_HEAD_SLOT:  # other clusters' pods: their changes do not wake this one
         return HEAD_SLOT_SECONDS
     if action in (Action.START_AUTOSCALER, Action.WAIT_FIRST_ROUND):
         return float(settings.autoscaler_interval_seconds)

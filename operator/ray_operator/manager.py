@@ -2,17 +2,22 @@
 reconciled by a bounded pool of workers when the RayCluster, one of its pods or its head Service changes (the watches
 of ray_operator.cluster_objects, the operator's one way in), when the operator's replicas change
 (ray_operator.membership), when its autoscaler process ends, when its last reconciliation said to look again
-(ray_operator.decide.recheck_seconds), and every `resync_seconds`."""
+(ray_operator.decide.recheck_seconds), and every `resync_seconds`. While it runs autoscalers it tells them, every
+second, how many Ray pods are starting on the busiest node (autoscaler_bridge.start_gate)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
+from autoscaler_bridge import start_gate
 from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.watch_cache import NotSynced
 from ray_operator.cluster_controller import ClusterController
 from ray_operator.cluster_objects import ClusterObjects
 from ray_operator.membership import Membership
@@ -53,6 +58,7 @@ class ClusterManager:
         self.objects.start()
         self._exits = threading.Thread(target=self._wake_on_autoscaler_exit, daemon=True, name="autoscaler exits")
         self._exits.start()
+        threading.Thread(target=self._publish_pods_starting, daemon=True, name="pods starting").start()
         threading.Thread(target=prestart, daemon=True, name="forkserver").start()
 
     def _raycluster_changed(self, body: dict[str, Any]) -> None:
@@ -126,6 +132,24 @@ class ClusterManager:
             for key, controller in controllers:
                 if controller.autoscaler_exited():
                     self.queue.add(key)
+
+    def _publish_pods_starting(self) -> None:
+        """Every second while an autoscaler runs here: the Ray pods starting on the busiest node, for its node
+        provider to claim places against (autoscaler_bridge.start_gate)."""
+        bound = self.settings.max_starting_pods
+        while bound and not self._stopped.wait(1.0):
+            with self._lock:
+                autoscaling = any(controller.monitor is not None for controller in self._controllers.values())
+            if not autoscaling:
+                continue
+            counted_at = time.monotonic()
+            try:
+                starting = self.objects.pods_starting(datetime.now(timezone.utc))
+                start_gate.publish(self.settings.start_gate_path, bound, starting, counted_at)
+            except NotSynced:
+                continue  # the last count stands, and the claims since count for CLAIM_SECONDS
+            except Exception:  # noqa: BLE001 - the next second tries again
+                log.exception("publishing the Ray pods starting failed")
 
     def forget(self, namespace: str, name: str, only: ClusterController | None = None) -> None:
         """A RayCluster was deleted: stop its autoscaler and remove its files (Kubernetes removes its pods through

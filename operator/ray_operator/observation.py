@@ -14,12 +14,12 @@ from typing import Any
 
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_NODE_KIND
 
-from autoscaler_bridge.names import DRAIN_ANNOTATION
+from autoscaler_bridge.names import DRAIN_ANNOTATION, JOINED_TAG
 
 from ray_operator.shards import MINE
 from ray_operator.status import RUNNING
 
-HEAD_START_SECONDS = 300.0
+START_SECONDS = 300.0  # a Ray pod that has not joined by then never will: it stops counting as starting
 CANNOT_START = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 )
@@ -63,16 +63,19 @@ def cannot_start(pod: dict[str, Any]) -> bool:
     return any(((c.get("state") or {}).get("waiting") or {}).get("reason") in CANNOT_START for c in statuses)
 
 
-def starting(head: dict[str, Any], cluster_phase: str | None, now: datetime) -> bool:
-    """Whether a head pod is starting, as the bound on heads starting at once counts it: not being deleted, made
-    less than HEAD_START_SECONDS ago (a head that never comes up stops holding a place), not stopped (Failed or
-    Succeeded), not stuck before it runs anything (cannot_start: one tenant's bad image holds no place from
-    others), and its RayCluster not Running yet (its Ray node has not joined: ray_operator.decide)."""
-    metadata = head["metadata"]
-    if metadata.get("deletionTimestamp") or cluster_phase == RUNNING or stopped(head) or cannot_start(head):
+def starting(pod: dict[str, Any], cluster_phase: str | None, now: datetime) -> bool:
+    """Whether a Ray pod is starting, as the bound on Ray pods starting at once on a node counts it: its Ray node has
+    not joined the cluster (a head's has once its RayCluster is Running: ray_operator.decide; a worker's once its
+    autoscaler labelled it JOINED_TAG), it was made less than START_SECONDS ago (one that never comes up stops
+    holding a place), is not stopped (Failed or Succeeded) and not stuck before it runs anything (cannot_start: one
+    tenant's bad image holds no place from others). One being deleted counts until it has stopped: its container
+    starts Ray on (a worker deleted as it starts waits, draining, for its Ray node to join)."""
+    metadata = pod["metadata"]
+    joined = cluster_phase == RUNNING if is_head(pod) else JOINED_TAG in (metadata.get("labels") or {})
+    if joined or stopped(pod) or cannot_start(pod):
         return False
     created = datetime.fromisoformat(metadata.get("creationTimestamp") or now.isoformat())
-    return (now - created).total_seconds() < HEAD_START_SECONDS
+    return (now - created).total_seconds() < START_SECONDS
 
 
 def unschedulable(pod: dict[str, Any]) -> bool:
@@ -81,20 +84,20 @@ def unschedulable(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "PodScheduled" and c.get("status") == "False" for c in conditions)
 
 
-def busiest_node_starting(heads: Iterable[tuple[dict[str, Any], str | None]], now: datetime) -> int:
-    """How many heads (with their RayCluster's phase) start on the node that starts the most of them: what the bound
-    on heads starting at once counts, since heads starting together on one node overload it. A head counts on the
-    node it was placed on (spec.nodeName); one not placed yet may land on any node, so it counts on each, unless a
-    scheduler found no node for it (it loads none)."""
+def busiest_node_starting(pods: Iterable[tuple[dict[str, Any], str | None]], now: datetime) -> int:
+    """How many Ray pods (each with its RayCluster's phase) start on the node that starts the most of them: what the
+    bound on Ray pods starting at once counts, since Ray pods starting together on one node overload it. A pod counts
+    on the node it was placed on (spec.nodeName); one not placed yet may land on any node, so it counts on each,
+    unless a scheduler found no node for it (it loads none)."""
     per_node: Counter[str] = Counter()
     unplaced = 0
-    for head, phase in heads:
-        if not starting(head, phase, now):
+    for pod, phase in pods:
+        if not starting(pod, phase, now):
             continue
-        node = (head.get("spec") or {}).get("nodeName")
+        node = (pod.get("spec") or {}).get("nodeName")
         if node:
             per_node[node] += 1
-        elif not unschedulable(head):
+        elif not unschedulable(pod):
             unplaced += 1
     return max(per_node.values(), default=0) + unplaced
 
@@ -142,7 +145,7 @@ class Observation:
     service_exists: bool = False  # the head Service
     budget_exists: bool = False  # the head's PodDisruptionBudget
     head: dict[str, Any] | None = None
-    heads_starting: int = 0  # when it has no head: busiest_node_starting over every cluster's head (a bound)
+    pods_starting: int = 0  # when it has no head: busiest_node_starting over every Ray pod, and the claims (a bound)
     head_outdated: bool = False  # the head pod was made from another head podType template than the spec's
     workers: tuple[dict[str, Any], ...] = ()  # not being deleted
     deleted_workers: tuple[dict[str, Any], ...] = ()  # being deleted: draining, or stopped and about to go

@@ -22,7 +22,7 @@ class Settings:
     max_restart_backoff_seconds: float = 60.0
     max_pending_pods: int = DEFAULT_MAX_PENDING_PODS
     pending_timeout_seconds: float = DEFAULT_PENDING_TIMEOUT_SECONDS
-    max_starting_heads: int = 3  # heads starting at once on one node (made, their cluster not yet Running); 0: any
+    max_starting_pods: int = 3  # Ray pods starting at once on one node (made, their Ray node not joined yet); 0: any
     monitor_memory_limit_mb: int = 1024  # each autoscaler's RLIMIT_DATA
     log_level: str = DEFAULT_LEVEL
     identity: str = "ray-operator"  # this operator among operators (its Lease, status.operator)
@@ -34,6 +34,17 @@ class Settings:
     def fence_path(self) -> Path:
         """The file its autoscalers read the end of its Lease's validity from (autoscaler_bridge.fence)."""
         return self.work_dir / "lease-valid-until"
+
+    @property
+    def start_gate_path(self) -> Path:
+        """The file its autoscalers claim places for Ray pods to start from (autoscaler_bridge.start_gate)."""
+        return self.work_dir / "ray-pods-starting"
+
+    @property
+    def head_places(self) -> int:
+        """Of the places to start Ray pods on a node (max_starting_pods), those a head may take: all but one, so that
+        the clusters running already scale up while new clusters' heads start (and fail, on an overloaded node)."""
+        return self.max_starting_pods - 1 if self.max_starting_pods > 1 else self.max_starting_pods
 
     @property
     def stall_seconds(self) -> float:

@@ -187,8 +187,9 @@ def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, objects
         timeout=120,
     ).stdout
     written = json.loads(controller.config_path.read_text())
-    # The one addition: where the node provider reads this operator's Lease deadline.
+    # The additions: where the node provider reads this operator's Lease deadline and claims places to start pods.
     assert written["provider"].pop("fence_file") == str(tmp_path / "lease-valid-until")
+    assert written["provider"].pop("start_gate_file") == str(tmp_path / "ray-pods-starting")
     assert yaml.safe_load(rendered) == written and written["provider"]["max_pending_pods"] == 3
 
 
@@ -256,7 +257,7 @@ def test_replicas_run_the_clusters_chosen_for_them_and_hand_them_over_as_replica
                 if controller is None:
                     controller = controllers[identity, name] = ClusterController(
                         body,
-                        Settings(work_dir=tmp_path / identity, max_starting_heads=0),  # no scheduler places heads
+                        Settings(work_dir=tmp_path / identity, max_starting_pods=0),  # no scheduler places heads
                         KubeCalls(kube),
                         objects,
                         member,

@@ -21,6 +21,7 @@ import pytest
 from kubernetes.client import V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
+from autoscaler_bridge.names import JOINED_TAG
 from control_plane.processes import stop
 from tests.harness.waiting import Sampler, holds_for, wait_for
 from tests.harness.local_kube import LocalKube, job_client, run_ray_job, stack_fixtures
@@ -648,26 +649,46 @@ def test_a_namespaced_operator_ignores_other_namespaces(kube):
     kube.start_operator()
 
 
-def test_clusters_created_together_start_their_heads_within_the_bound_per_node(kube):
-    """Three RayClusters at once with one head allowed to start at a time on the node: never two heads of clusters
-    not yet Running, and all three run."""
+def test_clusters_created_together_start_their_pods_within_the_bound_per_node(kube):
+    """Three RayClusters with a worker each, at once, with one Ray pod allowed to start at a time on the node: never
+    two pods starting (heads of clusters not yet Running, workers whose Ray node has not joined), and all three run
+    with their workers."""
     kube.stop_operator()
-    kube.start_operator("--max-starting-heads", "1")
+    kube.start_operator("--max-starting-pods", "1")
     names = [f"together{i}" for i in range(3)]
 
-    def heads_starting() -> tuple[int, bool]:
-        """Heads of clusters not yet Running; whether a cluster says it waits for the bound."""
-        heads = kube.pods("ray", "ray-node-type=head")  # first: a head listed here was made after its peer ran
-        clusters = {head.metadata.labels["ray-cluster-name"] for head in heads}
+    def pods_starting() -> tuple[int, bool]:
+        """Ray pods starting; whether a cluster says it waits for the bound."""
+        pods = [  # first: a head listed here was made after its peer ran, a worker unlabelled was starting then
+            p
+            for p in kube.pods("ray")
+            if p.metadata.labels.get("ray-cluster-name") in names
+            and not p.metadata.deletion_timestamp
+            and p.status.phase in ("Pending", "Running")
+        ]
         statuses = {name: kube.status(name, "ray") for name in names}
-        starting = sum(statuses[name].get("phase") != "Running" for name in clusters & set(names))
-        return starting, any("heads are starting on each node" in s.get("message", "") for s in statuses.values())
+        starting = sum(
+            statuses[p.metadata.labels["ray-cluster-name"]].get("phase") != "Running"
+            if p.metadata.labels["ray-node-type"] == "head"
+            else JOINED_TAG not in p.metadata.labels
+            for p in pods
+        )
+        return starting, any("Ray pods are starting on each node" in s.get("message", "") for s in statuses.values())
 
-    sampler = Sampler(heads_starting)
+    sampler = Sampler(pods_starting)
     for name in names:
-        kube.create(raycluster(name))
+        kube.create(raycluster(name, min_workers=1))
     for name in names:
         kube.wait_phase(name, "ray", "Running", timeout=240)
+    wait_for(
+        lambda: all(
+            [JOINED_TAG in p.metadata.labels for p in kube.pods("ray", f"ray-cluster-name={name},ray-node-type=worker")]
+            == [True]
+            for name in names
+        ),
+        timeout=240,
+        message="every cluster's worker joined",
+    )
     samples = sampler.stop()
     assert max(starting for starting, _ in samples) == 1
     assert any(waited for _, waited in samples)  # the bound held clusters back

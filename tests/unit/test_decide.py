@@ -104,15 +104,15 @@ OTHER = {"identity": "op-b", "lease": "ray-system/ray-operator-op-b"}
         ),
         (replace(RUNNING, head=None, memory=Memory()), Action.CREATE_HEAD, "creating the head pod"),
         (
-            replace(RUNNING, head=None, memory=Memory(), heads_starting=SETTINGS.max_starting_heads - 1),
+            replace(RUNNING, head=None, memory=Memory(), pods_starting=SETTINGS.head_places - 1),
             Action.CREATE_HEAD,
             "creating the head pod",
         ),
         (
-            replace(RUNNING, head=None, memory=Memory(), heads_starting=SETTINGS.max_starting_heads),
+            replace(RUNNING, head=None, memory=Memory(), pods_starting=SETTINGS.head_places),
             Action.WAIT_HEAD_SLOT,
-            "creating the head pod once fewer than 3 heads are starting on each node (3 are on the busiest, "
-            "counting those not placed yet)",
+            "creating the head pod once fewer than 2 Ray pods are starting on each node (2 are on the busiest, "
+            "counting those not placed yet; 1 more place is kept for workers)",
         ),
         (
             replace(RUNNING, head=pod("h", phase="Pending", ip="")),
@@ -233,7 +233,7 @@ def test_a_failure_repeated_says_how_many_times_in_a_row():
         (replace(RUNNING, head=None, memory=Memory()), None),  # the new head's ADDED event wakes it
         (replace(RUNNING, problems=("bad",)), None),  # only a new spec helps
         (replace(RUNNING, gcs_answers=False), 1.0),  # the GCS has no event: it is probed
-        (replace(RUNNING, head=None, memory=Memory(), heads_starting=3), 2.0),  # other clusters' heads: polled
+        (replace(RUNNING, head=None, memory=Memory(), pods_starting=3), 2.0),  # other clusters' pods: polled
         (replace(RUNNING, head=None, memory=Memory(phase="Updating", backoff_seconds=3.5)), 3.5),
         (replace(RUNNING, monitor=None, memory=Memory(head_uid="uid-h", backoff_seconds=7)), 7),
         (replace(RUNNING, monitor=None), 5.0),  # starting: its first round is due within an interval

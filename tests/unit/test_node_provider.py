@@ -9,9 +9,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE
 
-from autoscaler_bridge import fence
+from autoscaler_bridge import fence, start_gate
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags
 from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.names import JOINED_TAG
 from autoscaler_bridge.node_provider import KubernetesNodeProvider, delete_pods
 from autoscaler_bridge.ray_pod import build_ray_pod
 from kube_apiserver.server import ApiServer
@@ -123,6 +124,8 @@ def test_listing_tags_state_and_ips_follow_the_pods(provider, cluster, kube):
     )
     assert provider.is_running(first) and provider.internal_ip(first) == "10.1.0.7"
     assert provider.external_ip(first) == "10.1.0.7"
+    assert provider.node_tags(first)[TAG_RAY_NODE_STATUS] == "setting-up"  # running, its Ray node not joined yet
+    provider.set_node_tags(first, {JOINED_TAG: "true"})  # its autoscaler saw it join (DrainingAutoscaler)
     assert provider.node_tags(first)[TAG_RAY_NODE_STATUS] == "up-to-date"
     # A failed pod is reported as such (the autoscaler then replaces it), never as running.
     assert not provider.is_running(second)
@@ -166,6 +169,24 @@ def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster,
     fence.write_deadline(deadline, time.monotonic() + 60)  # renewed: on with the work
     fenced_provider.terminate_nodes(names)
     assert worker_pods(kube) == []
+
+
+def test_launches_take_only_the_places_the_operators_bound_leaves(cluster, kube, tmp_path):
+    """The operator counts 1 Ray pod starting on the busiest node, of at most 3: of 4 pods, 2 are launched now, the
+    rest in a later round, once the count has room (autoscaler_bridge.start_gate)."""
+    _, config = cluster
+    gate = tmp_path / "ray-pods-starting"
+    gated = KubernetesNodeProvider(
+        {**config["provider"], "start_gate_file": str(gate)}, config["cluster_name"], KubeCalls(kube)
+    )
+    create_head(kube, config)
+    wait_for(lambda: gated.non_terminated_nodes({TAG_RAY_NODE_KIND: "head"}), message="the head, as cached")
+    start_gate.publish(gate, bound=3, starting=1, counted_at=time.monotonic())
+    assert len(launch(gated, config, 4)) == 2
+    assert launch(gated, config, 2) == {}  # the two claimed count until a count holds them
+    start_gate.publish(gate, bound=3, starting=2, counted_at=time.monotonic() + start_gate.CLAIM_LAG_SECONDS + 1)
+    assert len(launch(gated, config, 2)) == 1
+    assert len(worker_pods(kube)) == 3
 
 
 def test_the_head_is_never_terminated(provider, cluster, kube):

@@ -10,12 +10,13 @@ from ray.autoscaler._private.load_metrics import LoadMetrics
 
 from autoscaler_bridge.draining_autoscaler import DrainingAutoscaler
 from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.names import JOINED_TAG
 from autoscaler_bridge.node_provider import cluster_pods
 from autoscaler_bridge.rollout import REPLACEMENT, Rollout, Step, rollout_step
 from ray_operator.head import create_head_pod
 from tests.harness.waiting import wait_for
 from tests.unit.test_autoscaler_with_provider import DrainingGcs, workers
-from tests.unit.test_node_provider import cluster, set_phase  # noqa: F401 - fixtures
+from tests.unit.test_node_provider import cluster, create_head, set_phase  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize(
@@ -129,3 +130,22 @@ def test_without_room_one_outdated_worker_drains_at_a_time_and_maxworkers_holds(
         assert len(seen) <= 2, seen  # draining ones included
         assert sum(not deleting for _, _, deleting in seen) >= 1, seen  # one fewer at most, for a drain
     assert any(sum(deleting for _, _, deleting in seen) == 1 for seen in history)
+
+
+def test_a_worker_is_labelled_joined_once_its_ray_node_has_joined(cluster, kube):
+    """The operator's bound on Ray pods starting counts a worker until its autoscaler labels it: not while it only
+    runs, once its raylet has reported to the GCS."""
+    config = copy.deepcopy(cluster[1])
+    config["available_node_types"]["rayWorkerType"].update(min_workers=1, max_workers=1)
+    create_head(kube, config)
+    load = LoadMetrics()
+    autoscaler = DrainingAutoscaler(lambda: copy.deepcopy(config), load, DrainingGcs(), update_interval_s=0)
+    wait_for(lambda: (autoscaler.update(), workers(kube))[1], timeout=60, message="the worker launched")
+    [worker] = workers(kube)
+    set_phase(kube, worker.metadata.name, "Running", "127.0.0.9")
+    wait_for(lambda: autoscaler.provider.is_running(worker.metadata.name), message="the worker running, as cached")
+    autoscaler.update()
+    assert JOINED_TAG not in workers(kube)[0].metadata.labels
+    load.update("127.0.0.9", b"w".ljust(28, b"0"), {"CPU": 1.0}, {"CPU": 1.0}, node_idle_duration_s=0)  # it joins
+    autoscaler.update()
+    assert workers(kube)[0].metadata.labels[JOINED_TAG] == "true"

@@ -1,4 +1,4 @@
-"""The restart backoff: exponential, bounded, and half of it spread at random."""
+"""The restart backoff (exponential, bounded, and half of it spread at random), and the places heads may take."""
 
 from __future__ import annotations
 
@@ -23,3 +23,8 @@ SETTINGS = Settings(restart_backoff_seconds=2.0, max_restart_backoff_seconds=60.
 )
 def test_the_restart_delay_is_half_fixed_and_half_spread(failures: int, spread: float, delay: float) -> None:
     assert SETTINGS.restart_delay(failures, spread) == pytest.approx(delay)
+
+
+@pytest.mark.parametrize(("bound", "head_places"), [(0, 0), (1, 1), (2, 1), (3, 2)])
+def test_heads_leave_one_place_to_start_for_workers_when_there_are_two(bound: int, head_places: int) -> None:
+    assert Settings(max_starting_pods=bound).head_places == head_places
