@@ -77,10 +77,15 @@ class _Locked:
     """The gate file, open and locked: read, then replaced in place (a rename would lose the lock)."""
 
     def __init__(self, path: Path, create: bool) -> None:
-        self.fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        self.path, self.flags = path, os.O_RDWR | (os.O_CREAT if create else 0)
 
     def __enter__(self) -> _Locked:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.fd = os.open(self.path, self.flags, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
         return self
 
     def __exit__(self, *_: object) -> None:
