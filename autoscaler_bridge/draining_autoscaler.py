@@ -92,12 +92,16 @@ class DrainingAutoscaler(StandardAutoscaler):  # type: ignore[misc]  # Ray's cla
         allowed = {t: min(n, room.get(t, n)) for t, n in to_launch.items()}
         super().launch_required_nodes({t: n for t, n in allowed.items() if n > 0})
 
+    def _joined(self, node: str) -> bool:
+        """Whether the node's Ray node has joined the cluster: the GCS reports it (its IP is in the load metrics)."""
+        provider: Any = self.provider
+        return provider.internal_ip(node) in self.load_metrics.node_id_by_ip
+
     def _label_joined(self) -> None:
         provider: Any = self.provider
         nodes: Any = self.non_terminated_nodes
-        joined_ips = self.load_metrics.node_id_by_ip
         for node in nodes.worker_ids:
-            if JOINED_TAG in provider.node_tags(node) or provider.internal_ip(node) not in joined_ips:
+            if JOINED_TAG in provider.node_tags(node) or not self._joined(node):
                 continue
             try:
                 provider.set_node_tags(node, {JOINED_TAG: "true"})
@@ -108,8 +112,7 @@ class DrainingAutoscaler(StandardAutoscaler):  # type: ignore[misc]  # Ray's cla
         """Whether a node has joined the cluster and is of a podType that drains (its work would be lost)."""
         provider: Any = self.provider
         node_type = provider.node_tags(node).get(TAG_RAY_USER_NODE_TYPE, "")
-        joined = provider.internal_ip(node) in self.load_metrics.node_id_by_ip
-        return joined and pod_type_drain_seconds(self.config, node_type) > 0
+        return self._joined(node) and pod_type_drain_seconds(self.config, node_type) > 0
 
     def _replace_outdated(self, held: list[str]) -> None:
         """Release the outdated nodes held this round that may go, launch their replacements, and keep the room of
@@ -132,7 +135,7 @@ class DrainingAutoscaler(StandardAutoscaler):  # type: ignore[misc]  # Ray's cla
         rooms = {}
         for node_type in sorted(types & set(self.available_node_types)):
             current = [n for n, t in listed.items() if t == node_type and self.launch_config_ok(n)]
-            joined = [n for n in current if provider.internal_ip(n) in self.load_metrics.node_id_by_ip]
+            joined = [n for n in current if self._joined(n)]
             taken = listed_count[node_type] + terminating_count[node_type] + pending.get(node_type, 0)
             room = min(cluster_room, self.available_node_types[node_type].get("max_workers", 0) - taken)
             step = rollout_step(

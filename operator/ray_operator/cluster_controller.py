@@ -562,8 +562,7 @@ class ClusterController:
         settings = self.settings
         if settings.max_starting_pods:
             counted = (settings.max_starting_pods, self.objects.pods_starting(datetime.now(timezone.utc)))
-            keep = settings.max_starting_pods - settings.head_places
-            allowed, taken = start_gate.claim(settings.start_gate_path, 1, counted, keep)
+            allowed, taken = start_gate.claim(settings.start_gate_path, 1, counted, settings.kept_for_workers)
             if not allowed:
                 return waiting_for_head_slot(taken, settings)
         head = create_head_pod(self.calls, obs.config, self.objects.pod_cache)

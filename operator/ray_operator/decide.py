@@ -132,7 +132,7 @@ def head_slot(pods_starting: int, settings: Settings) -> Step | None:
 
 
 def waiting_for_head_slot(pods_starting: int, settings: Settings) -> Step:
-    kept = settings.max_starting_pods - settings.head_places
+    kept = settings.kept_for_workers
     return Step(
         Action.WAIT_HEAD_SLOT,
         f"creating the head pod once fewer than {settings.head_places} Ray pods are starting on each node "

@@ -41,10 +41,16 @@ class Settings:
         return self.work_dir / "ray-pods-starting"
 
     @property
+    def kept_for_workers(self) -> int:
+        """Of the places to start Ray pods on a node (max_starting_pods), those a head never takes: one, of two or
+        more, so that the clusters running already scale up while new clusters' heads start (and fail, on an
+        overloaded node)."""
+        return 1 if self.max_starting_pods > 1 else 0
+
+    @property
     def head_places(self) -> int:
-        """Of the places to start Ray pods on a node (max_starting_pods), those a head may take: all but one, so that
-        the clusters running already scale up while new clusters' heads start (and fail, on an overloaded node)."""
-        return self.max_starting_pods - 1 if self.max_starting_pods > 1 else self.max_starting_pods
+        """The places to start Ray pods on a node a head may take."""
+        return self.max_starting_pods - self.kept_for_workers
 
     @property
     def stall_seconds(self) -> float:
