@@ -9,10 +9,9 @@ when running in a pod, else the kubeconfig (`KUBECONFIG`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import kubernetes
@@ -47,9 +46,6 @@ def namespace_terminating(error: BaseException) -> bool:
     return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
 
 
-_shared_configuration: kubernetes.client.Configuration | None = None  # see share_with_forks
-
-
 def _configuration() -> kubernetes.client.Configuration:
     configuration = kubernetes.client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
@@ -62,34 +58,9 @@ def _configuration() -> kubernetes.client.Configuration:
 
 def api_client() -> kubernetes.client.ApiClient:
     """A client for the cluster this process runs in, else for the current kubeconfig context."""
-    client = kubernetes.client.ApiClient(_shared_configuration or _configuration())
+    client = kubernetes.client.ApiClient(_configuration())
     client.user_agent = USER_AGENT
     return client
-
-
-def share_with_forks(core_methods: Iterable[str]) -> None:
-    """Make once, in a process that forks children which call the API (the autoscalers' forkserver), what each child
-    would otherwise make on its first calls in memory of its own, so that they share it:
-
-    - the client configuration (the kubeconfig parsed, or the in-cluster token read);
-    - the argument validators of the CoreV1Api methods named: the client (35+) builds a method's validator with
-      pydantic on its first call, 2.3 MB of a child's memory for `list_namespaced_pod`, 2.5 MB for
-      `create_namespaced_pod`. A call with no valid argument builds it, then fails its validation: nothing is sent;
-    - a first request (`GET /version`, which every client may make; its connection closed after it), which fills
-      the caches and specializes the code that every request runs (~0.5 MB).
-
-    A failure here costs only memory: the children configure themselves and fail, or succeed, as they would."""
-    global _shared_configuration
-    with contextlib.suppress(kubernetes.config.ConfigException):
-        _shared_configuration = _configuration()
-    if _shared_configuration is not None:
-        client = api_client()
-        with contextlib.suppress(Exception):
-            kubernetes.client.VersionApi(client).get_code(_request_timeout=(2, 5))
-        client.rest_client.pool_manager.clear()
-    for name in core_methods:
-        with contextlib.suppress(Exception):
-            getattr(kubernetes.client.CoreV1Api, name)(None, None)
 
 
 class KubeCalls:

@@ -1,4 +1,4 @@
-"""Where Ray worker pods are created and deleted: the Ray autoscaler's NodeProvider for Kubernetes.
+"""Where the Ray autoscaler's decisions become pod changes: its NodeProvider for Kubernetes.
 
 Loaded by the autoscaler through `provider: {type: external, module:
 autoscaler_bridge.node_provider.KubernetesNodeProvider}` for one RayCluster in
@@ -6,28 +6,24 @@ one namespace. A node is a pod; its id is the pod's name; the autoscaler's
 tags are the pod's labels, set when the pod is created, so no pod ever exists
 without them.
 
-Cost: nothing is polled. The cluster's pods come from a watch-fed cache (one
-watch per autoscaler process, reopened every few minutes), so an autoscaler
-round makes no API request unless it launches, tags or deletes pods; what it
-launched or deleted is in the cache at once. While the cache cannot know (its
-first LIST or a failed watch), listing raises instead of reading as "no pods".
-The head pod and Service are the operator's (ray_operator.head); the
-autoscaler never deletes the head. No pod is created or deleted once the
-operator's Lease is past its deadline (autoscaler_bridge.fence), and no more
-are created at once than the operator's bound on Ray pods starting on a node
-leaves (autoscaler_bridge.start_gate).
+Cost: nothing is polled, and the autoscaler makes no API request itself. It
+asks its operator (autoscaler_bridge.pod_channel), which reads the cluster's
+pods from its watch-fed cache and creates, labels and deletes them
+(autoscaler_bridge.cluster_pods); what was launched or deleted is seen at once.
+While the pods cannot be known (the cache's first LIST or a failed watch),
+listing raises instead of reading as "no pods". The head pod and Service are
+the operator's (ray_operator.head); the autoscaler never deletes the head. No
+pod is created or deleted once the operator's Lease is past its deadline
+(autoscaler_bridge.fence), and no more are created at once than the operator's
+bound on Ray pods starting on a node leaves (autoscaler_bridge.start_gate).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.node_launch_exception import NodeLaunchException
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
@@ -36,43 +32,20 @@ from ray.autoscaler.tags import (
     STATUS_UNINITIALIZED,
     STATUS_UP_TO_DATE,
     STATUS_UPDATE_FAILED,
-    TAG_RAY_CLUSTER_NAME,
     TAG_RAY_NODE_KIND,
     TAG_RAY_NODE_STATUS,
     TAG_RAY_USER_NODE_TYPE,
 )
 
 from autoscaler_bridge import fence, start_gate
-from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import JOINED_TAG
+from autoscaler_bridge.pod_channel import PodChannel
 from autoscaler_bridge.ray_pod import build_ray_pod
-from autoscaler_bridge.watch_cache import SYNC_SECONDS, NotSynced, WatchCache
+from autoscaler_bridge.watch_cache import NotSynced
 
 log = logging.getLogger(__name__)
 
-DELETE_CONCURRENCY = 8
-# The CoreV1Api methods this module calls (the autoscalers' forkserver prepares them: kube_client.share_with_forks).
-API_METHODS = ("list_namespaced_pod", "create_namespaced_pod", "delete_namespaced_pod", "patch_namespaced_pod")
 _TAG_PREFIX = "ray-"
-
-_caches: dict[tuple[str, str, str], WatchCache] = {}
-_caches_lock = threading.Lock()
-
-
-def cluster_pods(calls: KubeCalls, namespace: str, cluster_name: str) -> WatchCache:
-    """The process's watch-fed cache of one cluster's pods, started on first use and shared by every provider of
-    the cluster (the autoscaler makes a new provider when the provider config changes)."""
-    key = (calls.client.configuration.host, namespace, cluster_name)
-    with _caches_lock:
-        cache = _caches.get(key)
-        if cache is None:
-            cache = _caches[key] = WatchCache(
-                calls.core.list_namespaced_pod,
-                namespace,
-                label_selector=f"{TAG_RAY_CLUSTER_NAME}={cluster_name}",
-                name=f"{cluster_name},{namespace} pods",
-            ).start()
-    return cache
 
 
 def _pending(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,37 +84,6 @@ def _created(pod: dict[str, Any]) -> datetime:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
-def delete_pods(
-    calls: KubeCalls, namespace: str, names: list[str], pods: WatchCache, grace: dict[str, int] | None = None
-) -> list[str]:
-    """Delete these pods (the autoscaler's workers, or every pod of a cluster the operator restarts), a few at a
-    time, each within its own grace period or the one `grace` gives it. The cache shows each at once as the
-    deletion left it: terminating (its containers drain and stop) or gone; the watch says the rest. Returns those
-    that were gone already."""
-
-    def delete(name: str) -> bool:
-        seconds = (grace or {}).get(name)
-        options = {} if seconds is None else {"grace_period_seconds": seconds}
-        try:
-            response: Any = calls(calls.core.delete_namespaced_pod, name, namespace, _preload_content=False, **options)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            pods.discard(namespace, name)
-            return False
-        left = json.loads(response.data)
-        if (left.get("metadata") or {}).get("deletionGracePeriodSeconds"):
-            pods.refresh(left)
-        else:
-            pods.discard(namespace, name)
-        return True
-
-    if not names:
-        return []
-    with ThreadPoolExecutor(max_workers=min(DELETE_CONCURRENCY, len(names))) as pool:
-        return [name for name, existed in zip(names, pool.map(delete, names), strict=True) if not existed]
-
-
 def node_status(pod: dict[str, Any]) -> str:
     """`ray-node-status` as the autoscaler must see it: no updater runs, so the pod's phase says it, and of a running
     worker whether its Ray node has joined (JOINED_TAG): until then it is setting up. Ray's autoscaler stops a worker
@@ -160,20 +102,22 @@ def node_status(pod: dict[str, Any]) -> str:
 class KubernetesNodeProvider(NodeProvider):
     """Ray nodes as pods of one RayCluster."""
 
-    def __init__(self, provider_config: dict[str, Any], cluster_name: str, calls: KubeCalls | None = None) -> None:
+    def __init__(self, provider_config: dict[str, Any], cluster_name: str) -> None:
+        """The cluster's pods are asked of the operator serving them at the provider config's `pod_service`."""
         super().__init__(provider_config, cluster_name)
         self.namespace = provider_config["namespace"]
-        self.calls = calls or KubeCalls()
-        self._cache = cluster_pods(self.calls, self.namespace, cluster_name)
+        self._pods = PodChannel(
+            provider_config["pod_service"], self.namespace, cluster_name, provider_config.get("fence_file")
+        )
 
-    # Listing: from the cache, no request.
+    # Listing: from the operator's cache, no request.
     def pods(self, label_filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """The cluster's pods that are not being deleted, matching `label_filters`; raises NotSynced while the
         cache cannot know them."""
         wanted = (label_filters or {}).items()
         return [
             p
-            for p in self._cache.items(wait=SYNC_SECONDS)
+            for p in self._pods.items()
             if not p["metadata"].get("deletionTimestamp") and wanted <= (p["metadata"].get("labels") or {}).items()
         ]
 
@@ -181,7 +125,7 @@ class KubernetesNodeProvider(NodeProvider):
         """The cluster's worker pods being deleted (draining, or stopping Ray): they go, but are still there."""
         return [
             p["metadata"]["name"]
-            for p in self._cache.items(wait=SYNC_SECONDS)
+            for p in self._pods.items()
             if p["metadata"].get("deletionTimestamp")
             and (p["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD
         ]
@@ -194,7 +138,7 @@ class KubernetesNodeProvider(NodeProvider):
         return [p["metadata"]["name"] for p in pods]
 
     def _pod(self, node_id: str) -> dict[str, Any] | None:
-        return self._cache.get(self.namespace, node_id)
+        return self._pods.get(node_id)
 
     def is_running(self, node_id: str) -> bool:
         pod = self._pod(node_id)
@@ -221,21 +165,8 @@ class KubernetesNodeProvider(NodeProvider):
         return self.internal_ip(node_id)
 
     def set_node_tags(self, node_id: str, tags: dict[str, str]) -> None:
-        try:
-            patched: Any = self.calls(
-                self.calls.core.patch_namespaced_pod,
-                node_id,
-                self.namespace,
-                {"metadata": {"labels": dict(tags)}},
-                _preload_content=False,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                log.info("%s,%s: pod %s is gone; its tags were not set", self.cluster_name, self.namespace, node_id)
-                self._cache.discard(self.namespace, node_id)
-                return
-            raise
-        self._cache.put(json.loads(patched.data))
+        if self._pods.label(node_id, tags) is None:
+            log.info("%s,%s: pod %s is gone; its tags were not set", self.cluster_name, self.namespace, node_id)
 
     # Creating pods.
     def create_node_with_resources_and_labels(
@@ -296,9 +227,7 @@ class KubernetesNodeProvider(NodeProvider):
         created: dict[str, Any] = {}
         for _ in range(count):
             try:
-                response: Any = self.calls(
-                    self.calls.core.create_namespaced_pod, self.namespace, pod, _preload_content=False
-                )
+                body = self._pods.create(pod)
             except Exception as error:
                 log.error(
                     "%s,%s: creating a %s pod failed after %d of %d: %s",
@@ -310,8 +239,6 @@ class KubernetesNodeProvider(NodeProvider):
                     error,
                 )
                 raise NodeLaunchException("Failed to create pod", str(error), src_exc_info=None) from error
-            body = json.loads(response.data)
-            self._cache.put(body)
             created[body["metadata"]["name"]] = body
         return created
 
@@ -355,5 +282,5 @@ class KubernetesNodeProvider(NodeProvider):
     def terminate_nodes(self, node_ids: list[str]) -> None:
         fence.check(self.provider_config.get("fence_file"))
         workers = [node_id for node_id in node_ids if not self._refused_head(node_id)]
-        for gone in delete_pods(self.calls, self.namespace, workers, self._cache):
+        for gone in self._pods.delete(workers):
             log.info("%s,%s: pod %s was already deleted", self.cluster_name, self.namespace, gone)

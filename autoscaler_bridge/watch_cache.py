@@ -1,6 +1,6 @@
 """Where Kubernetes objects are seen without polling: a watch-fed cache of one kind (a reflector, as client-go's
-informers have), used by the operator for every Ray pod and head Service, and by each autoscaler for its
-cluster's pods.
+informers have), used by the operator for RayClusters and every Ray pod, head Service and budget (its autoscalers
+read their clusters' pods from it too: autoscaler_bridge.pod_channel).
 
 It LISTs once, then WATCHes from that resourceVersion; each event updates the cache and calls `on_change` with the
 object. A watch the server ends (its timeout) is reopened from the last resourceVersion seen, which bookmarks keep

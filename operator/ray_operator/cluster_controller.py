@@ -43,9 +43,9 @@ from ray.autoscaler.tags import TAG_RAY_LAUNCH_CONFIG
 
 from autoscaler_bridge import ray_auth, start_gate
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags, outdated
+from autoscaler_bridge.cluster_pods import CachedPods
 from autoscaler_bridge.kube_client import KubeCalls, namespace_terminating
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL, head_service_name
-from autoscaler_bridge.node_provider import delete_pods
 from autoscaler_bridge.ray_pod import DRAIN_MARGIN_SECONDS
 from autoscaler_bridge.ray_start import gcs_port
 from autoscaler_bridge.validation import InvalidRayCluster
@@ -255,10 +255,14 @@ class ClusterController:
         return self._derived_from[1], self._derived_from[2]
 
     def _write_config(self, config: dict[str, Any]) -> None:
-        """The autoscaler's config file, with the files its node provider reads this operator's Lease deadline from
-        and claims places for Ray pods to start from."""
+        """The autoscaler's config file, with the files its node provider reads this operator's Lease deadline from,
+        claims places for Ray pods to start from and asks this operator for its pods at."""
         settings = self.settings
-        files = {"fence_file": str(settings.fence_path), "start_gate_file": str(settings.start_gate_path)}
+        files = {
+            "fence_file": str(settings.fence_path),
+            "start_gate_file": str(settings.start_gate_path),
+            "pod_service": str(settings.pod_service_path),
+        }
         fenced = {**config, "provider": {**config["provider"], **files}}
         text = json.dumps(fenced, sort_keys=True)
         if self._config_text is None and self.config_path.exists():
@@ -285,7 +289,8 @@ class ClusterController:
         made to drain have no head to drain against: they get the time to stop Ray, not to drain (one deleted as it
         started, before its shell traps SIGTERM, ignores it and would otherwise wait out the whole drain)."""
         grace = {p["metadata"]["name"]: DRAIN_MARGIN_SECONDS for p in pods if drain_seconds(p) > 0}
-        delete_pods(self.calls, self.namespace, [p["metadata"]["name"] for p in pods], self.objects.pod_cache, grace)
+        names = [p["metadata"]["name"] for p in pods]
+        CachedPods(self.calls, self.objects.pod_cache, self.namespace, self.name).delete(names, grace)
 
     def _ensure_token(self, body: dict[str, Any], config: dict[str, Any]) -> None:
         """The cluster's token Secret, made before its first head pod (whose Ray reads it)."""

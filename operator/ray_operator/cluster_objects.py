@@ -17,6 +17,7 @@ from typing import Any
 import kubernetes
 from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 
+from autoscaler_bridge.cluster_pods import cluster_of
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import API_GROUP, API_VERSION, PLURAL, head_service_name
 from autoscaler_bridge.watch_cache import SYNC_SECONDS, WatchCache
@@ -48,12 +49,6 @@ def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     metadata = {key: value for key, value in obj["metadata"].items() if key != "managedFields"}
     slim: dict[str, Any] = shared_strings({**obj, "metadata": metadata})
     return slim
-
-
-def cluster_of(obj: dict[str, Any]) -> tuple[str, str] | None:
-    """(namespace, cluster) of a Ray pod or Service: the index of the operator's caches."""
-    cluster = (obj["metadata"].get("labels") or {}).get(TAG_RAY_CLUSTER_NAME)
-    return (obj["metadata"].get("namespace") or "", cluster) if cluster else None
 
 
 def _only(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

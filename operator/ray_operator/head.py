@@ -1,6 +1,6 @@
 """Where the operator makes a cluster's head Service, head pod and the head's PodDisruptionBudget. Workers are the
-autoscaler's (autoscaler_bridge.node_provider, whose delete_pods the operator also uses when it restarts a cluster);
-only this module makes heads."""
+autoscaler's (autoscaler_bridge.node_provider, through autoscaler_bridge.cluster_pods, which the operator also uses
+when it restarts a cluster); only this module makes heads."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ reconciled by a bounded pool of workers when the RayCluster, one of its pods or 
 of ray_operator.cluster_objects, the operator's one way in), when the operator's replicas change
 (ray_operator.membership), when its autoscaler process ends, when its last reconciliation said to look again
 (ray_operator.decide.recheck_seconds), and every `resync_seconds`. While it runs autoscalers it tells them, every
-second, how many Ray pods are starting on the busiest node (autoscaler_bridge.start_gate)."""
+second, how many Ray pods are starting on the busiest node (autoscaler_bridge.start_gate), and answers their requests
+for their clusters' pods (autoscaler_bridge.pod_channel)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from autoscaler_bridge import start_gate
+from autoscaler_bridge.cluster_pods import CachedPods
 from autoscaler_bridge.kube_client import KubeCalls
+from autoscaler_bridge.pod_channel import PodService
 from autoscaler_bridge.watch_cache import NotSynced
 from ray_operator.cluster_controller import ClusterController
 from ray_operator.cluster_objects import ClusterObjects
@@ -56,10 +59,16 @@ class ClusterManager:
             self.calls, settings.namespace, self.wake, self._raycluster_changed, settings.identity
         )
         self.objects.start()
+        self.pod_service = PodService(settings.pod_service_path, self._cluster_pods).start()
         self._exits = threading.Thread(target=self._wake_on_autoscaler_exit, daemon=True, name="autoscaler exits")
         self._exits.start()
         threading.Thread(target=self._publish_pods_starting, daemon=True, name="pods starting").start()
         threading.Thread(target=prestart, daemon=True, name="forkserver").start()
+
+    def _cluster_pods(self, namespace: str, cluster: str) -> CachedPods:
+        """A cluster's pods, as its autoscaler reads and changes them (autoscaler_bridge.pod_channel): changed only
+        while this operator's Lease is valid."""
+        return CachedPods(self.calls, self.objects.pod_cache, namespace, cluster, self.settings.fence_path)
 
     def _raycluster_changed(self, body: dict[str, Any]) -> None:
         """The RayCluster watch saw a change (or a relist): observe the RayCluster as the cache holds it now, or
@@ -194,4 +203,5 @@ class ClusterManager:
                 list(pool.map(lambda c: c.stop(), controllers))
         self.membership.stop()  # its clusters are the other replicas' to take at once
         log.info("stopped %d cluster autoscalers; pods left running", len(controllers))
+        self.pod_service.stop()
         self.objects.stop()

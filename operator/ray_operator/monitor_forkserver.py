@@ -5,9 +5,6 @@ its parent's memory until either writes to it, so what every autoscaler would ot
 starts, the same in each, is made here. Each item is memory that every running cluster no longer pays for
 (`python -m bench.monitor_memory` measures it):
 
-- the Kubernetes client's configuration, the argument validators of the API methods the node provider calls and a
-  first request (autoscaler_bridge.kube_client.share_with_forks): ~4 MB, 2.5 MB more once an autoscaler launched a
-  pod;
 - the root logger at the operator's default level: setting a level writes to every logger of the process (it
   clears their caches), hundreds of them, Ray's and its libraries': ~0.6 MB;
 - Ray's check of the cluster config against its JSON schema, off: it builds a jsonschema validator whenever the
@@ -24,8 +21,6 @@ import ray.autoscaler._private.autoscaler as ray_autoscaler
 import ray.autoscaler._private.monitor as ray_monitor
 from ray.autoscaler._private.prom_metrics import NullMetric
 
-from autoscaler_bridge.kube_client import share_with_forks
-from autoscaler_bridge.node_provider import API_METHODS
 from ray_operator.logs import DEFAULT_LEVEL
 
 
@@ -43,7 +38,6 @@ class _UnservedMetrics:
         return NullMetric()
 
 
-share_with_forks(API_METHODS)
 logging.getLogger().setLevel(DEFAULT_LEVEL)
 ray_autoscaler.validate_config = _validated_by_the_operator  # type: ignore[attr-defined]
 ray_monitor.AutoscalerPrometheusMetrics = _UnservedMetrics  # type: ignore[misc, assignment]

@@ -30,21 +30,24 @@ import multiprocessing.connection
 import os
 import resource
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoscaler_bridge.fence import fenced
+from autoscaler_bridge.fence import Fenced, fenced
 from autoscaler_bridge.ray_auth import AUTH_DISABLED, AUTH_TOKEN, FIRST_RAY_WITH_TOKEN_AUTH, ray_lacks_token_auth
 from ray_operator import logs
 
-# What every monitor imports, imported once in the forkserver. The kubernetes client (37+) imports its API
-# classes and their ~250 models lazily, on first use: named here, or each monitor imports them again.
+# What every monitor imports, imported once in the forkserver. First what the operator's main script imports:
+# multiprocessing runs the main script (the `ray-operator` console script, as the image starts it) again in every
+# child, and its import of ray_operator.cli (with click) would cost each monitor ~2.4 MB of its own. (A preloaded
+# "__main__" would spare the run, but Python 3.11's forkserver never learns the main script's path.)
 PRELOAD = [
+    "ray_operator.cli",
     "ray.autoscaler._private.monitor",
     "autoscaler_bridge.node_provider",
     "autoscaler_bridge.draining_autoscaler",
-    "kubernetes.client.api.core_v1_api",
     "ray_operator.monitor_process",
     "ray_operator.monitor_forkserver",  # last: prepares, with all of the above imported, what the monitors share
 ]
@@ -266,6 +269,16 @@ def _autoscale(spec: MonitorSpec, log: Any) -> None:
             """Stopped by the operator (SIGTERM): at once, and quietly. Ray's own handler tells every driver that "the
             autoscaler failed", which a cluster moving to another replica is not."""
             os._exit(128 + sig)
+
+        def _handle_failure(self, error: str) -> None:
+            """The loop ended by an exception. If it is this operator's Lease lapsing (met by a request to an operator
+            that is paused or cut off, rounds after rounds), the autoscaler stops quietly: Ray's own handler would
+            tell every driver that "the autoscaler failed", which a cluster moving to another replica is not."""
+            raised = sys.exc_info()[1]
+            if isinstance(raised, Fenced):
+                log.warning("stopping: %s", raised)
+                os._exit(EXIT_FENCED)
+            super()._handle_failure(error)
 
         def _initialize_autoscaler(self) -> None:
             """Ray's autoscaler, whose scale-down drains idle nodes instead of stopping their raylets."""

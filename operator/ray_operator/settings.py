@@ -41,6 +41,11 @@ class Settings:
         return self.work_dir / "ray-pods-starting"
 
     @property
+    def pod_service_path(self) -> Path:
+        """The socket its autoscalers ask it for their clusters' pods at (autoscaler_bridge.pod_channel)."""
+        return self.work_dir / "pods.sock"
+
+    @property
     def kept_for_workers(self) -> int:
         """Of the places to start Ray pods on a node (max_starting_pods), those a head never takes: one, of two or
         more, so that the clusters running already scale up while new clusters' heads start (and fail, on an

@@ -189,9 +189,7 @@ class LocalKube:
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         operator = start(
             [
-                sys.executable,
-                "-m",
-                "ray_operator",
+                str(Path(sys.executable).with_name("ray-operator")),  # the console script, as its image runs it
                 "run",
                 "--kubeconfig",
                 str(kubeconfig or self.kubeconfig),

@@ -187,9 +187,11 @@ def test_the_operator_writes_for_the_autoscaler_what_render_prints(kube, objects
         timeout=120,
     ).stdout
     written = json.loads(controller.config_path.read_text())
-    # The additions: where the node provider reads this operator's Lease deadline and claims places to start pods.
+    # The additions: where the node provider reads this operator's Lease deadline, claims places to start pods and
+    # asks this operator for its pods.
     assert written["provider"].pop("fence_file") == str(tmp_path / "lease-valid-until")
     assert written["provider"].pop("start_gate_file") == str(tmp_path / "ray-pods-starting")
+    assert written["provider"].pop("pod_service") == str(tmp_path / "pods.sock")
     assert yaml.safe_load(rendered) == written and written["provider"]["max_pending_pods"] == 3
 
 

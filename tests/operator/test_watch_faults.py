@@ -1,8 +1,8 @@
-"""The operator when what it sees of the API server is wrong (issue 25, after Sieve): the operator and its
-autoscalers reach kube-apiserver only through a proxy (tests.harness.watch_faults) that cuts their watches, delays
-the watches' events, replays them from an old resourceVersion, or refuses their LISTs. Through each fault a cluster
-loses its head, scales up and is deleted, never with two heads or more workers than it may have; and while the
-operator cannot list, it makes and deletes nothing (an API that does not answer is not "no pods")."""
+"""The operator when what it sees of the API server is wrong (issue 25, after Sieve): the operator (which its
+autoscalers ask for their pods) reaches kube-apiserver only through a proxy (tests.harness.watch_faults) that cuts
+its watches, delays the watches' events, replays them from an old resourceVersion, or refuses its LISTs. Through each
+fault a cluster loses its head, scales up and is deleted, never with two heads or more workers than it may have; and
+while the operator cannot list, it makes and deletes nothing (an API that does not answer is not "no pods")."""
 
 from __future__ import annotations
 
@@ -89,8 +89,8 @@ def test_while_the_operator_cannot_list_it_makes_and_deletes_nothing_then_conver
     running_with_one_worker(kube, "unlisted")
     refused = proxy.counts["lists refused"]
     proxy.faults = WatchFaults(cut=1.0, refuse_lists=True)
-    # Every watch of the operator and its autoscaler cut, and their LISTs refused: none of their caches can say what
-    # exists.
+    # Every watch of the operator cut, and its LISTs refused: none of its caches can say what exists, so neither it
+    # nor its autoscaler (which reads the operator's) may act.
     wait_for(
         lambda: proxy.open_watches == 0 and proxy.counts["lists refused"] > refused,
         timeout=30,

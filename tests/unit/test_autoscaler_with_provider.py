@@ -14,7 +14,6 @@ from tests.unit.test_node_provider import cluster, pods, set_phase  # noqa: F401
 from tests.harness.waiting import wait_for
 
 from autoscaler_bridge.kube_client import KubeCalls
-from autoscaler_bridge.node_provider import cluster_pods
 from ray_operator.head import create_head_pod
 
 
@@ -64,14 +63,16 @@ def workers(kube):
     return [p for p in pods(kube) if p.metadata.labels["ray-node-type"] == "worker"]
 
 
-def test_autoscaler_launches_for_demand_respects_max_and_removes_idle_pods(cluster, kube, kubeconfig, api_server):
+def test_autoscaler_launches_for_demand_respects_max_and_removes_idle_pods(
+    cluster, kube, kubeconfig, api_server, pod_service
+):
     _, config = cluster
     config = copy.deepcopy(config)
+    config["provider"] = pod_service.provider_config(config["provider"])
     config["available_node_types"]["rayWorkerType"].update(min_workers=0, max_workers=3)
     config["max_workers"] = 3
     config["idle_timeout_minutes"] = 0.01
-    calls = KubeCalls(kube)
-    create_head_pod(calls, config, cluster_pods(calls, "ray", "demo"))
+    create_head_pod(KubeCalls(kube), config, pod_service.cache)
 
     load = LoadMetrics()
     ray_cluster = FakeRayCluster(kube, load)
@@ -97,7 +98,7 @@ def test_autoscaler_launches_for_demand_respects_max_and_removes_idle_pods(clust
     round_(5)
     assert len(workers(kube)) == 3
     assert all(p.status.phase == "Running" for p in workers(kube))
-    # A steady round costs nothing, with 4 pods as with 1: the pods come from the provider's watch.
+    # A steady round costs nothing, with 4 pods as with 1: the pods come from the operator's cache.
     assert round_() == head_only_round == 0
 
     # The work is done and the workers are idle: the autoscaler removes them.

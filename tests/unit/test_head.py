@@ -6,7 +6,7 @@ from ray.autoscaler.tags import TAG_RAY_NODE_KIND
 from autoscaler_bridge.cluster_config import head_tags
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.watch_cache import WatchCache
-from autoscaler_bridge.node_provider import delete_pods
+from autoscaler_bridge.cluster_pods import CachedPods
 from ray_operator.head import create_head_pod, create_head_service
 from tests.unit.test_node_provider import cluster, pods  # noqa: F401 - fixtures
 
@@ -28,6 +28,6 @@ def test_head_service_and_pod_are_made_as_the_cache_then_shows_them(cluster, kub
     assert pod.metadata.labels[TAG_RAY_NODE_KIND] == "head"
     assert pod.metadata.labels["ray-launch-config"] == head_tags(config)["ray-launch-config"]
     assert "--head" in pod.spec.containers[0].args[0] and "--no-monitor" in pod.spec.containers[0].args[0]
-    assert delete_pods(calls, "ray", [pod.metadata.name, "gone-already"], pod_cache) == ["gone-already"]
+    assert CachedPods(calls, pod_cache, "ray", "demo").delete([pod.metadata.name, "gone-already"]) == ["gone-already"]
     assert pods(kube) == [] and pod_cache.get("ray", pod.metadata.name) is None
     assert kubernetes.client.CoreV1Api(kube).read_namespaced_service("demo-ray-head", "ray")

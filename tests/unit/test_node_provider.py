@@ -1,5 +1,5 @@
 """The Kubernetes node provider against the project's API server on loopback: what it makes and deletes, and what
-its watch-fed cache tells the autoscaler."""
+it tells the autoscaler of the pods, all through the pods an operator serves it (autoscaler_bridge.pod_channel)."""
 
 import threading
 import time
@@ -9,29 +9,34 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE
 
-from autoscaler_bridge import fence, start_gate
+from autoscaler_bridge import cluster_pods, fence, start_gate
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags
+from autoscaler_bridge.cluster_pods import CachedPods
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import JOINED_TAG
-from autoscaler_bridge.node_provider import KubernetesNodeProvider, delete_pods
+from autoscaler_bridge.node_provider import KubernetesNodeProvider
 from autoscaler_bridge.ray_pod import build_ray_pod
 from kube_apiserver.server import ApiServer
 from ray_operator.helm_values import raycluster_from_values
 from tests.harness.api import apply_crd, create_raycluster
 from tests.harness.files import ROOT, load_yaml
+from tests.harness.pods import served_pods
 from tests.harness.waiting import wait_for
 
 
 WORKERS = {TAG_RAY_NODE_KIND: "worker"}
 
 
-def create_head(kube, config):
-    """The cluster's head pod (as the operator makes it), its name."""
+def create_head(kube, config, cache=None):
+    """The cluster's head pod (as the operator makes it), its name; once `cache` (the pods served) holds it."""
     head_type = config["available_node_types"]["rayHeadType"]
     head = build_ray_pod(
         config["provider"], "demo", head_type["node_config"], head_tags(config), head_type["resources"]
     )
-    return kubernetes.client.CoreV1Api(kube).create_namespaced_pod("ray", head).metadata.name
+    name = kubernetes.client.CoreV1Api(kube).create_namespaced_pod("ray", head).metadata.name
+    if cache is not None:
+        wait_for(lambda: cache.get("ray", name), message="the head pod, as served")
+    return name
 
 
 @pytest.fixture
@@ -44,11 +49,11 @@ def cluster(kube):
 
 
 @pytest.fixture
-def provider(cluster, kube):
+def provider(cluster, kube, pod_service):
     """The cluster's node provider, its head pod made (workers are launched only beside a head)."""
     _, config = cluster
-    create_head(kube, config)
-    return KubernetesNodeProvider(config["provider"], config["cluster_name"], KubeCalls(kube))
+    create_head(kube, config, pod_service.cache)
+    return KubernetesNodeProvider(pod_service.provider_config(config["provider"]), config["cluster_name"])
 
 
 def worker_tags(config, **extra):
@@ -149,16 +154,16 @@ def test_terminate_deletes_pods_and_tolerates_pods_deleted_by_hand(provider, clu
     assert provider.non_terminated_nodes(WORKERS) == []
 
 
-def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster, kube, tmp_path):
+def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster, kube, tmp_path, pod_service):
     """An operator's autoscaler acts only while the deadline in its fence file lies ahead (autoscaler_bridge.fence):
     a paused or cut-off operator's autoscalers stop acting before another operator may take the cluster over."""
     _, config = cluster
     deadline = tmp_path / "lease-valid-until"
     fenced_provider = KubernetesNodeProvider(
-        {**config["provider"], "fence_file": str(deadline)}, config["cluster_name"], KubeCalls(kube)
+        {**pod_service.provider_config(config["provider"]), "fence_file": str(deadline)}, config["cluster_name"]
     )
     fence.write_deadline(deadline, time.monotonic() + 60)
-    create_head(kube, config)
+    create_head(kube, config, pod_service.cache)
     names = list(launch(fenced_provider, config, 2))
     fence.write_deadline(deadline, time.monotonic() - 1)
     with pytest.raises(fence.Fenced):
@@ -171,16 +176,31 @@ def test_no_pod_is_created_or_deleted_past_the_operators_lease_deadline(cluster,
     assert worker_pods(kube) == []
 
 
-def test_launches_take_only_the_places_the_operators_bound_leaves(cluster, kube, tmp_path):
+def test_a_request_that_waited_as_the_lease_lapsed_is_refused_by_the_operator_too(cluster, kube, tmp_path, pod_service):
+    """The autoscaler checks the deadline before it asks; the operator checks it again before it acts on the request
+    (its answer may have waited), so no pod changes once the deadline has passed."""
+    _, config = cluster
+    head = create_head(kube, config, pod_service.cache)
+    deadline = tmp_path / "lease-valid-until"
+    fence.write_deadline(deadline, time.monotonic() - 1)
+    served = CachedPods(KubeCalls(kube), pod_service.cache, "ray", "demo", fence_file=deadline)
+    worker_type = config["available_node_types"]["rayWorkerType"]
+    body = build_ray_pod(config["provider"], "demo", worker_type["node_config"], worker_tags(config), {})
+    for refused in (lambda: served.create(body), lambda: served.label(head, {"x": "y"}), lambda: served.delete([head])):
+        with pytest.raises(fence.Fenced):
+            refused()
+    assert [p.metadata.name for p in pods(kube)] == [head] and "x" not in pods(kube)[0].metadata.labels
+
+
+def test_launches_take_only_the_places_the_operators_bound_leaves(cluster, kube, tmp_path, pod_service):
     """The operator counts 1 Ray pod starting on the busiest node, of at most 3: of 4 pods, 2 are launched now, the
     rest in a later round, once the count has room (autoscaler_bridge.start_gate)."""
     _, config = cluster
     gate = tmp_path / "ray-pods-starting"
     gated = KubernetesNodeProvider(
-        {**config["provider"], "start_gate_file": str(gate)}, config["cluster_name"], KubeCalls(kube)
+        {**pod_service.provider_config(config["provider"]), "start_gate_file": str(gate)}, config["cluster_name"]
     )
-    create_head(kube, config)
-    wait_for(lambda: gated.non_terminated_nodes({TAG_RAY_NODE_KIND: "head"}), message="the head, as cached")
+    create_head(kube, config, pod_service.cache)
     start_gate.publish(gate, bound=3, starting=1, counted_at=time.monotonic())
     assert len(launch(gated, config, 4)) == 2
     assert launch(gated, config, 2) == {}  # the two claimed count until a count holds them
@@ -229,23 +249,21 @@ def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api
     assert with_two == with_twenty_two == 0
 
 
-def test_pods_unknown_are_never_no_pods(cluster, tmp_path):
-    """While its watch cannot list (the API is down), the provider raises instead of answering "no pods" (Ray issue
-    58933: the autoscaler then terminated every node)."""
-    from autoscaler_bridge import node_provider
+def test_pods_unknown_are_never_no_pods(cluster, tmp_path, monkeypatch):
+    """While the operator's watch cannot list (the API is down), the provider raises instead of answering "no pods"
+    (Ray issue 58933: the autoscaler then terminated every node)."""
     from autoscaler_bridge.watch_cache import NotSynced
 
     _, config = cluster
     server = ApiServer().start()
     client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=server.url))
-    server.stop()
-    provider = KubernetesNodeProvider(config["provider"], "demo", KubeCalls(client))
-    original, node_provider.SYNC_SECONDS = node_provider.SYNC_SECONDS, 1.0
-    try:
+    monkeypatch.setattr(cluster_pods, "SYNC_SECONDS", 1.0)
+    with served_pods(client, tmp_path / "pods.sock") as cache:
+        server.stop()
+        wait_for(lambda: not cache.wait_synced(0), message="the watch failed")
+        provider = KubernetesNodeProvider({**config["provider"], "pod_service": str(tmp_path / "pods.sock")}, "demo")
         with pytest.raises(NotSynced):
             provider.non_terminated_nodes({})
-    finally:
-        node_provider.SYNC_SECONDS = original
 
 
 def test_transient_api_outage_is_retried(cluster, kube, tmp_path, monkeypatch):
@@ -258,8 +276,6 @@ def test_transient_api_outage_is_retried(cluster, kube, tmp_path, monkeypatch):
     core.create_namespace({"metadata": {"name": "ray"}})
     _, config = cluster
     create_head(client, config)
-    provider = KubernetesNodeProvider(config["provider"], "demo", KubeCalls(client))
-    server.stop()
     restarted = []
 
     def restart_later():
@@ -267,17 +283,20 @@ def test_transient_api_outage_is_retried(cluster, kube, tmp_path, monkeypatch):
         restarted.append(ApiServer(port=port, data_file=data).start())
 
     thread = threading.Thread(target=restart_later)
-    thread.start()
-    try:
-        created = launch(provider, config, 1)
-        thread.join()
-        assert list(created) == [
-            p.metadata.name for p in core.list_namespaced_pod("ray", label_selector="ray-node-type=worker").items
-        ]
-    finally:
-        thread.join()
-        for s in restarted:
-            s.stop()
+    with served_pods(client, tmp_path / "pods.sock"):
+        provider = KubernetesNodeProvider({**config["provider"], "pod_service": str(tmp_path / "pods.sock")}, "demo")
+        server.stop()
+        thread.start()
+        try:
+            created = launch(provider, config, 1)
+            thread.join()
+            assert list(created) == [
+                p.metadata.name for p in core.list_namespaced_pod("ray", label_selector="ray-node-type=worker").items
+            ]
+        finally:
+            thread.join()
+            for s in restarted:
+                s.stop()
 
 
 def test_a_failed_launch_is_reported_to_the_autoscaler(provider, cluster, kube):
@@ -303,13 +322,13 @@ def test_errors_other_than_transient_ones_are_not_retried(kube):
     assert len(count) == 1
 
 
-def test_launches_stop_while_too_many_pods_are_pending(cluster, kube):
+def test_launches_stop_while_too_many_pods_are_pending(cluster, kube, pod_service):
     from ray.autoscaler.node_launch_exception import NodeLaunchException
 
     _, config = cluster
     config["provider"]["max_pending_pods"] = 3
-    create_head(kube, config)
-    provider = KubernetesNodeProvider(config["provider"], config["cluster_name"], KubeCalls(kube))
+    create_head(kube, config, pod_service.cache)
+    provider = KubernetesNodeProvider(pod_service.provider_config(config["provider"]), config["cluster_name"])
     assert len(launch(provider, config, 5)) == 3  # a batch is cut to the bound
     with pytest.raises(NodeLaunchException) as raised:
         launch(provider, config, 1)
@@ -337,7 +356,7 @@ def test_launches_stop_while_a_pod_is_pending_too_long():
     assert pending_pods_block([old], None, None, now + timedelta(days=1)) is None
 
 
-def test_a_deletion_may_give_a_pod_a_grace_period_of_its_own(provider, cluster, kube):
+def test_a_deletion_may_give_a_pod_a_grace_period_of_its_own(provider, cluster, kube, pod_service):
     """What a cluster restart does to workers made to drain: they are deleted with time to stop Ray, not to drain.
     Bound to a node, the pods stay, being deleted, with the grace each was given."""
     _, config = cluster
@@ -346,7 +365,7 @@ def test_a_deletion_may_give_a_pod_a_grace_period_of_its_own(provider, cluster, 
     for name in names:
         binding = {"metadata": {"name": name}, "target": {"kind": "Node", "name": "n1"}}
         core.create_namespaced_pod_binding(name, "ray", binding, _preload_content=False)
-    delete_pods(KubeCalls(kube), "ray", names, provider._cache, {names[0]: 15})
+    CachedPods(KubeCalls(kube), pod_service.cache, "ray", "demo").delete(names, {names[0]: 15})
     assert sorted(provider.terminating_workers()) == names and provider.non_terminated_nodes(WORKERS) == []
     graces = [core.read_namespaced_pod(name, "ray").metadata.deletion_grace_period_seconds for name in names]
     assert graces == [15, 135]  # the second: the pod's own (its drain of 120 s, and 15 s to stop Ray)

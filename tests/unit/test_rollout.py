@@ -11,7 +11,6 @@ from ray.autoscaler._private.load_metrics import LoadMetrics
 from autoscaler_bridge.draining_autoscaler import DrainingAutoscaler
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import JOINED_TAG
-from autoscaler_bridge.node_provider import cluster_pods
 from autoscaler_bridge.rollout import REPLACEMENT, Rollout, Step, rollout_step
 from ray_operator.head import create_head_pod
 from tests.harness.waiting import wait_for
@@ -79,15 +78,17 @@ class Kubelet:
             self.load.update(self.ips[name], node_id, {"CPU": 1.0}, {"CPU": 0.0}, node_idle_duration_s=0)
 
 
-def replace_workers(kube, config: dict, max_workers: int) -> tuple[set[str], list[list[tuple[str, bool, bool]]]]:
+def replace_workers(
+    kube, config: dict, pod_service, max_workers: int
+) -> tuple[set[str], list[list[tuple[str, bool, bool]]]]:
     """Two busy workers (minWorkers 2) whose template changes; the workers (name, outdated, being deleted) after each
     autoscaler round until every worker has the new template. Returns the outdated names and that history."""
     config = copy.deepcopy(config)
+    config["provider"] = pod_service.provider_config(config["provider"])
     worker_type = config["available_node_types"]["rayWorkerType"]
     worker_type.update(min_workers=2, max_workers=max_workers)
     config["max_workers"] = 10
-    calls = KubeCalls(kube)
-    create_head_pod(calls, config, cluster_pods(calls, "ray", "demo"))
+    create_head_pod(KubeCalls(kube), config, pod_service.cache)
     load = LoadMetrics()
     kubelet = Kubelet(kube, load)
     gcs = DrainingGcs()
@@ -113,8 +114,8 @@ def replace_workers(kube, config: dict, max_workers: int) -> tuple[set[str], lis
     return old, history
 
 
-def test_with_room_new_template_workers_run_before_an_outdated_one_goes(cluster, kube):
-    old, history = replace_workers(kube, cluster[1], max_workers=4)
+def test_with_room_new_template_workers_run_before_an_outdated_one_goes(cluster, kube, pod_service):
+    old, history = replace_workers(kube, cluster[1], pod_service, max_workers=4)
     for seen in history:
         assert len(seen) <= 4
         new_running = sum(not outdated and not deleting for _, outdated, deleting in seen)
@@ -124,20 +125,21 @@ def test_with_room_new_template_workers_run_before_an_outdated_one_goes(cluster,
     assert all(p.metadata.labels.get(REPLACEMENT) == "true" for p in workers(kube))
 
 
-def test_without_room_one_outdated_worker_drains_at_a_time_and_maxworkers_holds(cluster, kube):
-    _, history = replace_workers(kube, cluster[1], max_workers=2)
+def test_without_room_one_outdated_worker_drains_at_a_time_and_maxworkers_holds(cluster, kube, pod_service):
+    _, history = replace_workers(kube, cluster[1], pod_service, max_workers=2)
     for seen in history:
         assert len(seen) <= 2, seen  # draining ones included
         assert sum(not deleting for _, _, deleting in seen) >= 1, seen  # one fewer at most, for a drain
     assert any(sum(deleting for _, _, deleting in seen) == 1 for seen in history)
 
 
-def test_a_worker_is_labelled_joined_once_its_ray_node_has_joined(cluster, kube):
+def test_a_worker_is_labelled_joined_once_its_ray_node_has_joined(cluster, kube, pod_service):
     """The operator's bound on Ray pods starting counts a worker until its autoscaler labels it: not while it only
     runs, once its raylet has reported to the GCS."""
     config = copy.deepcopy(cluster[1])
+    config["provider"] = pod_service.provider_config(config["provider"])
     config["available_node_types"]["rayWorkerType"].update(min_workers=1, max_workers=1)
-    create_head(kube, config)
+    create_head(kube, config, pod_service.cache)
     load = LoadMetrics()
     autoscaler = DrainingAutoscaler(lambda: copy.deepcopy(config), load, DrainingGcs(), update_interval_s=0)
     wait_for(lambda: (autoscaler.update(), workers(kube))[1], timeout=60, message="the worker launched")

@@ -1,0 +1,182 @@
+"""An autoscaler's requests for its cluster's pods, answered by its operator over a Unix socket
+(autoscaler_bridge.pod_channel), with the operator's side played by pods in memory."""
+
+import socket
+import stat
+import threading
+import time
+from multiprocessing.connection import Connection
+
+import pytest
+
+from autoscaler_bridge import fence
+from autoscaler_bridge.pod_channel import PodChannel, PodRequestFailed, PodService
+from autoscaler_bridge.watch_cache import NotSynced
+from tests.harness.waiting import wait_for
+
+
+def pod(name, cluster="demo", phase="Running"):
+    return {
+        "metadata": {"name": name, "namespace": "ray", "labels": {"ray-cluster-name": cluster}},
+        "spec": {"containers": [{"name": "ray", "args": ["ray start --block"]}]},
+        "status": {"phase": phase, "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+class Pods:
+    """One cluster's pods in memory, as CachedPods answers for them; `fail` makes each call raise it."""
+
+    def __init__(self, cluster, held):
+        self.cluster, self.held = cluster, held
+        self.fail = None
+        self.release = threading.Event()
+        self.release.set()
+        self.calls = []
+
+    def _call(self, *call):
+        self.calls.append(call)
+        if self.fail:
+            raise self.fail
+        self.release.wait(30)
+
+    def items(self):
+        self._call("items")
+        return list(self.held.values())
+
+    def get(self, name):
+        self._call("get", name)
+        return self.held.get(name)
+
+    def create(self, body):
+        self._call("create", body["metadata"]["name"])
+        self.held[body["metadata"]["name"]] = body
+        return body
+
+    def label(self, name, labels):
+        self._call("label", name, labels)
+        if name not in self.held:
+            return None
+        self.held[name]["metadata"]["labels"].update(labels)
+        return self.held[name]
+
+    def delete(self, names, grace=None):
+        self._call("delete", names, grace)
+        return [name for name in names if self.held.pop(name, None) is None]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Two clusters' pods, served at a socket; yields (the socket's path, the pods by cluster)."""
+    clusters = {"demo": Pods("demo", {"a": pod("a")}), "other": Pods("other", {"x": pod("x", "other")})}
+    path = tmp_path / "pods.sock"
+    service = PodService(path, lambda namespace, cluster: clusters[cluster]).start()
+    yield path, clusters
+    service.stop()
+
+
+def test_each_operation_is_answered_with_only_what_a_node_provider_reads(served):
+    path, clusters = served
+    channel = PodChannel(str(path), "ray", "demo")
+    assert channel.items() == [
+        {
+            "metadata": {"name": "a", "namespace": "ray", "labels": {"ray-cluster-name": "demo"}},
+            "status": {"phase": "Running", "podIP": "10.0.0.1"},
+        }
+    ]
+    assert channel.get("a")["status"] == {"phase": "Running", "podIP": "10.0.0.1"} and channel.get("zz") is None
+    made = channel.create(pod("b", phase="Pending"))
+    assert made["metadata"]["name"] == "b" and made["status"] == {"phase": "Pending", "podIP": "10.0.0.1"}
+    assert channel.label("b", {"ray-node-joined": "true"})["metadata"]["labels"]["ray-node-joined"] == "true"
+    assert channel.label("gone", {"k": "v"}) is None
+    assert channel.delete(["a", "gone"], {"a": 15}) == ["gone"]
+    assert sorted(p["metadata"]["name"] for p in channel.items()) == ["b"]
+    assert clusters["demo"].calls[-2] == ("delete", ["a", "gone"], {"a": 15})
+    assert [call[0] for call in clusters["other"].calls] == []  # each request is about its own cluster only
+
+
+def test_pods_unknown_stay_unknown_and_failures_say_why(served):
+    path, clusters = served
+    channel = PodChannel(str(path), "ray", "demo")
+    clusters["demo"].fail = NotSynced("the Ray pods watch has not listed yet")
+    with pytest.raises(NotSynced, match="has not listed yet"):
+        channel.items()  # never an empty list
+    clusters["demo"].fail = RuntimeError("403 Forbidden")
+    with pytest.raises(PodRequestFailed, match="RuntimeError: 403 Forbidden"):
+        channel.create(pod("b"))
+    clusters["demo"].fail = None
+    assert [p["metadata"]["name"] for p in channel.items()] == ["a"]  # the same connection goes on
+
+
+def test_requests_of_many_threads_and_autoscalers_each_get_their_own_answer(served):
+    path, clusters = served
+    for n in range(40):
+        clusters["demo"].held[f"p{n}"] = pod(f"p{n}")
+    answers, errors = {}, []
+
+    def ask(n):
+        try:
+            channel = PodChannel(str(path), "ray", "demo" if n % 2 else "other")
+            for _ in range(20):
+                name = f"p{n}" if n % 2 else "x"
+                answers[n] = channel.get(name)["metadata"]["name"]
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert answers == {n: f"p{n}" if n % 2 else "x" for n in range(40)}
+
+
+def test_an_autoscaler_that_goes_mid_request_leaves_the_service_serving(served):
+    path, clusters = served
+    clusters["demo"].release.clear()  # the next answer waits
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    going = Connection(sock.detach())
+    going.send(("create", "ray", "demo", (pod("slow"),)))
+    wait_for(lambda: ("create", "slow") in clusters["demo"].calls, message="the slow create under way")
+    going.close()  # the autoscaler ended
+    clusters["demo"].release.set()
+    channel = PodChannel(str(path), "ray", "demo")
+    wait_for(
+        lambda: sorted(p["metadata"]["name"] for p in channel.items()) == ["a", "slow"],
+        message="the slow create done, and the service answering another autoscaler",
+    )
+    with pytest.raises(PodRequestFailed, match="no operation 'items_and_more'"):
+        channel._ask("items_and_more")
+
+
+def test_only_the_operators_user_may_connect(served):
+    path, _ = served
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def test_an_autoscaler_waiting_for_an_operator_that_never_answers_stops_at_the_lease_deadline(served, tmp_path):
+    """A paused operator answers nothing: its autoscaler must stop by itself before another operator may take its
+    cluster over, so a request that waits past the operator's Lease deadline raises Fenced."""
+    path, clusters = served
+    deadline = tmp_path / "lease-valid-until"
+    fence.write_deadline(deadline, time.monotonic() + 60)
+    channel = PodChannel(str(path), "ray", "demo", fence_file=str(deadline))
+    clusters["demo"].release.clear()  # the operator answers nothing
+    raised = []
+
+    def ask():
+        try:
+            channel.items()
+        except fence.Fenced as error:
+            raised.append(error)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    wait_for(lambda: ("items",) in clusters["demo"].calls, message="the request under way")
+    fence.write_deadline(deadline, time.monotonic() - 1)  # the Lease lapsed, unrenewed
+    asking.join(10)
+    assert not asking.is_alive() and len(raised) == 1
+    clusters["demo"].release.set()
+    fence.write_deadline(deadline, time.monotonic() + 60)  # renewed: the channel asks again on a new connection
+    assert [p["metadata"]["name"] for p in channel.items()] == ["a"]
