@@ -34,11 +34,9 @@ def cluster_of(obj: dict[str, Any]) -> tuple[str, str] | None:
 class ClusterPods(Protocol):
     """One cluster's pods, as its node provider reads and changes them."""
 
-    def items(self) -> list[dict[str, Any]]:
-        """Every pod of the cluster, those being deleted too; raises NotSynced while they cannot be known."""
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        """One pod of the cluster, or None."""
+    def items(self, wait: float = SYNC_SECONDS) -> list[dict[str, Any]]:
+        """Every pod of the cluster, those being deleted too; raises NotSynced while they cannot be known after
+        `wait` seconds."""
 
     def create(self, pod: dict[str, Any]) -> dict[str, Any]:
         """Create the pod; returns it as created."""
@@ -63,10 +61,11 @@ class CachedPods:
         self.namespace, self.cluster = namespace, cluster
         self.fence_file = fence_file
 
-    def items(self) -> list[dict[str, Any]]:
-        return self.cache.indexed((self.namespace, self.cluster), wait=SYNC_SECONDS)
+    def items(self, wait: float = SYNC_SECONDS) -> list[dict[str, Any]]:
+        return self.cache.indexed((self.namespace, self.cluster), wait=wait)
 
-    def get(self, name: str) -> dict[str, Any] | None:
+    def _held(self, name: str) -> dict[str, Any] | None:
+        """The pod of the cluster as the cache holds it, or None."""
         pod = self.cache.get(self.namespace, name)
         return pod if pod is not None and cluster_of(pod) == (self.namespace, self.cluster) else None
 
@@ -75,7 +74,7 @@ class CachedPods:
         response: Any = self.calls(self.calls.core.create_namespaced_pod, self.namespace, pod, _preload_content=False)
         created = json.loads(response.data)
         self.cache.put(created)
-        return self.get(created["metadata"]["name"]) or created
+        return self._held(created["metadata"]["name"]) or created
 
     def label(self, name: str, labels: dict[str, str]) -> dict[str, Any] | None:
         fence.check(self.fence_file)
@@ -93,7 +92,7 @@ class CachedPods:
             self.cache.discard(self.namespace, name)
             return None
         self.cache.put(json.loads(response.data))
-        return self.get(name)
+        return self._held(name)
 
     def delete(self, names: list[str], grace: dict[str, int] | None = None) -> list[str]:
         """A few at a time. The cache shows each at once as the deletion left it: terminating (its containers drain

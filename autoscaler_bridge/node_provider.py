@@ -109,6 +109,15 @@ class KubernetesNodeProvider(NodeProvider):
         self._pods = PodChannel(
             provider_config["pod_service"], self.namespace, cluster_name, provider_config.get("fence_file")
         )
+        self._listed: dict[str, dict[str, Any]] | None = None  # the last listing, by name; None once a write left it
+
+    def _listing(self) -> list[dict[str, Any]]:
+        """Every pod of the cluster, asked of the operator. A round lists first (non_terminated_nodes), then asks about
+        each node many times (its tags, IP, state: ~50 questions a round for 3 pods): those are answered from the
+        last listing, until a write of this provider's makes it stale."""
+        pods = self._pods.items()
+        self._listed = {p["metadata"]["name"]: p for p in pods}
+        return pods
 
     # Listing: from the operator's cache, no request.
     def pods(self, label_filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -117,7 +126,7 @@ class KubernetesNodeProvider(NodeProvider):
         wanted = (label_filters or {}).items()
         return [
             p
-            for p in self._pods.items()
+            for p in self._listing()
             if not p["metadata"].get("deletionTimestamp") and wanted <= (p["metadata"].get("labels") or {}).items()
         ]
 
@@ -125,7 +134,7 @@ class KubernetesNodeProvider(NodeProvider):
         """The cluster's worker pods being deleted (draining, or stopping Ray): they go, but are still there."""
         return [
             p["metadata"]["name"]
-            for p in self._pods.items()
+            for p in self._listing()
             if p["metadata"].get("deletionTimestamp")
             and (p["metadata"].get("labels") or {}).get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD
         ]
@@ -138,7 +147,11 @@ class KubernetesNodeProvider(NodeProvider):
         return [p["metadata"]["name"] for p in pods]
 
     def _pod(self, node_id: str) -> dict[str, Any] | None:
-        return self._pods.get(node_id)
+        listed = self._listed
+        if listed is None:
+            self._listing()
+            listed = self._listed or {}
+        return listed.get(node_id)
 
     def is_running(self, node_id: str) -> bool:
         pod = self._pod(node_id)
@@ -165,6 +178,7 @@ class KubernetesNodeProvider(NodeProvider):
         return self.internal_ip(node_id)
 
     def set_node_tags(self, node_id: str, tags: dict[str, str]) -> None:
+        self._listed = None
         if self._pods.label(node_id, tags) is None:
             log.info("%s,%s: pod %s is gone; its tags were not set", self.cluster_name, self.namespace, node_id)
 
@@ -227,6 +241,7 @@ class KubernetesNodeProvider(NodeProvider):
         created: dict[str, Any] = {}
         for _ in range(count):
             try:
+                self._listed = None
                 body = self._pods.create(pod)
             except Exception as error:
                 log.error(
@@ -282,5 +297,6 @@ class KubernetesNodeProvider(NodeProvider):
     def terminate_nodes(self, node_ids: list[str]) -> None:
         fence.check(self.provider_config.get("fence_file"))
         workers = [node_id for node_id in node_ids if not self._refused_head(node_id)]
+        self._listed = None
         for gone in self._pods.delete(workers):
             log.info("%s,%s: pod %s was already deleted", self.cluster_name, self.namespace, gone)

@@ -9,9 +9,10 @@ points as the operator's.
 
 A request is a pickled tuple (operation, namespace, cluster, arguments) on a multiprocessing connection, answered by
 ("ok", value), ("not-synced", message) or ("failed", message). Each thread of an autoscaler has a connection of its
-own, with one request in flight. One thread of the operator waits for requests on every connection; a few threads
-answer them (a create may take seconds of retries). Only what a node provider reads of a pod crosses: its metadata,
-phase and IP.
+own, with one request in flight. One thread of the operator waits for requests on every connection and answers the
+listings (most requests: a round lists, and rarely writes) at once from the cache; a few threads answer the rest (a
+create may take seconds of retries, a listing while the cache cannot know waits for it). Only what a node provider reads
+of a pod crosses: its metadata, phase and IP.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from typing import Any
 
 from autoscaler_bridge import fence
 from autoscaler_bridge.cluster_pods import ClusterPods
-from autoscaler_bridge.watch_cache import NotSynced
+from autoscaler_bridge.watch_cache import SYNC_SECONDS, NotSynced
 
 log = logging.getLogger(__name__)
 
 ANSWERING_THREADS = 8
 FENCE_POLL_SECONDS = 0.5  # how often an autoscaler waiting for an answer looks at its operator's Lease deadline
-OPERATIONS = ("items", "get", "create", "label", "delete")
+OPERATIONS = ("items", "create", "label", "delete")
 
 
 class PodRequestFailed(Exception):
@@ -50,21 +51,20 @@ def as_read(pod: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"metadata": pod["metadata"], "status": {key: status[key] for key in ("phase", "podIP") if key in status}}
 
 
-def answer(pods: ClusterPods, operation: str, args: tuple[Any, ...]) -> tuple[str, Any]:
-    """The answer to one request, about the pods of one cluster."""
+def answer(pods: ClusterPods, operation: str, args: tuple[Any, ...], wait: float = SYNC_SECONDS) -> tuple[str, Any]:
+    """The answer to one request, about the pods of one cluster; a listing waits up to `wait` seconds for the pods to
+    be known."""
     if operation not in OPERATIONS:
         return "failed", f"no operation {operation!r}"
     try:
+        if operation == "items":
+            return "ok", [as_read(pod) for pod in pods.items(wait)]
         value = getattr(pods, operation)(*args)
     except NotSynced as error:
         return "not-synced", str(error)
     except Exception as error:  # noqa: BLE001 - the autoscaler's launch or round fails with it, as it would have
         return "failed", f"{type(error).__name__}: {error}"
-    if operation == "items":
-        return "ok", [as_read(pod) for pod in value]
-    if operation in ("get", "create", "label"):
-        return "ok", as_read(value)
-    return "ok", value
+    return "ok", value if operation == "delete" else as_read(value)
 
 
 class PodService:
@@ -109,7 +109,7 @@ class PodService:
                         self._selector.register(Connection(accepted.detach()), selectors.EVENT_READ)
                     else:
                         self._read(key.fileobj)  # type: ignore[arg-type]  # only Connections besides the listener
-                except OSError:  # e.g. out of file descriptors: the autoscaler's request fails, the service goes on
+                except Exception:  # noqa: BLE001 - e.g. out of file descriptors: that request fails, the service goes on
                     log.exception("an autoscaler's connection failed")
         for key in list(self._selector.get_map().values()):
             if key.fileobj is not self._listener:
@@ -124,13 +124,30 @@ class PodService:
                 return
         try:
             request = connection.recv()
-        except (EOFError, OSError):  # its autoscaler ended
+        except Exception:  # noqa: BLE001 - its autoscaler ended (EOF), or sent what is no request: it is let go
             self._selector.unregister(connection)
             connection.close()
+            return
+        if self._answered_at_once(connection, request):
             return
         with self._lock:
             self._busy.add(connection)
         self._answering.submit(self._answer, connection, request)
+
+    def _answered_at_once(self, connection: Connection, request: Any) -> bool:
+        """Answer a read the cache knows now, in the receiving thread; False for any other request (or trouble): the
+        answering threads take it."""
+        try:
+            operation, namespace, cluster, args = request
+            if operation != "items":
+                return False
+            reply = answer(self._pods_of(namespace, cluster), operation, tuple(args), wait=0)
+        except Exception:  # noqa: BLE001 - the answering threads say what is wrong with it
+            return False
+        if reply[0] == "not-synced":
+            return False
+        self._send(connection, reply)
+        return True
 
     def _answer(self, connection: Connection, request: Any) -> None:
         try:
@@ -145,6 +162,10 @@ class PodService:
         if ended:
             connection.close()
             return
+        self._send(connection, reply)
+
+    @staticmethod
+    def _send(connection: Connection, reply: tuple[str, Any]) -> None:
         try:
             connection.send(reply)
         except OSError:
@@ -152,7 +173,8 @@ class PodService:
 
 
 class PodChannel:
-    """The autoscaler's end: the pods of `cluster` in `namespace` (a ClusterPods), asked of the operator at `path`.
+    """The autoscaler's end: the pods of `cluster` in `namespace`, asked of the operator at `path` (ClusterPods'
+    operations, a listing waiting as long as the operator lets it).
     While it waits for an answer it watches the operator's Lease deadline in `fence_file` (autoscaler_bridge.fence):
     an operator that is paused or cut off may never answer, and its autoscaler must stop by itself before another
     operator may take the cluster over, so past the deadline the request raises Fenced."""
@@ -190,10 +212,6 @@ class PodChannel:
     def items(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._ask("items")
         return items
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        pod: dict[str, Any] | None = self._ask("get", name)
-        return pod
 
     def create(self, pod: dict[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = self._ask("create", pod)

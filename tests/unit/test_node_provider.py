@@ -9,7 +9,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE
 
-from autoscaler_bridge import cluster_pods, fence, start_gate
+from autoscaler_bridge import cluster_pods, fence, pod_channel, start_gate
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags
 from autoscaler_bridge.cluster_pods import CachedPods
 from autoscaler_bridge.kube_client import KubeCalls
@@ -54,6 +54,13 @@ def provider(cluster, kube, pod_service):
     _, config = cluster
     create_head(kube, config, pod_service.cache)
     return KubernetesNodeProvider(pod_service.provider_config(config["provider"]), config["cluster_name"])
+
+
+def listed(provider, question):
+    """`question(provider)` as a round asks it: after the round's listing (node-level questions are answered from
+    the last listing)."""
+    provider.non_terminated_nodes({})
+    return question(provider)
 
 
 def worker_tags(config, **extra):
@@ -124,7 +131,7 @@ def test_listing_tags_state_and_ips_follow_the_pods(provider, cluster, kube):
     set_phase(kube, first, "Running", "10.1.0.7")
     set_phase(kube, second, "Failed")
     wait_for(
-        lambda: provider.is_running(first) and provider.non_terminated_nodes({TAG_RAY_NODE_STATUS: "update-failed"}),
+        lambda: provider.non_terminated_nodes({TAG_RAY_NODE_STATUS: "update-failed"}) and provider.is_running(first),
         message="the watch's word on both pods",
     )
     assert provider.is_running(first) and provider.internal_ip(first) == "10.1.0.7"
@@ -221,16 +228,28 @@ def test_no_worker_is_launched_while_the_cluster_has_no_head(provider, cluster, 
     _, config = cluster
     [head] = provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "head"})
     kubernetes.client.CoreV1Api(kube).delete_namespaced_pod(head, "ray")
-    wait_for(lambda: provider.is_terminated(head), message="the head gone in the provider's view")
+    wait_for(lambda: listed(provider, lambda p: p.is_terminated(head)), message="the head gone in the provider's view")
     assert launch(provider, config, 1) == {}
     assert worker_pods(kube) == []
 
 
-def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api_server):
+def test_a_round_makes_no_request_and_asks_the_operator_per_listing_however_many_pods(
+    provider, cluster, kube, api_server, monkeypatch
+):
+    """No API request; and of the operator, one question per listing: what a round asks about each node is answered
+    from the round's listing."""
     _, config = cluster
+    asked = []
+    answer = pod_channel.answer
+
+    def counted(pods, operation, *rest):
+        asked.append(operation)
+        return answer(pods, operation, *rest)
+
+    monkeypatch.setattr(pod_channel, "answer", counted)
 
     def one_round():
-        before = len(api_server.request_log)
+        before, asked_before = len(api_server.request_log), len(asked)
         for node in provider.non_terminated_nodes({}):
             (
                 provider.node_tags(node),
@@ -239,14 +258,14 @@ def test_a_round_makes_no_request_however_many_pods(provider, cluster, kube, api
                 provider.is_terminated(node),
             )
         provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "worker"})
-        return len(api_server.request_log) - before
+        return len(api_server.request_log) - before, asked[asked_before:]
 
     launch(provider, config, 2)
     assert len(provider.non_terminated_nodes(WORKERS)) == 2  # launches are seen at once
     with_two = one_round()
     launch(provider, config, 20)
     with_twenty_two = one_round()
-    assert with_two == with_twenty_two == 0
+    assert with_two == with_twenty_two == (0, ["items", "items"])
 
 
 def test_pods_unknown_are_never_no_pods(cluster, tmp_path, monkeypatch):
@@ -336,7 +355,9 @@ def test_launches_stop_while_too_many_pods_are_pending(cluster, kube, pod_servic
     assert len(worker_pods(kube)) == 3
     started = worker_pods(kube)[0].metadata.name
     set_phase(kube, started, "Running", "10.0.0.9")
-    wait_for(lambda: provider.is_running(started), message="the started pod in the provider's view")
+    wait_for(
+        lambda: listed(provider, lambda p: p.is_running(started)), message="the started pod in the provider's view"
+    )
     assert len(launch(provider, config, 1)) == 1  # one started, so one more may be Pending
 
 

@@ -24,28 +24,30 @@ def pod(name, cluster="demo", phase="Running"):
 
 
 class Pods:
-    """One cluster's pods in memory, as CachedPods answers for them; `fail` makes each call raise it."""
+    """One cluster's pods in memory, as CachedPods answers for them; `fail` makes each call raise it, and while
+    `release` is clear each write waits (a create retrying)."""
 
     def __init__(self, cluster, held):
         self.cluster, self.held = cluster, held
         self.fail = None
         self.release = threading.Event()
         self.release.set()
+        self.known = threading.Event()  # clear: the cache has not listed yet
+        self.known.set()
         self.calls = []
 
-    def _call(self, *call):
+    def _call(self, *call, write=True):
         self.calls.append(call)
         if self.fail:
             raise self.fail
-        self.release.wait(30)
+        if write:
+            self.release.wait(30)
 
-    def items(self):
-        self._call("items")
+    def items(self, wait=30.0):
+        self._call("items", wait, write=False)
+        if not self.known.wait(wait):
+            raise NotSynced("the Ray pods watch has not listed yet")
         return list(self.held.values())
-
-    def get(self, name):
-        self._call("get", name)
-        return self.held.get(name)
 
     def create(self, body):
         self._call("create", body["metadata"]["name"])
@@ -83,7 +85,6 @@ def test_each_operation_is_answered_with_only_what_a_node_provider_reads(served)
             "status": {"phase": "Running", "podIP": "10.0.0.1"},
         }
     ]
-    assert channel.get("a")["status"] == {"phase": "Running", "podIP": "10.0.0.1"} and channel.get("zz") is None
     made = channel.create(pod("b", phase="Pending"))
     assert made["metadata"]["name"] == "b" and made["status"] == {"phase": "Pending", "podIP": "10.0.0.1"}
     assert channel.label("b", {"ray-node-joined": "true"})["metadata"]["labels"]["ray-node-joined"] == "true"
@@ -107,6 +108,19 @@ def test_pods_unknown_stay_unknown_and_failures_say_why(served):
     assert [p["metadata"]["name"] for p in channel.items()] == ["a"]  # the same connection goes on
 
 
+def test_a_listing_the_cache_cannot_answer_yet_waits_for_it_without_holding_up_other_requests(served):
+    path, clusters = served
+    clusters["demo"].known.clear()
+    listed = []
+    waiting = threading.Thread(target=lambda: listed.append(PodChannel(str(path), "ray", "demo").items()))
+    waiting.start()
+    wait_for(lambda: ("items", 30.0) in clusters["demo"].calls, message="the listing waiting for the cache")
+    assert [p["metadata"]["name"] for p in PodChannel(str(path), "ray", "other").items()] == ["x"]  # meanwhile
+    clusters["demo"].known.set()  # the cache has listed
+    waiting.join(10)
+    assert [[p["metadata"]["name"] for p in pods] for pods in listed] == [["a"]]
+
+
 def test_requests_of_many_threads_and_autoscalers_each_get_their_own_answer(served):
     path, clusters = served
     for n in range(40):
@@ -115,10 +129,15 @@ def test_requests_of_many_threads_and_autoscalers_each_get_their_own_answer(serv
 
     def ask(n):
         try:
-            channel = PodChannel(str(path), "ray", "demo" if n % 2 else "other")
-            for _ in range(20):
-                name = f"p{n}" if n % 2 else "x"
-                answers[n] = channel.get(name)["metadata"]["name"]
+            if n % 2:  # writes, answered by the answering threads
+                channel = PodChannel(str(path), "ray", "demo")
+                for round_ in range(10):
+                    labelled = channel.label(f"p{n}", {"round": str(round_)})
+                    answers[n] = (labelled["metadata"]["name"], labelled["metadata"]["labels"]["round"])
+            else:  # listings, answered at once
+                channel = PodChannel(str(path), "ray", "other")
+                for _ in range(10):
+                    answers[n] = tuple(p["metadata"]["name"] for p in channel.items())
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -128,7 +147,7 @@ def test_requests_of_many_threads_and_autoscalers_each_get_their_own_answer(serv
     for thread in threads:
         thread.join(60)
     assert errors == []
-    assert answers == {n: f"p{n}" if n % 2 else "x" for n in range(40)}
+    assert answers == {n: (f"p{n}", "9") if n % 2 else ("x",) for n in range(40)}
 
 
 def test_an_autoscaler_that_goes_mid_request_leaves_the_service_serving(served):
@@ -148,6 +167,12 @@ def test_an_autoscaler_that_goes_mid_request_leaves_the_service_serving(served):
     )
     with pytest.raises(PodRequestFailed, match="no operation 'items_and_more'"):
         channel._ask("items_and_more")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    with Connection(sock.detach()) as confused:
+        confused.send("no request at all")
+        assert confused.recv()[0] == "failed"
+    assert "a" in [p["metadata"]["name"] for p in channel.items()]
 
 
 def test_only_the_operators_user_may_connect(served):
@@ -167,16 +192,16 @@ def test_an_autoscaler_waiting_for_an_operator_that_never_answers_stops_at_the_l
 
     def ask():
         try:
-            channel.items()
+            channel.create(pod("b"))
         except fence.Fenced as error:
             raised.append(error)
 
     asking = threading.Thread(target=ask)
     asking.start()
-    wait_for(lambda: ("items",) in clusters["demo"].calls, message="the request under way")
+    wait_for(lambda: ("create", "b") in clusters["demo"].calls, message="the request under way")
     fence.write_deadline(deadline, time.monotonic() - 1)  # the Lease lapsed, unrenewed
     asking.join(10)
     assert not asking.is_alive() and len(raised) == 1
     clusters["demo"].release.set()
     fence.write_deadline(deadline, time.monotonic() + 60)  # renewed: the channel asks again on a new connection
-    assert [p["metadata"]["name"] for p in channel.items()] == ["a"]
+    wait_for(lambda: sorted(p["metadata"]["name"] for p in channel.items()) == ["a", "b"], message="b made at last")

@@ -15,7 +15,7 @@ from autoscaler_bridge.rollout import REPLACEMENT, Rollout, Step, rollout_step
 from ray_operator.head import create_head_pod
 from tests.harness.waiting import wait_for
 from tests.unit.test_autoscaler_with_provider import DrainingGcs, workers
-from tests.unit.test_node_provider import cluster, create_head, set_phase  # noqa: F401 - fixtures
+from tests.unit.test_node_provider import cluster, create_head, listed, set_phase  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize(
@@ -145,7 +145,10 @@ def test_a_worker_is_labelled_joined_once_its_ray_node_has_joined(cluster, kube,
     wait_for(lambda: (autoscaler.update(), workers(kube))[1], timeout=60, message="the worker launched")
     [worker] = workers(kube)
     set_phase(kube, worker.metadata.name, "Running", "127.0.0.9")
-    wait_for(lambda: autoscaler.provider.is_running(worker.metadata.name), message="the worker running, as cached")
+    wait_for(
+        lambda: listed(autoscaler.provider, lambda p: p.is_running(worker.metadata.name)),
+        message="the worker running, as listed",
+    )
     autoscaler.update()
     assert JOINED_TAG not in workers(kube)[0].metadata.labels
     load.update("127.0.0.9", b"w".ljust(28, b"0"), {"CPU": 1.0}, {"CPU": 1.0}, node_idle_duration_s=0)  # it joins
