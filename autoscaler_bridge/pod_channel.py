@@ -67,6 +67,16 @@ def answer(pods: ClusterPods, operation: str, args: tuple[Any, ...], wait: float
     return "ok", value if operation == "delete" else as_read(value)
 
 
+def served(path: Path) -> bool:
+    """Whether an operator serves its autoscalers at `path` now (another operator's, when this one has not started)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:  # no socket, or one left by an operator that is gone
+            return False
+    return True
+
+
 class PodService:
     """The operator's end: answers requests on the socket at `path` with `pods_of(namespace, cluster)`."""
 

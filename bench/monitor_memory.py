@@ -2,17 +2,18 @@
 PSS and ≤ 0.5% of a core per running cluster).
 
 Runs the local stack the operator tests use (the project's API server, the pod runtime with real Ray heads, light:
-no dashboard), with `ray-operator run` at its production rhythm (an autoscaler round every 5 s, status every 30 s),
-adds RayClusters step by step, and once all are Running (and `--settle` seconds more) samples, over a window of at
-least 10 autoscaler rounds, the operator's process tree: the operator, the monitors' forkserver and one monitor per
-cluster. The Ray pods are not the operator's cost and are not counted. Prints, per step:
+no dashboard), with `ray-operator run` (the console script, as the image starts it) at its production rhythm (an
+autoscaler round every 5 s, status every 30 s), adds RayClusters step by step, and once all are Running (and
+`--settle` seconds more) samples, over a window of at least 10 autoscaler rounds, the operator's process tree: the
+operator, the monitors' forkserver and one monitor per cluster. The Ray pods are not the operator's cost and are not
+counted. Prints, per step:
 
 - the tree's peak USS and PSS, and the marginal PSS per running cluster from the step before (PSS splits the pages
   every monitor shares with the forkserver between their users: the fair figure; USS undercounts it);
 - the tree's CPU over the window as a share of a core, and the marginal share per running cluster;
 - the mean monitor's USS (its private memory);
-- the API requests of the operator and its autoscalers (User-Agent ray-operator) per RayCluster per minute
-  (target: ≤ 1).
+- the API requests of the operator (User-Agent ray-operator; its autoscalers make none: they ask the operator) per
+  RayCluster per minute (target: ≤ 1).
 
     python -m bench.monitor_memory            (from the repository, after `pip install -e '.[test]'`)
 """

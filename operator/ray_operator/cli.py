@@ -266,6 +266,7 @@ def run(
     """
     from autoscaler_bridge import crash_point
     from ray_operator import health, metrics
+    from autoscaler_bridge.pod_channel import served
     from ray_operator.manager import ClusterManager
     from ray_operator.membership import default_identity
     from ray_operator.settings import Settings
@@ -302,6 +303,11 @@ def run(
     ]:
         if port:
             _check_can_listen(host, port, endpoint, flag)
+    if served(settings.pod_service_path):
+        raise click.ClickException(
+            f"{settings.work_dir} is the work dir of another operator that runs (its autoscalers' socket answers): "
+            "give each operator a --work-dir of its own"
+        )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -76,3 +76,36 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path, endpoint, flag
     assert result.returncode == 1
     assert f"Error: cannot serve {endpoint} on 0.0.0.0:{port}: Address already in use ({flag}:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_work_dir_another_running_operator_uses_is_a_clear_error(tmp_path):
+    """Its autoscalers' socket, fence and start gate are there: a second operator on them would serve the first's
+    autoscalers."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
+    work = tmp_path / "work"
+    work.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as running:
+        running.bind(str(work / "pods.sock"))
+        running.listen()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from ray_operator.cli import main; main()",
+                "run",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--work-dir",
+                str(work),
+                "--metrics-port",
+                "0",
+                "--health-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert f"Error: {work} is the work dir of another operator that runs" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ from multiprocessing.connection import Connection
 import pytest
 
 from autoscaler_bridge import fence
-from autoscaler_bridge.pod_channel import PodChannel, PodRequestFailed, PodService
+from autoscaler_bridge.pod_channel import PodChannel, PodRequestFailed, PodService, served
 from autoscaler_bridge.watch_cache import NotSynced
 from tests.harness.waiting import wait_for
 
@@ -67,7 +67,7 @@ class Pods:
 
 
 @pytest.fixture
-def served(tmp_path):
+def service(tmp_path):
     """Two clusters' pods, served at a socket; yields (the socket's path, the pods by cluster)."""
     clusters = {"demo": Pods("demo", {"a": pod("a")}), "other": Pods("other", {"x": pod("x", "other")})}
     path = tmp_path / "pods.sock"
@@ -76,8 +76,8 @@ def served(tmp_path):
     service.stop()
 
 
-def test_each_operation_is_answered_with_only_what_a_node_provider_reads(served):
-    path, clusters = served
+def test_each_operation_is_answered_with_only_what_a_node_provider_reads(service):
+    path, clusters = service
     channel = PodChannel(str(path), "ray", "demo")
     assert channel.items() == [
         {
@@ -95,8 +95,8 @@ def test_each_operation_is_answered_with_only_what_a_node_provider_reads(served)
     assert [call[0] for call in clusters["other"].calls] == []  # each request is about its own cluster only
 
 
-def test_pods_unknown_stay_unknown_and_failures_say_why(served):
-    path, clusters = served
+def test_pods_unknown_stay_unknown_and_failures_say_why(service):
+    path, clusters = service
     channel = PodChannel(str(path), "ray", "demo")
     clusters["demo"].fail = NotSynced("the Ray pods watch has not listed yet")
     with pytest.raises(NotSynced, match="has not listed yet"):
@@ -108,8 +108,8 @@ def test_pods_unknown_stay_unknown_and_failures_say_why(served):
     assert [p["metadata"]["name"] for p in channel.items()] == ["a"]  # the same connection goes on
 
 
-def test_a_listing_the_cache_cannot_answer_yet_waits_for_it_without_holding_up_other_requests(served):
-    path, clusters = served
+def test_a_listing_the_cache_cannot_answer_yet_waits_for_it_without_holding_up_other_requests(service):
+    path, clusters = service
     clusters["demo"].known.clear()
     listed = []
     waiting = threading.Thread(target=lambda: listed.append(PodChannel(str(path), "ray", "demo").items()))
@@ -121,8 +121,8 @@ def test_a_listing_the_cache_cannot_answer_yet_waits_for_it_without_holding_up_o
     assert [[p["metadata"]["name"] for p in pods] for pods in listed] == [["a"]]
 
 
-def test_requests_of_many_threads_and_autoscalers_each_get_their_own_answer(served):
-    path, clusters = served
+def test_requests_of_many_threads_and_autoscalers_each_get_their_own_answer(service):
+    path, clusters = service
     for n in range(40):
         clusters["demo"].held[f"p{n}"] = pod(f"p{n}")
     answers, errors = {}, []
@@ -150,8 +150,8 @@ def test_requests_of_many_threads_and_autoscalers_each_get_their_own_answer(serv
     assert answers == {n: (f"p{n}", "9") if n % 2 else ("x",) for n in range(40)}
 
 
-def test_an_autoscaler_that_goes_mid_request_leaves_the_service_serving(served):
-    path, clusters = served
+def test_an_autoscaler_that_goes_mid_request_leaves_the_service_serving(service):
+    path, clusters = service
     clusters["demo"].release.clear()  # the next answer waits
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(path))
@@ -175,15 +175,15 @@ def test_an_autoscaler_that_goes_mid_request_leaves_the_service_serving(served):
     assert "a" in [p["metadata"]["name"] for p in channel.items()]
 
 
-def test_only_the_operators_user_may_connect(served):
-    path, _ = served
+def test_only_the_operators_user_may_connect(service):
+    path, _ = service
     assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
 
 
-def test_an_autoscaler_waiting_for_an_operator_that_never_answers_stops_at_the_lease_deadline(served, tmp_path):
+def test_an_autoscaler_waiting_for_an_operator_that_never_answers_stops_at_the_lease_deadline(service, tmp_path):
     """A paused operator answers nothing: its autoscaler must stop by itself before another operator may take its
     cluster over, so a request that waits past the operator's Lease deadline raises Fenced."""
-    path, clusters = served
+    path, clusters = service
     deadline = tmp_path / "lease-valid-until"
     fence.write_deadline(deadline, time.monotonic() + 60)
     channel = PodChannel(str(path), "ray", "demo", fence_file=str(deadline))
@@ -205,3 +205,19 @@ def test_an_autoscaler_waiting_for_an_operator_that_never_answers_stops_at_the_l
     clusters["demo"].release.set()
     fence.write_deadline(deadline, time.monotonic() + 60)  # renewed: the channel asks again on a new connection
     wait_for(lambda: sorted(p["metadata"]["name"] for p in channel.items()) == ["a", "b"], message="b made at last")
+
+
+def test_a_socket_left_by_an_operator_that_is_gone_is_taken_over(tmp_path):
+    """A restarted operator's container keeps its work dir (an emptyDir): the socket file of the one before is there,
+    answering nobody."""
+    path = tmp_path / "pods.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.bind(str(path))
+    assert path.exists() and not served(path)
+    taking_over = PodService(path, lambda namespace, cluster: Pods(cluster, {"a": pod("a")})).start()
+    try:
+        assert served(path)
+        assert [p["metadata"]["name"] for p in PodChannel(str(path), "ray", "demo").items()] == ["a"]
+    finally:
+        taking_over.stop()
+    assert not path.exists()
