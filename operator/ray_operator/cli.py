@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import sys
@@ -265,8 +266,8 @@ def run(
     a restarted operator adopts the clusters and their pods as they are.
     """
     from autoscaler_bridge import crash_point
-    from ray_operator import health, metrics
     from autoscaler_bridge.pod_channel import served
+    from ray_operator import health, metrics
     from ray_operator.manager import ClusterManager
     from ray_operator.membership import default_identity
     from ray_operator.settings import Settings
@@ -276,6 +277,10 @@ def run(
     # A RayCluster may nest as deep as kube-apiserver takes (its preserved podConfig fields): it must decode here,
     # in the watch that every cluster shares, and then be refused as too deep (validation), not end the watch.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+    # Each running autoscaler holds a few connections to the operator (autoscaler_bridge.pod_channel) besides its
+    # process's pipes: a container's usual soft limit of 1,024 open files would cap a replica at a few hundred.
+    _, most_files = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (most_files, most_files))
     logs.configure(log_level)
     crash_point.arm()
     settings = Settings(

@@ -1,8 +1,10 @@
 """`ray-operator run`'s command line and the phase metric, without a cluster."""
 
+import resource
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -11,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from kube_apiserver.kubeconfig import write_kubeconfig
 from ray_operator.cli import run
 from ray_operator.metrics import ClusterCollector
+from tests.harness.waiting import wait_for
 
 
 def test_every_flag_of_run_is_documented():
@@ -109,3 +112,26 @@ def test_a_work_dir_another_running_operator_uses_is_a_clear_error(tmp_path):
     assert result.returncode == 1
     assert f"Error: {work} is the work dir of another operator that runs" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_operator_may_open_as_many_files_as_its_hard_limit_allows(tmp_path):
+    """Its autoscalers' connections to it count among its open files: a container's soft limit of 1,024 is raised."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    operator = subprocess.Popen(
+        [sys.executable, "-c", "from ray_operator.cli import main; main()", "run", "--kubeconfig", str(kubeconfig)]
+        + ["--work-dir", str(tmp_path / "work"), "--metrics-port", "0", "--health-port", "0"],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def soft_limit():
+        limits = Path(f"/proc/{operator.pid}/limits").read_text().splitlines()
+        return int(next(line for line in limits if line.startswith("Max open files")).split()[3])
+
+    try:
+        wait_for(lambda: soft_limit() == hard, timeout=60, message="the soft limit raised", state=soft_limit)
+    finally:
+        operator.kill()  # it waits for an API server that is not there: nothing to stop in order
+        operator.wait(30)
