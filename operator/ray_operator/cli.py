@@ -23,6 +23,7 @@ from ray_operator.helm_values import is_values_file, raycluster_from_values
 
 EXIT_INVALID = 2
 RECURSION_LIMIT = 20_000  # JSON nesting the operator decodes (kube-apiserver's own limit is 10,000 levels)
+MAX_SOCKET_PATH = 107  # bytes of a Unix socket's path (Linux's sun_path, less its terminating NUL)
 HEALTH_HOST = "0.0.0.0"  # where /healthz and /readyz are served, for the kubelet's probes
 
 
@@ -308,6 +309,11 @@ def run(
     ]:
         if port:
             _check_can_listen(host, port, endpoint, flag)
+    if len(os.fsencode(settings.pod_service_path)) > MAX_SOCKET_PATH:
+        raise click.ClickException(
+            f"--work-dir {work_dir} is too long: its autoscalers' socket ({settings.pod_service_path}) may have at "
+            f"most {MAX_SOCKET_PATH} bytes"
+        )
     if served(settings.pod_service_path):
         raise click.ClickException(
             f"{settings.work_dir} is the work dir of another operator that runs (its autoscalers' socket answers): "

@@ -81,6 +81,21 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path, endpoint, flag
     assert "Traceback" not in result.stderr
 
 
+def test_a_work_dir_too_long_for_a_socket_is_a_clear_error(tmp_path):
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
+    work = tmp_path / ("w" * 120)
+    result = subprocess.run(
+        [sys.executable, "-c", "from ray_operator.cli import main; main()", "run", "--kubeconfig", str(kubeconfig)]
+        + ["--work-dir", str(work), "--metrics-port", "0", "--health-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert f"Error: --work-dir {work} is too long: its autoscalers' socket" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_work_dir_another_running_operator_uses_is_a_clear_error(tmp_path):
     """Its autoscalers' socket, fence and start gate are there: a second operator on them would serve the first's
     autoscalers."""
