@@ -1,14 +1,15 @@
-"""Where the operator's view of the API server is made to fail: a TLS proxy between the operator (and its autoscalers)
-and kube-apiserver that passes every request through and, on demand, breaks what the client sees of the watches.
+"""Where the operator's view of the API server is made to fail: a TLS proxy between the operator and kube-apiserver
+that passes every request through and, on demand, breaks what the client sees of the watches.
 
 The faults (issue 25, after Sieve's), which strike the watches already open too: `cut` ends every watch abruptly (the
 connection closed mid-stream, no terminating chunk) a random 0.2–`cut` s after it opened or the fault was set;
 `delay` holds each watch event that many seconds before passing it on, as a lagging API server does; `rewind` opens
-every watch from the oldest resourceVersion a LIST of that path answered since the faults were set, so the server
-replays changes the client has already seen (or answers 410 Gone once etcd compacted them, and the rewinding starts
-again from the LIST that follows); `refuse_lists` closes the connection of every LIST, as a server that is down
-does, so a cache cannot sync. They combine, and change while the proxy runs: `proxy.faults = WatchFaults(delay=3)`;
-`WatchFaults()` is none.
+every watch from the oldest resourceVersion of that path seen since the faults were set (a LIST's answer, or where a
+watch open when they were set had started: the proxy ends such a watch as the server ends one at its timeout, so
+that the client opens it again), so the server replays changes the client has already seen (or answers 410 Gone
+once etcd compacted them, and the rewinding starts again from the LIST that follows); `refuse_lists` closes the
+connection of every LIST, as a server that is down does, so a cache cannot sync. They combine, and change while the
+proxy runs: `proxy.faults = WatchFaults(delay=3)`; `WatchFaults()` is none.
 
 The operator is pointed at it with `proxy.kubeconfig(path)`: the control plane's admin token and CA (the proxy serves
 the API server's own certificate, which names 127.0.0.1).
@@ -55,6 +56,17 @@ class _QuietServer(ThreadingHTTPServer):
         """A client that went mid-handshake or mid-request (an operator stopped): nothing to report."""
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """A watch as the proxy opened it: its path, the resourceVersion its client asked for, the faults' generation
+    then, and whether the proxy rewound it."""
+
+    path: str
+    asked: str
+    generation: int
+    rewound: bool
+
+
 class _Cut(Exception):
     """The proxy closes the client's connection without an answer or mid-stream."""
 
@@ -68,7 +80,8 @@ class WatchFaultProxy:
         self.counts = {"watches": 0, "cut": 0, "delayed": 0, "rewound": 0, "lists refused": 0}
         self.open_watches = 0
         self._random = random.Random(seed)
-        self._oldest: dict[str, str] = {}  # a collection's path → the oldest resourceVersion a LIST answered
+        self._oldest: dict[str, str] = {}  # a collection's path → the oldest resourceVersion seen since the faults
+        self._generation = 0  # how many times the faults were set
         self._lock = threading.Lock()
         self._upstream = ssl.create_default_context(cadata=plane.ca_pem.decode())
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
@@ -88,6 +101,7 @@ class WatchFaultProxy:
         with self._lock:
             self._faults = faults
             self._oldest.clear()
+            self._generation += 1
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig for the admin through this proxy."""
@@ -136,9 +150,11 @@ class WatchFaultProxy:
         if listing and faults.refuse_lists:
             self._count("lists refused")
             raise _Cut
+        asked = params.get("resourceVersion", "")
         with self._lock:
+            generation = self._generation
             oldest = self._oldest.get(path) if watch and faults.rewind else None
-        if oldest:
+        if oldest and oldest != asked:
             params["resourceVersion"] = oldest
             self._count("rewound")
         length = int(client.headers.get("Content-Length") or 0)
@@ -151,7 +167,7 @@ class WatchFaultProxy:
             upstream.request(client.command, f"{path}?{urllib.parse.urlencode(params)}", body, headers)
             response = upstream.getresponse()
             if watch and response.status == 200:
-                self._stream(client, response, path if oldest else None)
+                self._stream(client, response, _Opened(path, asked, generation, rewound=bool(oldest)))
                 return
             data = response.read()
             if listing and response.status == 200:
@@ -174,23 +190,30 @@ class WatchFaultProxy:
         with self._lock:
             self._oldest.setdefault(path, version)
 
-    def _stream(self, client: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewound: str | None) -> None:
+    def _stream(self, client: BaseHTTPRequestHandler, response: http.client.HTTPResponse, opened: _Opened) -> None:
         """The watch's events to the client, chunked, under the faults as they are at each moment (a fault set while
-        a watch is open strikes it too): each event `delay` late, the watch cut `cut` at most after the cutting began.
-        A watch rewound for the path `rewound` that the server finds too old (410) lets that path be rewound from its
-        next LIST."""
+        a watch is open strikes it too): each event `delay` late, the watch cut `cut` at most after the cutting began,
+        ended once `rewind` is set (its path to be rewound to where it started). A rewound watch that the server finds
+        too old (410) lets its path be rewound from its next LIST."""
         self._count("watches")
         with self._lock:
             self.open_watches += 1
         try:
-            self._pass_events(client, response, rewound)
+            self._pass_events(client, response, opened)
         finally:
             with self._lock:
                 self.open_watches -= 1
 
-    def _pass_events(
-        self, client: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewound: str | None
-    ) -> None:
+    def _rewinding_since_opened(self, opened: _Opened) -> bool:
+        """Whether `rewind` was set after the watch opened; if so its path is to be rewound to where it started."""
+        with self._lock:
+            if not self._faults.rewind or self._generation == opened.generation:
+                return False
+            if opened.asked:
+                self._oldest.setdefault(opened.path, opened.asked)
+            return True
+
+    def _pass_events(self, client: BaseHTTPRequestHandler, response: http.client.HTTPResponse, opened: _Opened) -> None:
         client.send_response(200)
         for key, value in response.getheaders():
             if key.lower() not in HOP_HEADERS:
@@ -211,13 +234,15 @@ class WatchFaultProxy:
             if cut_at is not None and now >= cut_at:
                 self._count("cut")
                 raise _Cut
+            if self._rewinding_since_opened(opened):  # ended as the server ends a watch, to be opened again rewound
+                pending = (now, b"")
             if pending is None:
                 try:
                     pending = events.get(timeout=TICK_SECONDS)
                 except queue.Empty:
                     continue
             read_at, line = pending
-            if not line:  # the server ended the watch
+            if not line:  # the server (or the proxy, for rewind) ended the watch
                 client.wfile.write(b"0\r\n\r\n")
                 client.wfile.flush()
                 return
@@ -226,9 +251,9 @@ class WatchFaultProxy:
                 continue
             if faults.delay:
                 self._count("delayed")
-            if rewound and line.startswith(b'{"type":"ERROR"') and b"410" in line:
+            if opened.rewound and line.startswith(b'{"type":"ERROR"') and b"410" in line:
                 with self._lock:
-                    self._oldest.pop(rewound, None)
+                    self._oldest.pop(opened.path, None)
             client.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             client.wfile.flush()
             pending = None
