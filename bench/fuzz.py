@@ -10,7 +10,8 @@ nesting), created in batches. Invariants, checked for every batch; each broken o
   `--ray` (real Ray pods run by the pod runtime as a node's kubelet; the mutations' pods are kept from scheduling),
   a healthy Running cluster stays Running with no restart through every batch, and at the end scales up for a
   job and runs it;
-- every admitted mutation ends in phase Error with a message, or is taken as valid (its head pod made);
+- every admitted mutation ends in phase Error with a message, or is taken as valid (its head pod made), each within
+  30 s of the batch's previous outcome (heads wait for places to start in, a few per node at once);
 - after the batch is deleted, nothing is left: no pod, Service or Secret of its clusters, no work-dir file.
 
 It ends with one line: `fuzz: M mutations, R refused at admission, E Error, V valid, I invariant violations`.
@@ -231,10 +232,12 @@ def _never_scheduled(raycluster: dict[str, Any]) -> None:
 
 def _outcomes(custom: Any, core: Any, names: dict[str, str]) -> dict[str, str]:
     """Each cluster's outcome once it has one: "Error" (with a message) or "valid" (its head pod made); a LIST of
-    the namespace's RayClusters and head pods every half second, for at most OUTCOME_SECONDS."""
+    the namespace's RayClusters and head pods every half second, until OUTCOME_SECONDS pass without a new outcome
+    (valid heads wait for places to start in: the operator lets a node start only a few Ray pods at once)."""
     outcomes: dict[str, str] = {}
     deadline = time.monotonic() + OUTCOME_SECONDS
     while len(outcomes) < len(names) and time.monotonic() < deadline:
+        known = len(outcomes)
         for item in custom.list_namespaced_custom_object(*ARGS)["items"]:
             status = item.get("status") or {}
             if item["metadata"]["name"] in names and status.get("phase") == "Error" and status.get("message"):
@@ -243,6 +246,8 @@ def _outcomes(custom: Any, core: Any, names: dict[str, str]) -> dict[str, str]:
             name = pod.metadata.labels.get("ray-cluster-name")
             if name in names:
                 outcomes.setdefault(name, "valid")
+        if len(outcomes) > known:
+            deadline = time.monotonic() + OUTCOME_SECONDS
         time.sleep(0.5)
     return outcomes
 
