@@ -8,7 +8,9 @@ new tasks or actors; once it is idle its raylet exits by itself (what Ray 2.60 d
 every Ray the operator supports, without depending on how the user's command passes signals on). A pod deleted as
 its raylet starts first waits, within the deadline, for its node to join (stopped as it joins, it could take work
 and lose it). Past the deadline it names what still ran (the `ray::` titles of the node's worker processes) and exits
-EXIT_DEADLINE; the shell then stops Ray, within the pod's grace period.
+EXIT_DEADLINE; the shell then stops Ray, within the pod's grace period. Once the GCS does not answer (the head is
+gone: the whole cluster is being deleted or restarted) it exits EXIT_GCS_GONE and the shell kills Ray at once: a
+raylet told to stop gracefully without its GCS waits for it until it is killed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 EXIT_DRAINED = 0  # the node had no work left, or drained and its raylet exited
-EXIT_NOT_DRAINED = 1  # the GCS could not be asked (the head is gone, say): Ray is stopped at once
+EXIT_NOT_DRAINED = 1  # the GCS refused the drain: Ray is stopped at once
+EXIT_GCS_GONE = 2  # the GCS does not answer (the head is gone: the cluster is going): Ray is killed at once
 EXIT_DEADLINE = 124  # work was still running at the deadline: the last line says what
 POLL_SECONDS = 0.5
 CONNECT_SECONDS = 3.0
@@ -163,7 +166,7 @@ def drain(ray_start_pid: int, seconds: float) -> int:
     problem = _unreachable(gcs_address)
     if problem:
         print(f"cannot drain: the GCS at {gcs_address} does not answer: {problem}", flush=True)
-        return EXIT_NOT_DRAINED
+        return EXIT_GCS_GONE
     from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a Cython module without stubs
 
     gcs = GcsClient(address=gcs_address)
@@ -183,7 +186,7 @@ def drain(ray_start_pid: int, seconds: float) -> int:
         )
     except Exception as error:  # noqa: BLE001 - the GCS is gone or refused: nothing to wait for
         print(f"cannot drain: the GCS at {gcs_address} did not answer: {error}", flush=True)
-        return EXIT_NOT_DRAINED
+        return EXIT_GCS_GONE
     if not accepted:
         print(f"cannot drain: the GCS refused: {why}", flush=True)
         return EXIT_NOT_DRAINED
@@ -196,7 +199,7 @@ def drain(ray_start_pid: int, seconds: float) -> int:
         polls += 1
         if polls % GCS_CHECK_POLLS == 0 and _unreachable(gcs_address):  # the cluster itself is going: so is its work
             print("the GCS is gone: stopping without waiting longer", flush=True)
-            return EXIT_NOT_DRAINED
+            return EXIT_GCS_GONE
         time.sleep(POLL_SECONDS)
     work = running_work([" ".join(_cmdline(pid)).strip() for pid in _descendants(raylet)]) if _alive(raylet) else []
     if not work:

@@ -116,8 +116,8 @@ def _ray_start_flags(command: str, head: bool, resources: Mapping[str, int]) -> 
 # A deleted head stops Ray at once (the container's PID 1 would otherwise ignore SIGTERM and wait out its grace period).
 STOP_RAY_ON_TERM = "trap 'ray stop >/dev/null 2>&1; exit 143' TERM INT"
 # A deleted worker first drains its Ray node (autoscaler_bridge.drain_on_term, with the Ray image's Python), then
-# stops Ray; past its drain deadline it exits EXIT_DEADLINE, its last log line (the termination message) saying what
-# still ran.
+# stops Ray (kills it, once its GCS is gone); past its drain deadline it exits EXIT_DEADLINE, its last log line (the
+# termination message) saying what still ran.
 _DRAIN_SOURCE = (Path(__file__).parent / "drain_on_term.py").read_text()
 _DRAIN_SOURCE = _DRAIN_SOURCE[_DRAIN_SOURCE.index("from __future__") :]  # without its docstring
 _DRAIN_END = "RAY_OPERATOR_DRAIN_END"
@@ -132,7 +132,8 @@ def _drain_on_term(seconds: int) -> str:
         f'"$python" - "$ray_pid" {seconds} <<\'{_DRAIN_END}\'\n{_DRAIN_SOURCE}{_DRAIN_END}\n'
         "code=$?\n"
         "fi\n"
-        "ray stop >/dev/null 2>&1\n"
+        f'if [ "$code" = {drain_on_term.EXIT_GCS_GONE} ]; then ray stop --force >/dev/null 2>&1; '
+        "else ray stop >/dev/null 2>&1; fi\n"
         f'[ "$code" != {drain_on_term.EXIT_DEADLINE} ] || exit {drain_on_term.EXIT_DEADLINE}\n'
         "exit 143\n"
         "}\n"

@@ -25,8 +25,12 @@ from pathlib import Path
 NETNS_ETC = Path("/etc/netns")
 NETNS_RUN = Path("/var/run/netns")
 SHIM_SOURCE = Path(__file__).with_name("loopback_shim.c")
-# No cluster DNS: names are in the hosts file; a miss must fail at once, not wait on the host's resolver.
+# No cluster DNS: names are in the hosts file; a miss must fail at once, not wait on the host's resolver. Resolvers
+# that read resolv.conf themselves (gRPC's) find none there; the C library's looks in the hosts file alone, so a
+# name that is not there is unknown (as cluster DNS answers NXDOMAIN for a Service that is gone), not "temporary
+# failure in name resolution" (a resolver that does not answer, which callers retry).
 RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+HOST_NSSWITCH = Path("/etc/nsswitch.conf")
 # The pod's volumes (pairs of host directory and mount path, read-only), private /tmp and /dev/shm and hostname,
 # then the container's command. Arguments: hostname, the number of volumes, their pairs, the command.
 _POD_INIT = (
@@ -49,6 +53,12 @@ def _init_args(hostname: str, volumes: list[tuple[str, str]], keep: list[str]) -
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+def hosts_from_files(nsswitch: str) -> str:
+    """An nsswitch.conf with host names looked up in the hosts file alone, the rest as in `nsswitch`."""
+    lines = [line for line in nsswitch.splitlines() if not line.lstrip().startswith("hosts:")]
+    return "\n".join([*lines, "hosts: files"]) + "\n"
 
 
 class PodNetwork:
@@ -109,6 +119,8 @@ class PodNetwork:
             raise
         (self.files / name).mkdir(parents=True, exist_ok=True)
         (self.files / name / "resolv.conf").write_text(RESOLV_CONF)
+        if HOST_NSSWITCH.exists():  # else there is nothing to mount it over: the C library's defaults apply
+            (self.files / name / "nsswitch.conf").write_text(hosts_from_files(HOST_NSSWITCH.read_text()))
         with self._lock:
             self._live.add(name)
         return name, address
@@ -289,7 +301,8 @@ class LoopbackNetwork(PodNetwork):
         files = self.files / name
         binds = (
             f'mount --bind "{files}/hosts" /etc/hosts && mount --bind "{files}/resolv.conf" /etc/resolv.conf '
-            '|| { echo "pod-init: cannot mount the pod\'s hosts file and resolv.conf" >&2; exit 1; }; '
+            f'&& {{ [ ! -e "{files}/nsswitch.conf" ] || mount --bind "{files}/nsswitch.conf" /etc/nsswitch.conf; }} '
+            '|| { echo "pod-init: cannot mount the pod\'s hosts file, resolv.conf and nsswitch.conf" >&2; exit 1; }; '
         )
         return [
             "unshare",

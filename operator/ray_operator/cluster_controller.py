@@ -61,6 +61,7 @@ from ray_operator.decide import (
     Action,
     Step,
     decide,
+    deleted_with,
     failure_reason,
     recheck_seconds,
     waiting_for_head_slot,
@@ -175,9 +176,9 @@ class ClusterController:
 
     def stop(self, forget: bool = False) -> None:
         """Stop reconciling (a reconciliation under way ends first) and stop the autoscaler; pods are left as they
-        are. `forget` (the RayCluster is gone or being deleted, and Kubernetes deletes its pods): its files
-        (autoscaler config, heartbeat, view, decisions) go too, and if this replica ran it, its workers are deleted
-        with the time to stop Ray, not to drain (_delete_pods)."""
+        are. `forget` (the RayCluster is gone or being deleted): its files (autoscaler config, heartbeat, view,
+        decisions) go too, and if this replica ran it, it deletes the pods the garbage collector is to delete
+        (decide.deleted_with), workers with the time to stop Ray, not to drain (_delete_pods)."""
         self._stopping.set()
         if self._reconciling.acquire(timeout=30):
             self._reconciling.release()
@@ -185,18 +186,11 @@ class ClusterController:
         if forget:
             shutil.rmtree(self.dir, ignore_errors=True)
             if self.runs_here:
-                workers = [
-                    p
-                    for deleted in (False, True)
-                    for p in self.objects.pods(self.namespace, self.name, deleted=deleted)
-                    if not is_head(p)
-                    and drain_seconds(p) > 0
-                    and (p["metadata"].get("deletionGracePeriodSeconds") or math.inf) > DRAIN_MARGIN_SECONDS
-                ]
                 try:
-                    self._delete_pods(workers)
-                except Exception as error:  # noqa: BLE001 - Kubernetes deletes them anyway, each within its own grace
-                    self.log.warning("shortening the grace of the deleted cluster's workers failed: %s", error)
+                    pods = [p for gone in (False, True) for p in self.objects.pods(self.namespace, self.name, gone)]
+                    self._delete_pods(deleted_with(self._body, pods, DRAIN_MARGIN_SECONDS))
+                except Exception as error:  # noqa: BLE001 - the garbage collector deletes them anyway
+                    self.log.warning("deleting the deleted cluster's pods failed: %s", error)
 
     def reconcile_once(self) -> float | None:
         """One reconciliation: the seconds until the cluster must be looked at again though nothing changes

@@ -17,6 +17,8 @@ One step per reconciliation, the first that applies, each with its reason:
    memory limit reached too) or hung → a counted failure (an unsupported Ray: Error);
 9. the autoscaler made no round yet → wait; workers of changed podTypes → replace them; a new spec not yet
    read by a round → apply it; else Running.
+
+And, once a RayCluster is deleted, which of its pods the replica that ran it deletes at once (deleted_with).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from ray_operator.monitor_process import EXIT_FENCED, EXIT_NO_TOKEN_AUTH, EXIT_OUT_OF_MEMORY, EXIT_UNSUPPORTED_RAY
-from ray_operator.observation import Observation, pod_phase, stopped
+from ray_operator.observation import Observation, drain_seconds, pod_phase, stopped
 from ray_operator.pod_failures import why_stopped
 from ray_operator.settings import Settings
 from ray_operator.shards import ELSEWHERE, FENCED, FOR_PEER, HAND_OVER, ORPHANED, UNOWNED
@@ -65,6 +68,7 @@ class Action(Enum):
 STARVED_SHARE = 0.1
 STARVED_STALL_FACTOR = 3
 HEAD_SLOT_SECONDS = 2.0  # how often a cluster waiting for a head start slot looks again
+ORPHAN_FINALIZER = "orphan"  # a RayCluster deleted with propagationPolicy Orphan: its pods are to stay
 
 FAILURES = frozenset({Action.HEAD_FAILED, Action.HEAD_GONE, Action.AUTOSCALER_FAILED})
 NOT_MINE = frozenset({Action.FENCED, Action.NOT_OURS, Action.CLAIM, Action.HAND_OVER})
@@ -224,3 +228,23 @@ def recheck_seconds(step: Step, obs: Observation, settings: Settings) -> float |
 def failure_reason(step: Step, failures_in_a_row: int) -> str:
     """A failure's reason, with how many times in a row it happened."""
     return step.message + (f" ({failures_in_a_row} times in a row)" if failures_in_a_row > 1 else "")
+
+
+def deleted_with(body: dict[str, Any], pods: list[dict[str, Any]], grace_after: int) -> list[dict[str, Any]]:
+    """Of a deleted RayCluster's pods (`body` as last seen), those its operator deletes at once: what the garbage
+    collector deletes anyway (the pods the RayCluster still owns; none if it was deleted orphaning them), without
+    waiting for the collector (seconds, or up to ~30 s while it learns of a new CRD) with Ray running on. Of the pods
+    being deleted already, the workers that drain with a grace longer than `grace_after` (no head is left to drain
+    against: they are deleted again with that grace)."""
+    metadata = body["metadata"]
+    if ORPHAN_FINALIZER in (metadata.get("finalizers") or []):
+        return []
+
+    def owned(pod: dict[str, Any]) -> bool:
+        return any(o.get("uid") == metadata.get("uid") for o in pod["metadata"].get("ownerReferences") or [])
+
+    def deleted_too_slowly(pod: dict[str, Any]) -> bool:
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        return drain_seconds(pod) > 0 and (grace is None or grace > grace_after)
+
+    return [p for p in pods if owned(p) and (not p["metadata"].get("deletionTimestamp") or deleted_too_slowly(p))]

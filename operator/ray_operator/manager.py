@@ -77,7 +77,7 @@ class ClusterManager:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         current = self.objects.raycluster(namespace, name)
         if current is None or current["metadata"].get("deletionTimestamp"):
-            self.forget(namespace, name)
+            self.forget(namespace, name, current)
         else:
             self.observe(current)
 
@@ -160,14 +160,19 @@ class ClusterManager:
             except Exception:  # noqa: BLE001 - the next second tries again
                 log.exception("publishing the Ray pods starting failed")
 
-    def forget(self, namespace: str, name: str, only: ClusterController | None = None) -> None:
-        """A RayCluster was deleted: stop its autoscaler and remove its files (Kubernetes removes its pods through
-        ownerReferences). `only`: if it is still this controller's (the one that found the RayCluster deleted)."""
+    def forget(
+        self, namespace: str, name: str, deleting: dict[str, Any] | None = None, only: ClusterController | None = None
+    ) -> None:
+        """A RayCluster was deleted (`deleting`: as the watch shows it being deleted, its finalizers saying how):
+        stop its autoscaler, remove its files and delete its pods (ClusterController.stop). `only`: if it is still
+        this controller's (the one that found the RayCluster deleted)."""
         with self._lock:
             controller = self._controllers.get((namespace, name))
             if controller is None or (only is not None and controller is not only):
                 return
             del self._controllers[(namespace, name)]
+        if deleting is not None:
+            controller.update(deleting)
         controller.stop(forget=True)
         AUTOSCALER_RESTARTS.remove(namespace, name)
         controller.log.info("stopped: the RayCluster was deleted")

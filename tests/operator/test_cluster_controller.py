@@ -92,37 +92,53 @@ def test_nothing_is_made_for_a_raycluster_deleted_before_the_watch_says_so(kube,
     assert controller.found_deleted  # the manager forgets the cluster without waiting for the watch
 
 
-def test_a_deleted_clusters_workers_get_the_time_to_stop_ray_not_to_drain(kube, core, objects, membership, tmp_path):
-    """Its head goes with it, so nothing can drain: a worker that ignores SIGTERM (deleted as it started, before its
-    shell trapped it) would hold its pod for the whole drain. The replica that ran the cluster deletes its workers
-    made to drain with 15 s of grace, shortening the grace of those the garbage collector deleted first."""
+@pytest.mark.parametrize("orphaning", [False, True])
+def test_a_deleted_clusters_pods_go_at_once_workers_with_the_time_to_stop_ray_not_to_drain(
+    kube, core, objects, membership, tmp_path, orphaning
+):
+    """The replica that ran a deleted cluster deletes at once what the garbage collector deletes with it (which may
+    take it up to ~30 s, Ray running on): the pods the RayCluster owns, its head with its own grace. Its head goes,
+    so nothing can drain: a worker that ignores SIGTERM (deleted as it started, before its shell trapped it) would
+    hold its pod for the whole drain, so workers made to drain get 15 s of grace, shortening the grace of those the
+    garbage collector deleted first. A pod the RayCluster does not own stays; deleted orphaning its pods
+    (propagationPolicy Orphan), the cluster leaves every pod be."""
     apply_crd(kube)
-    controller, _ = controller_for(kube, objects, membership, tmp_path, "gone")
+    controller, body = controller_for(kube, objects, membership, tmp_path, "gone")
     controller.reconcile()
     assert controller.runs_here
+    owner = {"apiVersion": "cluster.ray.io/v1", "kind": "RayCluster", "name": "gone", "uid": body["metadata"]["uid"]}
 
-    def worker(name: str, drain: str | None) -> None:
+    def worker(name: str, drain: str | None, owned: bool = True) -> None:
         annotations = {DRAIN_ANNOTATION: drain} if drain else {}
-        labels = {"ray-cluster-name": "gone", "ray-node-type": "worker"}
+        metadata = {
+            "name": name,
+            "labels": {"ray-cluster-name": "gone", "ray-node-type": "worker"},
+            "annotations": annotations,
+            "ownerReferences": [owner] if owned else [],
+        }
         spec = {"nodeName": "n1", "terminationGracePeriodSeconds": 135, "containers": [{"name": "r", "image": "i"}]}
-        core.create_namespaced_pod(
-            "ray", {"metadata": {"name": name, "labels": labels, "annotations": annotations}, "spec": spec}
-        )
+        core.create_namespaced_pod("ray", {"metadata": metadata, "spec": spec})
 
     worker("live", "120")
     worker("collected", "120")
     worker("no-drain", None)
+    worker("not-owned", "120", owned=False)
     core.delete_namespaced_pod("collected", "ray")  # the garbage collector's deletion, with the pod's own grace
     wait_for(
-        lambda: len(objects.pods("ray", "gone", deleted=True)) == 1 and len(objects.pods("ray", "gone")) == 3,
-        message="the operator's watch seeing the workers",
+        lambda: len(objects.pods("ray", "gone", deleted=True)) == 1 and len(objects.pods("ray", "gone")) == 4,
+        message="the operator's watch seeing the head and the workers",
     )
+    [head] = head_pods(core)
+    if orphaning:
+        controller.update({**body, "metadata": {**body["metadata"], "finalizers": ["orphan"]}})
     controller.stop(forget=True)
     graces = {p.metadata.name: p.metadata.deletion_grace_period_seconds for p in core.list_namespaced_pod("ray").items}
-    assert {name: graces[name] for name in ("live", "collected", "no-drain")} == {
-        "live": 15,
-        "collected": 15,
-        "no-drain": None,  # stops at once anyway: left to the garbage collector
+    assert {name: graces.get(name, "gone") for name in (head, "live", "collected", "no-drain", "not-owned")} == {
+        head: None if orphaning else "gone",  # placed on no node: deleted at once
+        "live": None if orphaning else 15,
+        "collected": 135 if orphaning else 15,
+        "no-drain": None if orphaning else 135,
+        "not-owned": None,
     }
 
 

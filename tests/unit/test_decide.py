@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from ray_operator.decide import Action, Step, decide, failure_reason, recheck_seconds
+from autoscaler_bridge.names import DRAIN_ANNOTATION
+from ray_operator.decide import Action, Step, decide, deleted_with, failure_reason, recheck_seconds
 from ray_operator.monitor_process import EXIT_FENCED, EXIT_NO_TOKEN_AUTH, EXIT_UNSUPPORTED_RAY
 from ray_operator.observation import Memory, MonitorState, Observation
 from ray_operator.settings import Settings
@@ -257,3 +258,33 @@ def test_a_failure_repeated_says_how_many_times_in_a_row():
 )
 def test_what_only_time_shows_is_looked_at_when_due(observation, seconds):
     assert recheck_seconds(decide(observation, SETTINGS), observation, SETTINGS) == seconds
+
+
+def owned_pod(name: str, owner: str = "rc-uid", drain: str | None = None, grace: int | None = None) -> dict:
+    """A pod owned by the RayCluster of uid `owner` ("": by none), made to drain `drain` seconds, being deleted with
+    `grace` (None: not being deleted)."""
+    metadata: dict = {"name": name, "ownerReferences": [{"uid": owner}] if owner else []}
+    if drain:
+        metadata["annotations"] = {DRAIN_ANNOTATION: drain}
+    if grace is not None:
+        metadata.update(deletionTimestamp="2026-12-07T00:00:00Z", deletionGracePeriodSeconds=grace)
+    return {"metadata": metadata}
+
+
+@pytest.mark.parametrize(
+    "pod, finalizers, deleted",
+    [
+        (owned_pod("head"), [], True),
+        (owned_pod("worker", drain="120"), [], True),
+        (owned_pod("of-another-cluster", owner="other-uid"), [], False),  # a RayCluster of the same name, re-created
+        (owned_pod("orphaned-already", owner=""), [], False),
+        (owned_pod("head"), ["orphan"], False),  # deleted with propagationPolicy Orphan
+        (owned_pod("worker", drain="120"), ["foregroundDeletion"], True),
+        (owned_pod("collected-draining", drain="120", grace=135), [], True),  # again, with the shorter grace
+        (owned_pod("collected-draining-shortly", drain="120", grace=15), [], False),
+        (owned_pod("collected-head", grace=30), [], False),  # stops Ray at once anyway
+    ],
+)
+def test_what_goes_at_once_with_a_deleted_raycluster(pod, finalizers, deleted):
+    body = {"metadata": {"name": "rc", "uid": "rc-uid", "finalizers": finalizers}}
+    assert deleted_with(body, [pod], grace_after=15) == ([pod] if deleted else [])

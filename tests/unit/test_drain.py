@@ -87,7 +87,7 @@ def test_the_raylet_is_found_among_the_descendants_of_ray_start(tmp_path):
         assert drain_on_term._alive(found)
         # A GCS that does not answer (its head deleted beside the worker): Ray is stopped without waiting for it.
         started = time.monotonic()
-        assert drain_on_term.drain(start.pid, 60) == drain_on_term.EXIT_NOT_DRAINED
+        assert drain_on_term.drain(start.pid, 60) == drain_on_term.EXIT_GCS_GONE
         assert time.monotonic() - started < 30
     finally:
         start.kill()
