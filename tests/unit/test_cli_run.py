@@ -16,6 +16,24 @@ from ray_operator.metrics import ClusterCollector
 from tests.harness.waiting import wait_for
 
 
+def operator_run(tmp_path: Path, work: Path, *flags: str) -> list[str]:
+    """`ray-operator run` against an API server that is never reached, with `work` as its work dir and `flags` (the
+    metrics and health ports 0 unless given)."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
+    ports = {"--metrics-port": "0", "--health-port": "0"}
+    ports.update(zip(flags[::2], flags[1::2], strict=True))
+    command = [sys.executable, "-c", "from ray_operator.cli import main; main()", "run"]
+    options = {"--kubeconfig": str(kubeconfig), "--work-dir": str(work), **ports}
+    return [*command, *[arg for item in options.items() for arg in item]]
+
+
+def refused(tmp_path: Path, work: Path, *flags: str) -> str:
+    """What `ray-operator run` said as it refused to start (exit code 1, no traceback)."""
+    result = subprocess.run(operator_run(tmp_path, work, *flags), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
 def test_every_flag_of_run_is_documented():
     assert [p.name for p in run.params if isinstance(p, click.Option) and not p.help] == []
 
@@ -54,88 +72,36 @@ def test_clusters_are_counted_by_phase_with_their_demand_and_workers():
 
 @pytest.mark.parametrize("endpoint,flag", [("/metrics", "--metrics-port"), ("/healthz", "--health-port")])
 def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path, endpoint, flag):
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--metrics-port": "0", "--health-port": "0", flag: str(port)}
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from ray_operator.cli import main; main()",
-                "run",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--work-dir",
-                str(tmp_path / "work"),
-                *[arg for item in ports.items() for arg in item],
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert result.returncode == 1
-    assert f"Error: cannot serve {endpoint} on 0.0.0.0:{port}: Address already in use ({flag}:" in result.stderr
-    assert "Traceback" not in result.stderr
+        said = refused(tmp_path, tmp_path / "work", flag, str(port))
+    assert f"Error: cannot serve {endpoint} on 0.0.0.0:{port}: Address already in use ({flag}:" in said
 
 
 def test_a_work_dir_too_long_for_a_socket_is_a_clear_error(tmp_path):
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
     work = tmp_path / ("w" * 120)
-    result = subprocess.run(
-        [sys.executable, "-c", "from ray_operator.cli import main; main()", "run", "--kubeconfig", str(kubeconfig)]
-        + ["--work-dir", str(work), "--metrics-port", "0", "--health-port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1
-    assert f"Error: --work-dir {work} is too long: its autoscalers' socket" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert f"Error: --work-dir {work} is too long: its autoscalers' socket" in refused(tmp_path, work)
 
 
 def test_a_work_dir_another_running_operator_uses_is_a_clear_error(tmp_path):
     """Its autoscalers' socket, fence and start gate are there: a second operator on them would serve the first's
     autoscalers."""
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
     work = tmp_path / "work"
     work.mkdir()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as running:
         running.bind(str(work / "pods.sock"))
         running.listen()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from ray_operator.cli import main; main()",
-                "run",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--work-dir",
-                str(work),
-                "--metrics-port",
-                "0",
-                "--health-port",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert result.returncode == 1
-    assert f"Error: {work} is the work dir of another operator that runs" in result.stderr
-    assert "Traceback" not in result.stderr
+        said = refused(tmp_path, work)
+    assert f"Error: {work} is the work dir of another operator that runs" in said
 
 
 def test_the_operator_may_open_as_many_files_as_its_hard_limit_allows(tmp_path):
     """Its autoscalers' connections to it count among its open files: a container's soft limit of 1,024 is raised."""
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # never reached
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     operator = subprocess.Popen(
-        [sys.executable, "-c", "from ray_operator.cli import main; main()", "run", "--kubeconfig", str(kubeconfig)]
-        + ["--work-dir", str(tmp_path / "work"), "--metrics-port", "0", "--health-port", "0"],
+        operator_run(tmp_path, tmp_path / "work"),
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
