@@ -74,3 +74,29 @@ def test_a_pod_network_that_cannot_be_made_leaves_nothing_and_the_next_pod_gets_
     finally:
         net.teardown()
         NamespaceNetwork.remove_leftovers("tnet")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_a_name_missing_from_a_pods_hosts_file_is_unknown_at_once():
+    """As cluster DNS answers NXDOMAIN for a Service that is gone: not "temporary failure in name resolution", which
+    callers retry (a deleted cluster's workers waited 5 s for their head's name)."""
+    net = NamespaceNetwork("tdns", "10.197.0.0/16")
+    net.setup()
+    try:
+        name, ip = net.add_pod(uuid.uuid4().hex[:13])
+        net.write_hosts(name, [(ip, ["present"])])
+        lookup = (
+            "import socket\n"
+            "print(socket.getaddrinfo('present', 1)[0][4][0])\n"
+            "try:\n"
+            "    socket.getaddrinfo('gone-ray-head.ray.svc.cluster.local', 6379)\n"
+            "except socket.gaierror as error:\n"
+            "    print(error.errno == socket.EAI_NONAME)\n"
+        )
+        answer = subprocess.run(
+            net.command(name, "pod", ["python3", "-c", lookup]), capture_output=True, text=True, timeout=60
+        )
+        assert answer.stdout.split() == [ip, "True"], answer.stderr
+    finally:
+        net.teardown()
+        NamespaceNetwork.remove_leftovers("tdns")
