@@ -184,7 +184,7 @@ def drain(ray_start_pid: int, seconds: float) -> int:
             int((time.time() + deadline - time.monotonic()) * 1000),
             rpc_seconds,
         )
-    except Exception as error:  # noqa: BLE001 - the GCS is gone or refused: nothing to wait for
+    except Exception as error:  # noqa: BLE001 - the GCS is gone or did not answer in time: nothing to wait for
         print(f"cannot drain: the GCS at {gcs_address} did not answer: {error}", flush=True)
         return EXIT_GCS_GONE
     if not accepted:
