@@ -234,7 +234,8 @@ class KubernetesNodeProvider(NodeProvider):
                 max_pending,
             )
             count = allowed
-        count = self._places_to_start(count, pod_type)
+        places = self._places_to_start(count, pod_type)
+        count = places.allowed
         pod = build_ray_pod(
             self.provider_config, self.cluster_name, node_config, tags, {k: int(v) for k, v in resources.items()}
         )
@@ -244,6 +245,7 @@ class KubernetesNodeProvider(NodeProvider):
                 self._listed = None
                 body = self._pods.create(pod)
             except Exception as error:
+                start_gate.withdraw(self.provider_config.get("start_gate_file"), places, count - len(created))
                 log.error(
                     "%s,%s: creating a %s pod failed after %d of %d: %s",
                     self.cluster_name,
@@ -257,23 +259,23 @@ class KubernetesNodeProvider(NodeProvider):
             created[body["metadata"]["name"]] = body
         return created
 
-    def _places_to_start(self, count: int, pod_type: str | None) -> int:
-        """How many of `count` pods may start now, their places claimed: no more than the operator's bound on Ray
+    def _places_to_start(self, count: int, pod_type: str | None) -> start_gate.Claim:
+        """The places claimed for as many of `count` pods as may start now: no more than the operator's bound on Ray
         pods starting at once on one node leaves (autoscaler_bridge.start_gate); the others are launched in a later
         round."""
-        allowed, taken = start_gate.claim(self.provider_config.get("start_gate_file"), count)
-        if allowed < count:
+        places = start_gate.claim(self.provider_config.get("start_gate_file"), count)
+        if places.allowed < count:
             log.info(
                 "%s,%s: launching %d of %d %s pods now: %d Ray pods are starting on the busiest node, as many as the "
                 "operator lets start at once",
                 self.cluster_name,
                 self.namespace,
-                allowed,
+                places.allowed,
                 count,
                 pod_type,
-                taken,
+                places.taken,
             )
-        return allowed
+        return places
 
     def create_node(self, node_config: dict[str, Any], tags: dict[str, str], count: int) -> dict[str, Any]:
         return self.create_node_with_resources_and_labels(node_config, tags, count, {}, {})

@@ -6,8 +6,9 @@ Ray pods starting on the busiest node, from its cache of every replica's pods (r
 publishes the count with the bound every second while it runs autoscalers. A node provider claims places before it
 launches workers, and the operator before it makes a head; both claim under the file's lock, so a replica's
 autoscalers never launch together past the bound. A claim counts until the operator's count holds its pods: while
-it is no more than CLAIM_LAG_SECONDS older than the count, and at most CLAIM_SECONDS. Times are on the monotonic
-clock every process of the machine shares (as autoscaler_bridge.fence's).
+it is no more than CLAIM_LAG_SECONDS older than the count, and at most CLAIM_SECONDS; a claim whose pods were not
+made (their create failed) is withdrawn, so that a RayCluster whose pods the API refuses, retried, holds no places
+from the others. Times are on the monotonic clock every process of the machine shares (as autoscaler_bridge.fence's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 CLAIM_LAG_SECONDS = 2.0  # a pod made is in the operator's cache (its watch) within this, as a rule
 CLAIM_SECONDS = 10.0  # a claim counts no longer, whether or not a count was published since (the operator's gone)
@@ -110,6 +112,15 @@ def publish(path: Path, bound: int, starting: int, counted_at: float) -> None:
         file.write(Gate(bound, starting, counted_at, old.live_claims(time.monotonic()) if old else ()))
 
 
+class Claim(NamedTuple):
+    """What a claim got: the places claimed (of those wanted), the places taken before it (Gate.taken), and when it
+    was made (what names it in the file)."""
+
+    allowed: int
+    taken: int
+    at: float = 0.0
+
+
 def claimed(path: str | Path | None) -> int:
     """The pods claimed that the last count may not hold yet."""
     if not path:
@@ -122,15 +133,12 @@ def claimed(path: str | Path | None) -> int:
     return gate.claimed(time.monotonic()) if gate else 0
 
 
-def claim(
-    path: str | Path | None, wanted: int, counted: tuple[int, int] | None = None, keep: int = 0
-) -> tuple[int, int]:
+def claim(path: str | Path | None, wanted: int, counted: tuple[int, int] | None = None, keep: int = 0) -> Claim:
     """Places for `wanted` Ray pods about to be made: as many as the bound leaves, `keep` places left free (0 …
-    wanted), claimed, and the places taken before (Gate.taken). A node provider claims against the published count;
-    the operator gives its own (bound, starting), counted just now. No file (or none named): no bound, but where the
-    operator counts."""
+    wanted), claimed. A node provider claims against the published count; the operator gives its own (bound,
+    starting), counted just now. No file (or none named): no bound, but where the operator counts."""
     if not path:
-        return wanted, 0
+        return Claim(wanted, 0)
     now = time.monotonic()
     try:
         with _Locked(Path(path), create=counted is not None) as file:
@@ -139,10 +147,25 @@ def claim(
                 fresh = Gate(*counted, counted_at=now)
                 gate = replace(fresh, claims=gate.live_claims(now)) if gate else fresh
             if gate is None:
-                return wanted, 0
+                return Claim(wanted, 0)
             allowed = gate.admitted(wanted, now, keep)
             if allowed:
                 file.write(replace(gate, claims=(*gate.live_claims(now), (now, allowed))))
-            return allowed, gate.taken(now)
+            return Claim(allowed, gate.taken(now), now)
     except FileNotFoundError:
-        return wanted, 0
+        return Claim(wanted, 0)
+
+
+def withdraw(path: str | Path | None, claim: Claim, unused: int) -> None:
+    """`unused` of a claim's places free again at once: the pods they were for were not made."""
+    if not path or unused <= 0:
+        return
+    try:
+        with _Locked(Path(path), create=False) as file:
+            gate = file.read()
+            if gate is None:
+                return
+            kept = ((at, n - unused if at == claim.at else n) for at, n in gate.claims)
+            file.write(replace(gate, claims=tuple((at, n) for at, n in kept if n > 0)))
+    except FileNotFoundError:
+        return

@@ -559,12 +559,18 @@ class ClusterController:
         if "secretName" in obs.auth:
             self._ensure_token(body, obs.config)
         settings = self.settings
+        place = None
         if settings.max_starting_pods:
             counted = (settings.max_starting_pods, self.objects.pods_starting(datetime.now(timezone.utc)))
-            allowed, taken = start_gate.claim(settings.start_gate_path, 1, counted, settings.kept_for_workers)
-            if not allowed:
-                return waiting_for_head_slot(taken, settings)
-        head = create_head_pod(self.calls, obs.config, self.objects.pod_cache)
+            place = start_gate.claim(settings.start_gate_path, 1, counted, settings.kept_for_workers)
+            if not place.allowed:
+                return waiting_for_head_slot(place.taken, settings)
+        try:
+            head = create_head_pod(self.calls, obs.config, self.objects.pod_cache)
+        except Exception:  # a pod the API refuses, retried, holds no place from other clusters
+            if place is not None:
+                start_gate.withdraw(settings.start_gate_path, place, 1)
+            raise
         self.log.info("created head pod %s", head["metadata"]["name"])
         self.status.event(body, "HeadCreated", f"created head pod {head['metadata']['name']}")
         return step

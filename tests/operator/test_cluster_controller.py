@@ -12,6 +12,7 @@ import kubernetes
 import pytest
 import yaml
 
+from autoscaler_bridge import start_gate
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.names import DRAIN_ANNOTATION
 from ray_operator.cluster_controller import ClusterController
@@ -90,6 +91,30 @@ def test_nothing_is_made_for_a_raycluster_deleted_before_the_watch_says_so(kube,
     controller.reconcile()  # still holding the body the watch last delivered
     assert made() == []
     assert controller.found_deleted  # the manager forgets the cluster without waiting for the watch
+
+
+def test_a_head_pod_refused_holds_no_place_from_other_clusters_heads(kube, core, objects, membership, tmp_path):
+    """A RayCluster whose head pod cannot be made (here the client refuses it: its image is no string) is retried,
+    and claims a place to start its head each time (autoscaler_bridge.start_gate): each claim is withdrawn when the
+    create fails, so the places stay free for the heads of other clusters."""
+    apply_crd(kube)
+    settings = Settings(work_dir=tmp_path)
+    refused = raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "refused", "ray")
+    for pod_type in refused["spec"]["podTypes"]:
+        pod_type["podConfig"]["spec"]["containers"][0]["image"] = 0
+    body = create_raycluster(kube, refused)
+    controller = ClusterController(body, settings, KubeCalls(kube), objects, membership)
+    for _ in range(settings.max_starting_pods):
+        assert controller.reconcile_once() is None  # failed, written to status
+    assert start_gate.claimed(settings.start_gate_path) == 0
+    status = kubernetes.client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        "cluster.ray.io", "v1", "ray", "rayclusters", "refused"
+    )["status"]
+    assert status["phase"] == "Error" and "image" in status["message"], status
+    other, _ = controller_for(kube, objects, membership, tmp_path, "other")
+    other.reconcile()
+    [head] = head_pods(core)
+    assert head.startswith("other-")
 
 
 @pytest.mark.parametrize("orphaning", [False, True])

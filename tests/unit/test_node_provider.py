@@ -1,6 +1,7 @@
 """The Kubernetes node provider against the project's API server on loopback: what it makes and deletes, and what
 it tells the autoscaler of the pods, all through the pods an operator serves it (autoscaler_bridge.pod_channel)."""
 
+import copy
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE
 
-from autoscaler_bridge import cluster_pods, fence, pod_channel, start_gate
+from autoscaler_bridge import fence, pod_channel, start_gate
 from autoscaler_bridge.cluster_config import autoscaler_config, head_tags
 from autoscaler_bridge.cluster_pods import CachedPods
 from autoscaler_bridge.kube_client import KubeCalls
@@ -216,6 +217,27 @@ def test_launches_take_only_the_places_the_operators_bound_leaves(cluster, kube,
     assert len(worker_pods(kube)) == 3
 
 
+def test_a_launch_the_api_refuses_frees_the_places_it_claimed(cluster, kube, tmp_path, pod_service):
+    """Pods that cannot be made (here the client refuses them: their image is no string) hold no place to start:
+    the claim is withdrawn, and the next launch has every place the count leaves."""
+    from ray.autoscaler.node_launch_exception import NodeLaunchException
+
+    _, config = cluster
+    gate = tmp_path / "ray-pods-starting"
+    gated = KubernetesNodeProvider(
+        {**pod_service.provider_config(config["provider"]), "start_gate_file": str(gate)}, config["cluster_name"]
+    )
+    create_head(kube, config, pod_service.cache)
+    start_gate.publish(gate, bound=3, starting=0, counted_at=time.monotonic())
+    node_type = config["available_node_types"]["rayWorkerType"]
+    refused = copy.deepcopy(node_type["node_config"])
+    refused["spec"]["containers"][0]["image"] = 0
+    with pytest.raises(NodeLaunchException):
+        gated.create_node_with_resources_and_labels(refused, worker_tags(config), 2, node_type["resources"], {})
+    assert start_gate.claimed(gate) == 0
+    assert len(launch(gated, config, 3)) == 3
+
+
 def test_the_head_is_never_terminated(provider, cluster, kube):
     [name] = provider.non_terminated_nodes({TAG_RAY_NODE_KIND: "head"})
     provider.terminate_node(name)
@@ -276,7 +298,7 @@ def test_pods_unknown_are_never_no_pods(cluster, tmp_path, monkeypatch):
     _, config = cluster
     server = ApiServer().start()
     client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=server.url))
-    monkeypatch.setattr(cluster_pods, "SYNC_SECONDS", 1.0)
+    monkeypatch.setattr(pod_channel, "SYNC_SECONDS", 1.0)
     with served_pods(client, tmp_path / "pods.sock") as cache:
         server.stop()
         wait_for(lambda: not cache.wait_synced(0), message="the watch failed")

@@ -33,8 +33,8 @@ def test_a_gate_admits_what_the_bound_leaves_of_the_pods_starting_and_claimed(ga
 
 
 def test_without_a_gate_file_nothing_is_bounded(tmp_path):
-    assert start_gate.claim(None, 4) == (4, 0)
-    assert start_gate.claim(tmp_path / "none", 4) == (4, 0)
+    assert start_gate.claim(None, 4)[:2] == (4, 0)
+    assert start_gate.claim(tmp_path / "none", 4)[:2] == (4, 0)
     assert start_gate.claimed(tmp_path / "none") == 0
     assert not (tmp_path / "none").exists()  # a node provider never makes it
 
@@ -42,25 +42,25 @@ def test_without_a_gate_file_nothing_is_bounded(tmp_path):
 def test_claims_count_until_a_count_holds_their_pods(tmp_path):
     path = tmp_path / "gate"
     start_gate.publish(path, bound=3, starting=1, counted_at=time.monotonic())
-    assert start_gate.claim(path, 5) == (2, 1)
+    assert start_gate.claim(path, 5)[:2] == (2, 1)
     assert start_gate.claimed(path) == 2
-    assert start_gate.claim(path, 1) == (0, 3)
+    assert start_gate.claim(path, 1)[:2] == (0, 3)
     # The operator's next count holds the two pods made (and one more, made by another replica).
     start_gate.publish(path, bound=3, starting=3, counted_at=time.monotonic() + CLAIM_LAG_SECONDS + 0.1)
     assert start_gate.claimed(path) == 0
-    assert start_gate.claim(path, 1) == (0, 3)
+    assert start_gate.claim(path, 1)[:2] == (0, 3)
     start_gate.publish(path, bound=3, starting=0, counted_at=time.monotonic())
-    assert start_gate.claim(path, 1) == (1, 0)
+    assert start_gate.claim(path, 1)[:2] == (1, 0)
 
 
 def test_the_operator_claims_against_its_own_fresh_count(tmp_path):
     """A head's place: claimed against the count made just now, with the autoscalers' claims since the last count."""
     path = tmp_path / "gate"
-    assert start_gate.claim(path, 1, counted=(3, 1)) == (1, 1)  # the operator may make the file
-    assert start_gate.claim(path, 2) == (1, 2)  # a node provider: its head's claim counts
-    assert start_gate.claim(path, 1, counted=(3, 1)) == (0, 3)  # the claims are not in the count yet
+    assert start_gate.claim(path, 1, counted=(3, 1))[:2] == (1, 1)  # the operator may make the file
+    assert start_gate.claim(path, 2)[:2] == (1, 2)  # a node provider: its head's claim counts
+    assert start_gate.claim(path, 1, counted=(3, 1))[:2] == (0, 3)  # the claims are not in the count yet
     start_gate.publish(path, bound=3, starting=2, counted_at=time.monotonic() + CLAIM_LAG_SECONDS + 0.1)
-    assert start_gate.claim(path, 1, counted=(3, 2)) == (1, 2)
+    assert start_gate.claim(path, 1, counted=(3, 2))[:2] == (1, 2)
 
 
 def test_claims_made_together_never_pass_the_bound(tmp_path):
@@ -87,9 +87,9 @@ def test_claims_made_together_never_pass_the_bound(tmp_path):
 def test_an_unreadable_gate_bounds_nothing(tmp_path):
     path = tmp_path / "gate"
     path.write_text("not json")
-    assert start_gate.claim(path, 2) == (2, 0)
+    assert start_gate.claim(path, 2)[:2] == (2, 0)
     start_gate.publish(path, bound=1, starting=1, counted_at=time.monotonic())  # the operator's count replaces it
-    assert start_gate.claim(path, 2) == (0, 1)
+    assert start_gate.claim(path, 2)[:2] == (0, 1)
 
 
 def test_a_claim_may_leave_places_free():
@@ -98,3 +98,17 @@ def test_a_claim_may_leave_places_free():
     assert gate.admitted(1, NOW, keep=1) == 1
     assert replace(gate, starting=2).admitted(1, NOW, keep=1) == 0
     assert replace(gate, starting=2).admitted(1, NOW) == 1
+
+
+def test_a_withdrawn_claim_frees_its_places_at_once(tmp_path):
+    """The pods a claim was for were not made (the API refused them): its places are free again before any count."""
+    path = tmp_path / "gate"
+    start_gate.publish(path, bound=3, starting=0, counted_at=time.monotonic())
+    first, second = start_gate.claim(path, 2), start_gate.claim(path, 1)
+    assert start_gate.claim(path, 1)[:2] == (0, 3)
+    start_gate.withdraw(path, first, 1)  # one of its two pods made
+    assert start_gate.claimed(path) == 2
+    start_gate.withdraw(path, second, 1)
+    assert start_gate.claimed(path) == 1
+    assert start_gate.claim(path, 5)[:2] == (2, 1)
+    start_gate.withdraw(None, first, 1)  # no gate: nothing to free
