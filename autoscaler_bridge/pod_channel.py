@@ -51,14 +51,14 @@ def as_read(pod: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"metadata": pod["metadata"], "status": {key: status[key] for key in ("phase", "podIP") if key in status}}
 
 
-def answer(pods: ClusterPods, operation: str, args: tuple[Any, ...], wait: float = SYNC_SECONDS) -> tuple[str, Any]:
-    """The answer to one request, about the pods of one cluster; a listing waits up to `wait` seconds for the pods to
-    be known."""
+def answer(pods: ClusterPods, operation: str, args: tuple[Any, ...], wait: float | None = None) -> tuple[str, Any]:
+    """The answer to one request, about the pods of one cluster; a listing waits up to `wait` seconds (None:
+    SYNC_SECONDS) for the pods to be known."""
     if operation not in OPERATIONS:
         return "failed", f"no operation {operation!r}"
     try:
         if operation == "items":
-            return "ok", [as_read(pod) for pod in pods.items(wait)]
+            return "ok", [as_read(pod) for pod in pods.items(SYNC_SECONDS if wait is None else wait)]
         value = getattr(pods, operation)(*args)
     except NotSynced as error:
         return "not-synced", str(error)

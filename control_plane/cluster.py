@@ -25,6 +25,9 @@ from kube_apiserver.tls import make_certificates
 SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are allocated from it; no traffic goes there
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 90.0
+# Stopped in this order, clients before the servers they talk to (a kube-scheduler without its API server waits 30 s
+# to give up its lease), whatever the order they were (re)started in.
+STOP_ORDER = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 # What the tests rely on: namespaces and owners cleaned up, ServiceAccounts and their CA, Deployments making pods,
 # Nodes judged by their Lease (and the not-ready taint lifted from a new Node), evictions judged by disruption budgets.
 ALL_CONTROLLERS = [
@@ -110,7 +113,7 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        for name in reversed(list(self.processes)):
+        for name in STOP_ORDER:
             self._stop(name)
 
     def restart_apiserver(self, down_for: float = 0.0) -> None:
