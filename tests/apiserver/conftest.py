@@ -13,8 +13,11 @@ server does itself; no scheduler).
 from __future__ import annotations
 
 import shutil
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -25,36 +28,78 @@ CONTROLLERS = ["garbage-collector-controller", "namespace-controller", "servicea
 KNOWN: set[str] = set()
 
 
+class FreshPlanes:
+    """Fresh control planes, one per test. A plane takes ~4 s of CPU to start (kube-apiserver's), a test here ~1 s:
+    SPARES planes start in the background while tests run (on the 2 cores, two starting at once take no longer
+    than one), and each plane stops in the background after its test."""
+
+    SPARES = 2
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.starting, self.stopping = ThreadPoolExecutor(self.SPARES), ThreadPoolExecutor(1)
+        self.spares: deque[Future[ControlPlane]] = deque()
+
+    def take(self, apiserver_flags: list[str] | None = None) -> ControlPlane:
+        """A started plane no test has used (with `apiserver_flags`: one started now, with them)."""
+        if apiserver_flags:
+            return self._start(self.tmp_path_factory.mktemp("kubernetes"), apiserver_flags)
+        while len(self.spares) < self.SPARES + 1:
+            self.spares.append(self.starting.submit(self._start, self.tmp_path_factory.mktemp("kubernetes"), None))
+        return self.spares.popleft().result()
+
+    def give_back(self, plane: ControlPlane) -> None:
+        self.stopping.submit(self._stop, plane)
+
+    def close(self) -> None:
+        for spare in self.spares:
+            self.give_back(spare.result())
+        self.starting.shutdown()
+        self.stopping.shutdown()
+
+    @staticmethod
+    def _start(work: Path, apiserver_flags: list[str] | None) -> ControlPlane:
+        return ControlPlane(work, controllers=CONTROLLERS, scheduler=False, apiserver_flags=apiserver_flags).start()
+
+    @staticmethod
+    def _stop(plane: ControlPlane) -> None:
+        plane.stop()
+        shutil.rmtree(plane.work / "etcd", ignore_errors=True)  # 62 MB of preallocated WAL each, ~80 of them
+
+
+@pytest.fixture(scope="session")
+def fresh_planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshPlanes]:
+    planes = FreshPlanes(tmp_path_factory)
+    yield planes
+    planes.close()
+
+
 @contextmanager
 def a_server(
     kind: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    fresh_planes: FreshPlanes,
     admin_token: str | None = None,
     apiserver_flags: list[str] | None = None,
 ) -> Iterator[ApiServer | ControlPlane]:
     """The project's API server (authenticating when given `admin_token`), or a fresh control plane (its
     kube-apiserver with `apiserver_flags`)."""
-    server = (
-        ApiServer(admin_token=admin_token)
-        if kind == "project"
-        else ControlPlane(
-            tmp_path_factory.mktemp("kubernetes"),
-            controllers=CONTROLLERS,
-            scheduler=False,
-            apiserver_flags=apiserver_flags,
-        )
-    ).start()
+    if kind == "project":
+        server = ApiServer(admin_token=admin_token).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+        return
+    plane = fresh_planes.take(apiserver_flags)
     try:
-        yield server
+        yield plane
     finally:
-        server.stop()
-        if isinstance(server, ControlPlane):
-            shutil.rmtree(server.work / "etcd", ignore_errors=True)  # 62 MB of preallocated WAL each, ~80 of them
+        fresh_planes.give_back(plane)
 
 
 @pytest.fixture(params=["project", "kubernetes"])
-def api_server(request, tmp_path_factory) -> Iterator[ApiServer | ControlPlane]:
-    with a_server(request.param, tmp_path_factory) as server:
+def api_server(request, fresh_planes) -> Iterator[ApiServer | ControlPlane]:
+    with a_server(request.param, fresh_planes) as server:
         yield server
 
 

@@ -17,8 +17,8 @@ from tests.harness.api import server_ca
 
 
 @pytest.fixture(params=["project", "kubernetes"])
-def secured(request, tmp_path_factory):
-    with a_server(request.param, tmp_path_factory, admin_token="admin-secret") as server:
+def secured(request, fresh_planes):
+    with a_server(request.param, fresh_planes, admin_token="admin-secret") as server:
         yield server
 
 

@@ -196,10 +196,10 @@ def test_watch_ends_at_its_timeout(core):
 
 
 @pytest.fixture(params=["project", "kubernetes"])
-def compactable(request, tmp_path_factory):
+def compactable(request, fresh_planes):
     """A server whose history is compacted on demand: the project's, or a control plane whose kube-apiserver watches
     etcd itself (its watch cache would still hold a compacted history)."""
-    with a_server(request.param, tmp_path_factory, apiserver_flags=["--watch-cache=false"]) as server:
+    with a_server(request.param, fresh_planes, apiserver_flags=["--watch-cache=false"]) as server:
         yield server
 
 
