@@ -200,16 +200,23 @@ def test_a_request_that_waited_as_the_lease_lapsed_is_refused_by_the_operator_to
     assert [p.metadata.name for p in pods(kube)] == [head] and "x" not in pods(kube)[0].metadata.labels
 
 
-def test_launches_take_only_the_places_the_operators_bound_leaves(cluster, kube, tmp_path, pod_service):
-    """The operator counts 1 Ray pod starting on the busiest node, of at most 3: of 4 pods, 2 are launched now, the
-    rest in a later round, once the count has room (autoscaler_bridge.start_gate)."""
+def gated_provider(cluster, kube, tmp_path, pod_service, starting):
+    """A node provider that claims places in a start gate (the operator's count published: `starting` Ray pods of at
+    most 3), its cluster's head made; with the gate's file and the cluster's config."""
     _, config = cluster
     gate = tmp_path / "ray-pods-starting"
     gated = KubernetesNodeProvider(
         {**pod_service.provider_config(config["provider"]), "start_gate_file": str(gate)}, config["cluster_name"]
     )
     create_head(kube, config, pod_service.cache)
-    start_gate.publish(gate, bound=3, starting=1, counted_at=time.monotonic())
+    start_gate.publish(gate, bound=3, starting=starting, counted_at=time.monotonic())
+    return gated, gate, config
+
+
+def test_launches_take_only_the_places_the_operators_bound_leaves(cluster, kube, tmp_path, pod_service):
+    """The operator counts 1 Ray pod starting on the busiest node, of at most 3: of 4 pods, 2 are launched now, the
+    rest in a later round, once the count has room (autoscaler_bridge.start_gate)."""
+    gated, gate, config = gated_provider(cluster, kube, tmp_path, pod_service, starting=1)
     assert len(launch(gated, config, 4)) == 2
     assert launch(gated, config, 2) == {}  # the two claimed count until a count holds them
     start_gate.publish(gate, bound=3, starting=2, counted_at=time.monotonic() + start_gate.CLAIM_LAG_SECONDS + 1)
@@ -222,13 +229,7 @@ def test_a_launch_the_api_refuses_frees_the_places_it_claimed(cluster, kube, tmp
     the claim is withdrawn, and the next launch has every place the count leaves."""
     from ray.autoscaler.node_launch_exception import NodeLaunchException
 
-    _, config = cluster
-    gate = tmp_path / "ray-pods-starting"
-    gated = KubernetesNodeProvider(
-        {**pod_service.provider_config(config["provider"]), "start_gate_file": str(gate)}, config["cluster_name"]
-    )
-    create_head(kube, config, pod_service.cache)
-    start_gate.publish(gate, bound=3, starting=0, counted_at=time.monotonic())
+    gated, gate, config = gated_provider(cluster, kube, tmp_path, pod_service, starting=0)
     node_type = config["available_node_types"]["rayWorkerType"]
     refused = copy.deepcopy(node_type["node_config"])
     refused["spec"]["containers"][0]["image"] = 0
