@@ -66,7 +66,7 @@ from ray_operator.decide import (
     recheck_seconds,
     waiting_for_head_slot,
 )
-from ray_operator.head import create_head_pod, create_head_service, keep_head_budget
+from ray_operator.head import HeadPodRefused, create_head_pod, create_head_service, keep_head_budget
 from ray_operator.logs import cluster_logger
 from ray_operator.metrics import AUTOSCALER_RESTARTS, RECONCILE_SECONDS
 from ray_operator.monitor_process import MonitorProcess, MonitorSpec
@@ -78,6 +78,8 @@ from ray_operator.status import ERROR, RUNNING, StatusWriter
 
 log = logging.getLogger(__name__)
 CREATES_HEAD = (Action.HEAD_GONE, Action.CREATE_HEAD)  # the steps that make a head pod
+# Failures that are the user's to fix (a Secret, the spec), with their Event's reason: logged without a traceback.
+THEIRS_TO_FIX: dict[type[Exception], str] = {TokenSecretError: "InvalidTokenSecret", HeadPodRefused: "HeadPodRefused"}
 
 
 def _spec_version(body: dict[str, Any]) -> tuple[Any, Any]:
@@ -214,15 +216,16 @@ class ClusterController:
                 self._stopping.set()
                 self._stop_monitor()
                 return math.inf
-            if isinstance(error, TokenSecretError):  # the user's Secret: theirs to fix, no failure of the operator
+            reason = next((r for kind, r in THEIRS_TO_FIX.items() if isinstance(error, kind)), None)
+            if reason is not None:  # the user's Secret or spec: theirs to fix, no failure of the operator
                 message = str(error)
                 self.log.error("%s", message)
             else:
                 message = f"unexpected failure: {error}"
                 self.log.exception("reconciling failed")
             try:
-                if isinstance(error, TokenSecretError) and self.status.current.get("message") != message:
-                    self.status.event(self._body, "InvalidTokenSecret", message, warning=True)
+                if reason is not None and self.status.current.get("message") != message:
+                    self.status.event(self._body, reason, message, warning=True)
                 self.status.write(phase=ERROR, message=message)
             except Exception:  # noqa: BLE001
                 self.log.exception("writing the Error status failed")

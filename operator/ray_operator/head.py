@@ -56,13 +56,56 @@ def keep_head_budget(calls: KubeCalls, config: dict[str, Any], budgets: WatchCac
     return True
 
 
+class HeadPodRefused(Exception):
+    """The head pod made of the RayCluster's head podType was refused as invalid: the spec's to fix, no failure of the
+    operator."""
+
+
+def refusal(error: Exception) -> str | None:
+    """Why a body was refused as invalid, by the API server (400, 422) or by the client before sending it (kubernetes
+    37 checks a body against its models: a ValueError, pydantic's, listing each field); None for any other failure."""
+    if isinstance(error, ApiException):
+        if error.status not in (400, 422):
+            return None
+        try:
+            return str(json.loads(error.body or "")["message"])
+        except (TypeError, ValueError, KeyError):
+            return str(error.reason)
+    if not isinstance(error, ValueError):
+        return None
+    errors = getattr(error, "errors", None)
+    if not callable(errors):
+        return str(error)
+    return "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors())
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    """A field as pydantic locates it in a call's arguments, (2, "spec", "containers", 0, "image"), as a path:
+    spec.containers[0].image."""
+    path = ""
+    for part in location[1:]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
 def create_head_pod(calls: KubeCalls, config: dict[str, Any], pods: WatchCache) -> dict[str, Any]:
-    """A head pod for a cluster the cache shows without one."""
+    """A head pod for a cluster the cache shows without one; raises HeadPodRefused if it is invalid."""
     node_type = config["available_node_types"][config["head_node_type"]]
     pod = build_ray_pod(
         config["provider"], config["cluster_name"], node_type["node_config"], head_tags(config), node_type["resources"]
     )
-    created: Any = calls(calls.core.create_namespaced_pod, config["provider"]["namespace"], pod, _preload_content=False)
+    try:
+        created: Any = calls(
+            calls.core.create_namespaced_pod, config["provider"]["namespace"], pod, _preload_content=False
+        )
+    except (ApiException, ValueError) as error:
+        why = refusal(error)
+        if why is None:
+            raise
+        raise HeadPodRefused(f"the head pod of podType {config['head_node_type']} is refused: {why}") from error
     body: dict[str, Any] = json.loads(created.data)
     pods.put(body)
     return body

@@ -94,9 +94,10 @@ def test_nothing_is_made_for_a_raycluster_deleted_before_the_watch_says_so(kube,
 
 
 def test_a_head_pod_refused_holds_no_place_from_other_clusters_heads(kube, core, objects, membership, tmp_path):
-    """A RayCluster whose head pod cannot be made (here the client refuses it: its image is no string) is retried,
-    and claims a place to start its head each time (autoscaler_bridge.start_gate): each claim is withdrawn when the
-    create fails, so the places stay free for the heads of other clusters."""
+    """A RayCluster whose head pod cannot be made (here the client refuses it: its image is no string) is in Error,
+    saying why (once as an Event), and retried; it claims a place to start its head each time
+    (autoscaler_bridge.start_gate), and each claim is withdrawn when the create fails, so the places stay free for
+    the heads of other clusters."""
     apply_crd(kube)
     settings = Settings(work_dir=tmp_path)
     refused = raycluster_from_values(load_yaml(ROOT / "values/cpu-only.yaml"), "refused", "ray")
@@ -110,7 +111,14 @@ def test_a_head_pod_refused_holds_no_place_from_other_clusters_heads(kube, core,
     status = kubernetes.client.CustomObjectsApi(kube).get_namespaced_custom_object(
         "cluster.ray.io", "v1", "ray", "rayclusters", "refused"
     )["status"]
-    assert status["phase"] == "Error" and "image" in status["message"], status
+    assert (status["phase"], status["message"]) == (
+        "Error",
+        "the head pod of podType rayHeadType is refused: spec.containers[0].image: Input should be a valid string",
+    )
+    [event] = core.list_namespaced_event(
+        "ray", field_selector="involvedObject.name=refused,reason=HeadPodRefused"
+    ).items
+    assert event.message == status["message"] and event.type == "Warning"
     other, _ = controller_for(kube, objects, membership, tmp_path, "other")
     other.reconcile()
     [head] = head_pods(core)
