@@ -574,11 +574,16 @@ class PodRuntime:
             worker.grace = min(worker.grace, 5.0)
             worker.deleting.set()
             worker.gone.set()
+        log.info("stopping: %d pods", len(workers))
         for worker in workers:
             worker.thread.join(timeout=30)
+            if worker.thread.is_alive():
+                log.warning("a pod's worker did not end within 30 s: %s", worker.thread.name)
+        log.info("stopping: pods stopped, then the API relay, the kubelet server and the pod network")
         self.relay.stop()
         self.kubelet_server.stop()
         self.network.teardown()
+        log.info("stopped")
 
     def _node_status(self) -> dict[str, Any]:
         stamp = _now()

@@ -651,12 +651,12 @@ def test_a_namespaced_operator_ignores_other_namespaces(kube):
 
 
 def test_clusters_created_together_start_their_pods_within_the_bound_per_node(kube):
-    """Three RayClusters with a worker each, at once, with one Ray pod allowed to start at a time on the node: never
-    two pods starting (heads of clusters not yet Running, workers whose Ray node has not joined), and all three run
-    with their workers."""
+    """Two RayClusters with a worker each, at once, with one Ray pod allowed to start at a time on the node: never
+    two pods starting (heads of clusters not yet Running, workers whose Ray node has not joined), and both run with
+    their workers."""
     kube.stop_operator()
     kube.start_operator("--max-starting-pods", "1")
-    names = [f"together{i}" for i in range(3)]
+    names = [f"together{i}" for i in range(2)]
 
     def pods_starting() -> tuple[int, bool]:
         """Ray pods starting; whether a cluster says it waits for the bound."""
