@@ -56,6 +56,9 @@ def keep_head_budget(calls: KubeCalls, config: dict[str, Any], budgets: WatchCac
     return True
 
 
+MAX_FIELDS = 5  # of a refused body's fields, named in its refusal; more are counted
+
+
 class HeadPodRefused(Exception):
     """The head pod made of the RayCluster's head podType was refused as invalid: the spec's to fix, no failure of the
     operator."""
@@ -76,7 +79,9 @@ def refusal(error: Exception) -> str | None:
     errors = getattr(error, "errors", None)
     if not callable(errors):
         return str(error)
-    return "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors())
+    fields = [f"{_field(e['loc'])}: {e['msg']}" for e in errors()]
+    more = [f"and {len(fields) - MAX_FIELDS} more"] if len(fields) > MAX_FIELDS else []
+    return "; ".join(fields[:MAX_FIELDS] + more)
 
 
 def _field(location: tuple[Any, ...]) -> str:

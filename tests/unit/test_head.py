@@ -9,7 +9,7 @@ from autoscaler_bridge.cluster_config import head_tags
 from autoscaler_bridge.kube_client import KubeCalls
 from autoscaler_bridge.watch_cache import WatchCache
 from autoscaler_bridge.cluster_pods import CachedPods
-from ray_operator.head import HeadPodRefused, create_head_pod, create_head_service, refusal
+from ray_operator.head import MAX_FIELDS, HeadPodRefused, create_head_pod, create_head_service, refusal
 from tests.unit.test_node_provider import cluster, pods  # noqa: F401 - fixtures
 
 
@@ -77,3 +77,15 @@ def test_a_head_pod_refused_as_invalid_says_where(cluster, kube, container, why)
     assert str(refused.value).startswith(f"the head pod of podType {config['head_node_type']} is refused: ")
     assert why in str(refused.value)
     assert pods(kube) == []
+
+
+def test_a_refusal_names_at_most_a_few_fields():
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
+    containers = [{"name": f"c{i}", "image": i} for i in range(MAX_FIELDS + 2)]
+    api = kubernetes.client.CoreV1Api(
+        kubernetes.client.ApiClient(kubernetes.client.Configuration(host="http://0.0.0.0:9"))
+    )
+    with pytest.raises(ValueError) as refused:  # the client's check, before any request
+        api.create_namespaced_pod("ray", {**body, "spec": {"containers": containers}}, _request_timeout=1)
+    why = refusal(refused.value)
+    assert why is not None and why.count("Input should be a valid string") == MAX_FIELDS and why.endswith("and 2 more")
