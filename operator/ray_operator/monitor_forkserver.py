@@ -12,7 +12,9 @@ starts, the same in each, is made here. Each item is memory that every running c
   (tests/unit/test_cluster_config.py);
 - the autoscaler's Prometheus metrics, off: an autoscaler serves them only when given an address to (Ray's own
   monitor process, `monitor_ip`), which the operator's never are, so each kept ~30 metrics and updated them every
-  round for no reader (~0.4 MB). What they would say is in each RayCluster's status.autoscaler.
+  round for no reader (~0.4 MB). What they would say is in each RayCluster's status.autoscaler;
+- last, the free chunks of its C heap, taken (ray_operator.malloc_holes): each autoscaler's C allocations would land
+  in them, scattered over pages it shares with the forkserver, and copy every page they touch (~1.4 MB).
 """
 
 import logging
@@ -22,6 +24,7 @@ import ray.autoscaler._private.monitor as ray_monitor
 from ray.autoscaler._private.prom_metrics import NullMetric
 
 from ray_operator.logs import DEFAULT_LEVEL
+from ray_operator.malloc_holes import take_free_chunks
 
 
 def _validated_by_the_operator(config: dict) -> None:
@@ -41,3 +44,4 @@ class _UnservedMetrics:
 logging.getLogger().setLevel(DEFAULT_LEVEL)
 ray_autoscaler.validate_config = _validated_by_the_operator  # type: ignore[attr-defined]
 ray_monitor.AutoscalerPrometheusMetrics = _UnservedMetrics  # type: ignore[misc, assignment]
+take_free_chunks()
