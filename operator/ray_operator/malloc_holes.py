@@ -69,7 +69,7 @@ def take_free_chunks() -> int:
         return 0
     taken = 0
     for _ in range(ROUNDS):
-        chunks = main_heap_free_chunks()
+        chunks = free_chunks(_malloc_info(libc))
         if not chunks:
             break
         for chunk_size, count in chunks:
