@@ -11,7 +11,7 @@ heads; it is then the next path's operator. A path ends when it has converged an
 for a second (some come after convergence shows); one with fewer writes than k runs to its end (checked the same
 way), and its count of writes is printed.
 
-    CRASH_POINT_LIMIT=11 (the default, CI: 53 crash points, the paths of fewer writes running to their end) … a larger
+    CRASH_POINT_LIMIT=11 (the default, CI: 54 crash points, the paths of fewer writes running to their end) … a larger
     number for the long table
 """
 
