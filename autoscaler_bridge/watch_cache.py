@@ -13,9 +13,10 @@ API server sending again what the LIST already held) and is skipped, so that the
 RayCluster or a pod deleted since is not brought back by its replayed ADDED.
 
 What this process itself just created or deleted is put into the cache at once (`put`), so an autoscaler round sees
-its own launches and deletions without waiting for their events. A `transform` (client-go's SetTransform) keeps
-only what the reader uses of each object, and an `index` (client-go's Indexer) finds the objects of one value (a
-cluster's pods) without scanning them all, for caches that hold many.
+its own launches and deletions without waiting for their events; an object whose deletion the cache has seen already
+(the create's response and the watch's events race) is not put back: the uids of the last objects deleted are kept.
+A `transform` (client-go's SetTransform) keeps only what the reader uses of each object, and an `index` (client-go's
+Indexer) finds the objects of one value (a cluster's pods) without scanning them all, for caches that hold many.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 300  # how long the server keeps one watch open; reopening costs one request
 SYNC_SECONDS = 30.0  # how long a reader waits for the first LIST (or the one after a failure) before NotSynced
 RETRY_SECONDS = (0.5, 10.0)  # backoff after a failed LIST or watch: first, most
+DELETED_KEPT = 4096  # uids of the objects last seen deleted, that a late `put` must not bring back
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -91,6 +94,7 @@ class WatchCache:
         self.watch_seconds = watch_seconds
         self.name = name
         self._items: dict[Key, dict[str, Any]] = {}
+        self._deleted: OrderedDict[str, None] = OrderedDict()  # uids, the newest last
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stopping = threading.Event()
@@ -141,9 +145,12 @@ class WatchCache:
 
     def put(self, obj: dict[str, Any]) -> None:
         """An object as this process just received it from the API (created, patched). The watch may have seen a
-        later version already (the response and the events race): the later one stays."""
+        later version already, or the object deleted (the response and the events race): the later one stays, and
+        a deleted one is not brought back."""
         obj = self._transform(obj)
         with self._lock:
+            if obj["metadata"].get("uid") in self._deleted:
+                return
             held = self._items.get(key_of(obj))
             if held is None or not _later(held, obj):
                 self._store(obj)
@@ -168,6 +175,15 @@ class WatchCache:
         self._drop(key)
         self._items[key] = obj
         self._index.setdefault(self._index_of(obj), set()).add(key)
+
+    def _deleted_now(self, obj: dict[str, Any]) -> None:
+        """Remember that `obj` is gone, so that no late `put` brings it back (the lock held)."""
+        self._drop(key_of(obj))
+        uid = obj["metadata"].get("uid")
+        if uid:
+            self._deleted[uid] = None
+            if len(self._deleted) > DELETED_KEPT:
+                self._deleted.popitem(last=False)
 
     def _drop(self, key: Key) -> None:
         """Hold no object of `key` (the lock held)."""
@@ -214,6 +230,8 @@ class WatchCache:
         with self._lock:
             gone = [obj for key, obj in self._items.items() if key not in listed]
             changed = [obj for key, obj in listed.items() if self._items.get(key) != obj]
+            for obj in gone:
+                self._deleted_now(obj)
             self._items, self._index = {}, {}
             for obj in listed.values():
                 self._store(obj)
@@ -256,7 +274,7 @@ class WatchCache:
                 obj = self._transform(obj)
                 with self._lock:
                     if event["type"] == "DELETED":
-                        self._drop(key_of(obj))
+                        self._deleted_now(obj)
                     else:
                         self._store(obj)
                 self._notify(obj)

@@ -119,6 +119,25 @@ def test_a_response_older_than_what_the_watch_saw_does_not_turn_the_cache_back(c
         cache.stop()
 
 
+def test_a_create_response_put_after_the_watch_saw_the_object_deleted_does_not_bring_it_back(core):
+    """The create's response can come after the watch's ADDED and DELETED (a pod deleted at once by someone else):
+    putting it then would hold a pod that is gone until the next LIST."""
+    cache = WatchCache(core.list_namespaced_pod, "ray", label_selector="ray-cluster-name=demo").start()
+    try:
+        assert cache.wait_synced(10)
+        created = core.api_client.sanitize_for_serialization(core.create_namespaced_pod("ray", pod("fleeting")))
+        wait_for(lambda: names(cache) == ["fleeting"], message="the watch's pod")
+        core.delete_namespaced_pod("fleeting", "ray", grace_period_seconds=0)
+        wait_for(lambda: names(cache) == [], message="the watch's deletion")
+        cache.put(created)
+        assert names(cache) == []
+        again = core.api_client.sanitize_for_serialization(core.create_namespaced_pod("ray", pod("fleeting")))
+        cache.put(again)  # the same name made anew is another object (uid): put as ever
+        assert names(cache) == ["fleeting"]
+    finally:
+        cache.stop()
+
+
 def test_a_refreshed_object_replaces_the_one_held_and_one_gone_is_not_brought_back(core):
     """A pod this process deleted that stays, terminating, is seen so at once; one the watch already saw go stays
     gone (the deletion's response may come after the watch's DELETED event)."""
