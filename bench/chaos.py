@@ -218,7 +218,7 @@ class Chaos:
 
     def strike(self, kind: str) -> tuple[str, Callable[[], bool], float]:
         """Inject one fault: what it was, when it counts as recovered from, and within what bound."""
-        kube, cluster = self.kube, self.random.choice(self.clusters)
+        kube, cluster = self.kube, self.random.choice(self.clusters) if self.clusters else ""  # none: bursts alone
         if kind == "operator":
             identity = self.random.choice(sorted(self.operators))
             ran = [n for n in self.clusters if owner(kube, n) == identity]
@@ -314,6 +314,10 @@ class Chaos:
         return True
 
     def end_burst(self, burst: list[str]) -> bool:
+        """Ends a burst once its clusters all run: says how many restarts (failed heads, autoscalers) it took them,
+        then deletes them."""
+        restarts = sum(int(self.kube.status(name, NAMESPACE).get("autoscalerRetries") or 0) for name in burst)
+        print(f"     burst: {len(burst)} RayClusters Running after {restarts} restarts among them", flush=True)
         for name in burst:
             kube_delete_quietly(self.kube, name)
         return True
@@ -336,7 +340,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="how long faults are injected")
     parser.add_argument("--seed", type=int, default=1, help="of the faults drawn")
     parser.add_argument("--every", type=float, default=20.0, help="seconds between a recovery and the next fault")
-    parser.add_argument("--clusters", type=int, default=2, help="RayClusters under a job load")
+    parser.add_argument("--clusters", type=int, default=2, help="RayClusters under a job load (0: bursts alone)")
     parser.add_argument("--replicas", type=int, default=2, help="operator replicas")
     parser.add_argument("--burst", type=int, default=3, help="RayClusters a burst creates at once")
     parser.add_argument(
@@ -348,6 +352,8 @@ def main() -> None:
     kinds = [kind.strip() for kind in args.faults.split(",")]
     if not kinds or set(kinds) - set(FAULTS):
         parser.error(f"--faults: {args.faults!r} is not a list of {', '.join(FAULTS)}")
+    if args.clusters < 1 and kinds != ["burst"]:
+        parser.error("--clusters 0: only bursts (--faults burst) strike no cluster of the job load")
     network = network_kind(args.network)
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as work:
         gateway = pod_gateway(network)

@@ -38,7 +38,7 @@ from control_plane.processes import free_port, stop
 from ray_operator.helm_values import raycluster_from_values
 from tests.harness.files import ROOT, load_yaml
 from tests.harness.waiting import wait_for
-from tests.harness.local_kube import LocalKube, autoscaler_alive, pod_gateway, running_stack, started_autoscaler
+from tests.harness.local_kube import LocalKube, autoscaler_alive, pod_gateway, running_stack
 
 NAMESPACE = "handover"
 
@@ -64,7 +64,7 @@ class Autoscalers:
         self.running: dict[str, set[int]] = {}
         self.gaps: dict[str, list[tuple[float, float]]] = defaultdict(list)  # cluster → (start, end) without one
         self._without: dict[str, float] = {}
-        self._read = 0
+        self._read = 0  # of the operators' autoscaler starts
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._sample_forever, daemon=True)
@@ -83,16 +83,11 @@ class Autoscalers:
             self.sample()
 
     def sample(self) -> None:
-        log = self.kube.operator_log
-        with open(log, "rb") as lines:
-            lines.seek(self._read)
-            new = lines.read()
-        complete = new[: new.rfind(b"\n") + 1]
-        self._read += len(complete)
-        for line in complete.decode(errors="replace").splitlines():
-            found = started_autoscaler(line)
-            if found and found[1] == NAMESPACE:
-                self.pids[found[2]] = (found[0], found[3])
+        starts = self.kube.autoscaler_starts()
+        for cluster, namespace, pid, started in starts[self._read :]:
+            if namespace == NAMESPACE:
+                self.pids[pid] = (cluster, started)
+        self._read = len(starts)
         running: dict[str, set[int]] = {name: set() for name in self.names}
         for pid, (name, started) in list(self.pids.items()):
             if autoscaler_alive(pid, started):

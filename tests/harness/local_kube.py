@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import datetime
@@ -121,6 +122,9 @@ class LocalKube:
         self._runtime_images: dict[str, Path] | None = None
         self.operators: list[subprocess.Popen] = []
         self.operator_log = work / "operator.log"
+        self._log_read = 0  # bytes of operator_log read for autoscaler_starts
+        self._log_lock = threading.Lock()
+        self._started_autoscalers: list[tuple[str, str, int, float]] = []
         self.metrics_url = ""
 
     # The parts.
@@ -406,11 +410,28 @@ class LocalKube:
     def autoscalers(self, namespace: str) -> dict[str, list[tuple[int, float]]]:
         """Each cluster's autoscaler processes, (pid, when it was started), in the order the operators' log says."""
         started: dict[str, list[tuple[int, float]]] = {}
-        for line in self.operator_lines():
-            found = started_autoscaler(line)
-            if found and found[1] == namespace:
-                started.setdefault(found[0], []).append((found[2], found[3]))
+        for cluster, found_namespace, pid, when in self.autoscaler_starts():
+            if found_namespace == namespace:
+                started.setdefault(cluster, []).append((pid, when))
         return started
+
+    def autoscaler_starts(self) -> list[tuple[str, str, int, float]]:
+        """Every autoscaler the operators' log says they started, (cluster, namespace, pid, when), in its order; the log
+        is read on from where the last call stopped: it grows by Ray's autoscaler's lines, ~20 a round per cluster,
+        and a chaos run checks it every second (from more than one thread)."""
+        with self._log_lock:
+            if not self.operator_log.exists():
+                return []
+            with self.operator_log.open("rb") as log:
+                log.seek(self._log_read)
+                complete = log.read().rpartition(b"\n")[0]
+            if complete:
+                self._log_read += len(complete) + 1
+                for line in complete.decode(errors="replace").splitlines():
+                    found = started_autoscaler(line)
+                    if found:
+                        self._started_autoscalers.append(found)
+            return list(self._started_autoscalers)
 
     def live_autoscalers(self, namespace: str) -> dict[str, set[int]]:
         """Each cluster's autoscaler processes still running: a process of that pid made after the log line is another
