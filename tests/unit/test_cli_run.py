@@ -1,6 +1,7 @@
 """`ray-operator run`'s command line and the phase metric, without a cluster."""
 
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -116,3 +117,18 @@ def test_the_operator_may_open_as_many_files_as_its_hard_limit_allows(tmp_path):
     finally:
         operator.kill()  # it waits for an API server that is not there: nothing to stop in order
         operator.wait(30)
+
+
+def test_sigterm_while_starting_ends_the_operator_at_once(tmp_path):
+    """Its API server not answering, the operator is starting for as long as its requests retry (~40 s): SIGTERM then
+    ends it rather than waiting out the pod's grace."""
+    operator = subprocess.Popen(
+        operator_run(tmp_path, tmp_path / "work"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: (tmp_path / "work").exists(), timeout=60, message="the operator starting")
+        operator.send_signal(signal.SIGTERM)
+        assert operator.wait(10) == 0
+    finally:
+        operator.kill()
+        operator.communicate(timeout=30)
