@@ -320,17 +320,16 @@ def run(
             "give each operator a --work-dir of its own"
         )
     stopping = threading.Event()
-    started: list[ClusterManager] = []
+    manager: ClusterManager | None = None
 
     def on_signal(*_: object) -> None:
         stopping.set()
-        if not started:  # still starting, maybe waiting for an API server that does not answer: nothing to stop
+        if manager is None:  # still starting, maybe waiting for an API server that does not answer: nothing to stop
             raise SystemExit(0)  # in order yet, and an exit now is no worse than the SIGKILL that comes at the grace
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    started.append(ClusterManager(settings))
-    manager = started[0]
+    manager = ClusterManager(settings)
     if metrics_port:
         metrics.serve(metrics_host, metrics_port, manager.statuses)
     if health_port:
