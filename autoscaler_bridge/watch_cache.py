@@ -176,9 +176,8 @@ class WatchCache:
         self._items[key] = obj
         self._index.setdefault(self._index_of(obj), set()).add(key)
 
-    def _deleted_now(self, obj: dict[str, Any]) -> None:
+    def _remember_deleted(self, obj: dict[str, Any]) -> None:
         """Remember that `obj` is gone, so that no late `put` brings it back (the lock held)."""
-        self._drop(key_of(obj))
         uid = obj["metadata"].get("uid")
         if uid:
             self._deleted[uid] = None
@@ -231,7 +230,7 @@ class WatchCache:
             gone = [obj for key, obj in self._items.items() if key not in listed]
             changed = [obj for key, obj in listed.items() if self._items.get(key) != obj]
             for obj in gone:
-                self._deleted_now(obj)
+                self._remember_deleted(obj)
             self._items, self._index = {}, {}
             for obj in listed.values():
                 self._store(obj)
@@ -274,7 +273,8 @@ class WatchCache:
                 obj = self._transform(obj)
                 with self._lock:
                     if event["type"] == "DELETED":
-                        self._deleted_now(obj)
+                        self._drop(key_of(obj))
+                        self._remember_deleted(obj)
                     else:
                         self._store(obj)
                 self._notify(obj)
